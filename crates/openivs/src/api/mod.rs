@@ -1,0 +1,563 @@
+//! The IVS operations: IVS's rules over the [`Store`] and the [`LiveRegistry`].
+//!
+//! One file per resource family; this module holds what they share: the [`Api`] value every
+//! handler receives, [`Api::handle`] (the operation name → handler table), and the common moves
+//! (load a resource the caller owns, create under a quota, delete unless referenced, update with
+//! optimistic retries, list a page). Inputs reach the handlers already validated against the
+//! service model (see `openivs_model::service`), so handlers only apply IVS's semantics.
+
+mod ad_configurations;
+mod channels;
+mod failover_slates;
+pub mod pagination;
+mod playback_key_pairs;
+mod playback_restriction_policies;
+mod recording_configurations;
+mod stream_keys;
+mod streams;
+mod tags;
+mod viewer_sessions;
+
+use std::sync::Arc;
+
+use openivs_model::resources::Tags;
+use openivs_model::{Arn, IvsError, ResourceType};
+use rand::Rng;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use crate::auth::Caller;
+use crate::live::LiveRegistry;
+use crate::settings::Quotas;
+use crate::store::{ApplyError, Change, Check, ListQuery, Record, Store, Write};
+use pagination::{Listing, PageTokens};
+
+/// Where this server can be reached, for the URLs the API returns.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    pub public_host: String,
+    pub http_port: u16,
+    pub rtmps_port: u16,
+    pub srt_port: u16,
+}
+
+impl Endpoints {
+    fn host_port(&self, port: u16, default_port: u16) -> String {
+        let host = if self.public_host.contains(':') {
+            format!("[{}]", self.public_host)
+        } else {
+            self.public_host.clone()
+        };
+        if port == default_port {
+            host
+        } else {
+            format!("{host}:{port}")
+        }
+    }
+}
+
+pub struct Api {
+    pub store: Arc<dyn Store>,
+    pub live: Arc<LiveRegistry>,
+    pub quotas: Quotas,
+    pub endpoints: Endpoints,
+    tokens: PageTokens,
+}
+
+/// A resource as stored: the model type plus what the store indexes about it.
+pub(crate) trait Resource: Serialize + DeserializeOwned {
+    const TYPE: ResourceType;
+    fn arn(&self) -> &str;
+    fn tags(&self) -> &Tags;
+    fn name(&self) -> &str {
+        ""
+    }
+    /// ARNs this resource refers to (deleting those is refused while it does).
+    fn references(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn parent(&self) -> Option<String> {
+        None
+    }
+    fn unique_key(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Implements [`Resource`] for a resource that only has an ARN, a name and tags.
+macro_rules! named_resource {
+    ($resource:ty, $resource_type:expr) => {
+        impl super::Resource for $resource {
+            const TYPE: openivs_model::ResourceType = $resource_type;
+            fn arn(&self) -> &str {
+                &self.arn
+            }
+            fn tags(&self) -> &openivs_model::resources::Tags {
+                &self.tags
+            }
+            fn name(&self) -> &str {
+                &self.name
+            }
+        }
+    };
+}
+pub(crate) use named_resource;
+
+/// Reads an operation's (validated) input into its typed form.
+pub(crate) fn input<T: DeserializeOwned>(value: Value) -> Result<T, IvsError> {
+    serde_json::from_value(value).map_err(|e| IvsError::validation(format!("Invalid request: {e}")))
+}
+
+pub(crate) fn output(value: impl Serialize) -> Result<Value, IvsError> {
+    serde_json::to_value(value).map_err(|e| IvsError::internal(e.to_string()))
+}
+
+/// A new 12-character resource id, like IVS's (`abcdABCDefgh`).
+pub(crate) fn new_id() -> String {
+    random_alphanumeric(12)
+}
+
+pub(crate) fn random_alphanumeric(length: usize) -> String {
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(length)
+        .map(char::from)
+        .collect()
+}
+
+/// Resolves an ARN the caller names to one it owns. ARNs of other accounts or regions, and
+/// malformed ones, name nothing the caller can see: `ResourceNotFoundException`.
+pub(crate) fn owned_arn(
+    caller: &Caller,
+    arn: &str,
+    expected: Option<ResourceType>,
+) -> Result<Arn, IvsError> {
+    match Arn::parse(arn) {
+        Some(parsed)
+            if parsed.account == caller.account
+                && parsed.region == caller.region
+                && expected.is_none_or(|t| t == parsed.resource_type) =>
+        {
+            Ok(parsed)
+        }
+        _ => Err(not_found(
+            expected.map_or("resource", ResourceType::display_name),
+            arn,
+        )),
+    }
+}
+
+pub(crate) fn not_found(what: &str, arn: &str) -> IvsError {
+    IvsError::not_found(format!("The {what} {arn} was not found"))
+}
+
+/// Tags a user may set: `aws:` is reserved for AWS.
+pub(crate) fn check_tag_keys<'a>(
+    keys: impl IntoIterator<Item = &'a String>,
+) -> Result<(), IvsError> {
+    for key in keys {
+        if key.to_ascii_lowercase().starts_with("aws:") {
+            return Err(IvsError::validation(format!(
+                "Tag keys starting with 'aws:' are reserved: {key}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn record_of<R: Resource>(resource: &R) -> Result<Record, IvsError> {
+    let arn = Arn::parse(resource.arn())
+        .ok_or_else(|| IvsError::internal("resource without a valid ARN"))?;
+    let mut record = Record::new(R::TYPE, &arn.account, &arn.region, resource.arn(), resource);
+    record.name = resource.name().to_owned();
+    record.references = resource.references();
+    record.parent_arn = resource.parent();
+    record.unique_key = resource.unique_key();
+    Ok(record)
+}
+
+/// How often an update is retried when another request wrote the same resource in between.
+const UPDATE_ATTEMPTS: usize = 8;
+
+impl Api {
+    pub async fn new(
+        store: Arc<dyn Store>,
+        live: Arc<LiveRegistry>,
+        quotas: Quotas,
+        endpoints: Endpoints,
+    ) -> Result<Api, IvsError> {
+        let key = store
+            .init_setting(
+                "pagination_token_key",
+                &hex::encode(rand::random::<[u8; 32]>()),
+            )
+            .await?;
+        Ok(Api {
+            store,
+            live,
+            quotas,
+            endpoints,
+            tokens: PageTokens::new(key.into_bytes()),
+        })
+    }
+
+    /// Runs one operation. Returns the response body (`Value::Null` for operations without
+    /// output, which the HTTP layer answers with 204).
+    pub async fn handle(
+        &self,
+        operation: &str,
+        caller: &Caller,
+        body: Value,
+    ) -> Result<Value, IvsError> {
+        match operation {
+            "CreateChannel" => channels::create(self, caller, input(body)?).await,
+            "GetChannel" => channels::get(self, caller, input(body)?).await,
+            "BatchGetChannel" => channels::batch_get(self, caller, input(body)?).await,
+            "UpdateChannel" => channels::update(self, caller, input(body)?).await,
+            "DeleteChannel" => channels::delete(self, caller, input(body)?).await,
+            "ListChannels" => channels::list(self, caller, input(body)?).await,
+            "CreateStreamKey" => stream_keys::create(self, caller, input(body)?).await,
+            "GetStreamKey" => stream_keys::get(self, caller, input(body)?).await,
+            "BatchGetStreamKey" => stream_keys::batch_get(self, caller, input(body)?).await,
+            "DeleteStreamKey" => stream_keys::delete(self, caller, input(body)?).await,
+            "ListStreamKeys" => stream_keys::list(self, caller, input(body)?).await,
+            "ImportPlaybackKeyPair" => playback_key_pairs::import(self, caller, input(body)?).await,
+            "GetPlaybackKeyPair" => playback_key_pairs::get(self, caller, input(body)?).await,
+            "DeletePlaybackKeyPair" => playback_key_pairs::delete(self, caller, input(body)?).await,
+            "ListPlaybackKeyPairs" => playback_key_pairs::list(self, caller, input(body)?).await,
+            "CreateRecordingConfiguration" => {
+                recording_configurations::create(self, caller, input(body)?).await
+            }
+            "GetRecordingConfiguration" => {
+                recording_configurations::get(self, caller, input(body)?).await
+            }
+            "DeleteRecordingConfiguration" => {
+                recording_configurations::delete(self, caller, input(body)?).await
+            }
+            "ListRecordingConfigurations" => {
+                recording_configurations::list(self, caller, input(body)?).await
+            }
+            "CreatePlaybackRestrictionPolicy" => {
+                playback_restriction_policies::create(self, caller, input(body)?).await
+            }
+            "GetPlaybackRestrictionPolicy" => {
+                playback_restriction_policies::get(self, caller, input(body)?).await
+            }
+            "UpdatePlaybackRestrictionPolicy" => {
+                playback_restriction_policies::update(self, caller, input(body)?).await
+            }
+            "DeletePlaybackRestrictionPolicy" => {
+                playback_restriction_policies::delete(self, caller, input(body)?).await
+            }
+            "ListPlaybackRestrictionPolicies" => {
+                playback_restriction_policies::list(self, caller, input(body)?).await
+            }
+            "CreateAdConfiguration" => ad_configurations::create(self, caller, input(body)?).await,
+            "GetAdConfiguration" => ad_configurations::get(self, caller, input(body)?).await,
+            "UpdateAdConfiguration" => ad_configurations::update(self, caller, input(body)?).await,
+            "DeleteAdConfiguration" => ad_configurations::delete(self, caller, input(body)?).await,
+            "ListAdConfigurations" => ad_configurations::list(self, caller, input(body)?).await,
+            "CreateFailoverSlateConfiguration" => {
+                failover_slates::create(self, caller, input(body)?).await
+            }
+            "GetFailoverSlateConfiguration" => {
+                failover_slates::get(self, caller, input(body)?).await
+            }
+            "UpdateFailoverSlateConfiguration" => {
+                failover_slates::update(self, caller, input(body)?).await
+            }
+            "DeleteFailoverSlateConfiguration" => {
+                failover_slates::delete(self, caller, input(body)?).await
+            }
+            "ListFailoverSlateConfigurations" => {
+                failover_slates::list(self, caller, input(body)?).await
+            }
+            "GetStream" => streams::get(self, caller, input(body)?).await,
+            "ListStreams" => streams::list(self, caller, input(body)?).await,
+            "StopStream" => streams::stop(self, caller, input(body)?).await,
+            "GetStreamSession" => streams::get_session(self, caller, input(body)?).await,
+            "ListStreamSessions" => streams::list_sessions(self, caller, input(body)?).await,
+            "PutMetadata" => streams::put_metadata(self, caller, input(body)?).await,
+            "InsertAdBreak" => streams::insert_ad_break(self, caller, input(body)?).await,
+            "StartViewerSessionRevocation" => {
+                viewer_sessions::start(self, caller, input(body)?).await
+            }
+            "BatchStartViewerSessionRevocation" => {
+                viewer_sessions::batch_start(self, caller, input(body)?).await
+            }
+            "TagResource" => tags::tag(self, caller, input(body)?).await,
+            "UntagResource" => tags::untag(self, caller, input(body)?).await,
+            "ListTagsForResource" => tags::list(self, caller, input(body)?).await,
+            other => Err(IvsError::validation(format!("Unknown operation {other}"))),
+        }
+    }
+
+    /// Loads a resource the caller owns, or answers `ResourceNotFoundException`.
+    pub(crate) async fn load<R: Resource>(
+        &self,
+        caller: &Caller,
+        arn: &str,
+    ) -> Result<(Record, R), IvsError> {
+        owned_arn(caller, arn, Some(R::TYPE))?;
+        let record = self
+            .store
+            .get(arn)
+            .await?
+            .ok_or_else(|| not_found(R::TYPE.display_name(), arn))?;
+        let resource = record.decode()?;
+        Ok((record, resource))
+    }
+
+    /// BatchGetChannel and BatchGetStreamKey: the resources found, and a `BatchError` for each
+    /// ARN that names nothing the caller owns. Each distinct ARN is reported once.
+    pub(crate) async fn batch_get<R: Resource>(
+        &self,
+        caller: &Caller,
+        arns: &[String],
+    ) -> Result<(Vec<Value>, Vec<Value>), IvsError> {
+        let mut found = Vec::new();
+        let mut errors = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for arn in arns.iter().filter(|arn| seen.insert(arn.as_str())) {
+            match self.load::<R>(caller, arn).await {
+                Ok((_, resource)) => found.push(output(&resource)?),
+                Err(error) if error.kind == openivs_model::ErrorKind::ResourceNotFound => errors
+                    .push(serde_json::json!({
+                        "arn": arn,
+                        "code": error.kind.wire_name(),
+                        "message": error.message,
+                    })),
+                Err(error) => return Err(error),
+            }
+        }
+        Ok((found, errors))
+    }
+
+    /// The condition "this ARN (named in a request) refers to an existing resource of the
+    /// caller": checked inside the change, so a concurrent delete cannot slip in between.
+    pub(crate) fn must_exist(
+        &self,
+        caller: &Caller,
+        arn: &str,
+        resource_type: ResourceType,
+    ) -> Result<(Check, IvsError), IvsError> {
+        owned_arn(caller, arn, Some(resource_type))?;
+        Ok((
+            Check::Exists {
+                arn: arn.to_owned(),
+            },
+            not_found(resource_type.display_name(), arn),
+        ))
+    }
+
+    fn quota_check(
+        &self,
+        caller: &Caller,
+        resource_type: ResourceType,
+        limit: u32,
+    ) -> (Check, IvsError) {
+        let check = Check::CountBelow {
+            resource_type,
+            account: caller.account.clone(),
+            region: caller.region.clone(),
+            limit,
+        };
+        let error = IvsError::quota(format!(
+            "Request would exceed the quota of {limit} {}s per account and region",
+            resource_type.display_name()
+        ));
+        (check, error)
+    }
+
+    /// Stores a new resource, under its type's quota.
+    pub(crate) async fn create<R: Resource>(
+        &self,
+        caller: &Caller,
+        resource: &R,
+        quota: u32,
+    ) -> Result<(), IvsError> {
+        check_tag_keys(resource.tags().keys())?;
+        let (check, error) = self.quota_check(caller, R::TYPE, quota);
+        let change = Change::new()
+            .require(check, error)
+            .write(Write::Put(record_of(resource)?));
+        Ok(self.store.apply(change).await?)
+    }
+
+    /// Deletes a resource; refused with `ConflictException` while a channel refers to it.
+    pub(crate) async fn delete_unreferenced(
+        &self,
+        caller: &Caller,
+        arn: &str,
+        resource_type: ResourceType,
+    ) -> Result<(), IvsError> {
+        owned_arn(caller, arn, Some(resource_type))?;
+        let name = resource_type.display_name();
+        let change = Change::new()
+            .require(
+                Check::Exists {
+                    arn: arn.to_owned(),
+                },
+                not_found(name, arn),
+            )
+            .require(
+                Check::Unreferenced {
+                    arn: arn.to_owned(),
+                },
+                IvsError::conflict(format!(
+                    "The {name} {arn} is in use by a channel; detach it first"
+                )),
+            )
+            .write(Write::Delete {
+                arn: arn.to_owned(),
+            });
+        Ok(self.store.apply(change).await?)
+    }
+
+    /// Read-modify-write of one resource: `modify` gets the current resource and returns the
+    /// new one plus any conditions the write needs. Retried when another request wrote the
+    /// resource in between (optimistic concurrency on the record's version).
+    pub(crate) async fn update<R: Resource>(
+        &self,
+        caller: &Caller,
+        arn: &str,
+        modify: impl Fn(R) -> Result<(R, Vec<(Check, IvsError)>), IvsError>,
+    ) -> Result<R, IvsError> {
+        for _ in 0..UPDATE_ATTEMPTS {
+            let (record, current) = self.load::<R>(caller, arn).await?;
+            let (updated, conditions) = modify(current)?;
+            check_tag_keys(updated.tags().keys())?;
+            let mut change = Change::new().require(
+                Check::Version {
+                    arn: arn.to_owned(),
+                    version: record.version,
+                },
+                IvsError::conflict("concurrent update"),
+            );
+            for (check, error) in conditions {
+                change = change.require(check, error);
+            }
+            change = change.write(Write::Put(record_of(&updated)?));
+            match self.store.apply(change).await {
+                Ok(()) => return Ok(updated),
+                Err(ApplyError::Stale) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(ApplyError::Stale.into())
+    }
+
+    /// A Get* answer: `{ "<key>": <resource> }`.
+    pub(crate) async fn get_output<R: Resource>(
+        &self,
+        caller: &Caller,
+        arn: &str,
+        key: &str,
+    ) -> Result<Value, IvsError> {
+        let (_, resource) = self.load::<R>(caller, arn).await?;
+        Ok(wrap(key, output(&resource)?))
+    }
+
+    /// A List* answer: one page of summaries under `key`, and `nextToken` unless it is the last.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn list_output<R: Resource, S: Serialize>(
+        &self,
+        operation: &str,
+        caller: &Caller,
+        query: ListQuery,
+        filters: &[&str],
+        paging: &openivs_model::requests::Paging,
+        default_page: i64,
+        key: &str,
+        summary: impl Fn(&R) -> S,
+    ) -> Result<Value, IvsError> {
+        let (items, next_token) = self
+            .page::<R>(operation, caller, query, filters, paging, default_page)
+            .await?;
+        Ok(page_output(
+            key,
+            to_values(items.iter().map(summary))?,
+            next_token,
+        ))
+    }
+
+    /// One page of a listing in creation order, and the token of the next page (none on the
+    /// last page). `filters` are the listing's filter values, which bind the token to them.
+    pub(crate) async fn page<R: Resource>(
+        &self,
+        operation: &str,
+        caller: &Caller,
+        query: ListQuery,
+        filters: &[&str],
+        paging: &openivs_model::requests::Paging,
+        default_page: i64,
+    ) -> Result<(Vec<R>, Option<String>), IvsError> {
+        let now = OffsetDateTime::now_utc();
+        let listing = Listing::new(operation, &caller.account, &caller.region, filters);
+        let after_seq = self
+            .tokens
+            .cursor(paging.next_token.as_deref(), &listing, now)?;
+        let page_size = paging.max_results.unwrap_or(default_page).clamp(1, 100) as u32;
+        let query = ListQuery {
+            resource_type: Some(R::TYPE),
+            account: caller.account.clone(),
+            region: caller.region.clone(),
+            after_seq,
+            limit: page_size + 1,
+            ..query
+        };
+        let mut records = self.store.list(&query).await?;
+        let next_token = if records.len() > page_size as usize {
+            records.truncate(page_size as usize);
+            records
+                .last()
+                .map(|last| self.tokens.issue(&listing, last.seq, now))
+        } else {
+            None
+        };
+        let items = records
+            .iter()
+            .map(Record::decode)
+            .collect::<Result<Vec<R>, _>>()?;
+        Ok((items, next_token))
+    }
+}
+
+/// A `ValidationException` with `message` when `condition` holds.
+pub(crate) fn input_error_if(condition: bool, message: &str) -> Result<(), IvsError> {
+    if condition {
+        Err(IvsError::validation(message))
+    } else {
+        Ok(())
+    }
+}
+
+/// The default page size of listings documented as "min(quota, 100)".
+pub(crate) fn quota_page(quota: u32) -> i64 {
+    i64::from(quota.clamp(1, 100))
+}
+
+/// `{ "<key>": value }`.
+pub(crate) fn wrap(key: &str, value: Value) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert(key.to_owned(), value);
+    Value::Object(out)
+}
+
+/// Builds `{ "<key>": [...], "nextToken": ... }`, omitting `nextToken` on the last page.
+pub(crate) fn page_output(key: &str, items: Vec<Value>, next_token: Option<String>) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert(key.to_owned(), Value::Array(items));
+    if let Some(token) = next_token {
+        out.insert("nextToken".to_owned(), Value::String(token));
+    }
+    Value::Object(out)
+}
+
+pub(crate) fn to_values<T: Serialize>(
+    items: impl IntoIterator<Item = T>,
+) -> Result<Vec<Value>, IvsError> {
+    items.into_iter().map(output).collect()
+}

@@ -1,0 +1,52 @@
+//! Authentication of API requests: AWS Signature Version 4 ([`sigv4`]) against the configured
+//! credentials. The result, a [`Caller`], scopes everything a request can see: resources live in
+//! the caller's account and in the region of the request's credential scope, as in AWS.
+
+pub mod sigv4;
+
+use std::collections::HashMap;
+
+use openivs_model::IvsError;
+
+use crate::settings::Credential;
+
+/// Who sent a request, and for which region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub account: String,
+    pub region: String,
+}
+
+/// The credentials the server accepts, by access key id.
+pub struct Authenticator {
+    credentials: HashMap<String, Credential>,
+}
+
+impl Authenticator {
+    pub fn new(credentials: &[Credential]) -> Self {
+        Authenticator {
+            credentials: credentials
+                .iter()
+                .map(|c| (c.access_key_id.clone(), c.clone()))
+                .collect(),
+        }
+    }
+
+    /// Verifies a request's signature; see [`sigv4::verify`].
+    pub fn authenticate(
+        &self,
+        request: &sigv4::RequestParts<'_>,
+        now: time::OffsetDateTime,
+    ) -> Result<Caller, IvsError> {
+        let verified = sigv4::verify(request, now, |access_key_id| {
+            self.credentials
+                .get(access_key_id)
+                .map(|c| c.secret_access_key.as_str())
+        })?;
+        let credential = &self.credentials[&verified.access_key_id];
+        Ok(Caller {
+            account: credential.account_id.clone(),
+            region: verified.region,
+        })
+    }
+}

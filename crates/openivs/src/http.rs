@@ -1,0 +1,294 @@
+//! The HTTP listener: routes each request to an IVS operation and runs the control-plane
+//! pipeline: request id → route → SigV4 → JSON → model validation → operation → response. The
+//! mapping of an [`IvsError`] to the wire (status, `x-amzn-ErrorType`, body) is here and only
+//! here. HLS playback will share this listener under `/api/video/v1/`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use openivs_model::IvsError;
+use openivs_model::service::{Location, model};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::api::Api;
+use crate::auth::Authenticator;
+use crate::auth::sigv4::RequestParts;
+
+/// Largest request body accepted (IVS inputs are a few KB at most).
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+pub struct AppState {
+    pub api: Api,
+    pub auth: Authenticator,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new().fallback(control_plane).with_state(state)
+}
+
+/// An IVS operation a request addresses, with the `{resourceArn}` label of tag routes (raw).
+fn route<'a>(method: &Method, path: &'a str) -> Option<(&'static str, Option<&'a str>)> {
+    if let Some(label) = path.strip_prefix("/tags/") {
+        if label.is_empty() || label.contains('/') {
+            return None;
+        }
+        let operation = match *method {
+            Method::GET => "ListTagsForResource",
+            Method::POST => "TagResource",
+            Method::DELETE => "UntagResource",
+            _ => return None,
+        };
+        return Some((operation, Some(label)));
+    }
+    let name = path.strip_prefix('/')?;
+    let operation = model().operation(name)?;
+    (operation.method == method.as_str() && operation.request_uri == path)
+        .then_some((static_name(&operation.name), None))
+}
+
+/// Operation names live as long as the (static) model; this gives them a `'static` lifetime.
+fn static_name(name: &str) -> &'static str {
+    model()
+        .operations()
+        .find(|op| op.name == name)
+        .map(|op| op.name.as_str())
+        .unwrap_or("")
+}
+
+fn new_request_id() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
+        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
+        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+    )
+}
+
+fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
+    let text = if plus_is_space {
+        text.replace('+', " ")
+    } else {
+        text.to_owned()
+    };
+    percent_encoding::percent_decode_str(&text)
+        .decode_utf8()
+        .ok()
+        .map(|s| s.into_owned())
+}
+
+/// The operation's input: the JSON body, plus the URI label and query parameters bound to
+/// their members as the model says.
+fn gather_input(
+    operation: &str,
+    label: Option<&str>,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Result<Value, IvsError> {
+    let mut input = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice::<Value>(body)
+            .map_err(|e| IvsError::validation(format!("Request body is not valid JSON: {e}")))?
+    };
+    let Some(object) = input.as_object_mut() else {
+        return Err(IvsError::validation("Request body must be a JSON object"));
+    };
+    let input_shape = model()
+        .operation(operation)
+        .and_then(|op| op.input_shape.clone())
+        .unwrap_or_default();
+    if let Some(label) = label {
+        let arn = percent_decode(label, false)
+            .ok_or_else(|| IvsError::validation("resourceArn is not valid UTF-8"))?;
+        object.insert("resourceArn".into(), Value::String(arn));
+    }
+    for member in model().members_at(&input_shape, Location::QueryString) {
+        let values: Vec<Value> = query
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .filter(|(key, _)| percent_decode(key, true).as_deref() == Some(member))
+            .map(|(_, value)| percent_decode(value, true).map(Value::String))
+            .collect::<Option<_>>()
+            .ok_or_else(|| IvsError::validation(format!("{member} is not valid UTF-8")))?;
+        if !values.is_empty() {
+            object.insert(member.to_owned(), Value::Array(values));
+        }
+    }
+    Ok(input)
+}
+
+async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = Instant::now();
+    let request_id = new_request_id();
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_owned();
+    let Some((operation, label)) = route(&parts.method, &path) else {
+        let response = error_response(
+            &request_id,
+            "UnknownOperationException",
+            404,
+            &format!("No IVS operation at {} {}", parts.method, shorten(&path)),
+        );
+        tracing::debug!(%request_id, method = %parts.method, "unknown route");
+        return response;
+    };
+    let result = async {
+        let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                IvsError::validation(format!(
+                    "Request body must be at most {MAX_BODY_BYTES} bytes"
+                ))
+            })?;
+        let signed = RequestParts {
+            method: parts.method.as_str(),
+            raw_path: &path,
+            raw_query: parts.uri.query(),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| (name.as_str(), value.as_bytes()))
+                .collect(),
+            body: &body,
+        };
+        let caller = state
+            .auth
+            .authenticate(&signed, OffsetDateTime::now_utc())?;
+        let input = gather_input(operation, label, parts.uri.query(), &body)?;
+        model().validate_input(operation, &input)?;
+        state.api.handle(operation, &caller, input).await
+    }
+    .await;
+    let response = match result {
+        Ok(output) => success_response(&request_id, operation, output),
+        Err(error) => {
+            if error.kind.http_status() >= 500 {
+                tracing::error!(%request_id, operation, error = %error, "request failed");
+            }
+            error_response(
+                &request_id,
+                error.kind.wire_name(),
+                error.kind.http_status(),
+                &error.message,
+            )
+        }
+    };
+    tracing::debug!(%request_id, operation, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(128).collect()
+}
+
+fn base_response(request_id: &str, status: u16, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() =
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        headers.insert("x-amzn-RequestId", value);
+    }
+    response
+}
+
+fn success_response(request_id: &str, operation: &str, output: Value) -> Response {
+    let status = model()
+        .operation(operation)
+        .map_or(200, |op| op.success_status);
+    if status == 204 || output.is_null() {
+        return base_response(request_id, 204, Body::empty());
+    }
+    let mut response = base_response(request_id, status, Body::from(output.to_string()));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The one place an error becomes bytes: the status of its kind, `x-amzn-ErrorType`, and a body
+/// with `__type`, `message` (read by botocore and aws-sdk-rust) and `exceptionMessage` (the
+/// model's member).
+fn error_response(request_id: &str, wire_name: &str, status: u16, message: &str) -> Response {
+    let body = json!({ "__type": wire_name, "message": message, "exceptionMessage": message });
+    let mut response = base_response(request_id, status, Body::from(body.to_string()));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(value) = HeaderValue::from_str(wire_name) {
+        headers.insert("x-amzn-ErrorType", value);
+    }
+    response
+}
+
+/// For callers outside this module that must answer with an IVS error (e.g. playback later).
+pub fn ivs_error_response(error: &IvsError) -> Response {
+    error_response(
+        &new_request_id(),
+        error.kind.wire_name(),
+        error.kind.http_status(),
+        &error.message,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route(&Method::POST, "/CreateChannel"),
+            Some(("CreateChannel", None))
+        );
+        assert_eq!(route(&Method::GET, "/CreateChannel"), None);
+        assert_eq!(route(&Method::POST, "/Nope"), None);
+        assert_eq!(
+            route(&Method::GET, "/tags/arn%3Ax"),
+            Some(("ListTagsForResource", Some("arn%3Ax")))
+        );
+        assert_eq!(
+            route(&Method::DELETE, "/tags/arn%3Ax"),
+            Some(("UntagResource", Some("arn%3Ax")))
+        );
+        assert_eq!(route(&Method::PUT, "/tags/arn%3Ax"), None);
+        assert_eq!(route(&Method::GET, "/tags/a/b"), None);
+    }
+
+    #[test]
+    fn binds_label_and_repeated_query() {
+        let input = gather_input(
+            "UntagResource",
+            Some("arn%3Aaws%3Aivs%3Aus-west-2%3A123456789012%3Achannel%2Fabc"),
+            Some("tagKeys=a&tagKeys=b%20c&other=x"),
+            &Bytes::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            input,
+            json!({"resourceArn": "arn:aws:ivs:us-west-2:123456789012:channel/abc", "tagKeys": ["a", "b c"]})
+        );
+        assert!(gather_input("GetChannel", None, None, &Bytes::from_static(b"[1]")).is_err());
+        assert!(gather_input("GetChannel", None, None, &Bytes::from_static(b"{")).is_err());
+    }
+
+    #[test]
+    fn request_ids_look_like_uuids() {
+        let id = new_request_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.matches('-').count(), 4);
+    }
+}

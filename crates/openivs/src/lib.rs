@@ -1,0 +1,13 @@
+//! openivs: Amazon Interactive Video Service (IVS), open source.
+//!
+//! The server binary's library half. See ARCHITECTURE.md for the bird's-eye view; in short:
+//! [`settings`] → [`server::serve`] opens the [`store`], builds the [`api`] over it and the
+//! [`live`] registry, and serves it through [`http`], which authenticates with [`auth`].
+
+pub mod api;
+pub mod auth;
+pub mod http;
+pub mod live;
+pub mod server;
+pub mod settings;
+pub mod store;

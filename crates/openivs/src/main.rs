@@ -1,0 +1,37 @@
+//! The `openivs` command: `openivs serve` runs the server.
+
+use clap::Parser;
+use openivs::settings::{Cli, Command, Settings};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let Command::Serve(args) = cli.command;
+    let settings = match Settings::resolve(args) {
+        Ok(settings) => settings,
+        Err(message) => {
+            eprintln!("openivs: {message}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("openivs: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(openivs::server::serve(settings)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

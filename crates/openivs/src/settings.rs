@@ -1,0 +1,398 @@
+//! Settings: command-line flags, `OPENIVS_*` environment variables of the same names, and an
+//! optional TOML file (`--config`), merged into one [`Settings`] value in that order of precedence
+//! (flag over environment over file over built-in default). Zero configuration is a working
+//! configuration: loopback listeners, an embedded store under `./openivs-data`, and the
+//! local-development credential pair `test`/`test`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+/// The access key id, secret and account of the local-development credential used when none is
+/// configured (the same pair moto and LocalStack accept, so existing test setups just work).
+pub const DEV_ACCESS_KEY_ID: &str = "test";
+pub const DEV_SECRET_ACCESS_KEY: &str = "test";
+pub const DEV_ACCOUNT_ID: &str = "123456789012";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "openivs",
+    version,
+    about = "Amazon Interactive Video Service (IVS), open source: the IVS API and live video on your own machines."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server: the IVS control-plane API (and, as they land, ingest and playback).
+    Serve(ServeArgs),
+}
+
+/// Flags of `openivs serve`. Every flag can also be set by the environment variable named
+/// after it (`--http-addr` ↔ `OPENIVS_HTTP_ADDR`) or by the same key in the `--config` file
+/// (`http_addr = "…"`).
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// TOML file with settings (keys named like the flags, with underscores).
+    #[arg(long, env = "OPENIVS_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Address of the HTTP listener: the IVS API, and HLS playback. [default: 127.0.0.1:8080]
+    #[arg(long, env = "OPENIVS_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+
+    /// Address of the plain RTMP ingest listener (accepted only for channels with
+    /// insecureIngest). [default: 127.0.0.1:1935]
+    #[arg(long, env = "OPENIVS_RTMP_ADDR")]
+    pub rtmp_addr: Option<SocketAddr>,
+
+    /// Address of the RTMPS ingest listener. [default: 127.0.0.1:4443]
+    #[arg(long, env = "OPENIVS_RTMPS_ADDR")]
+    pub rtmps_addr: Option<SocketAddr>,
+
+    /// Directory of the embedded store (SQLite file) and of local media. [default: ./openivs-data]
+    #[arg(long, env = "OPENIVS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Host name (or IP address) put into the URLs the API returns (playbackUrl,
+    /// ingestEndpoint, srt.endpoint). [default: 127.0.0.1]
+    #[arg(long, env = "OPENIVS_PUBLIC_HOST")]
+    pub public_host: Option<String>,
+
+    /// An API credential as ACCESS_KEY_ID:SECRET_ACCESS_KEY:ACCOUNT_ID; repeat the flag (or
+    /// separate with commas in the variable) for several. With none, the local-development pair
+    /// test/test for account 123456789012 is accepted. Prefer the config file or the environment
+    /// for secrets: flags are visible to other users of the machine.
+    #[arg(
+        long = "credential",
+        env = "OPENIVS_CREDENTIALS",
+        value_delimiter = ','
+    )]
+    pub credentials: Vec<String>,
+
+    /// Allow the local-development credential test/test while listening on a non-loopback
+    /// address (refused by default: anyone could use the API).
+    #[arg(long, env = "OPENIVS_ALLOW_DEV_CREDENTIALS_ON_NETWORK")]
+    pub allow_dev_credentials_on_network: Option<bool>,
+
+    /// Maximum channels per account and region. [default: 5000]
+    #[arg(long, env = "OPENIVS_QUOTA_CHANNELS")]
+    pub quota_channels: Option<u32>,
+
+    /// Maximum recording configurations per account and region. [default: 20]
+    #[arg(long, env = "OPENIVS_QUOTA_RECORDING_CONFIGURATIONS")]
+    pub quota_recording_configurations: Option<u32>,
+
+    /// Maximum playback key pairs per account and region. [default: 3]
+    #[arg(long, env = "OPENIVS_QUOTA_PLAYBACK_KEY_PAIRS")]
+    pub quota_playback_key_pairs: Option<u32>,
+
+    /// Maximum playback restriction policies per account and region. [default: 100]
+    #[arg(long, env = "OPENIVS_QUOTA_PLAYBACK_RESTRICTION_POLICIES")]
+    pub quota_playback_restriction_policies: Option<u32>,
+
+    /// Maximum ad configurations per account and region. [default: 100]
+    #[arg(long, env = "OPENIVS_QUOTA_AD_CONFIGURATIONS")]
+    pub quota_ad_configurations: Option<u32>,
+
+    /// Maximum failover slate configurations per account and region. [default: 100]
+    #[arg(long, env = "OPENIVS_QUOTA_FAILOVER_SLATE_CONFIGURATIONS")]
+    pub quota_failover_slate_configurations: Option<u32>,
+
+    /// Log filter, in tracing's EnvFilter syntax (RUST_LOG is read too). [default: info]
+    #[arg(long, env = "OPENIVS_LOG")]
+    pub log: Option<String>,
+}
+
+/// The settings file: the same keys as the flags, plus `[[credentials]]` tables.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    http_addr: Option<SocketAddr>,
+    rtmp_addr: Option<SocketAddr>,
+    rtmps_addr: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    public_host: Option<String>,
+    #[serde(default)]
+    credentials: Vec<FileCredential>,
+    allow_dev_credentials_on_network: Option<bool>,
+    quota_channels: Option<u32>,
+    quota_recording_configurations: Option<u32>,
+    quota_playback_key_pairs: Option<u32>,
+    quota_playback_restriction_policies: Option<u32>,
+    quota_ad_configurations: Option<u32>,
+    quota_failover_slate_configurations: Option<u32>,
+    log: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCredential {
+    access_key_id: String,
+    secret_access_key: String,
+    account_id: String,
+}
+
+/// One API credential. `Debug` never shows the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub account_id: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .field("account_id", &self.account_id)
+            .finish()
+    }
+}
+
+/// Per account and region resource quotas; exceeding one answers ServiceQuotaExceededException.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub channels: u32,
+    pub recording_configurations: u32,
+    pub playback_key_pairs: u32,
+    pub playback_restriction_policies: u32,
+    pub ad_configurations: u32,
+    pub failover_slate_configurations: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub http_addr: SocketAddr,
+    pub rtmp_addr: SocketAddr,
+    pub rtmps_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub public_host: String,
+    pub credentials: Vec<Credential>,
+    /// True when no credential was configured and test/test is in force.
+    pub dev_credentials: bool,
+    pub allow_dev_credentials_on_network: bool,
+    pub quotas: Quotas,
+    pub log: String,
+}
+
+impl Settings {
+    /// Merges flags (already merged with the environment by clap) over the settings file over
+    /// the defaults, and checks the result.
+    pub fn resolve(args: ServeArgs) -> Result<Settings, String> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileSettings::default(),
+        };
+        let mut credentials = Vec::new();
+        for text in args.credentials.iter().filter(|t| !t.trim().is_empty()) {
+            credentials.push(parse_credential(text)?);
+        }
+        if credentials.is_empty() {
+            for c in file.credentials {
+                credentials.push(checked_credential(
+                    c.access_key_id,
+                    c.secret_access_key,
+                    c.account_id,
+                )?);
+            }
+        }
+        let dev_credentials = credentials.is_empty();
+        if dev_credentials {
+            credentials.push(Credential {
+                access_key_id: DEV_ACCESS_KEY_ID.into(),
+                secret_access_key: DEV_SECRET_ACCESS_KEY.into(),
+                account_id: DEV_ACCOUNT_ID.into(),
+            });
+        }
+        let settings = Settings {
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or(([127, 0, 0, 1], 8080).into()),
+            rtmp_addr: args
+                .rtmp_addr
+                .or(file.rtmp_addr)
+                .unwrap_or(([127, 0, 0, 1], 1935).into()),
+            rtmps_addr: args
+                .rtmps_addr
+                .or(file.rtmps_addr)
+                .unwrap_or(([127, 0, 0, 1], 4443).into()),
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("openivs-data")),
+            public_host: args
+                .public_host
+                .or(file.public_host)
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            credentials,
+            dev_credentials,
+            allow_dev_credentials_on_network: args
+                .allow_dev_credentials_on_network
+                .or(file.allow_dev_credentials_on_network)
+                .unwrap_or(false),
+            quotas: Quotas {
+                channels: args.quota_channels.or(file.quota_channels).unwrap_or(5000),
+                recording_configurations: args
+                    .quota_recording_configurations
+                    .or(file.quota_recording_configurations)
+                    .unwrap_or(20),
+                playback_key_pairs: args
+                    .quota_playback_key_pairs
+                    .or(file.quota_playback_key_pairs)
+                    .unwrap_or(3),
+                playback_restriction_policies: args
+                    .quota_playback_restriction_policies
+                    .or(file.quota_playback_restriction_policies)
+                    .unwrap_or(100),
+                ad_configurations: args
+                    .quota_ad_configurations
+                    .or(file.quota_ad_configurations)
+                    .unwrap_or(100),
+                failover_slate_configurations: args
+                    .quota_failover_slate_configurations
+                    .or(file.quota_failover_slate_configurations)
+                    .unwrap_or(100),
+            },
+            log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+        };
+        settings.check()?;
+        Ok(settings)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let listeners = [self.http_addr, self.rtmp_addr, self.rtmps_addr];
+        if self.dev_credentials
+            && !self.allow_dev_credentials_on_network
+            && listeners.iter().any(|addr| !addr.ip().is_loopback())
+        {
+            return Err("refusing to listen on a non-loopback address with the local-development credential \
+                 test/test: configure credentials (--credential, OPENIVS_CREDENTIALS or [[credentials]] in \
+                 the config file), or pass --allow-dev-credentials-on-network true"
+                .into());
+        }
+        if self.public_host.is_empty() || self.public_host.contains(['/', ' ', '?', '#']) {
+            return Err(format!(
+                "--public-host must be a host name or IP address, not {:?}",
+                self.public_host
+            ));
+        }
+        Ok(())
+    }
+
+    /// The database file of the embedded store.
+    pub fn sqlite_path(&self) -> PathBuf {
+        self.data_dir.join("openivs.sqlite3")
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileSettings, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn parse_credential(text: &str) -> Result<Credential, String> {
+    let mut parts = text.trim().splitn(3, ':');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(id), Some(secret), Some(account)) => {
+            checked_credential(id.into(), secret.into(), account.into())
+        }
+        // Never echo the text: it holds a secret.
+        _ => Err("a credential must be ACCESS_KEY_ID:SECRET_ACCESS_KEY:ACCOUNT_ID".into()),
+    }
+}
+
+fn checked_credential(
+    access_key_id: String,
+    secret_access_key: String,
+    account_id: String,
+) -> Result<Credential, String> {
+    if access_key_id.is_empty() || secret_access_key.is_empty() {
+        return Err("a credential needs a non-empty access key id and secret access key".into());
+    }
+    if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "the account id of access key {access_key_id} must be 12 digits"
+        ));
+    }
+    Ok(Credential {
+        access_key_id,
+        secret_access_key,
+        account_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_with_dev_credentials() {
+        let s = Settings::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.rtmp_addr.to_string(), "127.0.0.1:1935");
+        assert_eq!(s.rtmps_addr.to_string(), "127.0.0.1:4443");
+        assert!(s.dev_credentials);
+        assert_eq!(s.credentials[0].account_id, DEV_ACCOUNT_ID);
+        assert_eq!(s.quotas.playback_key_pairs, 3);
+    }
+
+    #[test]
+    fn dev_credentials_refused_on_network_unless_allowed() {
+        let args = || ServeArgs {
+            http_addr: Some("0.0.0.0:8080".parse().unwrap()),
+            ..Default::default()
+        };
+        assert!(Settings::resolve(args()).is_err());
+        let allowed = ServeArgs {
+            allow_dev_credentials_on_network: Some(true),
+            ..args()
+        };
+        assert!(Settings::resolve(allowed).is_ok());
+        let configured = ServeArgs {
+            credentials: vec!["AKID:secret:111122223333".into()],
+            ..args()
+        };
+        let s = Settings::resolve(configured).unwrap();
+        assert!(!s.dev_credentials);
+    }
+
+    #[test]
+    fn file_settings_apply_below_flags() {
+        let dir = std::env::temp_dir().join(format!("openivs-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("openivs.toml");
+        std::fs::write(
+            &path,
+            "public_host = \"video.example\"\nquota_channels = 7\n[[credentials]]\naccess_key_id = \"AK\"\nsecret_access_key = \"SK\"\naccount_id = \"111122223333\"\n",
+        )
+        .unwrap();
+        let s = Settings::resolve(ServeArgs {
+            config: Some(path.clone()),
+            quota_channels: Some(9),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.public_host, "video.example");
+        assert_eq!(s.quotas.channels, 9);
+        assert_eq!(s.credentials[0].account_id, "111122223333");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn credential_errors_never_echo_secrets() {
+        let err = parse_credential("AKID-only-secret-part").unwrap_err();
+        assert!(!err.contains("secret-part"));
+        assert!(
+            format!("{:?}", parse_credential("a:b:123456789012").unwrap()).contains("<redacted>")
+        );
+    }
+}

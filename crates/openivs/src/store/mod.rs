@@ -1,0 +1,210 @@
+//! The store: where every resource lives, durably.
+//!
+//! [`Store`] is the interface; [`sqlite::SqliteStore`] the embedded backend (a PostgreSQL backend
+//! will implement the same trait for multi-node deployments). The interface is deliberately
+//! small and backend-neutral:
+//! - resources are [`Record`]s: an ARN, the owning account and region, a creation sequence number
+//!   (the stable order of every listing), a version (for optimistic concurrency), the few
+//!   attributes listings filter on, and the resource's JSON exactly as the API returns it;
+//! - every mutation is one [`Change`]: a list of [`Condition`]s and a list of [`Write`]s, applied
+//!   atomically: all conditions hold and all writes land, or nothing happens. This is how IVS's
+//!   rules that span resources (one stream key per channel, no deleting a referenced
+//!   configuration, quotas, unique key fingerprints) stay true under concurrent requests, on one
+//!   node or many.
+//!
+//! A successful `apply` is on disk before it returns.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use openivs_model::{IvsError, ResourceType};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// One stored resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub arn: String,
+    pub resource_type: ResourceType,
+    pub account: String,
+    pub region: String,
+    /// Creation order, assigned by the store on first insert; listings are ordered by it.
+    pub seq: i64,
+    /// Bumped by the store on every write; `Condition::Version` checks it.
+    pub version: i64,
+    /// The resource this one belongs to (a stream key's channel).
+    pub parent_arn: Option<String>,
+    /// The resource's name (ListChannels filters on it).
+    pub name: String,
+    /// A value unique across the store (a playback key's account/region/fingerprint; a stream
+    /// key's value).
+    pub unique_key: Option<String>,
+    /// ARNs this resource refers to (a channel's recording configuration, policy, …).
+    pub references: Vec<String>,
+    /// The resource as JSON, exactly as the API returns it.
+    pub body: String,
+}
+
+impl Record {
+    /// A new record (not yet stored) for a resource.
+    pub fn new(
+        resource_type: ResourceType,
+        account: &str,
+        region: &str,
+        arn: &str,
+        body: &impl Serialize,
+    ) -> Record {
+        Record {
+            arn: arn.to_owned(),
+            resource_type,
+            account: account.to_owned(),
+            region: region.to_owned(),
+            seq: 0,
+            version: 0,
+            parent_arn: None,
+            name: String::new(),
+            unique_key: None,
+            references: Vec::new(),
+            body: serde_json::to_string(body).expect("resources serialize"),
+        }
+    }
+
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, IvsError> {
+        serde_json::from_str(&self.body).map_err(|e| {
+            IvsError::internal(format!("stored resource {} is unreadable: {e}", self.arn))
+        })
+    }
+
+    /// Replaces the body (keeping seq and version, so the write can be conditioned on them).
+    pub fn with_body(mut self, body: &impl Serialize) -> Record {
+        self.body = serde_json::to_string(body).expect("resources serialize");
+        self
+    }
+}
+
+/// A precondition of a [`Change`]. When it does not hold, the change is refused with `error`.
+#[derive(Debug, Clone)]
+pub struct Condition {
+    pub check: Check,
+    pub error: IvsError,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Check {
+    /// A resource with this ARN exists.
+    Exists { arn: String },
+    /// The resource still has this version (nobody wrote it since it was read).
+    Version { arn: String, version: i64 },
+    /// No resource refers to this ARN.
+    Unreferenced { arn: String },
+    /// The parent has no child of this type.
+    NoChild {
+        parent_arn: String,
+        resource_type: ResourceType,
+    },
+    /// Fewer than `limit` resources of this type exist in the account and region.
+    CountBelow {
+        resource_type: ResourceType,
+        account: String,
+        region: String,
+        limit: u32,
+    },
+    /// No resource holds this unique key.
+    UniqueKeyFree { unique_key: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Inserts the record, or replaces the record with the same ARN (keeping its seq).
+    Put(Record),
+    Delete {
+        arn: String,
+    },
+    /// Deletes every child of the parent.
+    DeleteChildren {
+        parent_arn: String,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    pub conditions: Vec<Condition>,
+    pub writes: Vec<Write>,
+}
+
+impl Change {
+    pub fn new() -> Change {
+        Change::default()
+    }
+    pub fn require(mut self, check: Check, error: IvsError) -> Change {
+        self.conditions.push(Condition { check, error });
+        self
+    }
+    pub fn write(mut self, write: Write) -> Change {
+        self.writes.push(write);
+        self
+    }
+}
+
+/// Why a change was not applied.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// A condition did not hold; its error is the answer to the request.
+    Rejected(IvsError),
+    /// A `Check::Version` failed: the caller should read again and retry.
+    Stale,
+    Backend(String),
+}
+
+impl From<ApplyError> for IvsError {
+    fn from(error: ApplyError) -> IvsError {
+        match error {
+            ApplyError::Rejected(e) => e,
+            ApplyError::Stale => {
+                IvsError::conflict("The resource was modified concurrently; retry the request")
+            }
+            ApplyError::Backend(message) => IvsError::internal(message),
+        }
+    }
+}
+
+/// Which records a listing returns, in `seq` order.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub resource_type: Option<ResourceType>,
+    pub account: String,
+    pub region: String,
+    pub parent_arn: Option<String>,
+    pub name: Option<String>,
+    /// Only records that refer to this ARN.
+    pub referencing: Option<String>,
+    /// Only records with a greater seq (the page cursor).
+    pub after_seq: i64,
+    pub limit: u32,
+}
+
+/// A viewer-session revocation (StartViewerSessionRevocation), kept for the playback path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewerRevocation {
+    pub channel_arn: String,
+    pub viewer_id: String,
+    pub max_version: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(&self, arn: &str) -> Result<Option<Record>, IvsError>;
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, IvsError>;
+    async fn apply(&self, change: Change) -> Result<(), ApplyError>;
+    /// Records a revocation; a later one for the same viewer raises the version, never lowers it.
+    async fn revoke_viewer_sessions(&self, revocation: &ViewerRevocation) -> Result<(), IvsError>;
+    async fn viewer_revocation(
+        &self,
+        channel_arn: &str,
+        viewer_id: &str,
+    ) -> Result<Option<i64>, IvsError>;
+    /// A value kept in the store across restarts (e.g. the key that signs pagination tokens).
+    async fn setting(&self, key: &str) -> Result<Option<String>, IvsError>;
+    /// Sets the value unless one is already there; returns the value in force.
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String, IvsError>;
+}

@@ -1,0 +1,496 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a change is on
+//! disk when `apply` returns. Writes go through a single connection (SQLite allows one writer
+//! at a time anyway, and this makes every `Change` a serializable transaction without busy
+//! retries); reads use a small pool of read-only connections that WAL lets run alongside.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use openivs_model::{IvsError, ResourceType};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+
+use super::{ApplyError, Change, Check, ListQuery, Record, Store, ViewerRevocation, Write};
+
+/// Schema migrations, applied in order once each (recorded in `schema_migrations`).
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_resources.sql"))];
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn backend(error: sqlx::Error) -> IvsError {
+    IvsError::internal(format!("store error: {error}"))
+}
+
+fn resource_type_name(t: ResourceType) -> &'static str {
+    t.arn_segment()
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<SqliteStore, String> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite:")
+            .map_err(|e| e.to_string())?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), String> {
+    let fail = |e: sqlx::Error| format!("schema migration failed: {e}");
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
+        .execute(pool)
+        .await
+        .map_err(fail)?;
+    for (version, sql) in MIGRATIONS {
+        let mut tx = pool.begin().await.map_err(fail)?;
+        let done: Option<i64> =
+            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(fail)?;
+        if done.is_none() {
+            sqlx::raw_sql(AssertSqlSafe(*sql))
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+            sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)?;
+    }
+    Ok(())
+}
+
+const RECORD_COLUMNS: &str = "seq, arn, resource_type, account, region, version, parent_arn, name, unique_key, body, \
+     (SELECT group_concat(to_arn, ' ') FROM resource_references WHERE from_arn = resources.arn) AS refs";
+
+fn record_from_row(row: &SqliteRow) -> Result<Record, IvsError> {
+    let type_name: String = row.try_get("resource_type").map_err(backend)?;
+    let resource_type = ResourceType::from_arn_segment(&type_name)
+        .ok_or_else(|| IvsError::internal(format!("unknown stored resource type {type_name}")))?;
+    let refs: Option<String> = row.try_get("refs").map_err(backend)?;
+    Ok(Record {
+        seq: row.try_get("seq").map_err(backend)?,
+        arn: row.try_get("arn").map_err(backend)?,
+        resource_type,
+        account: row.try_get("account").map_err(backend)?,
+        region: row.try_get("region").map_err(backend)?,
+        version: row.try_get("version").map_err(backend)?,
+        parent_arn: row.try_get("parent_arn").map_err(backend)?,
+        name: row.try_get("name").map_err(backend)?,
+        unique_key: row.try_get("unique_key").map_err(backend)?,
+        references: refs
+            .map(|r| r.split(' ').map(str::to_owned).collect())
+            .unwrap_or_default(),
+        body: row.try_get("body").map_err(backend)?,
+    })
+}
+
+/// Evaluates one condition inside the write transaction.
+async fn holds(tx: &mut Transaction<'_, Sqlite>, check: &Check) -> Result<bool, sqlx::Error> {
+    let found: Option<i64> = match check {
+        Check::Exists { arn } => {
+            sqlx::query_scalar("SELECT 1 FROM resources WHERE arn = ?")
+                .bind(arn)
+                .fetch_optional(&mut **tx)
+                .await?
+        }
+        Check::Version { arn, version } => {
+            let current: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM resources WHERE arn = ?")
+                    .bind(arn)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            return Ok(current == Some(*version));
+        }
+        Check::Unreferenced { arn } => {
+            let referenced: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM resource_references WHERE to_arn = ? LIMIT 1")
+                    .bind(arn)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            return Ok(referenced.is_none());
+        }
+        Check::NoChild {
+            parent_arn,
+            resource_type,
+        } => {
+            let child: Option<i64> = sqlx::query_scalar(
+                "SELECT 1 FROM resources WHERE parent_arn = ? AND resource_type = ? LIMIT 1",
+            )
+            .bind(parent_arn)
+            .bind(resource_type_name(*resource_type))
+            .fetch_optional(&mut **tx)
+            .await?;
+            return Ok(child.is_none());
+        }
+        Check::CountBelow {
+            resource_type,
+            account,
+            region,
+            limit,
+        } => {
+            let count: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM resources WHERE account = ? AND region = ? AND resource_type = ?",
+            )
+            .bind(account)
+            .bind(region)
+            .bind(resource_type_name(*resource_type))
+            .fetch_one(&mut **tx)
+            .await?;
+            return Ok(count < i64::from(*limit));
+        }
+        Check::UniqueKeyFree { unique_key } => {
+            let taken: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM resources WHERE unique_key = ?")
+                    .bind(unique_key)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            return Ok(taken.is_none());
+        }
+    };
+    Ok(found.is_some())
+}
+
+async fn perform(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<(), sqlx::Error> {
+    match write {
+        Write::Put(record) => {
+            sqlx::query(
+                "INSERT INTO resources (arn, resource_type, account, region, version, parent_arn, name, unique_key, body) \
+                 VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?) \
+                 ON CONFLICT (arn) DO UPDATE SET version = version + 1, parent_arn = excluded.parent_arn, \
+                 name = excluded.name, unique_key = excluded.unique_key, body = excluded.body",
+            )
+            .bind(&record.arn)
+            .bind(resource_type_name(record.resource_type))
+            .bind(&record.account)
+            .bind(&record.region)
+            .bind(&record.parent_arn)
+            .bind(&record.name)
+            .bind(&record.unique_key)
+            .bind(&record.body)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("DELETE FROM resource_references WHERE from_arn = ?")
+                .bind(&record.arn)
+                .execute(&mut **tx)
+                .await?;
+            for target in &record.references {
+                sqlx::query(
+                    "INSERT OR IGNORE INTO resource_references (from_arn, to_arn) VALUES (?, ?)",
+                )
+                .bind(&record.arn)
+                .bind(target)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        Write::Delete { arn } => {
+            sqlx::query("DELETE FROM resource_references WHERE from_arn = ?")
+                .bind(arn)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("DELETE FROM resources WHERE arn = ?")
+                .bind(arn)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Write::DeleteChildren { parent_arn } => {
+            sqlx::query("DELETE FROM resource_references WHERE from_arn IN (SELECT arn FROM resources WHERE parent_arn = ?)")
+                .bind(parent_arn)
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("DELETE FROM resources WHERE parent_arn = ?")
+                .bind(parent_arn)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn get(&self, arn: &str) -> Result<Option<Record>, IvsError> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE arn = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(arn)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, IvsError> {
+        let mut sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM resources WHERE account = ? AND region = ? AND seq > ?"
+        );
+        if query.resource_type.is_some() {
+            sql.push_str(" AND resource_type = ?");
+        }
+        if query.parent_arn.is_some() {
+            sql.push_str(" AND parent_arn = ?");
+        }
+        if query.name.is_some() {
+            sql.push_str(" AND name = ?");
+        }
+        if query.referencing.is_some() {
+            sql.push_str(" AND arn IN (SELECT from_arn FROM resource_references WHERE to_arn = ?)");
+        }
+        sql.push_str(" ORDER BY seq LIMIT ?");
+        let mut statement = sqlx::query(AssertSqlSafe(sql))
+            .bind(&query.account)
+            .bind(&query.region)
+            .bind(query.after_seq);
+        if let Some(t) = query.resource_type {
+            statement = statement.bind(resource_type_name(t));
+        }
+        if let Some(parent) = &query.parent_arn {
+            statement = statement.bind(parent);
+        }
+        if let Some(name) = &query.name {
+            statement = statement.bind(name);
+        }
+        if let Some(target) = &query.referencing {
+            statement = statement.bind(target);
+        }
+        let rows = statement
+            .bind(i64::from(query.limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(record_from_row).collect()
+    }
+
+    async fn apply(&self, change: Change) -> Result<(), ApplyError> {
+        let fail = |e: sqlx::Error| ApplyError::Backend(format!("store error: {e}"));
+        let mut tx = self.writer.begin().await.map_err(fail)?;
+        for condition in &change.conditions {
+            if !holds(&mut tx, &condition.check).await.map_err(fail)? {
+                tx.rollback().await.map_err(fail)?;
+                return Err(match condition.check {
+                    Check::Version { .. } => ApplyError::Stale,
+                    _ => ApplyError::Rejected(condition.error.clone()),
+                });
+            }
+        }
+        for write in &change.writes {
+            perform(&mut tx, write).await.map_err(fail)?;
+        }
+        tx.commit().await.map_err(fail)
+    }
+
+    async fn revoke_viewer_sessions(&self, revocation: &ViewerRevocation) -> Result<(), IvsError> {
+        sqlx::query(
+            "INSERT INTO viewer_revocations (channel_arn, viewer_id, max_version) VALUES (?, ?, ?) \
+             ON CONFLICT (channel_arn, viewer_id) DO UPDATE SET max_version = MAX(max_version, excluded.max_version)",
+        )
+        .bind(&revocation.channel_arn)
+        .bind(&revocation.viewer_id)
+        .bind(revocation.max_version)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn viewer_revocation(
+        &self,
+        channel_arn: &str,
+        viewer_id: &str,
+    ) -> Result<Option<i64>, IvsError> {
+        sqlx::query_scalar(
+            "SELECT max_version FROM viewer_revocations WHERE channel_arn = ? AND viewer_id = ?",
+        )
+        .bind(channel_arn)
+        .bind(viewer_id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)
+    }
+
+    async fn setting(&self, key: &str) -> Result<Option<String>, IvsError> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)
+    }
+
+    async fn init_setting(&self, key: &str, value: &str) -> Result<String, IvsError> {
+        sqlx::query("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)")
+            .bind(key)
+            .bind(value)
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp_store(name: &str) -> (SqliteStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("openivs-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        (
+            SqliteStore::open(&dir.join("db.sqlite3")).await.unwrap(),
+            dir,
+        )
+    }
+
+    fn record(arn: &str) -> Record {
+        Record::new(
+            ResourceType::Channel,
+            "123456789012",
+            "us-west-2",
+            arn,
+            &serde_json::json!({"arn": arn}),
+        )
+    }
+
+    #[tokio::test]
+    async fn changes_are_atomic_and_conditional() {
+        let (store, dir) = temp_store("atomic").await;
+        let mut channel = record("arn:c1");
+        channel.references = vec!["arn:rc".into()];
+        store
+            .apply(Change::new().write(Write::Put(channel)))
+            .await
+            .unwrap();
+        let stored = store.get("arn:c1").await.unwrap().unwrap();
+        assert_eq!(stored.version, 1);
+        assert_eq!(stored.references, vec!["arn:rc".to_string()]);
+
+        // A failing condition leaves nothing written.
+        let refused = Change::new()
+            .require(
+                Check::Unreferenced {
+                    arn: "arn:rc".into(),
+                },
+                IvsError::conflict("in use"),
+            )
+            .write(Write::Put(record("arn:c2")));
+        match store.apply(refused).await {
+            Err(ApplyError::Rejected(e)) => assert_eq!(e.message, "in use"),
+            other => panic!("{other:?}"),
+        }
+        assert!(store.get("arn:c2").await.unwrap().is_none());
+
+        // Versions detect concurrent writers.
+        let stale = Change::new()
+            .require(
+                Check::Version {
+                    arn: "arn:c1".into(),
+                    version: 0,
+                },
+                IvsError::conflict("x"),
+            )
+            .write(Write::Put(stored.clone()));
+        assert!(matches!(store.apply(stale).await, Err(ApplyError::Stale)));
+        store
+            .apply(Change::new().write(Write::Put(stored.clone())))
+            .await
+            .unwrap();
+        let again = store.get("arn:c1").await.unwrap().unwrap();
+        assert_eq!((again.version, again.seq), (2, stored.seq));
+
+        let quota = Change::new()
+            .require(
+                Check::CountBelow {
+                    resource_type: ResourceType::Channel,
+                    account: "123456789012".into(),
+                    region: "us-west-2".into(),
+                    limit: 1,
+                },
+                IvsError::quota("full"),
+            )
+            .write(Write::Put(record("arn:c3")));
+        assert!(matches!(
+            store.apply(quota).await,
+            Err(ApplyError::Rejected(_))
+        ));
+        store.close().await;
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn survives_reopen_and_lists_in_order() {
+        let (store, dir) = temp_store("reopen").await;
+        for i in 0..5 {
+            store
+                .apply(Change::new().write(Write::Put(record(&format!("arn:c{i}")))))
+                .await
+                .unwrap();
+        }
+        let key = store.init_setting("k", "v1").await.unwrap();
+        assert_eq!(store.init_setting("k", "v2").await.unwrap(), key);
+        store.close().await;
+        let store = SqliteStore::open(&dir.join("db.sqlite3")).await.unwrap();
+        let query = ListQuery {
+            resource_type: Some(ResourceType::Channel),
+            account: "123456789012".into(),
+            region: "us-west-2".into(),
+            limit: 3,
+            ..Default::default()
+        };
+        let page = store.list(&query).await.unwrap();
+        assert_eq!(
+            page.iter().map(|r| r.arn.as_str()).collect::<Vec<_>>(),
+            ["arn:c0", "arn:c1", "arn:c2"]
+        );
+        let next = store
+            .list(&ListQuery {
+                after_seq: page[2].seq,
+                ..query
+            })
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 2);
+        assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v1"));
+        store.close().await;
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
