@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::stream_keys::new_stream_key;
 use super::{
-    Api, Resource, input_error_if, new_id, not_found, output, owned_arn, random_alphanumeric,
-    record_of,
+    Api, Endpoints, Resource, input_error_if, new_id, not_found, output, owned_arn,
+    random_alphanumeric, record_of,
 };
 use crate::auth::Caller;
 use crate::store::{Change, Check, ListQuery, Write};
@@ -26,6 +26,20 @@ impl Resource for Channel {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn present(&mut self, endpoints: &Endpoints) {
+        let Some(arn) = Arn::parse(&self.arn) else {
+            return;
+        };
+        self.ingest_endpoint = endpoints.host_port(endpoints.rtmps_port, 443);
+        self.playback_url = format!(
+            "http://{}/api/video/v1/{}.{}.channel.{}.m3u8",
+            endpoints.host_port(endpoints.http_port, 80),
+            arn.region,
+            arn.account,
+            arn.id
+        );
+        self.srt.endpoint = endpoints.host_port(endpoints.srt_port, 0);
     }
     fn references(&self) -> Vec<String> {
         [
@@ -170,29 +184,26 @@ fn reference_conditions(
 }
 
 fn new_channel(api: &Api, caller: &Caller, tags: Tags) -> Channel {
-    let id = new_id();
-    let arn = Arn::new(&caller.region, &caller.account, ResourceType::Channel, &id);
-    let endpoints = &api.endpoints;
-    Channel {
+    let arn = Arn::new(
+        &caller.region,
+        &caller.account,
+        ResourceType::Channel,
+        &new_id(),
+    );
+    let mut channel = Channel {
         arn: arn.to_string(),
         name: String::new(),
         latency_mode: "LOW".into(),
         channel_type: "STANDARD".into(),
         recording_configuration_arn: String::new(),
-        ingest_endpoint: endpoints.host_port(endpoints.rtmps_port, 443),
-        playback_url: format!(
-            "http://{}/api/video/v1/{}.{}.channel.{}.m3u8",
-            endpoints.host_port(endpoints.http_port, 80),
-            caller.region,
-            caller.account,
-            id
-        ),
+        ingest_endpoint: String::new(),
+        playback_url: String::new(),
         authorized: false,
         tags,
         insecure_ingest: false,
         preset: String::new(),
         srt: Srt {
-            endpoint: endpoints.host_port(endpoints.srt_port, 0),
+            endpoint: String::new(),
             passphrase: random_alphanumeric(64),
         },
         playback_restriction_policy_arn: String::new(),
@@ -204,7 +215,9 @@ fn new_channel(api: &Api, caller: &Caller, tags: Tags) -> Channel {
         container_format: "TS".into(),
         ad_configuration_arn: String::new(),
         failover_slate_configuration_arn: String::new(),
-    }
+    };
+    channel.present(&api.endpoints);
+    channel
 }
 
 pub(super) async fn create(

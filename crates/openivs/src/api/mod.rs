@@ -84,6 +84,9 @@ pub(crate) trait Resource: Serialize + DeserializeOwned {
     fn unique_key(&self) -> Option<String> {
         None
     }
+    /// Fills in what depends on where this server runs (a channel's URLs), so a changed
+    /// `--public-host` or port shows in every answer, old resources included.
+    fn present(&mut self, _endpoints: &Endpoints) {}
 }
 
 /// Implements [`Resource`] for a resource that only has an ARN, a name and tags.
@@ -306,7 +309,8 @@ impl Api {
             .get(arn)
             .await?
             .ok_or_else(|| not_found(R::TYPE.display_name(), arn))?;
-        let resource = record.decode()?;
+        let mut resource: R = record.decode()?;
+        resource.present(&self.endpoints);
         Ok((record, resource))
     }
 

@@ -1,0 +1,327 @@
+//! The test harness: runs the real `openivs` binary on a free loopback port with its own data
+//! directory, and gives tests real clients for it: the AWS SDK for Rust, raw HTTP signed by the
+//! `aws-sigv4` crate, and the AWS CLI.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_ivs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ivs::error::ProvideErrorMetadata;
+
+pub const ACCOUNT: &str = "123456789012";
+pub const REGION: &str = "us-west-2";
+
+static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
+
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub endpoint: String,
+    pub port: u16,
+    extra_args: Vec<String>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::with_args(&[])
+    }
+
+    /// A server with extra `openivs serve` flags (quotas, credentials, …).
+    pub fn with_args(extra_args: &[&str]) -> Server {
+        let data_dir = std::env::temp_dir().join(format!(
+            "openivs-test-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        let mut server = Server {
+            child: None,
+            data_dir,
+            endpoint: String::new(),
+            port: 0,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_openivs"))
+            .arg("serve")
+            .args([
+                "--http-addr",
+                "127.0.0.1:0",
+                "--rtmp-addr",
+                "127.0.0.1:0",
+                "--rtmps-addr",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra_args)
+            .env("OPENIVS_LOG", "debug")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the openivs binary starts");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (address_tx, address_rx) = std::sync::mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let address = rest.split_whitespace().next().unwrap_or("").to_owned();
+                    let _ = address_tx.send(address);
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+        let address = address_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!("openivs did not start; log: {:?}", self.log.lock().unwrap())
+            });
+        self.port = address.rsplit(':').next().unwrap().parse().unwrap();
+        self.endpoint = format!("http://{address}");
+        self.child = Some(child);
+    }
+
+    /// Stops the server with SIGTERM (a clean shutdown) and starts it again on the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe_kill_term(child.id());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("openivs did not stop within 10 s of SIGTERM");
+        }
+    }
+
+    pub fn client(&self) -> aws_sdk_ivs::Client {
+        self.client_for(REGION, "test", "test")
+    }
+
+    pub fn client_for(&self, region: &str, access_key: &str, secret: &str) -> aws_sdk_ivs::Client {
+        let config = aws_sdk_ivs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new(
+                access_key,
+                secret,
+                None,
+                None,
+                "openivs-tests",
+            ))
+            .retry_config(aws_sdk_ivs::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_ivs::Client::from_conf(config)
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+fn unsafe_kill_term(pid: u32) {
+    // `kill -TERM` keeps the tests free of libc bindings.
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// The error code and HTTP status of a failed SDK call.
+pub fn error_of<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
+    result: Result<T, aws_sdk_ivs::error::SdkError<E, aws_smithy_runtime_api::http::Response>>,
+) -> (String, u16) {
+    match result {
+        Ok(value) => panic!("expected an error, got {value:?}"),
+        Err(error) => {
+            let status = error
+                .raw_response()
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0);
+            let code = error.code().unwrap_or("<none>").to_owned();
+            (code, status)
+        }
+    }
+}
+
+/// Asserts that a call failed with this IVS error code and HTTP status.
+#[macro_export]
+macro_rules! assert_error {
+    ($call:expr, $code:expr, $status:expr) => {{
+        let (code, status) = $crate::harness::error_of($call.await);
+        assert_eq!(
+            (code.as_str(), status),
+            ($code, $status),
+            "{}",
+            stringify!($call)
+        );
+    }};
+}
+
+/// A raw HTTP/1.1 exchange, for what SDKs will not send (unsigned, stale, garbled requests).
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+pub fn raw_request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> RawResponse {
+    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\nconnection: close\r\ncontent-length: {}\r\n",
+        server.port,
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    RawResponse {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Signs a request with the `aws-sigv4` crate (an implementation independent of the server's)
+/// as of `time`, returning the headers to send.
+pub fn sigv4_headers(
+    server: &Server,
+    method: &str,
+    path_and_query: &str,
+    body: &str,
+    access_key: &str,
+    secret: &str,
+    time: SystemTime,
+) -> Vec<(String, String)> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let identity = Credentials::new(access_key, secret, None, None, "test").into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name("ivs")
+        .time(time)
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let host = format!("127.0.0.1:{}", server.port);
+    let uri = format!("http://{host}{path_and_query}");
+    let mut headers = vec![("host".to_owned(), host)];
+    if !body.is_empty() {
+        headers.push(("content-type".to_owned(), "application/json".to_owned()));
+    }
+    let signable = SignableRequest::new(
+        method,
+        uri,
+        headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+        SignableBody::Bytes(body.as_bytes()),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    for (name, value) in instructions.headers() {
+        headers.push((name.to_owned(), value.to_owned()));
+    }
+    headers.retain(|(n, _)| n != "host");
+    headers
+}
+
+/// Public halves of four ECDSA P-384 key pairs (made with `openssl ecparam -name secp384r1`).
+pub const P384_PUBLIC_KEYS: [&str; 4] = [KEY1, KEY2, KEY3, KEY4];
+const KEY1: &str = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEO5C/6pVbynslxW+YovwqVRxlxFx/Q7OH
+7+I5vhTg6o+FBtySyGiUgU08gqoA8XdvDh98QlpbJV+OEkEMOcfOTqaSYczTr/Di
+qFjeBb8Ah4klmvojpzuoKx0ulSX6wk41
+-----END PUBLIC KEY-----";
+const KEY2: &str = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEW0zVuuYEEgMPOXL/KGXnnt7pUjwrrqsF
+dcdKJD1p6i6+ICRuRs4c3xc1Q57WhlO8C6+/5lovS79FrM8Y2ov+HZ00BrVvjTRh
+6CvPM+bTnjO8R5SUmNe5a/kaj0GThQlQ
+-----END PUBLIC KEY-----";
+const KEY3: &str = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEM/JeftbHbXOrFWW4JB2OVQZuRewsmpfA
+0HfsyQR2F+XNoY0Nsz0xBPaT9OGJMAZO/wHu/JOvLC2yg5ToztT5sA08ABUSl3Fa
+D+T5YozcBbF7S05CM7OwKoAwClWDxp+f
+-----END PUBLIC KEY-----";
+const KEY4: &str = "-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAER9cFtIVq8d5T3x+njH2KeI55EagW6oxt
+mPjFJvI8+rEJ7UQk0e7VscrJjHZvUguLZoW4ku8FoU7XP1J4xcxD+4sI0C2wpO5+
+rEyM58PXh+iQ4o7DgO+fyJv/WwPEvB0V
+-----END PUBLIC KEY-----";
+/// An ECDSA P-256 public key: not a key IVS accepts.
+pub const P256_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAER8P2rf0t3CebEUvTOedbuHZwoLGj
+ewVL0yitprn0Kjm4zHuerBRkXEXsh68rmdXdHo7f9FML2WFXtU1mAx7vfw==
+-----END PUBLIC KEY-----";

@@ -1,0 +1,15 @@
+//! End-to-end tests of the IVS control plane: a real `openivs` process on loopback, driven by
+//! real clients (the AWS SDK for Rust, `aws-sigv4`-signed raw HTTP, the AWS CLI).
+
+mod harness;
+
+mod auth;
+mod aws_cli;
+mod channels;
+mod configurations;
+mod playback_key_pairs;
+mod restart;
+mod stream_keys;
+mod streams;
+mod tags;
+mod viewer_sessions;
