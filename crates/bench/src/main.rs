@@ -1,1 +1,287 @@
-fn main() {}
+//! Side-by-side benchmarks of openivs against the peers users would otherwise run.
+//!
+//! `openivs-bench control-plane` starts the release `openivs` binary (next to this one) and
+//! `moto_server` (PyPI `moto[server]`), both on 127.0.0.1, and drives them with the same client:
+//! SigV4-signed requests over keep-alive HTTP/1.1 connections, 1, 16 and 64 at a time. It prints
+//! requests per second and p50/p99 latency for signed GetChannel on both servers, and for
+//! CreateChannel+DeleteChannel pairs, with the openivs/moto ratio. A benchmark, not a test: it
+//! asserts nothing, it measures.
+
+mod http_client;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_client::{Connection, SignedClient};
+
+const CONCURRENCY: [usize; 3] = [1, 16, 64];
+
+struct Args {
+    seconds: f64,
+    moto: String,
+}
+
+fn parse_args() -> Result<(String, Args), String> {
+    let mut args = std::env::args().skip(1);
+    let command = args.next().unwrap_or_default();
+    let mut parsed = Args { seconds: 5.0, moto: "moto_server".into() };
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or(format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--seconds" => parsed.seconds = value.parse().map_err(|_| "--seconds takes a number")?,
+            "--moto" => parsed.moto = value,
+            other => return Err(format!("unknown flag {other}")),
+        }
+    }
+    Ok((command, parsed))
+}
+
+fn main() {
+    let (command, args) = match parse_args() {
+        Ok(parsed) => parsed,
+        Err(message) => {
+            eprintln!("openivs-bench: {message}");
+            std::process::exit(2);
+        }
+    };
+    match command.as_str() {
+        "control-plane" => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            if let Err(message) = runtime.block_on(control_plane(args)) {
+                eprintln!("openivs-bench: {message}");
+                std::process::exit(1);
+            }
+        }
+        _ => {
+            eprintln!("usage: openivs-bench control-plane [--seconds N] [--moto PATH-TO-moto_server]");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// A server process under test, killed on drop.
+struct Peer {
+    name: &'static str,
+    child: Child,
+    port: u16,
+    _data_dir: Option<TempDir>,
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+}
+
+async fn wait_for_port(port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("nothing listens on 127.0.0.1:{port} after 30 s"))
+}
+
+async fn start_openivs() -> Result<Peer, String> {
+    let binary = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("openivs");
+    if !binary.exists() {
+        return Err(format!("{} not found: build it first (cargo build --release -p openivs)", binary.display()));
+    }
+    let data_dir = std::env::temp_dir().join(format!("openivs-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
+    let port = free_port();
+    let child = Command::new(&binary)
+        .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&data_dir)
+        .args([
+            "--rtmp-addr",
+            "127.0.0.1:0",
+            "--rtmps-addr",
+            "127.0.0.1:0",
+            "--log",
+            "warn",
+            "--quota-channels",
+            "1000000",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+    let peer = Peer { name: "openivs", child, port, _data_dir: Some(TempDir(data_dir)) };
+    wait_for_port(port).await?;
+    Ok(peer)
+}
+
+async fn start_moto(program: &str) -> Result<Peer, String> {
+    let port = free_port();
+    let child = Command::new(program)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {program} (pip install 'moto[server]'): {e}"))?;
+    let peer = Peer { name: "moto", child, port, _data_dir: None };
+    wait_for_port(port).await?;
+    Ok(peer)
+}
+
+/// Throughput and latency of one case.
+struct Figures {
+    requests: usize,
+    errors: usize,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Runs `concurrency` clients for `seconds`, each doing `step` in a loop on its own connection;
+/// `step` returns how many requests it made and whether they all succeeded.
+async fn measure<F, Fut>(concurrency: usize, seconds: f64, port: u16, step: F) -> Figures
+where
+    F: Fn(Connection) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = (Connection, usize, bool)> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let step = step.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut requests = 0;
+            let mut errors = 0;
+            let mut connection = Connection::new(port);
+            while Instant::now() < deadline {
+                let began = Instant::now();
+                let (returned, made, ok) = step(connection).await;
+                connection = returned;
+                latencies.push(began.elapsed());
+                requests += made;
+                if !ok {
+                    errors += 1;
+                }
+            }
+            (latencies, requests, errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let (mut requests, mut errors) = (0, 0);
+    for task in tasks {
+        let (l, r, e) = task.await.expect("client task");
+        latencies.extend(l);
+        requests += r;
+        errors += e;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    Figures {
+        requests,
+        errors,
+        per_second: latencies.len() as f64 / elapsed,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+    }
+}
+
+async fn create_channel(client: &SignedClient, connection: &mut Connection) -> Result<String, String> {
+    let (status, body) = client.call(connection, "CreateChannel", "{}").await?;
+    if status != 200 {
+        return Err(format!("CreateChannel answered {status}: {}", String::from_utf8_lossy(&body)));
+    }
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    json["channel"]["arn"].as_str().map(str::to_owned).ok_or("no channel ARN".into())
+}
+
+async fn control_plane(args: Args) -> Result<(), String> {
+    let openivs = start_openivs().await?;
+    let moto = start_moto(&args.moto).await?;
+    let peers = [&openivs, &moto];
+    println!("# Control plane: openivs vs moto_server, {} s per case, 127.0.0.1, {} CPUs", args.seconds, num_cpus());
+    println!();
+    println!("| operation | clients | server | requests/s | p50 ms | p99 ms | errors | openivs/moto (req/s) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let client = Arc::new(SignedClient::new());
+    let mut channel_arns = Vec::new();
+    for peer in peers {
+        let mut connection = Connection::new(peer.port);
+        channel_arns.push(create_channel(&client, &mut connection).await.map_err(|e| format!("{}: {e}", peer.name))?);
+    }
+    for concurrency in CONCURRENCY {
+        let mut rates = Vec::new();
+        for (peer, arn) in peers.iter().zip(&channel_arns) {
+            let body = Arc::new(format!(r#"{{"arn":"{arn}"}}"#));
+            let client = client.clone();
+            let figures = measure(concurrency, args.seconds, peer.port, move |mut connection| {
+                let client = client.clone();
+                let body = body.clone();
+                async move {
+                    let ok = matches!(client.call(&mut connection, "GetChannel", &body).await, Ok((200, _)));
+                    (connection, 1, ok)
+                }
+            })
+            .await;
+            rates.push(figures.per_second);
+            print_row("GetChannel", concurrency, peer.name, &figures, (rates.len() == 2).then(|| rates[0] / rates[1]));
+        }
+    }
+    for concurrency in CONCURRENCY {
+        let mut rates = Vec::new();
+        for peer in peers {
+            let client = client.clone();
+            let figures = measure(concurrency, args.seconds, peer.port, move |mut connection| {
+                let client = client.clone();
+                async move {
+                    let Ok(arn) = create_channel(&client, &mut connection).await else { return (connection, 1, false) };
+                    let deleted = client.call(&mut connection, "DeleteChannel", &format!(r#"{{"arn":"{arn}"}}"#)).await;
+                    // IVS answers 204; moto answers 200. Either is a completed delete.
+                    (connection, 2, matches!(deleted, Ok((200..=299, _))))
+                }
+            })
+            .await;
+            rates.push(figures.per_second);
+            print_row(
+                "CreateChannel+DeleteChannel pair",
+                concurrency,
+                peer.name,
+                &figures,
+                (rates.len() == 2).then(|| rates[0] / rates[1]),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_row(operation: &str, concurrency: usize, server: &str, figures: &Figures, ratio: Option<f64>) {
+    let ratio = ratio.map_or(String::new(), |r| format!("{r:.1}×"));
+    println!(
+        "| {operation} | {concurrency} | {server} | {:.0} | {:.2} | {:.2} | {} | {ratio} |",
+        figures.per_second, figures.p50_ms, figures.p99_ms, figures.errors
+    );
+    let _ = figures.requests;
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}

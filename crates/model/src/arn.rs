@@ -67,12 +67,7 @@ pub struct Arn {
 
 impl Arn {
     pub fn new(region: &str, account: &str, resource_type: ResourceType, id: &str) -> Self {
-        Arn {
-            region: region.to_owned(),
-            account: account.to_owned(),
-            resource_type,
-            id: id.to_owned(),
-        }
+        Arn { region: region.to_owned(), account: account.to_owned(), resource_type, id: id.to_owned() }
     }
 
     /// Parses `arn:aws:ivs:{region}:{account}:{type}/{id}`; `None` for anything else.
@@ -83,10 +78,8 @@ impl Arn {
         let account = parts.next()?;
         let (segment, id) = parts.next()?.split_once('/')?;
         let resource_type = ResourceType::from_arn_segment(segment)?;
-        let region_ok = !region.is_empty()
-            && region
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let region_ok =
+            !region.is_empty() && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         let account_ok = !account.is_empty() && account.bytes().all(|b| b.is_ascii_digit());
         let id_ok = !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
         (region_ok && account_ok && id_ok).then(|| Arn::new(region, account, resource_type, id))
@@ -95,14 +88,7 @@ impl Arn {
 
 impl fmt::Display for Arn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "arn:aws:ivs:{}:{}:{}/{}",
-            self.region,
-            self.account,
-            self.resource_type.arn_segment(),
-            self.id
-        )
+        write!(f, "arn:aws:ivs:{}:{}:{}/{}", self.region, self.account, self.resource_type.arn_segment(), self.id)
     }
 }
 

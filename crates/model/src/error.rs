@@ -76,10 +76,7 @@ pub struct IvsError {
 
 impl IvsError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        IvsError {
-            kind,
-            message: message.into(),
-        }
+        IvsError { kind, message: message.into() }
     }
     pub fn validation(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Validation, message)

@@ -5,9 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::resources::{
-    MediaTailorPlaybackConfiguration, MultitrackInputConfiguration, PostRollConfiguration, Tags,
-};
+use crate::resources::{MediaTailorPlaybackConfiguration, MultitrackInputConfiguration, PostRollConfiguration, Tags};
 
 /// Inputs that name one resource by `arn` (Get*, Delete*, …).
 #[derive(Debug, Deserialize)]

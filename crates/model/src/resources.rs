@@ -104,11 +104,7 @@ pub struct StreamKeySummary {
 
 impl StreamKey {
     pub fn summary(&self) -> StreamKeySummary {
-        StreamKeySummary {
-            arn: self.arn.clone(),
-            channel_arn: self.channel_arn.clone(),
-            tags: self.tags.clone(),
-        }
+        StreamKeySummary { arn: self.arn.clone(), channel_arn: self.channel_arn.clone(), tags: self.tags.clone() }
     }
 }
 
@@ -135,17 +131,10 @@ pub struct PlaybackKeyPairSummary {
 impl PlaybackKeyPair {
     /// The key pair as GetPlaybackKeyPair and ImportPlaybackKeyPair return it (no key material).
     pub fn public_view(&self) -> PlaybackKeyPair {
-        PlaybackKeyPair {
-            public_key_pem: None,
-            ..self.clone()
-        }
+        PlaybackKeyPair { public_key_pem: None, ..self.clone() }
     }
     pub fn summary(&self) -> PlaybackKeyPairSummary {
-        PlaybackKeyPairSummary {
-            arn: self.arn.clone(),
-            name: self.name.clone(),
-            tags: self.tags.clone(),
-        }
+        PlaybackKeyPairSummary { arn: self.arn.clone(), name: self.name.clone(), tags: self.tags.clone() }
     }
 }
 
@@ -192,10 +181,7 @@ pub struct RenditionConfiguration {
 
 impl Default for RenditionConfiguration {
     fn default() -> Self {
-        RenditionConfiguration {
-            rendition_selection: "ALL".into(),
-            renditions: Vec::new(),
-        }
+        RenditionConfiguration { rendition_selection: "ALL".into(), renditions: Vec::new() }
     }
 }
 
@@ -262,10 +248,7 @@ pub struct PostRollConfiguration {
 
 impl Default for PostRollConfiguration {
     fn default() -> Self {
-        PostRollConfiguration {
-            duration_seconds: 15,
-            enabled: false,
-        }
+        PostRollConfiguration { duration_seconds: 15, enabled: false }
     }
 }
 

@@ -88,9 +88,8 @@ pub struct ServiceModel {
 
 /// The model, compiled on first use.
 pub fn model() -> &'static ServiceModel {
-    static MODEL: LazyLock<ServiceModel> = LazyLock::new(|| {
-        ServiceModel::compile(MODEL_JSON).expect("the embedded IVS service model compiles")
-    });
+    static MODEL: LazyLock<ServiceModel> =
+        LazyLock::new(|| ServiceModel::compile(MODEL_JSON).expect("the embedded IVS service model compiles"));
     &MODEL
 }
 
@@ -103,8 +102,7 @@ fn full_match_pattern(pattern: &str) -> String {
 }
 
 fn int_field(node: &Value, field: &str) -> Option<i64> {
-    node.get(field)
-        .and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
+    node.get(field).and_then(|v| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64)))
 }
 
 impl ServiceModel {
@@ -120,41 +118,21 @@ impl ServiceModel {
                     let pattern = match node.get("pattern").and_then(Value::as_str) {
                         Some(p) => Some((
                             p.to_owned(),
-                            Regex::new(&full_match_pattern(p))
-                                .map_err(|e| format!("{name}: {e}"))?,
+                            Regex::new(&full_match_pattern(p)).map_err(|e| format!("{name}: {e}"))?,
                         )),
                         None => None,
                     };
-                    let enum_values = node.get("enum").and_then(Value::as_array).map(|values| {
-                        values
-                            .iter()
-                            .filter_map(|v| v.as_str().map(str::to_owned))
-                            .collect()
-                    });
-                    let sensitive = node
-                        .get("sensitive")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false);
-                    Shape::String {
-                        min,
-                        max,
-                        pattern,
-                        enum_values,
-                        sensitive,
-                    }
+                    let enum_values = node
+                        .get("enum")
+                        .and_then(Value::as_array)
+                        .map(|values| values.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect());
+                    let sensitive = node.get("sensitive").and_then(Value::as_bool).unwrap_or(false);
+                    Shape::String { min, max, pattern, enum_values, sensitive }
                 }
-                "integer" | "long" => Shape::Integer {
-                    min,
-                    max,
-                    int32: kind == "integer",
-                },
+                "integer" | "long" => Shape::Integer { min, max, int32: kind == "integer" },
                 "boolean" => Shape::Boolean,
                 "timestamp" => Shape::Timestamp,
-                "list" => Shape::List {
-                    member: node["member"]["shape"].as_str().unwrap_or("").to_owned(),
-                    min,
-                    max,
-                },
+                "list" => Shape::List { member: node["member"]["shape"].as_str().unwrap_or("").to_owned(), min, max },
                 "map" => Shape::Map {
                     key: node["key"]["shape"].as_str().unwrap_or("").to_owned(),
                     value: node["value"]["shape"].as_str().unwrap_or("").to_owned(),
@@ -178,11 +156,7 @@ impl ServiceModel {
                     }
                     let required = node["required"]
                         .as_array()
-                        .map(|r| {
-                            r.iter()
-                                .filter_map(|v| v.as_str().map(str::to_owned))
-                                .collect()
-                        })
+                        .map(|r| r.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
                         .unwrap_or_default();
                     Shape::Structure { members, required }
                 }
@@ -191,10 +165,7 @@ impl ServiceModel {
             shapes.insert(name.clone(), shape);
         }
         let mut operations = HashMap::new();
-        for (name, node) in root["operations"]
-            .as_object()
-            .ok_or("model has no operations")?
-        {
+        for (name, node) in root["operations"].as_object().ok_or("model has no operations")? {
             let http = &node["http"];
             operations.insert(
                 name.clone(),
@@ -237,14 +208,8 @@ impl ServiceModel {
         }
         match failures.len() {
             0 => Ok(()),
-            1 => Err(IvsError::validation(format!(
-                "1 validation error detected: {}",
-                failures[0]
-            ))),
-            n => Err(IvsError::validation(format!(
-                "{n} validation errors detected: {}",
-                failures.join("; ")
-            ))),
+            1 => Err(IvsError::validation(format!("1 validation error detected: {}", failures[0]))),
+            n => Err(IvsError::validation(format!("{n} validation errors detected: {}", failures.join("; ")))),
         }
     }
 
@@ -252,11 +217,9 @@ impl ServiceModel {
     /// and query parameters).
     pub fn members_at(&self, shape: &str, location: Location) -> Vec<&str> {
         match self.shapes.get(shape) {
-            Some(Shape::Structure { members, .. }) => members
-                .iter()
-                .filter(|m| m.location == location)
-                .map(|m| m.name.as_str())
-                .collect(),
+            Some(Shape::Structure { members, .. }) => {
+                members.iter().filter(|m| m.location == location).map(|m| m.name.as_str()).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -265,59 +228,31 @@ impl ServiceModel {
         let Some(shape) = self.shapes.get(shape_name) else {
             return;
         };
-        let at = if path.is_empty() {
-            "the request".to_owned()
-        } else {
-            format!("'{path}'")
-        };
+        let at = if path.is_empty() { "the request".to_owned() } else { format!("'{path}'") };
         let fail = |failures: &mut Vec<String>, shown: &str, constraint: String| {
-            failures.push(format!(
-                "Value {shown}at {at} failed to satisfy constraint: {constraint}"
-            ));
+            failures.push(format!("Value {shown}at {at} failed to satisfy constraint: {constraint}"));
         };
         match shape {
-            Shape::String {
-                min,
-                max,
-                pattern,
-                enum_values,
-                sensitive,
-            } => {
+            Shape::String { min, max, pattern, enum_values, sensitive } => {
                 let Some(text) = value.as_str() else {
                     return fail(failures, "", "Member must be a string".to_owned());
                 };
-                let shown = if *sensitive {
-                    String::new()
-                } else {
-                    format!("'{}' ", shorten(text))
-                };
+                let shown = if *sensitive { String::new() } else { format!("'{}' ", shorten(text)) };
                 let length = text.chars().count() as i64;
                 if let Some(min) = min
                     && length < *min
                 {
-                    fail(
-                        failures,
-                        &shown,
-                        format!("Member must have length greater than or equal to {min}"),
-                    );
+                    fail(failures, &shown, format!("Member must have length greater than or equal to {min}"));
                 }
                 if let Some(max) = max
                     && length > *max
                 {
-                    fail(
-                        failures,
-                        &shown,
-                        format!("Member must have length less than or equal to {max}"),
-                    );
+                    fail(failures, &shown, format!("Member must have length less than or equal to {max}"));
                 }
                 if let Some((source, regex)) = pattern
                     && !regex.is_match(text)
                 {
-                    fail(
-                        failures,
-                        &shown,
-                        format!("Member must satisfy regular expression pattern: {source}"),
-                    );
+                    fail(failures, &shown, format!("Member must satisfy regular expression pattern: {source}"));
                 }
                 // TranscodePreset: IVS itself reports "" for BASIC and STANDARD channels, so a
                 // client that echoes a channel back may send it; it means "no preset".
@@ -325,50 +260,27 @@ impl ServiceModel {
                     && !values.iter().any(|v| v == text)
                     && !(shape_name == "TranscodePreset" && text.is_empty())
                 {
-                    fail(
-                        failures,
-                        &shown,
-                        format!(
-                            "Member must satisfy enum value set: [{}]",
-                            values.join(", ")
-                        ),
-                    );
+                    fail(failures, &shown, format!("Member must satisfy enum value set: [{}]", values.join(", ")));
                 }
             }
             Shape::Integer { min, max, int32 } => {
                 let Some(number) = value.as_i64() else {
-                    let what = if value.is_number() {
-                        "an integer"
-                    } else {
-                        "a number"
-                    };
+                    let what = if value.is_number() { "an integer" } else { "a number" };
                     return fail(failures, "", format!("Member must be {what}"));
                 };
                 let shown = format!("'{number}' ");
                 if *int32 && i32::try_from(number).is_err() {
-                    return fail(
-                        failures,
-                        &shown,
-                        "Member must be a 32-bit integer".to_owned(),
-                    );
+                    return fail(failures, &shown, "Member must be a 32-bit integer".to_owned());
                 }
                 if let Some(min) = min
                     && number < *min
                 {
-                    fail(
-                        failures,
-                        &shown,
-                        format!("Member must have value greater than or equal to {min}"),
-                    );
+                    fail(failures, &shown, format!("Member must have value greater than or equal to {min}"));
                 }
                 if let Some(max) = max
                     && number > *max
                 {
-                    fail(
-                        failures,
-                        &shown,
-                        format!("Member must have value less than or equal to {max}"),
-                    );
+                    fail(failures, &shown, format!("Member must have value less than or equal to {max}"));
                 }
             }
             Shape::Boolean => {
@@ -378,11 +290,7 @@ impl ServiceModel {
             }
             Shape::Timestamp => {
                 if crate::timestamp::parse(value).is_none() {
-                    fail(
-                        failures,
-                        "",
-                        "Member must be a timestamp (RFC 3339 or epoch seconds)".to_owned(),
-                    );
+                    fail(failures, "", "Member must be a timestamp (RFC 3339 or epoch seconds)".to_owned());
                 }
             }
             Shape::List { member, min, max } => {
@@ -392,42 +300,22 @@ impl ServiceModel {
                 check_count(items.len(), *min, *max, "length", &at, failures);
                 for (index, item) in items.iter().enumerate() {
                     if item.is_null() {
-                        failures.push(format!("Value null at '{path}.{index}' failed to satisfy constraint: Member must not be null"));
+                        failures.push(format!(
+                            "Value null at '{path}.{index}' failed to satisfy constraint: Member must not be null"
+                        ));
                     } else {
                         self.check(member, item, &format!("{path}.{index}"), failures);
                     }
                 }
             }
-            Shape::Map {
-                key,
-                value: value_shape,
-                min,
-                max,
-            } => {
+            Shape::Map { key, value: value_shape, min, max } => {
                 let Some(entries) = value.as_object() else {
                     return fail(failures, "", "Member must be a map".to_owned());
                 };
-                check_count(
-                    entries.len(),
-                    *min,
-                    *max,
-                    "number of entries",
-                    &at,
-                    failures,
-                );
+                check_count(entries.len(), *min, *max, "number of entries", &at, failures);
                 for (entry_key, entry_value) in entries {
-                    self.check(
-                        key,
-                        &Value::String(entry_key.clone()),
-                        &format!("{path}.{entry_key}(key)"),
-                        failures,
-                    );
-                    self.check(
-                        value_shape,
-                        entry_value,
-                        &format!("{path}.{entry_key}"),
-                        failures,
-                    );
+                    self.check(key, &Value::String(entry_key.clone()), &format!("{path}.{entry_key}(key)"), failures);
+                    self.check(value_shape, entry_value, &format!("{path}.{entry_key}"), failures);
                 }
             }
             Shape::Structure { members, required } => {
@@ -437,19 +325,16 @@ impl ServiceModel {
                 for name in required {
                     if object.get(name).is_none_or(Value::is_null) {
                         let member_path = join(path, name);
-                        failures.push(format!("Value null at '{member_path}' failed to satisfy constraint: Member must not be null"));
+                        failures.push(format!(
+                            "Value null at '{member_path}' failed to satisfy constraint: Member must not be null"
+                        ));
                     }
                 }
                 for member in members {
                     if let Some(member_value) = object.get(&member.name)
                         && !member_value.is_null()
                     {
-                        self.check(
-                            &member.shape,
-                            member_value,
-                            &join(path, &member.name),
-                            failures,
-                        );
+                        self.check(&member.shape, member_value, &join(path, &member.name), failures);
                     }
                 }
             }
@@ -457,33 +342,26 @@ impl ServiceModel {
     }
 }
 
-fn check_count(
-    count: usize,
-    min: Option<i64>,
-    max: Option<i64>,
-    what: &str,
-    at: &str,
-    failures: &mut Vec<String>,
-) {
+fn check_count(count: usize, min: Option<i64>, max: Option<i64>, what: &str, at: &str, failures: &mut Vec<String>) {
     let count = count as i64;
     if let Some(min) = min
         && count < min
     {
-        failures.push(format!("Value at {at} failed to satisfy constraint: Member must have {what} greater than or equal to {min}"));
+        failures.push(format!(
+            "Value at {at} failed to satisfy constraint: Member must have {what} greater than or equal to {min}"
+        ));
     }
     if let Some(max) = max
         && count > max
     {
-        failures.push(format!("Value at {at} failed to satisfy constraint: Member must have {what} less than or equal to {max}"));
+        failures.push(format!(
+            "Value at {at} failed to satisfy constraint: Member must have {what} less than or equal to {max}"
+        ));
     }
 }
 
 fn join(path: &str, name: &str) -> String {
-    if path.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{path}.{name}")
-    }
+    if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") }
 }
 
 /// Keeps echoed values short: a 1 MB name must not come back in the error message.
@@ -509,44 +387,23 @@ mod tests {
     #[test]
     fn every_operation_of_the_model_is_present() {
         assert_eq!(model().operations().count(), 46);
-        assert_eq!(
-            model().operation("DeleteChannel").unwrap().success_status,
-            204
-        );
+        assert_eq!(model().operation("DeleteChannel").unwrap().success_status, 204);
         assert_eq!(model().operation("UntagResource").unwrap().method, "DELETE");
     }
 
     #[test]
     fn required_members() {
         let message = check("GetChannel", json!({})).unwrap_err();
-        assert!(
-            message.contains("'arn'") && message.contains("must not be null"),
-            "{message}"
-        );
+        assert!(message.contains("'arn'") && message.contains("must not be null"), "{message}");
     }
 
     #[test]
     fn patterns_are_full_matches() {
         assert!(check("CreateChannel", json!({"name": "ok-name_1"})).is_ok());
         let message = check("CreateChannel", json!({"name": "bad name"})).unwrap_err();
-        assert!(
-            message.contains("'name'") && message.contains("regular expression"),
-            "{message}"
-        );
-        assert!(
-            check(
-                "GetChannel",
-                json!({"arn": "xarn:aws:ivs:us-west-2:1:channel/abc"})
-            )
-            .is_err()
-        );
-        assert!(
-            check(
-                "GetChannel",
-                json!({"arn": "arn:aws:ivs:us-west-2:1:channel/abc"})
-            )
-            .is_ok()
-        );
+        assert!(message.contains("'name'") && message.contains("regular expression"), "{message}");
+        assert!(check("GetChannel", json!({"arn": "xarn:aws:ivs:us-west-2:1:channel/abc"})).is_err());
+        assert!(check("GetChannel", json!({"arn": "arn:aws:ivs:us-west-2:1:channel/abc"})).is_ok());
     }
 
     #[test]
@@ -557,28 +414,12 @@ mod tests {
 
     #[test]
     fn enums_ranges_lengths() {
-        let message = check(
-            "CreateChannel",
-            json!({"latencyMode": "FAST", "type": "STANDARD"}),
-        )
-        .unwrap_err();
-        assert!(
-            message.contains("'latencyMode'") && message.contains("enum"),
-            "{message}"
-        );
+        let message = check("CreateChannel", json!({"latencyMode": "FAST", "type": "STANDARD"})).unwrap_err();
+        assert!(message.contains("'latencyMode'") && message.contains("enum"), "{message}");
         assert!(check("CreateChannel", json!({"preset": ""})).is_ok());
         let message = check("ListChannels", json!({"maxResults": 101})).unwrap_err();
-        assert!(
-            message.contains("'maxResults'") && message.contains("less than or equal to 100"),
-            "{message}"
-        );
-        assert!(
-            check(
-                "ListStreamKeys",
-                json!({"channelArn": "arn:aws:ivs:a:1:channel/x", "maxResults": 51})
-            )
-            .is_err()
-        );
+        assert!(message.contains("'maxResults'") && message.contains("less than or equal to 100"), "{message}");
+        assert!(check("ListStreamKeys", json!({"channelArn": "arn:aws:ivs:a:1:channel/x", "maxResults": 51})).is_err());
         assert!(check("ListChannels", json!({"maxResults": 1.5})).is_err());
         let long_name = "a".repeat(129);
         assert!(check("CreateChannel", json!({"name": long_name})).is_err());
@@ -586,22 +427,14 @@ mod tests {
 
     #[test]
     fn nested_structures_lists_and_maps() {
-        let message = check(
-            "CreateRecordingConfiguration",
-            json!({"destinationConfiguration": {"s3": {"bucketName": "ab"}}}),
-        )
-        .unwrap_err();
-        assert!(
-            message.contains("'destinationConfiguration.s3.bucketName'"),
-            "{message}"
-        );
-        let arns: Vec<String> = (0..51)
-            .map(|i| format!("arn:aws:ivs:us-west-2:1:channel/c{i}"))
-            .collect();
+        let message =
+            check("CreateRecordingConfiguration", json!({"destinationConfiguration": {"s3": {"bucketName": "ab"}}}))
+                .unwrap_err();
+        assert!(message.contains("'destinationConfiguration.s3.bucketName'"), "{message}");
+        let arns: Vec<String> = (0..51).map(|i| format!("arn:aws:ivs:us-west-2:1:channel/c{i}")).collect();
         assert!(check("BatchGetChannel", json!({"arns": arns})).is_err());
         assert!(check("BatchGetChannel", json!({"arns": []})).is_err());
-        let tags: serde_json::Map<String, Value> =
-            (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
+        let tags: serde_json::Map<String, Value> = (0..51).map(|i| (format!("k{i}"), json!("v"))).collect();
         assert!(check("CreateChannel", json!({"tags": tags})).is_err());
         let message = check("CreateChannel", json!({"tags": {"bad\u{0}key": "v"}})).unwrap_err();
         assert!(message.contains("tags"), "{message}");
@@ -610,23 +443,22 @@ mod tests {
 
     #[test]
     fn reports_every_failure_and_hides_sensitive_values() {
-        let message =
-            check("PutMetadata", json!({"channelArn": "nope", "metadata": ""})).unwrap_err();
-        assert!(
-            message.starts_with("2 validation errors detected"),
-            "{message}"
-        );
-        assert!(
-            message.contains("'channelArn'") && message.contains("'metadata'"),
-            "{message}"
-        );
+        let message = check("PutMetadata", json!({"channelArn": "nope", "metadata": ""})).unwrap_err();
+        assert!(message.starts_with("2 validation errors detected"), "{message}");
+        assert!(message.contains("'channelArn'") && message.contains("'metadata'"), "{message}");
     }
 
     #[test]
     fn types_are_checked() {
         assert!(check("CreateChannel", json!({"authorized": "yes"})).is_err());
         assert!(check("CreateChannel", json!({"name": 5})).is_err());
-        assert!(check("InsertAdBreak", json!({"channelArn": "arn:aws:ivs:a:1:channel/x", "durationSeconds": 30, "targetStartAt": "soon"})).is_err());
+        assert!(
+            check(
+                "InsertAdBreak",
+                json!({"channelArn": "arn:aws:ivs:a:1:channel/x", "durationSeconds": 30, "targetStartAt": "soon"})
+            )
+            .is_err()
+        );
         assert!(check("GetChannel", json!([])).is_err());
         assert!(check("StartViewerSessionRevocation", json!({"channelArn": "arn:aws:ivs:a:1:channel/x", "viewerId": "v", "viewerSessionVersionsLessThanOrEqualTo": 3_000_000_000i64})).is_err());
     }

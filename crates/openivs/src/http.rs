@@ -54,11 +54,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Option<(&'static str, Option<&'a
 
 /// Operation names live as long as the (static) model; this gives them a `'static` lifetime.
 fn static_name(name: &str) -> &'static str {
-    model()
-        .operations()
-        .find(|op| op.name == name)
-        .map(|op| op.name.as_str())
-        .unwrap_or("")
+    model().operations().find(|op| op.name == name).map(|op| op.name.as_str()).unwrap_or("")
 }
 
 fn new_request_id() -> String {
@@ -74,25 +70,13 @@ fn new_request_id() -> String {
 }
 
 fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
-    let text = if plus_is_space {
-        text.replace('+', " ")
-    } else {
-        text.to_owned()
-    };
-    percent_encoding::percent_decode_str(&text)
-        .decode_utf8()
-        .ok()
-        .map(|s| s.into_owned())
+    let text = if plus_is_space { text.replace('+', " ") } else { text.to_owned() };
+    percent_encoding::percent_decode_str(&text).decode_utf8().ok().map(|s| s.into_owned())
 }
 
 /// The operation's input: the JSON body, plus the URI label and query parameters bound to
 /// their members as the model says.
-fn gather_input(
-    operation: &str,
-    label: Option<&str>,
-    query: Option<&str>,
-    body: &Bytes,
-) -> Result<Value, IvsError> {
+fn gather_input(operation: &str, label: Option<&str>, query: Option<&str>, body: &Bytes) -> Result<Value, IvsError> {
     let mut input = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -102,13 +86,9 @@ fn gather_input(
     let Some(object) = input.as_object_mut() else {
         return Err(IvsError::validation("Request body must be a JSON object"));
     };
-    let input_shape = model()
-        .operation(operation)
-        .and_then(|op| op.input_shape.clone())
-        .unwrap_or_default();
+    let input_shape = model().operation(operation).and_then(|op| op.input_shape.clone()).unwrap_or_default();
     if let Some(label) = label {
-        let arn = percent_decode(label, false)
-            .ok_or_else(|| IvsError::validation("resourceArn is not valid UTF-8"))?;
+        let arn = percent_decode(label, false).ok_or_else(|| IvsError::validation("resourceArn is not valid UTF-8"))?;
         object.insert("resourceArn".into(), Value::String(arn));
     }
     for member in model().members_at(&input_shape, Location::QueryString) {
@@ -145,25 +125,15 @@ async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> 
     let result = async {
         let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
             .await
-            .map_err(|_| {
-                IvsError::validation(format!(
-                    "Request body must be at most {MAX_BODY_BYTES} bytes"
-                ))
-            })?;
+            .map_err(|_| IvsError::validation(format!("Request body must be at most {MAX_BODY_BYTES} bytes")))?;
         let signed = RequestParts {
             method: parts.method.as_str(),
             raw_path: &path,
             raw_query: parts.uri.query(),
-            headers: parts
-                .headers
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.as_bytes()))
-                .collect(),
+            headers: parts.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())).collect(),
             body: &body,
         };
-        let caller = state
-            .auth
-            .authenticate(&signed, OffsetDateTime::now_utc())?;
+        let caller = state.auth.authenticate(&signed, OffsetDateTime::now_utc())?;
         let input = gather_input(operation, label, parts.uri.query(), &body)?;
         model().validate_input(operation, &input)?;
         state.api.handle(operation, &caller, input).await
@@ -175,12 +145,7 @@ async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> 
             if error.kind.http_status() >= 500 {
                 tracing::error!(%request_id, operation, error = %error, "request failed");
             }
-            error_response(
-                &request_id,
-                error.kind.wire_name(),
-                error.kind.http_status(),
-                &error.message,
-            )
+            error_response(&request_id, error.kind.wire_name(), error.kind.http_status(), &error.message)
         }
     };
     tracing::debug!(%request_id, operation, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
@@ -193,8 +158,7 @@ fn shorten(text: &str) -> String {
 
 fn base_response(request_id: &str, status: u16, body: Body) -> Response {
     let mut response = Response::new(body);
-    *response.status_mut() =
-        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert("x-amzn-RequestId", value);
@@ -203,17 +167,12 @@ fn base_response(request_id: &str, status: u16, body: Body) -> Response {
 }
 
 fn success_response(request_id: &str, operation: &str, output: Value) -> Response {
-    let status = model()
-        .operation(operation)
-        .map_or(200, |op| op.success_status);
+    let status = model().operation(operation).map_or(200, |op| op.success_status);
     if status == 204 || output.is_null() {
         return base_response(request_id, 204, Body::empty());
     }
     let mut response = base_response(request_id, status, Body::from(output.to_string()));
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 
@@ -224,10 +183,7 @@ fn error_response(request_id: &str, wire_name: &str, status: u16, message: &str)
     let body = json!({ "__type": wire_name, "message": message, "exceptionMessage": message });
     let mut response = base_response(request_id, status, Body::from(body.to_string()));
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(value) = HeaderValue::from_str(wire_name) {
         headers.insert("x-amzn-ErrorType", value);
     }
@@ -236,12 +192,7 @@ fn error_response(request_id: &str, wire_name: &str, status: u16, message: &str)
 
 /// For callers outside this module that must answer with an IVS error (e.g. playback later).
 pub fn ivs_error_response(error: &IvsError) -> Response {
-    error_response(
-        &new_request_id(),
-        error.kind.wire_name(),
-        error.kind.http_status(),
-        &error.message,
-    )
+    error_response(&new_request_id(), error.kind.wire_name(), error.kind.http_status(), &error.message)
 }
 
 #[cfg(test)]
@@ -250,20 +201,11 @@ mod tests {
 
     #[test]
     fn routes() {
-        assert_eq!(
-            route(&Method::POST, "/CreateChannel"),
-            Some(("CreateChannel", None))
-        );
+        assert_eq!(route(&Method::POST, "/CreateChannel"), Some(("CreateChannel", None)));
         assert_eq!(route(&Method::GET, "/CreateChannel"), None);
         assert_eq!(route(&Method::POST, "/Nope"), None);
-        assert_eq!(
-            route(&Method::GET, "/tags/arn%3Ax"),
-            Some(("ListTagsForResource", Some("arn%3Ax")))
-        );
-        assert_eq!(
-            route(&Method::DELETE, "/tags/arn%3Ax"),
-            Some(("UntagResource", Some("arn%3Ax")))
-        );
+        assert_eq!(route(&Method::GET, "/tags/arn%3Ax"), Some(("ListTagsForResource", Some("arn%3Ax"))));
+        assert_eq!(route(&Method::DELETE, "/tags/arn%3Ax"), Some(("UntagResource", Some("arn%3Ax"))));
         assert_eq!(route(&Method::PUT, "/tags/arn%3Ax"), None);
         assert_eq!(route(&Method::GET, "/tags/a/b"), None);
     }

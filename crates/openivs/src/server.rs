@@ -32,26 +32,11 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         srt_port: SRT_PORT,
     };
     let live = Arc::new(LiveRegistry::new());
-    let api = Api::new(
-        store.clone() as Arc<dyn Store>,
-        live,
-        settings.quotas,
-        endpoints,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let state = Arc::new(AppState {
-        api,
-        auth: Authenticator::new(&settings.credentials),
-    });
-    tracing::info!(
-        "openivs API listening on http://{http_addr} (data in {})",
-        settings.data_dir.display()
-    );
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    let api =
+        Api::new(store.clone() as Arc<dyn Store>, live, settings.quotas, endpoints).await.map_err(|e| e.to_string())?;
+    let state = Arc::new(AppState { api, auth: Authenticator::new(&settings.credentials) });
+    tracing::info!("openivs API listening on http://{http_addr} (data in {})", settings.data_dir.display());
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())?;
     store.close().await;
     tracing::info!("openivs stopped");
     Ok(())
@@ -61,9 +46,8 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler installs");
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

@@ -68,11 +68,7 @@ pub struct ServeArgs {
     /// separate with commas in the variable) for several. With none, the local-development pair
     /// test/test for account 123456789012 is accepted. Prefer the config file or the environment
     /// for secrets: flags are visible to other users of the machine.
-    #[arg(
-        long = "credential",
-        env = "OPENIVS_CREDENTIALS",
-        value_delimiter = ','
-    )]
+    #[arg(long = "credential", env = "OPENIVS_CREDENTIALS", value_delimiter = ',')]
     pub credentials: Vec<String>,
 
     /// Allow the local-development credential test/test while listening on a non-loopback
@@ -196,11 +192,7 @@ impl Settings {
         }
         if credentials.is_empty() {
             for c in file.credentials {
-                credentials.push(checked_credential(
-                    c.access_key_id,
-                    c.secret_access_key,
-                    c.account_id,
-                )?);
+                credentials.push(checked_credential(c.access_key_id, c.secret_access_key, c.account_id)?);
             }
         }
         let dev_credentials = credentials.is_empty();
@@ -212,26 +204,11 @@ impl Settings {
             });
         }
         let settings = Settings {
-            http_addr: args
-                .http_addr
-                .or(file.http_addr)
-                .unwrap_or(([127, 0, 0, 1], 8080).into()),
-            rtmp_addr: args
-                .rtmp_addr
-                .or(file.rtmp_addr)
-                .unwrap_or(([127, 0, 0, 1], 1935).into()),
-            rtmps_addr: args
-                .rtmps_addr
-                .or(file.rtmps_addr)
-                .unwrap_or(([127, 0, 0, 1], 4443).into()),
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("openivs-data")),
-            public_host: args
-                .public_host
-                .or(file.public_host)
-                .unwrap_or_else(|| "127.0.0.1".into()),
+            http_addr: args.http_addr.or(file.http_addr).unwrap_or(([127, 0, 0, 1], 8080).into()),
+            rtmp_addr: args.rtmp_addr.or(file.rtmp_addr).unwrap_or(([127, 0, 0, 1], 1935).into()),
+            rtmps_addr: args.rtmps_addr.or(file.rtmps_addr).unwrap_or(([127, 0, 0, 1], 4443).into()),
+            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("openivs-data")),
+            public_host: args.public_host.or(file.public_host).unwrap_or_else(|| "127.0.0.1".into()),
             credentials,
             dev_credentials,
             allow_dev_credentials_on_network: args
@@ -244,18 +221,12 @@ impl Settings {
                     .quota_recording_configurations
                     .or(file.quota_recording_configurations)
                     .unwrap_or(20),
-                playback_key_pairs: args
-                    .quota_playback_key_pairs
-                    .or(file.quota_playback_key_pairs)
-                    .unwrap_or(3),
+                playback_key_pairs: args.quota_playback_key_pairs.or(file.quota_playback_key_pairs).unwrap_or(3),
                 playback_restriction_policies: args
                     .quota_playback_restriction_policies
                     .or(file.quota_playback_restriction_policies)
                     .unwrap_or(100),
-                ad_configurations: args
-                    .quota_ad_configurations
-                    .or(file.quota_ad_configurations)
-                    .unwrap_or(100),
+                ad_configurations: args.quota_ad_configurations.or(file.quota_ad_configurations).unwrap_or(100),
                 failover_slate_configurations: args
                     .quota_failover_slate_configurations
                     .or(file.quota_failover_slate_configurations)
@@ -279,10 +250,7 @@ impl Settings {
                 .into());
         }
         if self.public_host.is_empty() || self.public_host.contains(['/', ' ', '?', '#']) {
-            return Err(format!(
-                "--public-host must be a host name or IP address, not {:?}",
-                self.public_host
-            ));
+            return Err(format!("--public-host must be a host name or IP address, not {:?}", self.public_host));
         }
         Ok(())
     }
@@ -294,17 +262,14 @@ impl Settings {
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn parse_credential(text: &str) -> Result<Credential, String> {
     let mut parts = text.trim().splitn(3, ':');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some(id), Some(secret), Some(account)) => {
-            checked_credential(id.into(), secret.into(), account.into())
-        }
+        (Some(id), Some(secret), Some(account)) => checked_credential(id.into(), secret.into(), account.into()),
         // Never echo the text: it holds a secret.
         _ => Err("a credential must be ACCESS_KEY_ID:SECRET_ACCESS_KEY:ACCOUNT_ID".into()),
     }
@@ -319,15 +284,9 @@ fn checked_credential(
         return Err("a credential needs a non-empty access key id and secret access key".into());
     }
     if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!(
-            "the account id of access key {access_key_id} must be 12 digits"
-        ));
+        return Err(format!("the account id of access key {access_key_id} must be 12 digits"));
     }
-    Ok(Credential {
-        access_key_id,
-        secret_access_key,
-        account_id,
-    })
+    Ok(Credential { access_key_id, secret_access_key, account_id })
 }
 
 #[cfg(test)]
@@ -347,20 +306,11 @@ mod tests {
 
     #[test]
     fn dev_credentials_refused_on_network_unless_allowed() {
-        let args = || ServeArgs {
-            http_addr: Some("0.0.0.0:8080".parse().unwrap()),
-            ..Default::default()
-        };
+        let args = || ServeArgs { http_addr: Some("0.0.0.0:8080".parse().unwrap()), ..Default::default() };
         assert!(Settings::resolve(args()).is_err());
-        let allowed = ServeArgs {
-            allow_dev_credentials_on_network: Some(true),
-            ..args()
-        };
+        let allowed = ServeArgs { allow_dev_credentials_on_network: Some(true), ..args() };
         assert!(Settings::resolve(allowed).is_ok());
-        let configured = ServeArgs {
-            credentials: vec!["AKID:secret:111122223333".into()],
-            ..args()
-        };
+        let configured = ServeArgs { credentials: vec!["AKID:secret:111122223333".into()], ..args() };
         let s = Settings::resolve(configured).unwrap();
         assert!(!s.dev_credentials);
     }
@@ -375,12 +325,9 @@ mod tests {
             "public_host = \"video.example\"\nquota_channels = 7\n[[credentials]]\naccess_key_id = \"AK\"\nsecret_access_key = \"SK\"\naccount_id = \"111122223333\"\n",
         )
         .unwrap();
-        let s = Settings::resolve(ServeArgs {
-            config: Some(path.clone()),
-            quota_channels: Some(9),
-            ..Default::default()
-        })
-        .unwrap();
+        let s =
+            Settings::resolve(ServeArgs { config: Some(path.clone()), quota_channels: Some(9), ..Default::default() })
+                .unwrap();
         assert_eq!(s.public_host, "video.example");
         assert_eq!(s.quotas.channels, 9);
         assert_eq!(s.credentials[0].account_id, "111122223333");
@@ -391,8 +338,6 @@ mod tests {
     fn credential_errors_never_echo_secrets() {
         let err = parse_credential("AKID-only-secret-part").unwrap_err();
         assert!(!err.contains("secret-part"));
-        assert!(
-            format!("{:?}", parse_credential("a:b:123456789012").unwrap()).contains("<redacted>")
-        );
+        assert!(format!("{:?}", parse_credential("a:b:123456789012").unwrap()).contains("<redacted>"));
     }
 }

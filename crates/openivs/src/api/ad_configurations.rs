@@ -3,8 +3,7 @@
 //! them; it does not call MediaTailor.
 
 use openivs_model::requests::{
-    AdConfigurationSettings, ArnInput, CreateAdConfigurationInput, Paging,
-    UpdateAdConfigurationInput,
+    AdConfigurationSettings, ArnInput, CreateAdConfigurationInput, Paging, UpdateAdConfigurationInput,
 };
 use openivs_model::resources::{AdConfiguration, PostRollConfiguration};
 use openivs_model::{Arn, IvsError, ResourceType};
@@ -28,40 +27,24 @@ fn apply_settings(configuration: &mut AdConfiguration, settings: AdConfiguration
     }
 }
 
-pub(super) async fn create(
-    api: &Api,
-    caller: &Caller,
-    request: CreateAdConfigurationInput,
-) -> Result<Value, IvsError> {
+pub(super) async fn create(api: &Api, caller: &Caller, request: CreateAdConfigurationInput) -> Result<Value, IvsError> {
     let mut configuration = AdConfiguration {
-        arn: Arn::new(
-            &caller.region,
-            &caller.account,
-            ResourceType::AdConfiguration,
-            &new_id(),
-        )
-        .to_string(),
+        arn: Arn::new(&caller.region, &caller.account, ResourceType::AdConfiguration, &new_id()).to_string(),
         name: String::new(),
         media_tailor_playback_configurations: Vec::new(),
         post_roll_configuration: PostRollConfiguration::default(),
         tags: request.tags.unwrap_or_default(),
     };
     apply_settings(&mut configuration, request.settings);
-    api.create(caller, &configuration, api.quotas.ad_configurations)
-        .await?;
+    api.create(caller, &configuration, api.quotas.ad_configurations).await?;
     Ok(json!({ "adConfiguration": output(&configuration)? }))
 }
 
 pub(super) async fn get(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
-    api.get_output::<AdConfiguration>(caller, &request.arn, "adConfiguration")
-        .await
+    api.get_output::<AdConfiguration>(caller, &request.arn, "adConfiguration").await
 }
 
-pub(super) async fn update(
-    api: &Api,
-    caller: &Caller,
-    request: UpdateAdConfigurationInput,
-) -> Result<Value, IvsError> {
+pub(super) async fn update(api: &Api, caller: &Caller, request: UpdateAdConfigurationInput) -> Result<Value, IvsError> {
     let configuration = api
         .update::<AdConfiguration>(caller, &request.arn, |mut configuration| {
             apply_settings(&mut configuration, request.settings.clone());
@@ -71,13 +54,8 @@ pub(super) async fn update(
     Ok(json!({ "adConfiguration": output(&configuration)? }))
 }
 
-pub(super) async fn delete(
-    api: &Api,
-    caller: &Caller,
-    request: ArnInput,
-) -> Result<Value, IvsError> {
-    api.delete_unreferenced(caller, &request.arn, ResourceType::AdConfiguration)
-        .await?;
+pub(super) async fn delete(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
+    api.delete_unreferenced(caller, &request.arn, ResourceType::AdConfiguration).await?;
     Ok(Value::Null)
 }
 

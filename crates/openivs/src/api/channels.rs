@@ -10,8 +10,7 @@ use serde_json::{Value, json};
 
 use super::stream_keys::new_stream_key;
 use super::{
-    Api, Endpoints, Resource, input_error_if, new_id, not_found, output, owned_arn,
-    random_alphanumeric, record_of,
+    Api, Endpoints, Resource, input_error_if, new_id, not_found, output, owned_arn, random_alphanumeric, record_of,
 };
 use crate::auth::Caller;
 use crate::store::{Change, Check, ListQuery, Write};
@@ -61,19 +60,10 @@ const DEFAULT_ADVANCED_PRESET: &str = "HIGHER_BANDWIDTH_DELIVERY";
 /// The channel's reference members and the resource type each must name.
 fn reference_fields(channel: &Channel) -> [(&String, ResourceType); 4] {
     [
-        (
-            &channel.recording_configuration_arn,
-            ResourceType::RecordingConfiguration,
-        ),
-        (
-            &channel.playback_restriction_policy_arn,
-            ResourceType::PlaybackRestrictionPolicy,
-        ),
+        (&channel.recording_configuration_arn, ResourceType::RecordingConfiguration),
+        (&channel.playback_restriction_policy_arn, ResourceType::PlaybackRestrictionPolicy),
         (&channel.ad_configuration_arn, ResourceType::AdConfiguration),
-        (
-            &channel.failover_slate_configuration_arn,
-            ResourceType::FailoverSlateConfiguration,
-        ),
+        (&channel.failover_slate_configuration_arn, ResourceType::FailoverSlateConfiguration),
     ]
 }
 
@@ -121,10 +111,7 @@ fn apply_settings(channel: &mut Channel, settings: ChannelSettings) -> Result<()
     if advanced && channel.preset.is_empty() {
         channel.preset = DEFAULT_ADVANCED_PRESET.into();
     } else if !advanced && !channel.preset.is_empty() {
-        input_error_if(
-            preset_requested,
-            "preset is selectable only for ADVANCED_HD and ADVANCED_SD channel types",
-        )?;
+        input_error_if(preset_requested, "preset is selectable only for ADVANCED_HD and ADVANCED_SD channel types")?;
         channel.preset.clear();
     }
 
@@ -136,14 +123,11 @@ fn apply_settings(channel: &mut Channel, settings: ChannelSettings) -> Result<()
         )?;
         if let Some(requested) = &multitrack_requested {
             input_error_if(
-                requested.enabled
-                    && (requested.policy.is_none() || requested.maximum_resolution.is_none()),
+                requested.enabled && (requested.policy.is_none() || requested.maximum_resolution.is_none()),
                 "multitrackInputConfiguration.policy and maximumResolution are required when multitrack input is enabled",
             )?;
             input_error_if(
-                requested.enabled
-                    && !container_requested
-                    && channel.container_format != "FRAGMENTED_MP4",
+                requested.enabled && !container_requested && channel.container_format != "FRAGMENTED_MP4",
                 "containerFormat is required, and must be FRAGMENTED_MP4, when multitrack input is enabled",
             )?;
         }
@@ -156,26 +140,16 @@ fn apply_settings(channel: &mut Channel, settings: ChannelSettings) -> Result<()
 }
 
 /// IVS reports a channel's multitrack configuration in full, with ALLOW/FULL_HD when unset.
-fn with_multitrack_defaults(
-    multitrack: MultitrackInputConfiguration,
-) -> MultitrackInputConfiguration {
+fn with_multitrack_defaults(multitrack: MultitrackInputConfiguration) -> MultitrackInputConfiguration {
     MultitrackInputConfiguration {
         enabled: multitrack.enabled,
         policy: Some(multitrack.policy.unwrap_or_else(|| "ALLOW".into())),
-        maximum_resolution: Some(
-            multitrack
-                .maximum_resolution
-                .unwrap_or_else(|| "FULL_HD".into()),
-        ),
+        maximum_resolution: Some(multitrack.maximum_resolution.unwrap_or_else(|| "FULL_HD".into())),
     }
 }
 
 /// Conditions that the channel's references name existing resources of the caller.
-fn reference_conditions(
-    api: &Api,
-    caller: &Caller,
-    channel: &Channel,
-) -> Result<Vec<(Check, IvsError)>, IvsError> {
+fn reference_conditions(api: &Api, caller: &Caller, channel: &Channel) -> Result<Vec<(Check, IvsError)>, IvsError> {
     reference_fields(channel)
         .into_iter()
         .filter(|(arn, _)| !arn.is_empty())
@@ -184,12 +158,7 @@ fn reference_conditions(
 }
 
 fn new_channel(api: &Api, caller: &Caller, tags: Tags) -> Channel {
-    let arn = Arn::new(
-        &caller.region,
-        &caller.account,
-        ResourceType::Channel,
-        &new_id(),
-    );
+    let arn = Arn::new(&caller.region, &caller.account, ResourceType::Channel, &new_id());
     let mut channel = Channel {
         arn: arn.to_string(),
         name: String::new(),
@@ -202,10 +171,7 @@ fn new_channel(api: &Api, caller: &Caller, tags: Tags) -> Channel {
         tags,
         insecure_ingest: false,
         preset: String::new(),
-        srt: Srt {
-            endpoint: String::new(),
-            passphrase: random_alphanumeric(64),
-        },
+        srt: Srt { endpoint: String::new(), passphrase: random_alphanumeric(64) },
         playback_restriction_policy_arn: String::new(),
         multitrack_input_configuration: with_multitrack_defaults(MultitrackInputConfiguration {
             enabled: false,
@@ -220,53 +186,35 @@ fn new_channel(api: &Api, caller: &Caller, tags: Tags) -> Channel {
     channel
 }
 
-pub(super) async fn create(
-    api: &Api,
-    caller: &Caller,
-    request: CreateChannelInput,
-) -> Result<Value, IvsError> {
+pub(super) async fn create(api: &Api, caller: &Caller, request: CreateChannelInput) -> Result<Value, IvsError> {
     let mut channel = new_channel(api, caller, request.tags.unwrap_or_default());
     apply_settings(&mut channel, request.settings)?;
     super::check_tag_keys(channel.tags.keys())?;
     let stream_key: StreamKey = new_stream_key(caller, &channel.arn, Tags::new());
-    let (quota_check, quota_error) =
-        api.quota_check(caller, ResourceType::Channel, api.quotas.channels);
+    let (quota_check, quota_error) = api.quota_check(caller, ResourceType::Channel, api.quotas.channels);
     let mut change = Change::new().require(quota_check, quota_error);
     for (check, error) in reference_conditions(api, caller, &channel)? {
         change = change.require(check, error);
     }
-    change = change
-        .write(Write::Put(record_of(&channel)?))
-        .write(Write::Put(record_of(&stream_key)?));
+    change = change.write(Write::Put(record_of(&channel)?)).write(Write::Put(record_of(&stream_key)?));
     api.store.apply(change).await?;
     Ok(json!({ "channel": output(&channel)?, "streamKey": output(&stream_key)? }))
 }
 
 pub(super) async fn get(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
-    api.get_output::<Channel>(caller, &request.arn, "channel")
-        .await
+    api.get_output::<Channel>(caller, &request.arn, "channel").await
 }
 
-pub(super) async fn batch_get(
-    api: &Api,
-    caller: &Caller,
-    request: ArnsInput,
-) -> Result<Value, IvsError> {
+pub(super) async fn batch_get(api: &Api, caller: &Caller, request: ArnsInput) -> Result<Value, IvsError> {
     let (channels, errors) = api.batch_get::<Channel>(caller, &request.arns).await?;
     Ok(json!({ "channels": channels, "errors": errors }))
 }
 
-pub(super) async fn update(
-    api: &Api,
-    caller: &Caller,
-    request: UpdateChannelInput,
-) -> Result<Value, IvsError> {
+pub(super) async fn update(api: &Api, caller: &Caller, request: UpdateChannelInput) -> Result<Value, IvsError> {
     let arn = request.arn.clone();
     owned_arn(caller, &arn, Some(ResourceType::Channel))?;
     if api.live.is_live(&arn) {
-        return Err(IvsError::conflict(
-            "Live channels cannot be updated: stop the stream (StopStream) first",
-        ));
+        return Err(IvsError::conflict("Live channels cannot be updated: stop the stream (StopStream) first"));
     }
     let channel = api
         .update::<Channel>(caller, &arn, |mut channel| {
@@ -278,11 +226,7 @@ pub(super) async fn update(
     Ok(json!({ "channel": output(&channel)? }))
 }
 
-pub(super) async fn delete(
-    api: &Api,
-    caller: &Caller,
-    request: ArnInput,
-) -> Result<Value, IvsError> {
+pub(super) async fn delete(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
     let arn = request.arn;
     owned_arn(caller, &arn, Some(ResourceType::Channel))?;
     if api.live.is_live(&arn) {
@@ -291,23 +235,14 @@ pub(super) async fn delete(
         ));
     }
     let change = Change::new()
-        .require(
-            Check::Exists { arn: arn.clone() },
-            not_found("channel", &arn),
-        )
-        .write(Write::DeleteChildren {
-            parent_arn: arn.clone(),
-        })
+        .require(Check::Exists { arn: arn.clone() }, not_found("channel", &arn))
+        .write(Write::DeleteChildren { parent_arn: arn.clone() })
         .write(Write::Delete { arn });
     api.store.apply(change).await?;
     Ok(Value::Null)
 }
 
-pub(super) async fn list(
-    api: &Api,
-    caller: &Caller,
-    request: ListChannelsInput,
-) -> Result<Value, IvsError> {
+pub(super) async fn list(api: &Api, caller: &Caller, request: ListChannelsInput) -> Result<Value, IvsError> {
     let non_empty = |filter: &Option<String>| filter.clone().filter(|f| !f.is_empty());
     let name = non_empty(&request.filter_by_name);
     let references: Vec<String> = [
@@ -320,30 +255,11 @@ pub(super) async fn list(
     .filter_map(non_empty)
     .collect();
     if usize::from(name.is_some()) + references.len() > 1 {
-        return Err(IvsError::conflict(
-            "ListChannels filters are mutually exclusive: use at most one filterBy member",
-        ));
+        return Err(IvsError::conflict("ListChannels filters are mutually exclusive: use at most one filterBy member"));
     }
     let referencing = references.into_iter().next();
-    let filters = [
-        name.clone().unwrap_or_default(),
-        referencing.clone().unwrap_or_default(),
-    ];
+    let filters = [name.clone().unwrap_or_default(), referencing.clone().unwrap_or_default()];
     let filters = [filters[0].as_str(), filters[1].as_str()];
-    let query = ListQuery {
-        name,
-        referencing,
-        ..Default::default()
-    };
-    api.list_output(
-        "ListChannels",
-        caller,
-        query,
-        &filters,
-        &request.paging,
-        100,
-        "channels",
-        Channel::summary,
-    )
-    .await
+    let query = ListQuery { name, referencing, ..Default::default() };
+    api.list_output("ListChannels", caller, query, &filters, &request.paging, 100, "channels", Channel::summary).await
 }

@@ -13,10 +13,7 @@ use super::{Api, new_id, output, quota_page};
 use crate::auth::Caller;
 use crate::store::ListQuery;
 
-super::named_resource!(
-    FailoverSlateConfiguration,
-    ResourceType::FailoverSlateConfiguration
-);
+super::named_resource!(FailoverSlateConfiguration, ResourceType::FailoverSlateConfiguration);
 
 fn apply_settings(configuration: &mut FailoverSlateConfiguration, settings: FailoverSlateSettings) {
     if let Some(name) = settings.name {
@@ -39,13 +36,7 @@ pub(super) async fn create(
     request: CreateFailoverSlateConfigurationInput,
 ) -> Result<Value, IvsError> {
     let mut configuration = FailoverSlateConfiguration {
-        arn: Arn::new(
-            &caller.region,
-            &caller.account,
-            ResourceType::FailoverSlateConfiguration,
-            &new_id(),
-        )
-        .to_string(),
+        arn: Arn::new(&caller.region, &caller.account, ResourceType::FailoverSlateConfiguration, &new_id()).to_string(),
         name: String::new(),
         activation_threshold_seconds: 3,
         min_slate_display_seconds: 3,
@@ -54,18 +45,12 @@ pub(super) async fn create(
         tags: request.tags.unwrap_or_default(),
     };
     apply_settings(&mut configuration, request.settings);
-    api.create(
-        caller,
-        &configuration,
-        api.quotas.failover_slate_configurations,
-    )
-    .await?;
+    api.create(caller, &configuration, api.quotas.failover_slate_configurations).await?;
     Ok(json!({ "failoverSlateConfiguration": output(&configuration)? }))
 }
 
 pub(super) async fn get(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
-    api.get_output::<FailoverSlateConfiguration>(caller, &request.arn, "failoverSlateConfiguration")
-        .await
+    api.get_output::<FailoverSlateConfiguration>(caller, &request.arn, "failoverSlateConfiguration").await
 }
 
 pub(super) async fn update(
@@ -82,17 +67,8 @@ pub(super) async fn update(
     Ok(json!({ "failoverSlateConfiguration": output(&configuration)? }))
 }
 
-pub(super) async fn delete(
-    api: &Api,
-    caller: &Caller,
-    request: ArnInput,
-) -> Result<Value, IvsError> {
-    api.delete_unreferenced(
-        caller,
-        &request.arn,
-        ResourceType::FailoverSlateConfiguration,
-    )
-    .await?;
+pub(super) async fn delete(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
+    api.delete_unreferenced(caller, &request.arn, ResourceType::FailoverSlateConfiguration).await?;
     Ok(Value::Null)
 }
 

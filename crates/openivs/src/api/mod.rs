@@ -45,16 +45,9 @@ pub struct Endpoints {
 
 impl Endpoints {
     fn host_port(&self, port: u16, default_port: u16) -> String {
-        let host = if self.public_host.contains(':') {
-            format!("[{}]", self.public_host)
-        } else {
-            self.public_host.clone()
-        };
-        if port == default_port {
-            host
-        } else {
-            format!("{host}:{port}")
-        }
+        let host =
+            if self.public_host.contains(':') { format!("[{}]", self.public_host) } else { self.public_host.clone() };
+        if port == default_port { host } else { format!("{host}:{port}") }
     }
 }
 
@@ -123,20 +116,12 @@ pub(crate) fn new_id() -> String {
 }
 
 pub(crate) fn random_alphanumeric(length: usize) -> String {
-    rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(length)
-        .map(char::from)
-        .collect()
+    rand::rng().sample_iter(rand::distr::Alphanumeric).take(length).map(char::from).collect()
 }
 
 /// Resolves an ARN the caller names to one it owns. ARNs of other accounts or regions, and
 /// malformed ones, name nothing the caller can see: `ResourceNotFoundException`.
-pub(crate) fn owned_arn(
-    caller: &Caller,
-    arn: &str,
-    expected: Option<ResourceType>,
-) -> Result<Arn, IvsError> {
+pub(crate) fn owned_arn(caller: &Caller, arn: &str, expected: Option<ResourceType>) -> Result<Arn, IvsError> {
     match Arn::parse(arn) {
         Some(parsed)
             if parsed.account == caller.account
@@ -145,10 +130,7 @@ pub(crate) fn owned_arn(
         {
             Ok(parsed)
         }
-        _ => Err(not_found(
-            expected.map_or("resource", ResourceType::display_name),
-            arn,
-        )),
+        _ => Err(not_found(expected.map_or("resource", ResourceType::display_name), arn)),
     }
 }
 
@@ -157,22 +139,17 @@ pub(crate) fn not_found(what: &str, arn: &str) -> IvsError {
 }
 
 /// Tags a user may set: `aws:` is reserved for AWS.
-pub(crate) fn check_tag_keys<'a>(
-    keys: impl IntoIterator<Item = &'a String>,
-) -> Result<(), IvsError> {
+pub(crate) fn check_tag_keys<'a>(keys: impl IntoIterator<Item = &'a String>) -> Result<(), IvsError> {
     for key in keys {
         if key.to_ascii_lowercase().starts_with("aws:") {
-            return Err(IvsError::validation(format!(
-                "Tag keys starting with 'aws:' are reserved: {key}"
-            )));
+            return Err(IvsError::validation(format!("Tag keys starting with 'aws:' are reserved: {key}")));
         }
     }
     Ok(())
 }
 
 pub(crate) fn record_of<R: Resource>(resource: &R) -> Result<Record, IvsError> {
-    let arn = Arn::parse(resource.arn())
-        .ok_or_else(|| IvsError::internal("resource without a valid ARN"))?;
+    let arn = Arn::parse(resource.arn()).ok_or_else(|| IvsError::internal("resource without a valid ARN"))?;
     let mut record = Record::new(R::TYPE, &arn.account, &arn.region, resource.arn(), resource);
     record.name = resource.name().to_owned();
     record.references = resource.references();
@@ -191,29 +168,13 @@ impl Api {
         quotas: Quotas,
         endpoints: Endpoints,
     ) -> Result<Api, IvsError> {
-        let key = store
-            .init_setting(
-                "pagination_token_key",
-                &hex::encode(rand::random::<[u8; 32]>()),
-            )
-            .await?;
-        Ok(Api {
-            store,
-            live,
-            quotas,
-            endpoints,
-            tokens: PageTokens::new(key.into_bytes()),
-        })
+        let key = store.init_setting("pagination_token_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
+        Ok(Api { store, live, quotas, endpoints, tokens: PageTokens::new(key.into_bytes()) })
     }
 
     /// Runs one operation. Returns the response body (`Value::Null` for operations without
     /// output, which the HTTP layer answers with 204).
-    pub async fn handle(
-        &self,
-        operation: &str,
-        caller: &Caller,
-        body: Value,
-    ) -> Result<Value, IvsError> {
+    pub async fn handle(&self, operation: &str, caller: &Caller, body: Value) -> Result<Value, IvsError> {
         match operation {
             "CreateChannel" => channels::create(self, caller, input(body)?).await,
             "GetChannel" => channels::get(self, caller, input(body)?).await,
@@ -230,53 +191,31 @@ impl Api {
             "GetPlaybackKeyPair" => playback_key_pairs::get(self, caller, input(body)?).await,
             "DeletePlaybackKeyPair" => playback_key_pairs::delete(self, caller, input(body)?).await,
             "ListPlaybackKeyPairs" => playback_key_pairs::list(self, caller, input(body)?).await,
-            "CreateRecordingConfiguration" => {
-                recording_configurations::create(self, caller, input(body)?).await
-            }
-            "GetRecordingConfiguration" => {
-                recording_configurations::get(self, caller, input(body)?).await
-            }
-            "DeleteRecordingConfiguration" => {
-                recording_configurations::delete(self, caller, input(body)?).await
-            }
-            "ListRecordingConfigurations" => {
-                recording_configurations::list(self, caller, input(body)?).await
-            }
+            "CreateRecordingConfiguration" => recording_configurations::create(self, caller, input(body)?).await,
+            "GetRecordingConfiguration" => recording_configurations::get(self, caller, input(body)?).await,
+            "DeleteRecordingConfiguration" => recording_configurations::delete(self, caller, input(body)?).await,
+            "ListRecordingConfigurations" => recording_configurations::list(self, caller, input(body)?).await,
             "CreatePlaybackRestrictionPolicy" => {
                 playback_restriction_policies::create(self, caller, input(body)?).await
             }
-            "GetPlaybackRestrictionPolicy" => {
-                playback_restriction_policies::get(self, caller, input(body)?).await
-            }
+            "GetPlaybackRestrictionPolicy" => playback_restriction_policies::get(self, caller, input(body)?).await,
             "UpdatePlaybackRestrictionPolicy" => {
                 playback_restriction_policies::update(self, caller, input(body)?).await
             }
             "DeletePlaybackRestrictionPolicy" => {
                 playback_restriction_policies::delete(self, caller, input(body)?).await
             }
-            "ListPlaybackRestrictionPolicies" => {
-                playback_restriction_policies::list(self, caller, input(body)?).await
-            }
+            "ListPlaybackRestrictionPolicies" => playback_restriction_policies::list(self, caller, input(body)?).await,
             "CreateAdConfiguration" => ad_configurations::create(self, caller, input(body)?).await,
             "GetAdConfiguration" => ad_configurations::get(self, caller, input(body)?).await,
             "UpdateAdConfiguration" => ad_configurations::update(self, caller, input(body)?).await,
             "DeleteAdConfiguration" => ad_configurations::delete(self, caller, input(body)?).await,
             "ListAdConfigurations" => ad_configurations::list(self, caller, input(body)?).await,
-            "CreateFailoverSlateConfiguration" => {
-                failover_slates::create(self, caller, input(body)?).await
-            }
-            "GetFailoverSlateConfiguration" => {
-                failover_slates::get(self, caller, input(body)?).await
-            }
-            "UpdateFailoverSlateConfiguration" => {
-                failover_slates::update(self, caller, input(body)?).await
-            }
-            "DeleteFailoverSlateConfiguration" => {
-                failover_slates::delete(self, caller, input(body)?).await
-            }
-            "ListFailoverSlateConfigurations" => {
-                failover_slates::list(self, caller, input(body)?).await
-            }
+            "CreateFailoverSlateConfiguration" => failover_slates::create(self, caller, input(body)?).await,
+            "GetFailoverSlateConfiguration" => failover_slates::get(self, caller, input(body)?).await,
+            "UpdateFailoverSlateConfiguration" => failover_slates::update(self, caller, input(body)?).await,
+            "DeleteFailoverSlateConfiguration" => failover_slates::delete(self, caller, input(body)?).await,
+            "ListFailoverSlateConfigurations" => failover_slates::list(self, caller, input(body)?).await,
             "GetStream" => streams::get(self, caller, input(body)?).await,
             "ListStreams" => streams::list(self, caller, input(body)?).await,
             "StopStream" => streams::stop(self, caller, input(body)?).await,
@@ -284,12 +223,8 @@ impl Api {
             "ListStreamSessions" => streams::list_sessions(self, caller, input(body)?).await,
             "PutMetadata" => streams::put_metadata(self, caller, input(body)?).await,
             "InsertAdBreak" => streams::insert_ad_break(self, caller, input(body)?).await,
-            "StartViewerSessionRevocation" => {
-                viewer_sessions::start(self, caller, input(body)?).await
-            }
-            "BatchStartViewerSessionRevocation" => {
-                viewer_sessions::batch_start(self, caller, input(body)?).await
-            }
+            "StartViewerSessionRevocation" => viewer_sessions::start(self, caller, input(body)?).await,
+            "BatchStartViewerSessionRevocation" => viewer_sessions::batch_start(self, caller, input(body)?).await,
             "TagResource" => tags::tag(self, caller, input(body)?).await,
             "UntagResource" => tags::untag(self, caller, input(body)?).await,
             "ListTagsForResource" => tags::list(self, caller, input(body)?).await,
@@ -298,17 +233,9 @@ impl Api {
     }
 
     /// Loads a resource the caller owns, or answers `ResourceNotFoundException`.
-    pub(crate) async fn load<R: Resource>(
-        &self,
-        caller: &Caller,
-        arn: &str,
-    ) -> Result<(Record, R), IvsError> {
+    pub(crate) async fn load<R: Resource>(&self, caller: &Caller, arn: &str) -> Result<(Record, R), IvsError> {
         owned_arn(caller, arn, Some(R::TYPE))?;
-        let record = self
-            .store
-            .get(arn)
-            .await?
-            .ok_or_else(|| not_found(R::TYPE.display_name(), arn))?;
+        let record = self.store.get(arn).await?.ok_or_else(|| not_found(R::TYPE.display_name(), arn))?;
         let mut resource: R = record.decode()?;
         resource.present(&self.endpoints);
         Ok((record, resource))
@@ -327,12 +254,13 @@ impl Api {
         for arn in arns.iter().filter(|arn| seen.insert(arn.as_str())) {
             match self.load::<R>(caller, arn).await {
                 Ok((_, resource)) => found.push(output(&resource)?),
-                Err(error) if error.kind == openivs_model::ErrorKind::ResourceNotFound => errors
-                    .push(serde_json::json!({
+                Err(error) if error.kind == openivs_model::ErrorKind::ResourceNotFound => {
+                    errors.push(serde_json::json!({
                         "arn": arn,
                         "code": error.kind.wire_name(),
                         "message": error.message,
-                    })),
+                    }))
+                }
                 Err(error) => return Err(error),
             }
         }
@@ -348,26 +276,12 @@ impl Api {
         resource_type: ResourceType,
     ) -> Result<(Check, IvsError), IvsError> {
         owned_arn(caller, arn, Some(resource_type))?;
-        Ok((
-            Check::Exists {
-                arn: arn.to_owned(),
-            },
-            not_found(resource_type.display_name(), arn),
-        ))
+        Ok((Check::Exists { arn: arn.to_owned() }, not_found(resource_type.display_name(), arn)))
     }
 
-    fn quota_check(
-        &self,
-        caller: &Caller,
-        resource_type: ResourceType,
-        limit: u32,
-    ) -> (Check, IvsError) {
-        let check = Check::CountBelow {
-            resource_type,
-            account: caller.account.clone(),
-            region: caller.region.clone(),
-            limit,
-        };
+    fn quota_check(&self, caller: &Caller, resource_type: ResourceType, limit: u32) -> (Check, IvsError) {
+        let check =
+            Check::CountBelow { resource_type, account: caller.account.clone(), region: caller.region.clone(), limit };
         let error = IvsError::quota(format!(
             "Request would exceed the quota of {limit} {}s per account and region",
             resource_type.display_name()
@@ -376,17 +290,10 @@ impl Api {
     }
 
     /// Stores a new resource, under its type's quota.
-    pub(crate) async fn create<R: Resource>(
-        &self,
-        caller: &Caller,
-        resource: &R,
-        quota: u32,
-    ) -> Result<(), IvsError> {
+    pub(crate) async fn create<R: Resource>(&self, caller: &Caller, resource: &R, quota: u32) -> Result<(), IvsError> {
         check_tag_keys(resource.tags().keys())?;
         let (check, error) = self.quota_check(caller, R::TYPE, quota);
-        let change = Change::new()
-            .require(check, error)
-            .write(Write::Put(record_of(resource)?));
+        let change = Change::new().require(check, error).write(Write::Put(record_of(resource)?));
         Ok(self.store.apply(change).await?)
     }
 
@@ -400,23 +307,12 @@ impl Api {
         owned_arn(caller, arn, Some(resource_type))?;
         let name = resource_type.display_name();
         let change = Change::new()
+            .require(Check::Exists { arn: arn.to_owned() }, not_found(name, arn))
             .require(
-                Check::Exists {
-                    arn: arn.to_owned(),
-                },
-                not_found(name, arn),
+                Check::Unreferenced { arn: arn.to_owned() },
+                IvsError::conflict(format!("The {name} {arn} is in use by a channel; detach it first")),
             )
-            .require(
-                Check::Unreferenced {
-                    arn: arn.to_owned(),
-                },
-                IvsError::conflict(format!(
-                    "The {name} {arn} is in use by a channel; detach it first"
-                )),
-            )
-            .write(Write::Delete {
-                arn: arn.to_owned(),
-            });
+            .write(Write::Delete { arn: arn.to_owned() });
         Ok(self.store.apply(change).await?)
     }
 
@@ -434,10 +330,7 @@ impl Api {
             let (updated, conditions) = modify(current)?;
             check_tag_keys(updated.tags().keys())?;
             let mut change = Change::new().require(
-                Check::Version {
-                    arn: arn.to_owned(),
-                    version: record.version,
-                },
+                Check::Version { arn: arn.to_owned(), version: record.version },
                 IvsError::conflict("concurrent update"),
             );
             for (check, error) in conditions {
@@ -477,14 +370,8 @@ impl Api {
         key: &str,
         summary: impl Fn(&R) -> S,
     ) -> Result<Value, IvsError> {
-        let (items, next_token) = self
-            .page::<R>(operation, caller, query, filters, paging, default_page)
-            .await?;
-        Ok(page_output(
-            key,
-            to_values(items.iter().map(summary))?,
-            next_token,
-        ))
+        let (items, next_token) = self.page::<R>(operation, caller, query, filters, paging, default_page).await?;
+        Ok(page_output(key, to_values(items.iter().map(summary))?, next_token))
     }
 
     /// One page of a listing in creation order, and the token of the next page (none on the
@@ -500,9 +387,7 @@ impl Api {
     ) -> Result<(Vec<R>, Option<String>), IvsError> {
         let now = OffsetDateTime::now_utc();
         let listing = Listing::new(operation, &caller.account, &caller.region, filters);
-        let after_seq = self
-            .tokens
-            .cursor(paging.next_token.as_deref(), &listing, now)?;
+        let after_seq = self.tokens.cursor(paging.next_token.as_deref(), &listing, now)?;
         let page_size = paging.max_results.unwrap_or(default_page).clamp(1, 100) as u32;
         let query = ListQuery {
             resource_type: Some(R::TYPE),
@@ -515,27 +400,18 @@ impl Api {
         let mut records = self.store.list(&query).await?;
         let next_token = if records.len() > page_size as usize {
             records.truncate(page_size as usize);
-            records
-                .last()
-                .map(|last| self.tokens.issue(&listing, last.seq, now))
+            records.last().map(|last| self.tokens.issue(&listing, last.seq, now))
         } else {
             None
         };
-        let items = records
-            .iter()
-            .map(Record::decode)
-            .collect::<Result<Vec<R>, _>>()?;
+        let items = records.iter().map(Record::decode).collect::<Result<Vec<R>, _>>()?;
         Ok((items, next_token))
     }
 }
 
 /// A `ValidationException` with `message` when `condition` holds.
 pub(crate) fn input_error_if(condition: bool, message: &str) -> Result<(), IvsError> {
-    if condition {
-        Err(IvsError::validation(message))
-    } else {
-        Ok(())
-    }
+    if condition { Err(IvsError::validation(message)) } else { Ok(()) }
 }
 
 /// The default page size of listings documented as "min(quota, 100)".
@@ -560,8 +436,6 @@ pub(crate) fn page_output(key: &str, items: Vec<Value>, next_token: Option<Strin
     Value::Object(out)
 }
 
-pub(crate) fn to_values<T: Serialize>(
-    items: impl IntoIterator<Item = T>,
-) -> Result<Vec<Value>, IvsError> {
+pub(crate) fn to_values<T: Serialize>(items: impl IntoIterator<Item = T>) -> Result<Vec<Value>, IvsError> {
     items.into_iter().map(output).collect()
 }

@@ -35,10 +35,7 @@ impl<'a> Listing<'a> {
             hasher.update(part.as_bytes());
             hasher.update([0]);
         }
-        Listing {
-            operation,
-            scope: hex::encode(&hasher.finalize()[..8]),
-        }
+        Listing { operation, scope: hex::encode(&hasher.finalize()[..8]) }
     }
 }
 
@@ -54,23 +51,14 @@ impl PageTokens {
     }
 
     fn mac(&self, payload: &[u8]) -> [u8; MAC_LEN] {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes keys of any length");
         mac.update(payload);
         let full = mac.finalize().into_bytes();
-        full[..MAC_LEN]
-            .try_into()
-            .expect("sha256 is longer than the mac")
+        full[..MAC_LEN].try_into().expect("sha256 is longer than the mac")
     }
 
     pub fn issue(&self, listing: &Listing<'_>, after: i64, now: OffsetDateTime) -> String {
-        let payload = format!(
-            "{}|{}|{}|{}",
-            listing.operation,
-            listing.scope,
-            after,
-            now.unix_timestamp()
-        );
+        let payload = format!("{}|{}|{}|{}", listing.operation, listing.scope, after, now.unix_timestamp());
         let mut bytes = payload.into_bytes();
         let mac = self.mac(&bytes);
         bytes.extend_from_slice(&mac);
@@ -78,18 +66,11 @@ impl PageTokens {
     }
 
     /// The cursor a token continues from; 0 (the start) for no token or an empty one.
-    pub fn cursor(
-        &self,
-        token: Option<&str>,
-        listing: &Listing<'_>,
-        now: OffsetDateTime,
-    ) -> Result<i64, IvsError> {
+    pub fn cursor(&self, token: Option<&str>, listing: &Listing<'_>, now: OffsetDateTime) -> Result<i64, IvsError> {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Ok(0);
         };
-        let bytes = URL_SAFE_NO_PAD
-            .decode(token.trim_end_matches('='))
-            .map_err(|_| invalid())?;
+        let bytes = URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).map_err(|_| invalid())?;
         if bytes.len() <= MAC_LEN {
             return Err(invalid());
         }
@@ -105,10 +86,7 @@ impl PageTokens {
         let after: i64 = after.parse().map_err(|_| invalid())?;
         let issued: i64 = issued.parse().map_err(|_| invalid())?;
         let age = now.unix_timestamp() - issued;
-        if operation != listing.operation
-            || scope != listing.scope
-            || !(-300..=LIFETIME_SECONDS).contains(&age)
-        {
+        if operation != listing.operation || scope != listing.scope || !(-300..=LIFETIME_SECONDS).contains(&age) {
             return Err(invalid());
         }
         Ok(after)
@@ -125,11 +103,7 @@ mod tests {
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
         let listing = Listing::new("ListChannels", "123456789012", "us-west-2", &["name"]);
         let token = tokens.issue(&listing, 42, now);
-        assert!(
-            token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
+        assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(tokens.cursor(Some(&token), &listing, now).unwrap(), 42);
         assert_eq!(tokens.cursor(None, &listing, now).unwrap(), 0);
         assert_eq!(tokens.cursor(Some(""), &listing, now).unwrap(), 0);
@@ -140,16 +114,8 @@ mod tests {
         assert!(tokens.cursor(Some(&token), &listing, later).is_err());
         let mut forged = token.clone().into_bytes();
         forged[3] = if forged[3] == b'A' { b'B' } else { b'A' };
-        assert!(
-            tokens
-                .cursor(Some(std::str::from_utf8(&forged).unwrap()), &listing, now)
-                .is_err()
-        );
+        assert!(tokens.cursor(Some(std::str::from_utf8(&forged).unwrap()), &listing, now).is_err());
         assert!(tokens.cursor(Some("abc"), &listing, now).is_err());
-        assert!(
-            PageTokens::new(b"other".to_vec())
-                .cursor(Some(&token), &listing, now)
-                .is_err()
-        );
+        assert!(PageTokens::new(b"other".to_vec()).cursor(Some(&token), &listing, now).is_err());
     }
 }

@@ -27,10 +27,7 @@ impl Resource for PlaybackKeyPair {
     }
     fn unique_key(&self) -> Option<String> {
         let arn = Arn::parse(&self.arn)?;
-        Some(format!(
-            "playback-key:{}:{}:{}",
-            arn.account, arn.region, self.fingerprint
-        ))
+        Some(format!("playback-key:{}:{}:{}", arn.account, arn.region, self.fingerprint))
     }
 }
 
@@ -43,43 +40,24 @@ fn parse_public_key(pem: &str) -> Result<(String, String), IvsError> {
     };
     let key = p384::PublicKey::from_public_key_pem(pem.trim()).map_err(|_| invalid())?;
     let der = key.to_public_key_der().map_err(|_| invalid())?;
-    let canonical = key
-        .to_public_key_pem(p384::pkcs8::LineEnding::LF)
-        .map_err(|_| invalid())?;
+    let canonical = key.to_public_key_pem(p384::pkcs8::LineEnding::LF).map_err(|_| invalid())?;
     let digest = Md5::digest(der.as_bytes());
-    let fingerprint = digest
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    let fingerprint = digest.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     Ok((canonical, fingerprint))
 }
 
-pub(super) async fn import(
-    api: &Api,
-    caller: &Caller,
-    request: ImportPlaybackKeyPairInput,
-) -> Result<Value, IvsError> {
+pub(super) async fn import(api: &Api, caller: &Caller, request: ImportPlaybackKeyPairInput) -> Result<Value, IvsError> {
     let (public_key_pem, fingerprint) = parse_public_key(&request.public_key_material)?;
     let key_pair = PlaybackKeyPair {
-        arn: Arn::new(
-            &caller.region,
-            &caller.account,
-            ResourceType::PlaybackKeyPair,
-            &new_id(),
-        )
-        .to_string(),
+        arn: Arn::new(&caller.region, &caller.account, ResourceType::PlaybackKeyPair, &new_id()).to_string(),
         name: request.name.unwrap_or_default(),
         fingerprint,
         tags: request.tags.unwrap_or_default(),
         public_key_pem: Some(public_key_pem),
     };
     super::check_tag_keys(key_pair.tags.keys())?;
-    let (quota_check, quota_error) = api.quota_check(
-        caller,
-        ResourceType::PlaybackKeyPair,
-        api.quotas.playback_key_pairs,
-    );
+    let (quota_check, quota_error) =
+        api.quota_check(caller, ResourceType::PlaybackKeyPair, api.quotas.playback_key_pairs);
     let unique_key = key_pair.unique_key().unwrap_or_default();
     let change = Change::new()
         .require(
@@ -97,13 +75,8 @@ pub(super) async fn get(api: &Api, caller: &Caller, request: ArnInput) -> Result
     Ok(json!({ "keyPair": output(key_pair.public_view())? }))
 }
 
-pub(super) async fn delete(
-    api: &Api,
-    caller: &Caller,
-    request: ArnInput,
-) -> Result<Value, IvsError> {
-    api.delete_unreferenced(caller, &request.arn, ResourceType::PlaybackKeyPair)
-        .await?;
+pub(super) async fn delete(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
+    api.delete_unreferenced(caller, &request.arn, ResourceType::PlaybackKeyPair).await?;
     Ok(json!({}))
 }
 
@@ -138,10 +111,7 @@ NBMX6udjDfcsvGWp/urAa7SoaGBvLY3+
         assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
         assert_eq!(fingerprint.len(), 47);
         assert_eq!(fingerprint.matches(':').count(), 15);
-        assert_eq!(
-            parse_public_key(&format!("\n{PUBLIC_KEY}\n")).unwrap().1,
-            fingerprint
-        );
+        assert_eq!(parse_public_key(&format!("\n{PUBLIC_KEY}\n")).unwrap().1, fingerprint);
     }
 
     #[test]

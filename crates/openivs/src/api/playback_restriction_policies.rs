@@ -13,15 +13,9 @@ use super::{Api, new_id, output};
 use crate::auth::Caller;
 use crate::store::ListQuery;
 
-super::named_resource!(
-    PlaybackRestrictionPolicy,
-    ResourceType::PlaybackRestrictionPolicy
-);
+super::named_resource!(PlaybackRestrictionPolicy, ResourceType::PlaybackRestrictionPolicy);
 
-fn apply_settings(
-    policy: &mut PlaybackRestrictionPolicy,
-    settings: PlaybackRestrictionPolicySettings,
-) {
+fn apply_settings(policy: &mut PlaybackRestrictionPolicy, settings: PlaybackRestrictionPolicySettings) {
     if let Some(countries) = settings.allowed_countries {
         policy.allowed_countries = countries;
     }
@@ -42,13 +36,7 @@ pub(super) async fn create(
     request: CreatePlaybackRestrictionPolicyInput,
 ) -> Result<Value, IvsError> {
     let mut policy = PlaybackRestrictionPolicy {
-        arn: Arn::new(
-            &caller.region,
-            &caller.account,
-            ResourceType::PlaybackRestrictionPolicy,
-            &new_id(),
-        )
-        .to_string(),
+        arn: Arn::new(&caller.region, &caller.account, ResourceType::PlaybackRestrictionPolicy, &new_id()).to_string(),
         allowed_countries: Vec::new(),
         allowed_origins: Vec::new(),
         enable_strict_origin_enforcement: false,
@@ -56,14 +44,12 @@ pub(super) async fn create(
         tags: request.tags.unwrap_or_default(),
     };
     apply_settings(&mut policy, request.settings);
-    api.create(caller, &policy, api.quotas.playback_restriction_policies)
-        .await?;
+    api.create(caller, &policy, api.quotas.playback_restriction_policies).await?;
     Ok(json!({ "playbackRestrictionPolicy": output(&policy)? }))
 }
 
 pub(super) async fn get(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
-    api.get_output::<PlaybackRestrictionPolicy>(caller, &request.arn, "playbackRestrictionPolicy")
-        .await
+    api.get_output::<PlaybackRestrictionPolicy>(caller, &request.arn, "playbackRestrictionPolicy").await
 }
 
 pub(super) async fn update(
@@ -80,17 +66,8 @@ pub(super) async fn update(
     Ok(json!({ "playbackRestrictionPolicy": output(&policy)? }))
 }
 
-pub(super) async fn delete(
-    api: &Api,
-    caller: &Caller,
-    request: ArnInput,
-) -> Result<Value, IvsError> {
-    api.delete_unreferenced(
-        caller,
-        &request.arn,
-        ResourceType::PlaybackRestrictionPolicy,
-    )
-    .await?;
+pub(super) async fn delete(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
+    api.delete_unreferenced(caller, &request.arn, ResourceType::PlaybackRestrictionPolicy).await?;
     Ok(Value::Null)
 }
 

@@ -2,9 +2,7 @@
 //! A configuration is `ACTIVE` as soon as it is created: there is no bucket to provision.
 
 use openivs_model::requests::{ArnInput, CreateRecordingConfigurationInput, Paging};
-use openivs_model::resources::{
-    RecordingConfiguration, RenditionConfiguration, ThumbnailConfiguration,
-};
+use openivs_model::resources::{RecordingConfiguration, RenditionConfiguration, ThumbnailConfiguration};
 use openivs_model::{Arn, IvsError, ResourceType};
 use serde_json::{Value, json};
 
@@ -25,12 +23,9 @@ pub(super) async fn create(
     )?;
     let mut thumbnails = ThumbnailConfiguration::default();
     if let Some(requested) = request.thumbnail_configuration {
-        thumbnails.recording_mode = requested
-            .recording_mode
-            .unwrap_or(thumbnails.recording_mode);
-        thumbnails.target_interval_seconds = requested
-            .target_interval_seconds
-            .unwrap_or(thumbnails.target_interval_seconds);
+        thumbnails.recording_mode = requested.recording_mode.unwrap_or(thumbnails.recording_mode);
+        thumbnails.target_interval_seconds =
+            requested.target_interval_seconds.unwrap_or(thumbnails.target_interval_seconds);
         thumbnails.resolution = requested.resolution;
         if let Some(storage) = requested.storage.filter(|s| !s.is_empty()) {
             let mut storage = storage;
@@ -40,9 +35,7 @@ pub(super) async fn create(
     }
     let mut renditions = RenditionConfiguration::default();
     if let Some(requested) = request.rendition_configuration {
-        renditions.rendition_selection = requested
-            .rendition_selection
-            .unwrap_or(renditions.rendition_selection);
+        renditions.rendition_selection = requested.rendition_selection.unwrap_or(renditions.rendition_selection);
         renditions.renditions = requested.renditions.unwrap_or_default();
         input_error_if(
             renditions.rendition_selection == "CUSTOM" && renditions.renditions.is_empty(),
@@ -50,13 +43,7 @@ pub(super) async fn create(
         )?;
     }
     let configuration = RecordingConfiguration {
-        arn: Arn::new(
-            &caller.region,
-            &caller.account,
-            ResourceType::RecordingConfiguration,
-            &new_id(),
-        )
-        .to_string(),
+        arn: Arn::new(&caller.region, &caller.account, ResourceType::RecordingConfiguration, &new_id()).to_string(),
         name: request.name.unwrap_or_default(),
         destination_configuration: request.destination_configuration,
         state: "ACTIVE".into(),
@@ -65,23 +52,16 @@ pub(super) async fn create(
         recording_reconnect_window_seconds: request.recording_reconnect_window_seconds.unwrap_or(0),
         rendition_configuration: renditions,
     };
-    api.create(caller, &configuration, api.quotas.recording_configurations)
-        .await?;
+    api.create(caller, &configuration, api.quotas.recording_configurations).await?;
     Ok(json!({ "recordingConfiguration": output(&configuration)? }))
 }
 
 pub(super) async fn get(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
-    api.get_output::<RecordingConfiguration>(caller, &request.arn, "recordingConfiguration")
-        .await
+    api.get_output::<RecordingConfiguration>(caller, &request.arn, "recordingConfiguration").await
 }
 
-pub(super) async fn delete(
-    api: &Api,
-    caller: &Caller,
-    request: ArnInput,
-) -> Result<Value, IvsError> {
-    api.delete_unreferenced(caller, &request.arn, ResourceType::RecordingConfiguration)
-        .await?;
+pub(super) async fn delete(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
+    api.delete_unreferenced(caller, &request.arn, ResourceType::RecordingConfiguration).await?;
     Ok(Value::Null)
 }
 

@@ -30,33 +30,20 @@ impl Resource for StreamKey {
 
 /// How the store indexes a stream-key value (ingest looks keys up by it).
 pub fn stream_key_index(value: &str) -> String {
-    format!(
-        "stream-key:{}",
-        hex::encode(Sha256::digest(value.as_bytes()))
-    )
+    format!("stream-key:{}", hex::encode(Sha256::digest(value.as_bytes())))
 }
 
 pub(super) fn new_stream_key(caller: &Caller, channel_arn: &str, tags: Tags) -> StreamKey {
     let id = new_id();
     StreamKey {
-        arn: Arn::new(
-            &caller.region,
-            &caller.account,
-            ResourceType::StreamKey,
-            &id,
-        )
-        .to_string(),
+        arn: Arn::new(&caller.region, &caller.account, ResourceType::StreamKey, &id).to_string(),
         value: format!("sk_{}_{}_{}", caller.region, id, random_alphanumeric(30)),
         channel_arn: channel_arn.to_owned(),
         tags,
     }
 }
 
-pub(super) async fn create(
-    api: &Api,
-    caller: &Caller,
-    request: CreateStreamKeyInput,
-) -> Result<Value, IvsError> {
+pub(super) async fn create(api: &Api, caller: &Caller, request: CreateStreamKeyInput) -> Result<Value, IvsError> {
     let channel_arn = request.channel_arn;
     let (exists, missing) = api.must_exist(caller, &channel_arn, ResourceType::Channel)?;
     let tags = request.tags.unwrap_or_default();
@@ -76,58 +63,29 @@ pub(super) async fn create(
 }
 
 pub(super) async fn get(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
-    api.get_output::<StreamKey>(caller, &request.arn, "streamKey")
-        .await
+    api.get_output::<StreamKey>(caller, &request.arn, "streamKey").await
 }
 
-pub(super) async fn batch_get(
-    api: &Api,
-    caller: &Caller,
-    request: ArnsInput,
-) -> Result<Value, IvsError> {
+pub(super) async fn batch_get(api: &Api, caller: &Caller, request: ArnsInput) -> Result<Value, IvsError> {
     let (stream_keys, errors) = api.batch_get::<StreamKey>(caller, &request.arns).await?;
     Ok(json!({ "streamKeys": stream_keys, "errors": errors }))
 }
 
 /// Deleting a key does not end a stream it started (as in IVS): StopStream does.
-pub(super) async fn delete(
-    api: &Api,
-    caller: &Caller,
-    request: ArnInput,
-) -> Result<Value, IvsError> {
+pub(super) async fn delete(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
     let arn = request.arn;
     owned_arn(caller, &arn, Some(ResourceType::StreamKey))?;
     let change = Change::new()
-        .require(
-            Check::Exists { arn: arn.clone() },
-            not_found("stream key", &arn),
-        )
+        .require(Check::Exists { arn: arn.clone() }, not_found("stream key", &arn))
         .write(Write::Delete { arn });
     api.store.apply(change).await?;
     Ok(Value::Null)
 }
 
-pub(super) async fn list(
-    api: &Api,
-    caller: &Caller,
-    request: ListByChannelInput,
-) -> Result<Value, IvsError> {
-    api.load::<openivs_model::resources::Channel>(caller, &request.channel_arn)
-        .await?;
-    let query = ListQuery {
-        parent_arn: Some(request.channel_arn.clone()),
-        ..Default::default()
-    };
+pub(super) async fn list(api: &Api, caller: &Caller, request: ListByChannelInput) -> Result<Value, IvsError> {
+    api.load::<openivs_model::resources::Channel>(caller, &request.channel_arn).await?;
+    let query = ListQuery { parent_arn: Some(request.channel_arn.clone()), ..Default::default() };
     let filters = [request.channel_arn.as_str()];
-    api.list_output(
-        "ListStreamKeys",
-        caller,
-        query,
-        &filters,
-        &request.paging,
-        1,
-        "streamKeys",
-        StreamKey::summary,
-    )
-    .await
+    api.list_output("ListStreamKeys", caller, query, &filters, &request.paging, 1, "streamKeys", StreamKey::summary)
+        .await
 }

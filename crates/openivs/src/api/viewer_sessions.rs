@@ -11,27 +11,17 @@ use super::Api;
 use crate::auth::Caller;
 use crate::store::ViewerRevocation;
 
-async fn revoke(
-    api: &Api,
-    caller: &Caller,
-    request: &ViewerSessionRevocation,
-) -> Result<(), IvsError> {
+async fn revoke(api: &Api, caller: &Caller, request: &ViewerSessionRevocation) -> Result<(), IvsError> {
     api.load::<Channel>(caller, &request.channel_arn).await?;
     let revocation = ViewerRevocation {
         channel_arn: request.channel_arn.clone(),
         viewer_id: request.viewer_id.clone(),
-        max_version: request
-            .viewer_session_versions_less_than_or_equal_to
-            .unwrap_or(0),
+        max_version: request.viewer_session_versions_less_than_or_equal_to.unwrap_or(0),
     };
     api.store.revoke_viewer_sessions(&revocation).await
 }
 
-pub(super) async fn start(
-    api: &Api,
-    caller: &Caller,
-    request: ViewerSessionRevocation,
-) -> Result<Value, IvsError> {
+pub(super) async fn start(api: &Api, caller: &Caller, request: ViewerSessionRevocation) -> Result<Value, IvsError> {
     revoke(api, caller, &request).await?;
     Ok(json!({}))
 }

@@ -24,12 +24,7 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(credentials: &[Credential]) -> Self {
-        Authenticator {
-            credentials: credentials
-                .iter()
-                .map(|c| (c.access_key_id.clone(), c.clone()))
-                .collect(),
-        }
+        Authenticator { credentials: credentials.iter().map(|c| (c.access_key_id.clone(), c.clone())).collect() }
     }
 
     /// Verifies a request's signature; see [`sigv4::verify`].
@@ -39,14 +34,9 @@ impl Authenticator {
         now: time::OffsetDateTime,
     ) -> Result<Caller, IvsError> {
         let verified = sigv4::verify(request, now, |access_key_id| {
-            self.credentials
-                .get(access_key_id)
-                .map(|c| c.secret_access_key.as_str())
+            self.credentials.get(access_key_id).map(|c| c.secret_access_key.as_str())
         })?;
         let credential = &self.credentials[&verified.access_key_id];
-        Ok(Caller {
-            account: credential.account_id.clone(),
-            region: verified.region,
-        })
+        Ok(Caller { account: credential.account_id.clone(), region: verified.region })
     }
 }

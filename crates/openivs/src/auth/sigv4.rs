@@ -35,15 +35,10 @@ pub struct RequestParts<'a> {
 
 impl RequestParts<'_> {
     fn header_values(&self, name: &str) -> impl Iterator<Item = &[u8]> {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
+        self.headers.iter().filter(move |(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
     }
     fn header(&self, name: &str) -> Option<&str> {
-        self.header_values(name)
-            .next()
-            .and_then(|v| std::str::from_utf8(v).ok())
+        self.header_values(name).next().and_then(|v| std::str::from_utf8(v).ok())
     }
 }
 
@@ -77,17 +72,11 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>, IvsError> {
             ),
         )
     };
-    let (algorithm, params) = header
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| incomplete("Credential"))?;
+    let (algorithm, params) = header.trim().split_once(' ').ok_or_else(|| incomplete("Credential"))?;
     if algorithm != ALGORITHM {
         return Err(refuse(
             ErrorKind::IncompleteSignature,
-            format!(
-                "Unsupported AWS 'algorithm': '{}'",
-                algorithm.chars().take(40).collect::<String>()
-            ),
+            format!("Unsupported AWS 'algorithm': '{}'", algorithm.chars().take(40).collect::<String>()),
         ));
     }
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
@@ -103,14 +92,9 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>, IvsError> {
     let signed_headers = signed_headers.ok_or_else(|| incomplete("SignedHeaders"))?;
     let signature = signature.ok_or_else(|| incomplete("Signature"))?;
     let mut scope = credential.split('/');
-    let (Some(access_key_id), Some(date), Some(region), Some(service), Some(terminator), None) = (
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-        scope.next(),
-    ) else {
+    let (Some(access_key_id), Some(date), Some(region), Some(service), Some(terminator), None) =
+        (scope.next(), scope.next(), scope.next(), scope.next(), scope.next(), scope.next())
+    else {
         return Err(refuse(
             ErrorKind::IncompleteSignature,
             "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term",
@@ -119,29 +103,17 @@ fn parse_authorization(header: &str) -> Result<Authorization<'_>, IvsError> {
     if access_key_id.is_empty() || signed_headers.is_empty() || signature.is_empty() {
         return Err(incomplete("Credential"));
     }
-    Ok(Authorization {
-        access_key_id,
-        date,
-        region,
-        service,
-        terminator,
-        signed_headers,
-        signature,
-    })
+    Ok(Authorization { access_key_id, date, region, service, terminator, signed_headers, signature })
 }
 
 fn parse_amz_date(text: &str) -> Option<OffsetDateTime> {
     let format = format_description!("[year][month][day]T[hour][minute][second]Z");
-    PrimitiveDateTime::parse(text, format)
-        .ok()
-        .map(PrimitiveDateTime::assume_utc)
+    PrimitiveDateTime::parse(text, format).ok().map(PrimitiveDateTime::assume_utc)
 }
 
 fn format_amz_date(at: OffsetDateTime) -> String {
     let format = format_description!("[year][month][day]T[hour][minute][second]Z");
-    at.to_offset(time::UtcOffset::UTC)
-        .format(format)
-        .unwrap_or_default()
+    at.to_offset(time::UtcOffset::UTC).format(format).unwrap_or_default()
 }
 
 /// Verifies the SigV4 signature of a request. `secret_for` maps an access key id to its secret.
@@ -151,17 +123,11 @@ pub fn verify<'s>(
     secret_for: impl Fn(&str) -> Option<&'s str>,
 ) -> Result<Verified, IvsError> {
     let Some(header) = request.header("authorization") else {
-        return Err(refuse(
-            ErrorKind::MissingAuthenticationToken,
-            "Missing Authentication Token",
-        ));
+        return Err(refuse(ErrorKind::MissingAuthenticationToken, "Missing Authentication Token"));
     };
     let auth = parse_authorization(header)?;
     let Some(secret) = secret_for(auth.access_key_id) else {
-        return Err(refuse(
-            ErrorKind::UnrecognizedClient,
-            "The security token included in the request is invalid.",
-        ));
+        return Err(refuse(ErrorKind::UnrecognizedClient, "The security token included in the request is invalid."));
     };
     let Some(amz_date_text) = request.header("x-amz-date") else {
         return Err(refuse(
@@ -199,22 +165,12 @@ pub fn verify<'s>(
     }
     let region_ok = !auth.region.is_empty()
         && auth.region.len() <= 64
-        && auth
-            .region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        && auth.region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !region_ok {
-        return Err(refuse(
-            ErrorKind::InvalidSignature,
-            "Credential should be scoped to a valid region.",
-        ));
+        return Err(refuse(ErrorKind::InvalidSignature, "Credential should be scoped to a valid region."));
     }
     if (amz_date - now).abs() > MAX_SKEW {
-        let bound = if amz_date < now {
-            now - MAX_SKEW
-        } else {
-            now + MAX_SKEW
-        };
+        let bound = if amz_date < now { now - MAX_SKEW } else { now + MAX_SKEW };
         let relation = if amz_date < now { "earlier" } else { "later" };
         return Err(refuse(
             ErrorKind::InvalidSignature,
@@ -228,18 +184,12 @@ pub fn verify<'s>(
     }
     let signed: Vec<&str> = auth.signed_headers.split(';').collect();
     if !signed.contains(&"host") {
-        return Err(refuse(
-            ErrorKind::InvalidSignature,
-            "'Host' must be a 'SignedHeader' in the AWS Authorization.",
-        ));
+        return Err(refuse(ErrorKind::InvalidSignature, "'Host' must be a 'SignedHeader' in the AWS Authorization."));
     }
     let canonical = canonical_request(request, &signed)?;
     let expected = signature_hex(secret, amz_date_text, auth.date, auth.region, &canonical);
     if expected.as_bytes().ct_eq(auth.signature.as_bytes()).into() {
-        Ok(Verified {
-            access_key_id: auth.access_key_id.to_owned(),
-            region: auth.region.to_owned(),
-        })
+        Ok(Verified { access_key_id: auth.access_key_id.to_owned(), region: auth.region.to_owned() })
     } else {
         Err(refuse(
             ErrorKind::InvalidSignature,
@@ -259,11 +209,7 @@ pub fn sign(
 ) -> Vec<(String, String)> {
     let amz_date = format_amz_date(at);
     let date = &amz_date[..8];
-    let mut names: Vec<String> = request
-        .headers
-        .iter()
-        .map(|(n, _)| n.to_ascii_lowercase())
-        .collect();
+    let mut names: Vec<String> = request.headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
     names.push("x-amz-date".into());
     names.sort();
     names.dedup();
@@ -282,16 +228,10 @@ pub fn sign(
         "{ALGORITHM} Credential={access_key_id}/{date}/{region}/{SERVICE}/aws4_request, SignedHeaders={}, Signature={signature}",
         names.join(";")
     );
-    vec![
-        ("x-amz-date".into(), amz_date.clone()),
-        ("authorization".into(), authorization),
-    ]
+    vec![("x-amz-date".into(), amz_date.clone()), ("authorization".into(), authorization)]
 }
 
-fn canonical_request(
-    request: &RequestParts<'_>,
-    signed_headers: &[&str],
-) -> Result<String, IvsError> {
+fn canonical_request(request: &RequestParts<'_>, signed_headers: &[&str]) -> Result<String, IvsError> {
     let mut canonical = String::with_capacity(256 + request.raw_path.len());
     canonical.push_str(request.method);
     canonical.push('\n');
@@ -312,9 +252,7 @@ fn canonical_request(
         }
         canonical.push_str(name);
         canonical.push(':');
-        let joined: Vec<String> = values
-            .map(|v| collapse_spaces(&String::from_utf8_lossy(v)))
-            .collect();
+        let joined: Vec<String> = values.map(|v| collapse_spaces(&String::from_utf8_lossy(v))).collect();
         canonical.push_str(&joined.join(","));
         canonical.push('\n');
     }
@@ -380,11 +318,7 @@ fn canonical_query(raw_query: &str) -> String {
         })
         .collect();
     pairs.sort();
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
+    pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
 }
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
@@ -393,18 +327,10 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn signature_hex(
-    secret: &str,
-    amz_date: &str,
-    date: &str,
-    region: &str,
-    canonical: &str,
-) -> String {
+fn signature_hex(secret: &str, amz_date: &str, date: &str, region: &str, canonical: &str) -> String {
     let scope = format!("{date}/{region}/{SERVICE}/aws4_request");
-    let string_to_sign = format!(
-        "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
-        hex::encode(Sha256::digest(canonical.as_bytes()))
-    );
+    let string_to_sign =
+        format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
     let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     let k_region = hmac(&k_date, region.as_bytes());
     let k_service = hmac(&k_region, SERVICE.as_bytes());
@@ -420,26 +346,14 @@ mod tests {
         parse_amz_date(text).unwrap()
     }
 
-    fn parts<'a>(
-        headers: Vec<(&'a str, &'a [u8])>,
-        path: &'a str,
-        body: &'a [u8],
-    ) -> RequestParts<'a> {
-        RequestParts {
-            method: "POST",
-            raw_path: path,
-            raw_query: None,
-            headers,
-            body,
-        }
+    fn parts<'a>(headers: Vec<(&'a str, &'a [u8])>, path: &'a str, body: &'a [u8]) -> RequestParts<'a> {
+        RequestParts { method: "POST", raw_path: path, raw_query: None, headers, body }
     }
 
     #[test]
     fn canonical_uri_encodes_twice() {
         assert_eq!(
-            canonical_uri(
-                "/tags/arn%3Aaws%3Aivs%3Aus-west-2%3A123456789012%3Achannel%2FabcdABCDefgh"
-            ),
+            canonical_uri("/tags/arn%3Aaws%3Aivs%3Aus-west-2%3A123456789012%3Achannel%2FabcdABCDefgh"),
             "/tags/arn%253Aaws%253Aivs%253Aus-west-2%253A123456789012%253Achannel%252FabcdABCDefgh"
         );
         assert_eq!(canonical_uri(""), "/");
@@ -448,80 +362,48 @@ mod tests {
 
     #[test]
     fn canonical_query_sorts_and_encodes() {
-        assert_eq!(
-            canonical_query("tagKeys=b&tagKeys=a%20b&x"),
-            "tagKeys=a%20b&tagKeys=b&x="
-        );
+        assert_eq!(canonical_query("tagKeys=b&tagKeys=a%20b&x"), "tagKeys=a%20b&tagKeys=b&x=");
     }
 
     #[test]
     fn sign_then_verify_and_refusals() {
         let now = at("20240601T120000Z");
         let body = br#"{"arn":"x"}"#;
-        let base = vec![
-            ("host", &b"127.0.0.1:8080"[..]),
-            ("content-type", &b"application/json"[..]),
-        ];
-        let added = sign(
-            &parts(base.clone(), "/GetChannel", body),
-            "AK",
-            "SK",
-            "us-west-2",
-            now,
-        );
+        let base = vec![("host", &b"127.0.0.1:8080"[..]), ("content-type", &b"application/json"[..])];
+        let added = sign(&parts(base.clone(), "/GetChannel", body), "AK", "SK", "us-west-2", now);
         let mut headers = base.clone();
         for (n, v) in &added {
             headers.push((n.as_str(), v.as_bytes()));
         }
         let secret = |id: &str| (id == "AK").then_some("SK");
         let ok = verify(&parts(headers.clone(), "/GetChannel", body), now, secret).unwrap();
-        assert_eq!(
-            ok,
-            Verified {
-                access_key_id: "AK".into(),
-                region: "us-west-2".into()
-            }
-        );
+        assert_eq!(ok, Verified { access_key_id: "AK".into(), region: "us-west-2".into() });
 
         let err = verify(&parts(headers.clone(), "/GetChannel", b"{}"), now, secret).unwrap_err();
         assert_eq!(err.kind, ErrorKind::InvalidSignature);
         let late = now + Duration::minutes(16);
         assert_eq!(
-            verify(&parts(headers.clone(), "/GetChannel", body), late, secret)
-                .unwrap_err()
-                .kind,
+            verify(&parts(headers.clone(), "/GetChannel", body), late, secret).unwrap_err().kind,
             ErrorKind::InvalidSignature
         );
         let wrong_secret = |_: &str| Some("other");
         assert_eq!(
-            verify(
-                &parts(headers.clone(), "/GetChannel", body),
-                now,
-                wrong_secret
-            )
-            .unwrap_err()
-            .kind,
+            verify(&parts(headers.clone(), "/GetChannel", body), now, wrong_secret).unwrap_err().kind,
             ErrorKind::InvalidSignature
         );
         let unknown = |_: &str| None;
         assert_eq!(
-            verify(&parts(headers.clone(), "/GetChannel", body), now, unknown)
-                .unwrap_err()
-                .kind,
+            verify(&parts(headers.clone(), "/GetChannel", body), now, unknown).unwrap_err().kind,
             ErrorKind::UnrecognizedClient
         );
         assert_eq!(
-            verify(&parts(base.clone(), "/GetChannel", body), now, secret)
-                .unwrap_err()
-                .kind,
+            verify(&parts(base.clone(), "/GetChannel", body), now, secret).unwrap_err().kind,
             ErrorKind::MissingAuthenticationToken
         );
         let mut garbled = base.clone();
         garbled.push(("authorization", b"AWS4-HMAC-SHA256 Credential=AK"));
         assert_eq!(
-            verify(&parts(garbled, "/GetChannel", body), now, secret)
-                .unwrap_err()
-                .kind,
+            verify(&parts(garbled, "/GetChannel", body), now, secret).unwrap_err().kind,
             ErrorKind::IncompleteSignature
         );
     }
@@ -535,10 +417,7 @@ mod tests {
             method: "GET",
             raw_path: "/",
             raw_query: None,
-            headers: vec![
-                ("host", b"example.amazonaws.com"),
-                ("x-amz-date", b"20150830T123600Z"),
-            ],
+            headers: vec![("host", b"example.amazonaws.com"), ("x-amz-date", b"20150830T123600Z")],
             body: b"",
         };
         let canonical = canonical_request(&request, &["host", "x-amz-date"]).unwrap();
@@ -556,6 +435,5 @@ mod tests {
         assert_eq!(signature, KNOWN_SIGNATURE);
     }
 
-    const KNOWN_SIGNATURE: &str =
-        "d1c16cfd9a9244bd5f85979c47a441d607d00b7f3047a992ca1ced6503f938f7";
+    const KNOWN_SIGNATURE: &str = "d1c16cfd9a9244bd5f85979c47a441d607d00b7f3047a992ca1ced6503f938f7";
 }

@@ -33,18 +33,11 @@ impl LiveRegistry {
     }
 
     pub fn is_live(&self, channel_arn: &str) -> bool {
-        self.streams
-            .read()
-            .expect("live registry lock")
-            .contains_key(channel_arn)
+        self.streams.read().expect("live registry lock").contains_key(channel_arn)
     }
 
     pub fn stream(&self, channel_arn: &str) -> Option<LiveStream> {
-        self.streams
-            .read()
-            .expect("live registry lock")
-            .get(channel_arn)
-            .cloned()
+        self.streams.read().expect("live registry lock").get(channel_arn).cloned()
     }
 
     /// The live streams of an account and region, oldest first.
@@ -65,11 +58,7 @@ impl LiveRegistry {
 impl LiveRegistry {
     /// Ends a channel's stream (StopStream); false if it was not live.
     pub fn stop(&self, channel_arn: &str) -> bool {
-        self.streams
-            .write()
-            .expect("live registry lock")
-            .remove(channel_arn)
-            .is_some()
+        self.streams.write().expect("live registry lock").remove(channel_arn).is_some()
     }
 
     /// Hands timed metadata (PutMetadata) to a live stream. Delivery into the media arrives with

@@ -47,13 +47,7 @@ pub struct Record {
 
 impl Record {
     /// A new record (not yet stored) for a resource.
-    pub fn new(
-        resource_type: ResourceType,
-        account: &str,
-        region: &str,
-        arn: &str,
-        body: &impl Serialize,
-    ) -> Record {
+    pub fn new(resource_type: ResourceType, account: &str, region: &str, arn: &str, body: &impl Serialize) -> Record {
         Record {
             arn: arn.to_owned(),
             resource_type,
@@ -70,9 +64,8 @@ impl Record {
     }
 
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, IvsError> {
-        serde_json::from_str(&self.body).map_err(|e| {
-            IvsError::internal(format!("stored resource {} is unreadable: {e}", self.arn))
-        })
+        serde_json::from_str(&self.body)
+            .map_err(|e| IvsError::internal(format!("stored resource {} is unreadable: {e}", self.arn)))
     }
 
     /// Replaces the body (keeping seq and version, so the write can be conditioned on them).
@@ -98,17 +91,9 @@ pub enum Check {
     /// No resource refers to this ARN.
     Unreferenced { arn: String },
     /// The parent has no child of this type.
-    NoChild {
-        parent_arn: String,
-        resource_type: ResourceType,
-    },
+    NoChild { parent_arn: String, resource_type: ResourceType },
     /// Fewer than `limit` resources of this type exist in the account and region.
-    CountBelow {
-        resource_type: ResourceType,
-        account: String,
-        region: String,
-        limit: u32,
-    },
+    CountBelow { resource_type: ResourceType, account: String, region: String, limit: u32 },
     /// No resource holds this unique key.
     UniqueKeyFree { unique_key: String },
 }
@@ -160,9 +145,7 @@ impl From<ApplyError> for IvsError {
     fn from(error: ApplyError) -> IvsError {
         match error {
             ApplyError::Rejected(e) => e,
-            ApplyError::Stale => {
-                IvsError::conflict("The resource was modified concurrently; retry the request")
-            }
+            ApplyError::Stale => IvsError::conflict("The resource was modified concurrently; retry the request"),
             ApplyError::Backend(message) => IvsError::internal(message),
         }
     }
@@ -198,11 +181,7 @@ pub trait Store: Send + Sync + 'static {
     async fn apply(&self, change: Change) -> Result<(), ApplyError>;
     /// Records a revocation; a later one for the same viewer raises the version, never lowers it.
     async fn revoke_viewer_sessions(&self, revocation: &ViewerRevocation) -> Result<(), IvsError>;
-    async fn viewer_revocation(
-        &self,
-        channel_arn: &str,
-        viewer_id: &str,
-    ) -> Result<Option<i64>, IvsError>;
+    async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str) -> Result<Option<i64>, IvsError>;
     /// A value kept in the store across restarts (e.g. the key that signs pagination tokens).
     async fn setting(&self, key: &str) -> Result<Option<String>, IvsError>;
     /// Sets the value unless one is already there; returns the value in force.

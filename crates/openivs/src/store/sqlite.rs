@@ -10,8 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use openivs_model::{IvsError, ResourceType};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
@@ -37,8 +36,7 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<SqliteStore, String> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(|e| e.to_string())?
@@ -75,17 +73,13 @@ async fn migrate(pool: &SqlitePool) -> Result<(), String> {
         .map_err(fail)?;
     for (version, sql) in MIGRATIONS {
         let mut tx = pool.begin().await.map_err(fail)?;
-        let done: Option<i64> =
-            sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
-                .bind(version)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(fail)?;
+        let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
+            .bind(version)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(fail)?;
         if done.is_none() {
-            sqlx::raw_sql(AssertSqlSafe(*sql))
-                .execute(&mut *tx)
-                .await
-                .map_err(fail)?;
+            sqlx::raw_sql(AssertSqlSafe(*sql)).execute(&mut *tx).await.map_err(fail)?;
             sqlx::query("INSERT INTO schema_migrations (version) VALUES (?)")
                 .bind(version)
                 .execute(&mut *tx)
@@ -115,9 +109,7 @@ fn record_from_row(row: &SqliteRow) -> Result<Record, IvsError> {
         parent_arn: row.try_get("parent_arn").map_err(backend)?,
         name: row.try_get("name").map_err(backend)?,
         unique_key: row.try_get("unique_key").map_err(backend)?,
-        references: refs
-            .map(|r| r.split(' ').map(str::to_owned).collect())
-            .unwrap_or_default(),
+        references: refs.map(|r| r.split(' ').map(str::to_owned).collect()).unwrap_or_default(),
         body: row.try_get("body").map_err(backend)?,
     })
 }
@@ -126,17 +118,13 @@ fn record_from_row(row: &SqliteRow) -> Result<Record, IvsError> {
 async fn holds(tx: &mut Transaction<'_, Sqlite>, check: &Check) -> Result<bool, sqlx::Error> {
     let found: Option<i64> = match check {
         Check::Exists { arn } => {
-            sqlx::query_scalar("SELECT 1 FROM resources WHERE arn = ?")
-                .bind(arn)
-                .fetch_optional(&mut **tx)
-                .await?
+            sqlx::query_scalar("SELECT 1 FROM resources WHERE arn = ?").bind(arn).fetch_optional(&mut **tx).await?
         }
         Check::Version { arn, version } => {
-            let current: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM resources WHERE arn = ?")
-                    .bind(arn)
-                    .fetch_optional(&mut **tx)
-                    .await?;
+            let current: Option<i64> = sqlx::query_scalar("SELECT version FROM resources WHERE arn = ?")
+                .bind(arn)
+                .fetch_optional(&mut **tx)
+                .await?;
             return Ok(current == Some(*version));
         }
         Check::Unreferenced { arn } => {
@@ -147,25 +135,16 @@ async fn holds(tx: &mut Transaction<'_, Sqlite>, check: &Check) -> Result<bool, 
                     .await?;
             return Ok(referenced.is_none());
         }
-        Check::NoChild {
-            parent_arn,
-            resource_type,
-        } => {
-            let child: Option<i64> = sqlx::query_scalar(
-                "SELECT 1 FROM resources WHERE parent_arn = ? AND resource_type = ? LIMIT 1",
-            )
-            .bind(parent_arn)
-            .bind(resource_type_name(*resource_type))
-            .fetch_optional(&mut **tx)
-            .await?;
+        Check::NoChild { parent_arn, resource_type } => {
+            let child: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM resources WHERE parent_arn = ? AND resource_type = ? LIMIT 1")
+                    .bind(parent_arn)
+                    .bind(resource_type_name(*resource_type))
+                    .fetch_optional(&mut **tx)
+                    .await?;
             return Ok(child.is_none());
         }
-        Check::CountBelow {
-            resource_type,
-            account,
-            region,
-            limit,
-        } => {
+        Check::CountBelow { resource_type, account, region, limit } => {
             let count: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM resources WHERE account = ? AND region = ? AND resource_type = ?",
             )
@@ -177,11 +156,10 @@ async fn holds(tx: &mut Transaction<'_, Sqlite>, check: &Check) -> Result<bool, 
             return Ok(count < i64::from(*limit));
         }
         Check::UniqueKeyFree { unique_key } => {
-            let taken: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM resources WHERE unique_key = ?")
-                    .bind(unique_key)
-                    .fetch_optional(&mut **tx)
-                    .await?;
+            let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM resources WHERE unique_key = ?")
+                .bind(unique_key)
+                .fetch_optional(&mut **tx)
+                .await?;
             return Ok(taken.is_none());
         }
     };
@@ -212,34 +190,25 @@ async fn perform(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<(), 
                 .execute(&mut **tx)
                 .await?;
             for target in &record.references {
-                sqlx::query(
-                    "INSERT OR IGNORE INTO resource_references (from_arn, to_arn) VALUES (?, ?)",
-                )
-                .bind(&record.arn)
-                .bind(target)
-                .execute(&mut **tx)
-                .await?;
+                sqlx::query("INSERT OR IGNORE INTO resource_references (from_arn, to_arn) VALUES (?, ?)")
+                    .bind(&record.arn)
+                    .bind(target)
+                    .execute(&mut **tx)
+                    .await?;
             }
         }
         Write::Delete { arn } => {
-            sqlx::query("DELETE FROM resource_references WHERE from_arn = ?")
-                .bind(arn)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("DELETE FROM resources WHERE arn = ?")
-                .bind(arn)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query("DELETE FROM resource_references WHERE from_arn = ?").bind(arn).execute(&mut **tx).await?;
+            sqlx::query("DELETE FROM resources WHERE arn = ?").bind(arn).execute(&mut **tx).await?;
         }
         Write::DeleteChildren { parent_arn } => {
-            sqlx::query("DELETE FROM resource_references WHERE from_arn IN (SELECT arn FROM resources WHERE parent_arn = ?)")
-                .bind(parent_arn)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("DELETE FROM resources WHERE parent_arn = ?")
-                .bind(parent_arn)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "DELETE FROM resource_references WHERE from_arn IN (SELECT arn FROM resources WHERE parent_arn = ?)",
+            )
+            .bind(parent_arn)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("DELETE FROM resources WHERE parent_arn = ?").bind(parent_arn).execute(&mut **tx).await?;
         }
     }
     Ok(())
@@ -249,18 +218,12 @@ async fn perform(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<(), 
 impl Store for SqliteStore {
     async fn get(&self, arn: &str) -> Result<Option<Record>, IvsError> {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE arn = ?");
-        let row = sqlx::query(AssertSqlSafe(sql))
-            .bind(arn)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?;
+        let row = sqlx::query(AssertSqlSafe(sql)).bind(arn).fetch_optional(&self.reader).await.map_err(backend)?;
         row.as_ref().map(record_from_row).transpose()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, IvsError> {
-        let mut sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM resources WHERE account = ? AND region = ? AND seq > ?"
-        );
+        let mut sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE account = ? AND region = ? AND seq > ?");
         if query.resource_type.is_some() {
             sql.push_str(" AND resource_type = ?");
         }
@@ -274,10 +237,8 @@ impl Store for SqliteStore {
             sql.push_str(" AND arn IN (SELECT from_arn FROM resource_references WHERE to_arn = ?)");
         }
         sql.push_str(" ORDER BY seq LIMIT ?");
-        let mut statement = sqlx::query(AssertSqlSafe(sql))
-            .bind(&query.account)
-            .bind(&query.region)
-            .bind(query.after_seq);
+        let mut statement =
+            sqlx::query(AssertSqlSafe(sql)).bind(&query.account).bind(&query.region).bind(query.after_seq);
         if let Some(t) = query.resource_type {
             statement = statement.bind(resource_type_name(t));
         }
@@ -290,11 +251,7 @@ impl Store for SqliteStore {
         if let Some(target) = &query.referencing {
             statement = statement.bind(target);
         }
-        let rows = statement
-            .bind(i64::from(query.limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend)?;
+        let rows = statement.bind(i64::from(query.limit)).fetch_all(&self.reader).await.map_err(backend)?;
         rows.iter().map(record_from_row).collect()
     }
 
@@ -330,19 +287,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn viewer_revocation(
-        &self,
-        channel_arn: &str,
-        viewer_id: &str,
-    ) -> Result<Option<i64>, IvsError> {
-        sqlx::query_scalar(
-            "SELECT max_version FROM viewer_revocations WHERE channel_arn = ? AND viewer_id = ?",
-        )
-        .bind(channel_arn)
-        .bind(viewer_id)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(backend)
+    async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str) -> Result<Option<i64>, IvsError> {
+        sqlx::query_scalar("SELECT max_version FROM viewer_revocations WHERE channel_arn = ? AND viewer_id = ?")
+            .bind(channel_arn)
+            .bind(viewer_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)
     }
 
     async fn setting(&self, key: &str) -> Result<Option<String>, IvsError> {
@@ -375,20 +326,11 @@ mod tests {
     async fn temp_store(name: &str) -> (SqliteStore, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!("openivs-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        (
-            SqliteStore::open(&dir.join("db.sqlite3")).await.unwrap(),
-            dir,
-        )
+        (SqliteStore::open(&dir.join("db.sqlite3")).await.unwrap(), dir)
     }
 
     fn record(arn: &str) -> Record {
-        Record::new(
-            ResourceType::Channel,
-            "123456789012",
-            "us-west-2",
-            arn,
-            &serde_json::json!({"arn": arn}),
-        )
+        Record::new(ResourceType::Channel, "123456789012", "us-west-2", arn, &serde_json::json!({"arn": arn}))
     }
 
     #[tokio::test]
@@ -396,22 +338,14 @@ mod tests {
         let (store, dir) = temp_store("atomic").await;
         let mut channel = record("arn:c1");
         channel.references = vec!["arn:rc".into()];
-        store
-            .apply(Change::new().write(Write::Put(channel)))
-            .await
-            .unwrap();
+        store.apply(Change::new().write(Write::Put(channel))).await.unwrap();
         let stored = store.get("arn:c1").await.unwrap().unwrap();
         assert_eq!(stored.version, 1);
         assert_eq!(stored.references, vec!["arn:rc".to_string()]);
 
         // A failing condition leaves nothing written.
         let refused = Change::new()
-            .require(
-                Check::Unreferenced {
-                    arn: "arn:rc".into(),
-                },
-                IvsError::conflict("in use"),
-            )
+            .require(Check::Unreferenced { arn: "arn:rc".into() }, IvsError::conflict("in use"))
             .write(Write::Put(record("arn:c2")));
         match store.apply(refused).await {
             Err(ApplyError::Rejected(e)) => assert_eq!(e.message, "in use"),
@@ -421,19 +355,10 @@ mod tests {
 
         // Versions detect concurrent writers.
         let stale = Change::new()
-            .require(
-                Check::Version {
-                    arn: "arn:c1".into(),
-                    version: 0,
-                },
-                IvsError::conflict("x"),
-            )
+            .require(Check::Version { arn: "arn:c1".into(), version: 0 }, IvsError::conflict("x"))
             .write(Write::Put(stored.clone()));
         assert!(matches!(store.apply(stale).await, Err(ApplyError::Stale)));
-        store
-            .apply(Change::new().write(Write::Put(stored.clone())))
-            .await
-            .unwrap();
+        store.apply(Change::new().write(Write::Put(stored.clone()))).await.unwrap();
         let again = store.get("arn:c1").await.unwrap().unwrap();
         assert_eq!((again.version, again.seq), (2, stored.seq));
 
@@ -448,10 +373,7 @@ mod tests {
                 IvsError::quota("full"),
             )
             .write(Write::Put(record("arn:c3")));
-        assert!(matches!(
-            store.apply(quota).await,
-            Err(ApplyError::Rejected(_))
-        ));
+        assert!(matches!(store.apply(quota).await, Err(ApplyError::Rejected(_))));
         store.close().await;
         std::fs::remove_dir_all(dir).ok();
     }
@@ -460,10 +382,7 @@ mod tests {
     async fn survives_reopen_and_lists_in_order() {
         let (store, dir) = temp_store("reopen").await;
         for i in 0..5 {
-            store
-                .apply(Change::new().write(Write::Put(record(&format!("arn:c{i}")))))
-                .await
-                .unwrap();
+            store.apply(Change::new().write(Write::Put(record(&format!("arn:c{i}"))))).await.unwrap();
         }
         let key = store.init_setting("k", "v1").await.unwrap();
         assert_eq!(store.init_setting("k", "v2").await.unwrap(), key);
@@ -477,17 +396,8 @@ mod tests {
             ..Default::default()
         };
         let page = store.list(&query).await.unwrap();
-        assert_eq!(
-            page.iter().map(|r| r.arn.as_str()).collect::<Vec<_>>(),
-            ["arn:c0", "arn:c1", "arn:c2"]
-        );
-        let next = store
-            .list(&ListQuery {
-                after_seq: page[2].seq,
-                ..query
-            })
-            .await
-            .unwrap();
+        assert_eq!(page.iter().map(|r| r.arn.as_str()).collect::<Vec<_>>(), ["arn:c0", "arn:c1", "arn:c2"]);
+        let next = store.list(&ListQuery { after_seq: page[2].seq, ..query }).await.unwrap();
         assert_eq!(next.len(), 2);
         assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v1"));
         store.close().await;

@@ -20,13 +20,8 @@ fn unsigned_wrong_unknown_stale_and_malformed_requests_are_refused() {
     let body = "{}";
     let now = SystemTime::now();
 
-    let unsigned = raw_request(
-        &server,
-        "POST",
-        "/ListChannels",
-        &[("content-type".into(), "application/json".into())],
-        body,
-    );
+    let unsigned =
+        raw_request(&server, "POST", "/ListChannels", &[("content-type".into(), "application/json".into())], body);
     assert_refused(&unsigned, "MissingAuthenticationTokenException", 403);
 
     let wrong_secret = sigv4_headers(&server, "POST", "/ListChannels", body, "test", "wrong", now);
@@ -36,88 +31,37 @@ fn unsigned_wrong_unknown_stale_and_malformed_requests_are_refused() {
         403,
     );
 
-    let unknown_key = sigv4_headers(
-        &server,
-        "POST",
-        "/ListChannels",
-        body,
-        "AKIDUNKNOWN",
-        "test",
-        now,
-    );
+    let unknown_key = sigv4_headers(&server, "POST", "/ListChannels", body, "AKIDUNKNOWN", "test", now);
     assert_refused(
         &raw_request(&server, "POST", "/ListChannels", &unknown_key, body),
         "UnrecognizedClientException",
         403,
     );
 
-    let stale = sigv4_headers(
-        &server,
-        "POST",
-        "/ListChannels",
-        body,
-        "test",
-        "test",
-        now - Duration::from_secs(20 * 60),
-    );
+    let stale =
+        sigv4_headers(&server, "POST", "/ListChannels", body, "test", "test", now - Duration::from_secs(20 * 60));
     let response = raw_request(&server, "POST", "/ListChannels", &stale, body);
     assert_refused(&response, "InvalidSignatureException", 403);
-    assert!(
-        response.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("Signature expired")
-    );
+    assert!(response.json()["message"].as_str().unwrap().contains("Signature expired"));
 
-    let future = sigv4_headers(
-        &server,
-        "POST",
-        "/ListChannels",
-        body,
-        "test",
-        "test",
-        now + Duration::from_secs(20 * 60),
-    );
-    assert_refused(
-        &raw_request(&server, "POST", "/ListChannels", &future, body),
-        "InvalidSignatureException",
-        403,
-    );
+    let future =
+        sigv4_headers(&server, "POST", "/ListChannels", body, "test", "test", now + Duration::from_secs(20 * 60));
+    assert_refused(&raw_request(&server, "POST", "/ListChannels", &future, body), "InvalidSignatureException", 403);
 
     // A body altered after signing.
     let signed = sigv4_headers(&server, "POST", "/ListChannels", body, "test", "test", now);
     assert_refused(
-        &raw_request(
-            &server,
-            "POST",
-            "/ListChannels",
-            &signed,
-            r#"{"maxResults":1}"#,
-        ),
+        &raw_request(&server, "POST", "/ListChannels", &signed, r#"{"maxResults":1}"#),
         "InvalidSignatureException",
         403,
     );
 
-    let garbled = vec![(
-        "authorization".to_owned(),
-        "AWS4-HMAC-SHA256 Credential=test".to_owned(),
-    )];
-    assert_refused(
-        &raw_request(&server, "POST", "/ListChannels", &garbled, body),
-        "IncompleteSignatureException",
-        403,
-    );
+    let garbled = vec![("authorization".to_owned(), "AWS4-HMAC-SHA256 Credential=test".to_owned())];
+    assert_refused(&raw_request(&server, "POST", "/ListChannels", &garbled, body), "IncompleteSignatureException", 403);
 
     // Within the allowed skew, a correct signature passes.
-    let skewed = sigv4_headers(
-        &server,
-        "POST",
-        "/ListChannels",
-        body,
-        "test",
-        "test",
-        now - Duration::from_secs(10 * 60),
-    );
+    let skewed =
+        sigv4_headers(&server, "POST", "/ListChannels", body, "test", "test", now - Duration::from_secs(10 * 60));
     let ok = raw_request(&server, "POST", "/ListChannels", &skewed, body);
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(ok.json()["channels"], serde_json::json!([]));
@@ -137,71 +81,26 @@ fn tag_paths_are_signed_with_the_uri_encoded_twice() {
     assert_refused(&response, "ResourceNotFoundException", 404);
 
     let query_path = format!("{path}?tagKeys=a&tagKeys=b%20c");
-    let headers = sigv4_headers(
-        &server,
-        "DELETE",
-        &query_path,
-        "",
-        "test",
-        "test",
-        SystemTime::now(),
-    );
-    assert_refused(
-        &raw_request(&server, "DELETE", &query_path, &headers, ""),
-        "ResourceNotFoundException",
-        404,
-    );
+    let headers = sigv4_headers(&server, "DELETE", &query_path, "", "test", "test", SystemTime::now());
+    assert_refused(&raw_request(&server, "DELETE", &query_path, &headers, ""), "ResourceNotFoundException", 404);
 }
 
 #[test]
 fn unknown_routes_and_bad_bodies() {
     let server = Server::start();
-    let headers = sigv4_headers(
-        &server,
-        "POST",
-        "/NoSuchOperation",
-        "{}",
-        "test",
-        "test",
-        SystemTime::now(),
-    );
+    let headers = sigv4_headers(&server, "POST", "/NoSuchOperation", "{}", "test", "test", SystemTime::now());
     let response = raw_request(&server, "POST", "/NoSuchOperation", &headers, "{}");
     assert_refused(&response, "UnknownOperationException", 404);
 
     let not_json = "{nope";
-    let headers = sigv4_headers(
-        &server,
-        "POST",
-        "/ListChannels",
-        not_json,
-        "test",
-        "test",
-        SystemTime::now(),
-    );
-    assert_refused(
-        &raw_request(&server, "POST", "/ListChannels", &headers, not_json),
-        "ValidationException",
-        400,
-    );
+    let headers = sigv4_headers(&server, "POST", "/ListChannels", not_json, "test", "test", SystemTime::now());
+    assert_refused(&raw_request(&server, "POST", "/ListChannels", &headers, not_json), "ValidationException", 400);
 
     let wrong_type = r#"{"maxResults":"ten"}"#;
-    let headers = sigv4_headers(
-        &server,
-        "POST",
-        "/ListChannels",
-        wrong_type,
-        "test",
-        "test",
-        SystemTime::now(),
-    );
+    let headers = sigv4_headers(&server, "POST", "/ListChannels", wrong_type, "test", "test", SystemTime::now());
     let response = raw_request(&server, "POST", "/ListChannels", &headers, wrong_type);
     assert_refused(&response, "ValidationException", 400);
-    assert!(
-        response.json()["message"]
-            .as_str()
-            .unwrap()
-            .contains("'maxResults'")
-    );
+    assert!(response.json()["message"].as_str().unwrap().contains("'maxResults'"));
 }
 
 #[test]

@@ -24,23 +24,16 @@ fn cli_program() -> String {
 
 impl<'a> Cli<'a> {
     fn new(server: &'a Server) -> Cli<'a> {
-        Cli {
-            server,
-            data_path: None,
-        }
+        Cli { server, data_path: None }
     }
 
     /// A CLI that loads the current IVS model instead of its bundled one.
     fn with_current_model(server: &'a Server) -> Cli<'a> {
         let dir = server.data_dir.join("aws-data/ivs/2020-07-14");
         std::fs::create_dir_all(&dir).unwrap();
-        let model =
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/ivs-service-model.json");
+        let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/ivs-service-model.json");
         std::fs::copy(model, dir.join("service-2.json")).unwrap();
-        Cli {
-            server,
-            data_path: Some(server.data_dir.join("aws-data")),
-        }
+        Cli { server, data_path: Some(server.data_dir.join("aws-data")) }
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
@@ -59,25 +52,15 @@ impl<'a> Cli<'a> {
         if let Some(path) = &self.data_path {
             command.env("AWS_DATA_PATH", path);
         }
-        command
-            .output()
-            .unwrap_or_else(|e| panic!("the AWS CLI ({}) must be installed: {e}", cli_program()))
+        command.output().unwrap_or_else(|e| panic!("the AWS CLI ({}) must be installed: {e}", cli_program()))
     }
 
     /// Runs a command that must succeed; returns its JSON output (Null when it printed nothing).
     fn ok(&self, args: &[&str]) -> Value {
         let output = self.run(args);
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "aws ivs {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        if stdout.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&stdout).unwrap()
-        }
+        assert!(output.status.success(), "aws ivs {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        if stdout.trim().is_empty() { Value::Null } else { serde_json::from_str(&stdout).unwrap() }
     }
 
     /// Runs a command that must fail with this error code.
@@ -85,38 +68,16 @@ impl<'a> Cli<'a> {
         let output = self.run(args);
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "aws ivs {args:?} succeeded");
-        assert!(
-            stderr.contains(&format!("({code})")),
-            "aws ivs {args:?}: {stderr}"
-        );
+        assert!(stderr.contains(&format!("({code})")), "aws ivs {args:?}: {stderr}");
     }
 
     /// tag-resource, list-tags-for-resource, untag-resource on one ARN.
     fn tag_round_trip(&self, arn: &str) {
         // Empty outputs (`{}`) print nothing.
-        assert_eq!(
-            self.ok(&[
-                "tag-resource",
-                "--resource-arn",
-                arn,
-                "--tags",
-                "team=video,stage=test"
-            ]),
-            Value::Null
-        );
+        assert_eq!(self.ok(&["tag-resource", "--resource-arn", arn, "--tags", "team=video,stage=test"]), Value::Null);
         let tags = self.ok(&["list-tags-for-resource", "--resource-arn", arn]);
-        assert_eq!(
-            tags["tags"],
-            serde_json::json!({"team": "video", "stage": "test"}),
-            "{arn}"
-        );
-        self.ok(&[
-            "untag-resource",
-            "--resource-arn",
-            arn,
-            "--tag-keys",
-            "stage",
-        ]);
+        assert_eq!(tags["tags"], serde_json::json!({"team": "video", "stage": "test"}), "{arn}");
+        self.ok(&["untag-resource", "--resource-arn", arn, "--tag-keys", "stage"]);
         let tags = self.ok(&["list-tags-for-resource", "--resource-arn", arn]);
         assert_eq!(tags["tags"], serde_json::json!({"team": "video"}), "{arn}");
     }
@@ -132,13 +93,7 @@ fn write_temp(server: &Server, name: &str, text: &str) -> String {
 fn cli_channels_and_stream_keys() {
     let server = Server::start();
     let cli = Cli::new(&server);
-    let created = cli.ok(&[
-        "create-channel",
-        "--name",
-        "cli-channel",
-        "--latency-mode",
-        "NORMAL",
-    ]);
+    let created = cli.ok(&["create-channel", "--name", "cli-channel", "--latency-mode", "NORMAL"]);
     let channel = &created["channel"];
     let arn = channel["arn"].as_str().unwrap().to_owned();
     assert!(arn.starts_with(&format!("arn:aws:ivs:{REGION}:{ACCOUNT}:channel/")));
@@ -151,91 +106,40 @@ fn cli_channels_and_stream_keys() {
     assert_eq!(channel["containerFormat"], "TS");
     assert!(channel["playbackUrl"].as_str().unwrap().ends_with(".m3u8"));
     let key = &created["streamKey"];
-    assert!(
-        key["value"]
-            .as_str()
-            .unwrap()
-            .starts_with(&format!("sk_{REGION}_"))
-    );
+    assert!(key["value"].as_str().unwrap().starts_with(&format!("sk_{REGION}_")));
     assert_eq!(key["channelArn"], arn.as_str());
 
     assert_eq!(cli.ok(&["get-channel", "--arn", &arn])["channel"], *channel);
     let listed = cli.ok(&["list-channels"]);
     assert_eq!(listed["channels"].as_array().unwrap().len(), 1);
     assert_eq!(listed["channels"][0]["name"], "cli-channel");
-    let updated = cli.ok(&[
-        "update-channel",
-        "--arn",
-        &arn,
-        "--type",
-        "ADVANCED_SD",
-        "--authorized",
-    ]);
+    let updated = cli.ok(&["update-channel", "--arn", &arn, "--type", "ADVANCED_SD", "--authorized"]);
     assert_eq!(updated["channel"]["type"], "ADVANCED_SD");
     assert_eq!(updated["channel"]["preset"], "HIGHER_BANDWIDTH_DELIVERY");
     assert_eq!(updated["channel"]["authorized"], true);
-    assert_eq!(
-        cli.ok(&["batch-get-channel", "--arns", &arn])["channels"][0]["arn"],
-        arn.as_str()
-    );
+    assert_eq!(cli.ok(&["batch-get-channel", "--arns", &arn])["channels"][0]["arn"], arn.as_str());
     cli.tag_round_trip(&arn);
 
     let key_arn = key["arn"].as_str().unwrap().to_owned();
-    assert_eq!(
-        cli.ok(&["get-stream-key", "--arn", &key_arn])["streamKey"],
-        *key
-    );
-    assert_eq!(
-        cli.ok(&["list-stream-keys", "--channel-arn", &arn])["streamKeys"][0]["arn"],
-        key_arn.as_str()
-    );
-    assert_eq!(
-        cli.ok(&["batch-get-stream-key", "--arns", &key_arn])["streamKeys"][0]["value"],
-        key["value"]
-    );
-    cli.fails(
-        &["create-stream-key", "--channel-arn", &arn],
-        "ServiceQuotaExceededException",
-    );
+    assert_eq!(cli.ok(&["get-stream-key", "--arn", &key_arn])["streamKey"], *key);
+    assert_eq!(cli.ok(&["list-stream-keys", "--channel-arn", &arn])["streamKeys"][0]["arn"], key_arn.as_str());
+    assert_eq!(cli.ok(&["batch-get-stream-key", "--arns", &key_arn])["streamKeys"][0]["value"], key["value"]);
+    cli.fails(&["create-stream-key", "--channel-arn", &arn], "ServiceQuotaExceededException");
     cli.tag_round_trip(&key_arn);
-    assert_eq!(
-        cli.ok(&["delete-stream-key", "--arn", &key_arn]),
-        Value::Null
-    );
+    assert_eq!(cli.ok(&["delete-stream-key", "--arn", &key_arn]), Value::Null);
     let new_key = cli.ok(&["create-stream-key", "--channel-arn", &arn]);
     assert_ne!(new_key["streamKey"]["value"], key["value"]);
 
-    cli.fails(
-        &["get-stream", "--channel-arn", &arn],
-        "ChannelNotBroadcasting",
-    );
-    cli.fails(
-        &["stop-stream", "--channel-arn", &arn],
-        "ChannelNotBroadcasting",
-    );
-    cli.fails(
-        &["put-metadata", "--channel-arn", &arn, "--metadata", "hi"],
-        "ChannelNotBroadcasting",
-    );
+    cli.fails(&["get-stream", "--channel-arn", &arn], "ChannelNotBroadcasting");
+    cli.fails(&["stop-stream", "--channel-arn", &arn], "ChannelNotBroadcasting");
+    cli.fails(&["put-metadata", "--channel-arn", &arn, "--metadata", "hi"], "ChannelNotBroadcasting");
     assert_eq!(cli.ok(&["list-streams"])["streams"], serde_json::json!([]));
-    assert_eq!(
-        cli.ok(&["list-stream-sessions", "--channel-arn", &arn])["streamSessions"],
-        serde_json::json!([])
-    );
-    cli.ok(&[
-        "start-viewer-session-revocation",
-        "--channel-arn",
-        &arn,
-        "--viewer-id",
-        "viewer-1",
-    ]);
+    assert_eq!(cli.ok(&["list-stream-sessions", "--channel-arn", &arn])["streamSessions"], serde_json::json!([]));
+    cli.ok(&["start-viewer-session-revocation", "--channel-arn", &arn, "--viewer-id", "viewer-1"]);
 
     assert_eq!(cli.ok(&["delete-channel", "--arn", &arn]), Value::Null);
     cli.fails(&["get-channel", "--arn", &arn], "ResourceNotFoundException");
-    cli.fails(
-        &["create-channel", "--name", "bad name"],
-        "ValidationException",
-    );
+    cli.fails(&["create-channel", "--name", "bad name"], "ValidationException");
 }
 
 #[test]
@@ -243,45 +147,17 @@ fn cli_playback_key_pairs() {
     let server = Server::start();
     let cli = Cli::new(&server);
     let key_file = write_temp(&server, "public.pem", P384_PUBLIC_KEYS[0]);
-    let imported = cli.ok(&[
-        "import-playback-key-pair",
-        "--public-key-material",
-        &key_file,
-        "--name",
-        "cli-key",
-    ]);
+    let imported = cli.ok(&["import-playback-key-pair", "--public-key-material", &key_file, "--name", "cli-key"]);
     let key_pair = &imported["keyPair"];
     let arn = key_pair["arn"].as_str().unwrap().to_owned();
     assert_eq!(key_pair["name"], "cli-key");
-    assert_eq!(
-        key_pair["fingerprint"].as_str().unwrap().split(':').count(),
-        16
-    );
-    assert_eq!(
-        cli.ok(&["get-playback-key-pair", "--arn", &arn])["keyPair"],
-        *key_pair
-    );
-    assert_eq!(
-        cli.ok(&["list-playback-key-pairs"])["keyPairs"][0]["arn"],
-        arn.as_str()
-    );
-    cli.fails(
-        &[
-            "import-playback-key-pair",
-            "--public-key-material",
-            &key_file,
-        ],
-        "ConflictException",
-    );
+    assert_eq!(key_pair["fingerprint"].as_str().unwrap().split(':').count(), 16);
+    assert_eq!(cli.ok(&["get-playback-key-pair", "--arn", &arn])["keyPair"], *key_pair);
+    assert_eq!(cli.ok(&["list-playback-key-pairs"])["keyPairs"][0]["arn"], arn.as_str());
+    cli.fails(&["import-playback-key-pair", "--public-key-material", &key_file], "ConflictException");
     cli.tag_round_trip(&arn);
-    assert_eq!(
-        cli.ok(&["delete-playback-key-pair", "--arn", &arn]),
-        Value::Null
-    );
-    cli.fails(
-        &["get-playback-key-pair", "--arn", &arn],
-        "ResourceNotFoundException",
-    );
+    assert_eq!(cli.ok(&["delete-playback-key-pair", "--arn", &arn]), Value::Null);
+    cli.fails(&["get-playback-key-pair", "--arn", &arn], "ResourceNotFoundException");
 }
 
 #[test]
@@ -300,41 +176,17 @@ fn cli_recording_configurations_and_policies() {
     let config = &created["recordingConfiguration"];
     let arn = config["arn"].as_str().unwrap().to_owned();
     assert_eq!(config["state"], "ACTIVE");
-    assert_eq!(
-        config["destinationConfiguration"]["s3"]["bucketName"],
-        "cli-bucket"
-    );
-    assert_eq!(
-        config["thumbnailConfiguration"]["targetIntervalSeconds"],
-        30
-    );
-    assert_eq!(
-        cli.ok(&["get-recording-configuration", "--arn", &arn])["recordingConfiguration"],
-        *config
-    );
-    assert_eq!(
-        cli.ok(&["list-recording-configurations"])["recordingConfigurations"][0]["arn"],
-        arn.as_str()
-    );
+    assert_eq!(config["destinationConfiguration"]["s3"]["bucketName"], "cli-bucket");
+    assert_eq!(config["thumbnailConfiguration"]["targetIntervalSeconds"], 30);
+    assert_eq!(cli.ok(&["get-recording-configuration", "--arn", &arn])["recordingConfiguration"], *config);
+    assert_eq!(cli.ok(&["list-recording-configurations"])["recordingConfigurations"][0]["arn"], arn.as_str());
     cli.tag_round_trip(&arn);
     let channel = cli.ok(&["create-channel", "--recording-configuration-arn", &arn]);
     let channel_arn = channel["channel"]["arn"].as_str().unwrap().to_owned();
-    cli.fails(
-        &["delete-recording-configuration", "--arn", &arn],
-        "ConflictException",
-    );
+    cli.fails(&["delete-recording-configuration", "--arn", &arn], "ConflictException");
     // Detaching ("" = no recording) frees it; CLI users write the empty string like this.
-    cli.ok(&[
-        "update-channel",
-        "--arn",
-        &channel_arn,
-        "--recording-configuration-arn",
-        "",
-    ]);
-    assert_eq!(
-        cli.ok(&["delete-recording-configuration", "--arn", &arn]),
-        Value::Null
-    );
+    cli.ok(&["update-channel", "--arn", &channel_arn, "--recording-configuration-arn", ""]);
+    assert_eq!(cli.ok(&["delete-recording-configuration", "--arn", &arn]), Value::Null);
 
     let policy = cli.ok(&[
         "create-playback-restriction-policy",
@@ -350,21 +202,11 @@ fn cli_recording_configurations_and_policies() {
     let policy = &policy["playbackRestrictionPolicy"];
     let policy_arn = policy["arn"].as_str().unwrap().to_owned();
     assert_eq!(policy["allowedCountries"], serde_json::json!(["US", "MX"]));
-    assert_eq!(
-        policy["allowedOrigins"],
-        serde_json::json!(["https://example.com"])
-    );
+    assert_eq!(policy["allowedOrigins"], serde_json::json!(["https://example.com"]));
     assert_eq!(policy["enableStrictOriginEnforcement"], false);
-    let updated = cli.ok(&[
-        "update-playback-restriction-policy",
-        "--arn",
-        &policy_arn,
-        "--enable-strict-origin-enforcement",
-    ]);
-    assert_eq!(
-        updated["playbackRestrictionPolicy"]["enableStrictOriginEnforcement"],
-        true
-    );
+    let updated =
+        cli.ok(&["update-playback-restriction-policy", "--arn", &policy_arn, "--enable-strict-origin-enforcement"]);
+    assert_eq!(updated["playbackRestrictionPolicy"]["enableStrictOriginEnforcement"], true);
     assert_eq!(
         cli.ok(&["get-playback-restriction-policy", "--arn", &policy_arn])["playbackRestrictionPolicy"],
         updated["playbackRestrictionPolicy"]
@@ -374,44 +216,22 @@ fn cli_recording_configurations_and_policies() {
         policy_arn.as_str()
     );
     cli.tag_round_trip(&policy_arn);
-    assert_eq!(
-        cli.ok(&["delete-playback-restriction-policy", "--arn", &policy_arn]),
-        Value::Null
-    );
-    cli.fails(
-        &["get-playback-restriction-policy", "--arn", &policy_arn],
-        "ResourceNotFoundException",
-    );
+    assert_eq!(cli.ok(&["delete-playback-restriction-policy", "--arn", &policy_arn]), Value::Null);
+    cli.fails(&["get-playback-restriction-policy", "--arn", &policy_arn], "ResourceNotFoundException");
 }
 
 #[test]
 fn cli_ad_configurations() {
     let server = Server::start();
     let cli = Cli::new(&server);
-    let playback = format!(
-        "playbackConfigurationArn=arn:aws:mediatailor:{REGION}:{ACCOUNT}:playbackConfiguration/cli"
-    );
-    let created = cli.ok(&[
-        "create-ad-configuration",
-        "--name",
-        "cli-ads",
-        "--media-tailor-playback-configurations",
-        &playback,
-    ]);
+    let playback = format!("playbackConfigurationArn=arn:aws:mediatailor:{REGION}:{ACCOUNT}:playbackConfiguration/cli");
+    let created =
+        cli.ok(&["create-ad-configuration", "--name", "cli-ads", "--media-tailor-playback-configurations", &playback]);
     let config = &created["adConfiguration"];
     let arn = config["arn"].as_str().unwrap().to_owned();
-    assert_eq!(
-        config["postRollConfiguration"],
-        serde_json::json!({"durationSeconds": 15, "enabled": false})
-    );
-    assert_eq!(
-        cli.ok(&["get-ad-configuration", "--arn", &arn])["adConfiguration"],
-        *config
-    );
-    assert_eq!(
-        cli.ok(&["list-ad-configurations"])["adConfigurations"][0]["arn"],
-        arn.as_str()
-    );
+    assert_eq!(config["postRollConfiguration"], serde_json::json!({"durationSeconds": 15, "enabled": false}));
+    assert_eq!(cli.ok(&["get-ad-configuration", "--arn", &arn])["adConfiguration"], *config);
+    assert_eq!(cli.ok(&["list-ad-configurations"])["adConfigurations"][0]["arn"], arn.as_str());
     let updated = cli.ok(&[
         "update-ad-configuration",
         "--arn",
@@ -424,14 +244,8 @@ fn cli_ad_configurations() {
         serde_json::json!({"durationSeconds": 20, "enabled": true})
     );
     cli.tag_round_trip(&arn);
-    assert_eq!(
-        cli.ok(&["delete-ad-configuration", "--arn", &arn]),
-        Value::Null
-    );
-    cli.fails(
-        &["get-ad-configuration", "--arn", &arn],
-        "ResourceNotFoundException",
-    );
+    assert_eq!(cli.ok(&["delete-ad-configuration", "--arn", &arn]), Value::Null);
+    cli.fails(&["get-ad-configuration", "--arn", &arn], "ResourceNotFoundException");
 }
 
 #[test]
@@ -443,42 +257,15 @@ fn cli_failover_slate_configurations() {
     let arn = config["arn"].as_str().unwrap().to_owned();
     assert_eq!(config["activationThresholdSeconds"], 3);
     assert_eq!(config["state"], "CREATED");
-    assert_eq!(
-        cli.ok(&["get-failover-slate-configuration", "--arn", &arn])["failoverSlateConfiguration"],
-        *config
-    );
-    assert_eq!(
-        cli.ok(&["list-failover-slate-configurations"])["failoverSlateConfigurations"][0]["arn"],
-        arn.as_str()
-    );
-    let updated = cli.ok(&[
-        "update-failover-slate-configuration",
-        "--arn",
-        &arn,
-        "--min-slate-display-seconds",
-        "10",
-    ]);
-    assert_eq!(
-        updated["failoverSlateConfiguration"]["minSlateDisplaySeconds"],
-        10
-    );
+    assert_eq!(cli.ok(&["get-failover-slate-configuration", "--arn", &arn])["failoverSlateConfiguration"], *config);
+    assert_eq!(cli.ok(&["list-failover-slate-configurations"])["failoverSlateConfigurations"][0]["arn"], arn.as_str());
+    let updated = cli.ok(&["update-failover-slate-configuration", "--arn", &arn, "--min-slate-display-seconds", "10"]);
+    assert_eq!(updated["failoverSlateConfiguration"]["minSlateDisplaySeconds"], 10);
     cli.fails(
-        &[
-            "update-failover-slate-configuration",
-            "--arn",
-            &arn,
-            "--min-slate-display-seconds",
-            "11",
-        ],
+        &["update-failover-slate-configuration", "--arn", &arn, "--min-slate-display-seconds", "11"],
         "ValidationException",
     );
     cli.tag_round_trip(&arn);
-    assert_eq!(
-        cli.ok(&["delete-failover-slate-configuration", "--arn", &arn]),
-        Value::Null
-    );
-    cli.fails(
-        &["get-failover-slate-configuration", "--arn", &arn],
-        "ResourceNotFoundException",
-    );
+    assert_eq!(cli.ok(&["delete-failover-slate-configuration", "--arn", &arn]), Value::Null);
+    cli.fails(&["get-failover-slate-configuration", "--arn", &arn], "ResourceNotFoundException");
 }

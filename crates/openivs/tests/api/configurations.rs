@@ -2,9 +2,8 @@
 //! slate configurations: the resources channels refer to.
 
 use aws_sdk_ivs::types::{
-    DestinationConfiguration, MediaTailorPlaybackConfiguration, PostRollConfiguration,
-    RecordingConfigurationState, RecordingMode, RenditionConfiguration,
-    RenditionConfigurationRendition, RenditionConfigurationRenditionSelection,
+    DestinationConfiguration, MediaTailorPlaybackConfiguration, PostRollConfiguration, RecordingConfigurationState,
+    RecordingMode, RenditionConfiguration, RenditionConfigurationRendition, RenditionConfigurationRenditionSelection,
     S3DestinationConfiguration, ThumbnailConfiguration, ThumbnailConfigurationResolution,
     ThumbnailConfigurationStorage,
 };
@@ -14,10 +13,7 @@ use crate::harness::{ACCOUNT, REGION, Server};
 
 fn destination(bucket: &str) -> DestinationConfiguration {
     DestinationConfiguration::builder()
-        .s3(S3DestinationConfiguration::builder()
-            .bucket_name(bucket)
-            .build()
-            .unwrap())
+        .s3(S3DestinationConfiguration::builder().bucket_name(bucket).build().unwrap())
         .build()
 }
 
@@ -33,24 +29,16 @@ async fn recording_configurations() {
         .await
         .unwrap();
     let config = created.recording_configuration().unwrap();
-    assert!(config.arn().starts_with(&format!(
-        "arn:aws:ivs:{REGION}:{ACCOUNT}:recording-configuration/"
-    )));
+    assert!(config.arn().starts_with(&format!("arn:aws:ivs:{REGION}:{ACCOUNT}:recording-configuration/")));
     assert_eq!(config.state(), &RecordingConfigurationState::Active);
     assert_eq!(config.recording_reconnect_window_seconds(), 0);
     let thumbnails = config.thumbnail_configuration().unwrap();
     assert_eq!(thumbnails.recording_mode(), Some(&RecordingMode::Interval));
     assert_eq!(thumbnails.target_interval_seconds(), Some(60));
-    assert_eq!(
-        thumbnails.storage(),
-        &[ThumbnailConfigurationStorage::Sequential]
-    );
+    assert_eq!(thumbnails.storage(), &[ThumbnailConfigurationStorage::Sequential]);
     assert!(thumbnails.resolution().is_none());
     let renditions = config.rendition_configuration().unwrap();
-    assert_eq!(
-        renditions.rendition_selection(),
-        Some(&RenditionConfigurationRenditionSelection::All)
-    );
+    assert_eq!(renditions.rendition_selection(), Some(&RenditionConfigurationRenditionSelection::All));
 
     let custom = client
         .create_recording_configuration()
@@ -77,43 +65,24 @@ async fn recording_configurations() {
     let custom = custom.recording_configuration().unwrap();
     assert_eq!(custom.recording_reconnect_window_seconds(), 60);
     assert_eq!(custom.thumbnail_configuration().unwrap().storage().len(), 2);
-    assert_eq!(
-        custom.rendition_configuration().unwrap().renditions(),
-        &[RenditionConfigurationRendition::Hd]
-    );
+    assert_eq!(custom.rendition_configuration().unwrap().renditions(), &[RenditionConfigurationRendition::Hd]);
 
-    let fetched = client
-        .get_recording_configuration()
-        .arn(config.arn())
-        .send()
-        .await
-        .unwrap();
+    let fetched = client.get_recording_configuration().arn(config.arn()).send().await.unwrap();
     assert_eq!(fetched.recording_configuration(), Some(config));
     let listed = client.list_recording_configurations().send().await.unwrap();
     assert_eq!(listed.recording_configurations().len(), 2);
     assert_eq!(
-        listed.recording_configurations()[0]
-            .destination_configuration()
-            .unwrap()
-            .s3()
-            .unwrap()
-            .bucket_name(),
+        listed.recording_configurations()[0].destination_configuration().unwrap().s3().unwrap().bucket_name(),
         "my-bucket"
     );
 
     assert_error!(
-        client
-            .create_recording_configuration()
-            .destination_configuration(destination("UPPER"))
-            .send(),
+        client.create_recording_configuration().destination_configuration(destination("UPPER")).send(),
         "ValidationException",
         400
     );
     assert_error!(
-        client
-            .create_recording_configuration()
-            .destination_configuration(destination("ab"))
-            .send(),
+        client.create_recording_configuration().destination_configuration(destination("ab")).send(),
         "ValidationException",
         400
     );
@@ -149,51 +118,19 @@ async fn recording_configurations() {
     );
 
     // In use by a channel → ConflictException; free → 204.
-    client
-        .create_channel()
-        .recording_configuration_arn(config.arn())
-        .send()
-        .await
-        .unwrap();
-    assert_error!(
-        client
-            .delete_recording_configuration()
-            .arn(config.arn())
-            .send(),
-        "ConflictException",
-        409
-    );
-    client
-        .delete_recording_configuration()
-        .arn(custom.arn())
-        .send()
-        .await
-        .unwrap();
-    assert_error!(
-        client
-            .get_recording_configuration()
-            .arn(custom.arn())
-            .send(),
-        "ResourceNotFoundException",
-        404
-    );
+    client.create_channel().recording_configuration_arn(config.arn()).send().await.unwrap();
+    assert_error!(client.delete_recording_configuration().arn(config.arn()).send(), "ConflictException", 409);
+    client.delete_recording_configuration().arn(custom.arn()).send().await.unwrap();
+    assert_error!(client.get_recording_configuration().arn(custom.arn()).send(), "ResourceNotFoundException", 404);
 }
 
 #[tokio::test]
 async fn recording_configuration_quota() {
     let server = Server::with_args(&["--quota-recording-configurations", "1"]);
     let client = server.client();
-    client
-        .create_recording_configuration()
-        .destination_configuration(destination("bucket"))
-        .send()
-        .await
-        .unwrap();
+    client.create_recording_configuration().destination_configuration(destination("bucket")).send().await.unwrap();
     assert_error!(
-        client
-            .create_recording_configuration()
-            .destination_configuration(destination("bucket"))
-            .send(),
+        client.create_recording_configuration().destination_configuration(destination("bucket")).send(),
         "ServiceQuotaExceededException",
         402
     );
@@ -203,12 +140,7 @@ async fn recording_configuration_quota() {
 async fn playback_restriction_policies() {
     let server = Server::start();
     let client = server.client();
-    let created = client
-        .create_playback_restriction_policy()
-        .name("p1")
-        .send()
-        .await
-        .unwrap();
+    let created = client.create_playback_restriction_policy().name("p1").send().await.unwrap();
     let policy = created.playback_restriction_policy().unwrap();
     assert!(policy.allowed_countries().is_empty());
     assert!(policy.allowed_origins().is_empty());
@@ -226,69 +158,31 @@ async fn playback_restriction_policies() {
         .await
         .unwrap();
     let updated = updated.playback_restriction_policy().unwrap();
-    assert_eq!(
-        updated.allowed_countries(),
-        &["US".to_string(), "MX".to_string()]
-    );
+    assert_eq!(updated.allowed_countries(), &["US".to_string(), "MX".to_string()]);
     assert_eq!(updated.name(), Some("p1"));
     assert_eq!(
-        client
-            .get_playback_restriction_policy()
-            .arn(arn)
-            .send()
-            .await
-            .unwrap()
-            .playback_restriction_policy(),
+        client.get_playback_restriction_policy().arn(arn).send().await.unwrap().playback_restriction_policy(),
         Some(updated)
     );
 
     assert_error!(
-        client
-            .create_playback_restriction_policy()
-            .allowed_countries("USA")
-            .send(),
+        client.create_playback_restriction_policy().allowed_countries("USA").send(),
         "ValidationException",
         400
     );
-    client
-        .create_playback_restriction_policy()
-        .name("p2")
-        .send()
-        .await
-        .unwrap();
+    client.create_playback_restriction_policy().name("p2").send().await.unwrap();
     // The model documents a default page size of 1 for this listing.
-    let first = client
-        .list_playback_restriction_policies()
-        .send()
-        .await
-        .unwrap();
+    let first = client.list_playback_restriction_policies().send().await.unwrap();
     assert_eq!(first.playback_restriction_policies().len(), 1);
-    let second = client
-        .list_playback_restriction_policies()
-        .next_token(first.next_token().unwrap())
-        .send()
-        .await
-        .unwrap();
+    let second =
+        client.list_playback_restriction_policies().next_token(first.next_token().unwrap()).send().await.unwrap();
     assert_eq!(second.playback_restriction_policies()[0].name(), Some("p2"));
     assert!(second.next_token().is_none());
 
-    client
-        .delete_playback_restriction_policy()
-        .arn(arn)
-        .send()
-        .await
-        .unwrap();
+    client.delete_playback_restriction_policy().arn(arn).send().await.unwrap();
+    assert_error!(client.get_playback_restriction_policy().arn(arn).send(), "ResourceNotFoundException", 404);
     assert_error!(
-        client.get_playback_restriction_policy().arn(arn).send(),
-        "ResourceNotFoundException",
-        404
-    );
-    assert_error!(
-        client
-            .update_playback_restriction_policy()
-            .arn(arn)
-            .name("x")
-            .send(),
+        client.update_playback_restriction_policy().arn(arn).name("x").send(),
         "ResourceNotFoundException",
         404
     );
@@ -300,9 +194,7 @@ async fn ad_configurations() {
     let client = server.client();
     let playback = |name: &str| {
         MediaTailorPlaybackConfiguration::builder()
-            .playback_configuration_arn(format!(
-                "arn:aws:mediatailor:{REGION}:{ACCOUNT}:playbackConfiguration/{name}"
-            ))
+            .playback_configuration_arn(format!("arn:aws:mediatailor:{REGION}:{ACCOUNT}:playbackConfiguration/{name}"))
             .build()
     };
     let created = client
@@ -313,27 +205,14 @@ async fn ad_configurations() {
         .await
         .unwrap();
     let config = created.ad_configuration().unwrap();
-    assert!(
-        config
-            .arn()
-            .starts_with(&format!("arn:aws:ivs:{REGION}:{ACCOUNT}:ad-configuration/"))
-    );
+    assert!(config.arn().starts_with(&format!("arn:aws:ivs:{REGION}:{ACCOUNT}:ad-configuration/")));
     let post_roll = config.post_roll_configuration().unwrap();
-    assert_eq!(
-        (post_roll.enabled(), post_roll.duration_seconds()),
-        (false, 15)
-    );
+    assert_eq!((post_roll.enabled(), post_roll.duration_seconds()), (false, 15));
 
     let updated = client
         .update_ad_configuration()
         .arn(config.arn())
-        .post_roll_configuration(
-            PostRollConfiguration::builder()
-                .enabled(true)
-                .duration_seconds(30)
-                .build()
-                .unwrap(),
-        )
+        .post_roll_configuration(PostRollConfiguration::builder().enabled(true).duration_seconds(30).build().unwrap())
         .media_tailor_playback_configurations(playback("one"))
         .media_tailor_playback_configurations(playback("two"))
         .send()
@@ -341,100 +220,34 @@ async fn ad_configurations() {
         .unwrap();
     let updated = updated.ad_configuration().unwrap();
     assert_eq!(updated.media_tailor_playback_configurations().len(), 2);
-    assert_eq!(
-        updated
-            .post_roll_configuration()
-            .unwrap()
-            .duration_seconds(),
-        30
-    );
+    assert_eq!(updated.post_roll_configuration().unwrap().duration_seconds(), 30);
     assert_eq!(updated.name(), Some("ads"));
-    assert_eq!(
-        client
-            .get_ad_configuration()
-            .arn(config.arn())
-            .send()
-            .await
-            .unwrap()
-            .ad_configuration(),
-        Some(updated)
-    );
-    assert_eq!(
-        client
-            .list_ad_configurations()
-            .send()
-            .await
-            .unwrap()
-            .ad_configurations()
-            .len(),
-        1
-    );
+    assert_eq!(client.get_ad_configuration().arn(config.arn()).send().await.unwrap().ad_configuration(), Some(updated));
+    assert_eq!(client.list_ad_configurations().send().await.unwrap().ad_configurations().len(), 1);
 
+    assert_error!(client.create_ad_configuration().send(), "ValidationException", 400);
+    let four = (0..4).map(|i| playback(&format!("p{i}"))).collect::<Vec<_>>();
     assert_error!(
-        client.create_ad_configuration().send(),
-        "ValidationException",
-        400
-    );
-    let four = (0..4)
-        .map(|i| playback(&format!("p{i}")))
-        .collect::<Vec<_>>();
-    assert_error!(
-        client
-            .create_ad_configuration()
-            .set_media_tailor_playback_configurations(Some(four))
-            .send(),
+        client.create_ad_configuration().set_media_tailor_playback_configurations(Some(four)).send(),
         "ValidationException",
         400
     );
 
-    let channel = client
-        .create_channel()
-        .ad_configuration_arn(config.arn())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        channel.channel().unwrap().ad_configuration_arn(),
-        Some(config.arn())
-    );
-    assert_error!(
-        client.delete_ad_configuration().arn(config.arn()).send(),
-        "ConflictException",
-        409
-    );
-    client
-        .delete_channel()
-        .arn(channel.channel().unwrap().arn().unwrap())
-        .send()
-        .await
-        .unwrap();
-    client
-        .delete_ad_configuration()
-        .arn(config.arn())
-        .send()
-        .await
-        .unwrap();
-    assert_error!(
-        client.get_ad_configuration().arn(config.arn()).send(),
-        "ResourceNotFoundException",
-        404
-    );
+    let channel = client.create_channel().ad_configuration_arn(config.arn()).send().await.unwrap();
+    assert_eq!(channel.channel().unwrap().ad_configuration_arn(), Some(config.arn()));
+    assert_error!(client.delete_ad_configuration().arn(config.arn()).send(), "ConflictException", 409);
+    client.delete_channel().arn(channel.channel().unwrap().arn().unwrap()).send().await.unwrap();
+    client.delete_ad_configuration().arn(config.arn()).send().await.unwrap();
+    assert_error!(client.get_ad_configuration().arn(config.arn()).send(), "ResourceNotFoundException", 404);
 }
 
 #[tokio::test]
 async fn failover_slate_configurations() {
     let server = Server::start();
     let client = server.client();
-    let created = client
-        .create_failover_slate_configuration()
-        .name("slate")
-        .send()
-        .await
-        .unwrap();
+    let created = client.create_failover_slate_configuration().name("slate").send().await.unwrap();
     let config = created.failover_slate_configuration().unwrap();
-    assert!(config.arn().starts_with(&format!(
-        "arn:aws:ivs:{REGION}:{ACCOUNT}:failover-slate-configuration/"
-    )));
+    assert!(config.arn().starts_with(&format!("arn:aws:ivs:{REGION}:{ACCOUNT}:failover-slate-configuration/")));
     assert_eq!(config.activation_threshold_seconds(), Some(3));
     assert_eq!(config.min_slate_display_seconds(), Some(3));
     assert_eq!(config.max_slate_display_seconds(), Some(60));
@@ -463,72 +276,27 @@ async fn failover_slate_configurations() {
         Some(updated)
     );
     assert_eq!(
-        client
-            .list_failover_slate_configurations()
-            .send()
-            .await
-            .unwrap()
-            .failover_slate_configurations()
-            .len(),
+        client.list_failover_slate_configurations().send().await.unwrap().failover_slate_configurations().len(),
         1
     );
 
     assert_error!(
-        client
-            .create_failover_slate_configuration()
-            .activation_threshold_seconds(6)
-            .send(),
+        client.create_failover_slate_configuration().activation_threshold_seconds(6).send(),
         "ValidationException",
         400
     );
     assert_error!(
-        client
-            .create_failover_slate_configuration()
-            .max_slate_display_seconds(59)
-            .send(),
+        client.create_failover_slate_configuration().max_slate_display_seconds(59).send(),
         "ValidationException",
         400
     );
 
-    let channel = client
-        .create_channel()
-        .failover_slate_configuration_arn(config.arn())
-        .send()
-        .await
-        .unwrap();
-    assert_error!(
-        client
-            .delete_failover_slate_configuration()
-            .arn(config.arn())
-            .send(),
-        "ConflictException",
-        409
-    );
-    let filtered = client
-        .list_channels()
-        .filter_by_failover_slate_configuration_arn(config.arn())
-        .send()
-        .await
-        .unwrap();
+    let channel = client.create_channel().failover_slate_configuration_arn(config.arn()).send().await.unwrap();
+    assert_error!(client.delete_failover_slate_configuration().arn(config.arn()).send(), "ConflictException", 409);
+    let filtered =
+        client.list_channels().filter_by_failover_slate_configuration_arn(config.arn()).send().await.unwrap();
     assert_eq!(filtered.channels().len(), 1);
-    client
-        .delete_channel()
-        .arn(channel.channel().unwrap().arn().unwrap())
-        .send()
-        .await
-        .unwrap();
-    client
-        .delete_failover_slate_configuration()
-        .arn(config.arn())
-        .send()
-        .await
-        .unwrap();
-    assert_error!(
-        client
-            .get_failover_slate_configuration()
-            .arn(config.arn())
-            .send(),
-        "ResourceNotFoundException",
-        404
-    );
+    client.delete_channel().arn(channel.channel().unwrap().arn().unwrap()).send().await.unwrap();
+    client.delete_failover_slate_configuration().arn(config.arn()).send().await.unwrap();
+    assert_error!(client.get_failover_slate_configuration().arn(config.arn()).send(), "ResourceNotFoundException", 404);
 }

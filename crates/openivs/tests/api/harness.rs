@@ -55,14 +55,7 @@ impl Server {
     fn launch(&mut self) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_openivs"))
             .arg("serve")
-            .args([
-                "--http-addr",
-                "127.0.0.1:0",
-                "--rtmp-addr",
-                "127.0.0.1:0",
-                "--rtmps-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--http-addr", "127.0.0.1:0", "--rtmp-addr", "127.0.0.1:0", "--rtmps-addr", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
@@ -86,9 +79,7 @@ impl Server {
         });
         let address = address_rx
             .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| {
-                panic!("openivs did not start; log: {:?}", self.log.lock().unwrap())
-            });
+            .unwrap_or_else(|_| panic!("openivs did not start; log: {:?}", self.log.lock().unwrap()));
         self.port = address.rsplit(':').next().unwrap().parse().unwrap();
         self.endpoint = format!("http://{address}");
         self.child = Some(child);
@@ -125,13 +116,7 @@ impl Server {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_owned()))
             .endpoint_url(&self.endpoint)
-            .credentials_provider(Credentials::new(
-                access_key,
-                secret,
-                None,
-                None,
-                "openivs-tests",
-            ))
+            .credentials_provider(Credentials::new(access_key, secret, None, None, "openivs-tests"))
             .retry_config(aws_sdk_ivs::config::retry::RetryConfig::disabled())
             .build();
         aws_sdk_ivs::Client::from_conf(config)
@@ -154,9 +139,7 @@ impl Drop for Server {
 
 fn unsafe_kill_term(pid: u32) {
     // `kill -TERM` keeps the tests free of libc bindings.
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
 }
 
 /// The error code and HTTP status of a failed SDK call.
@@ -166,10 +149,7 @@ pub fn error_of<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
     match result {
         Ok(value) => panic!("expected an error, got {value:?}"),
         Err(error) => {
-            let status = error
-                .raw_response()
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0);
+            let status = error.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
             let code = error.code().unwrap_or("<none>").to_owned();
             (code, status)
         }
@@ -181,12 +161,7 @@ pub fn error_of<T: std::fmt::Debug, E: ProvideErrorMetadata + std::fmt::Debug>(
 macro_rules! assert_error {
     ($call:expr, $code:expr, $status:expr) => {{
         let (code, status) = $crate::harness::error_of($call.await);
-        assert_eq!(
-            (code.as_str(), status),
-            ($code, $status),
-            "{}",
-            stringify!($call)
-        );
+        assert_eq!((code.as_str(), status), ($code, $status), "{}", stringify!($call));
     }};
 }
 
@@ -199,27 +174,16 @@ pub struct RawResponse {
 
 impl RawResponse {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
-pub fn raw_request(
-    server: &Server,
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    body: &str,
-) -> RawResponse {
+pub fn raw_request(server: &Server, method: &str, path: &str, headers: &[(String, String)], body: &str) -> RawResponse {
     let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\nconnection: close\r\ncontent-length: {}\r\n",
         server.port,
@@ -236,23 +200,10 @@ pub fn raw_request(
     let text = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
-    let status = lines
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    RawResponse {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
+    RawResponse { status, headers, body: body.to_owned() }
 }
 
 /// Signs a request with the `aws-sigv4` crate (an implementation independent of the server's)

@@ -10,10 +10,7 @@ async fn tags_on_every_resource_type() {
     let client = server.client();
     let channel = client.create_channel().send().await.unwrap();
     let destination = aws_sdk_ivs::types::DestinationConfiguration::builder()
-        .s3(aws_sdk_ivs::types::S3DestinationConfiguration::builder()
-            .bucket_name("bucket")
-            .build()
-            .unwrap())
+        .s3(aws_sdk_ivs::types::S3DestinationConfiguration::builder().bucket_name("bucket").build().unwrap())
         .build();
     let arns = vec![
         channel.channel().unwrap().arn().unwrap().to_owned(),
@@ -80,19 +77,8 @@ async fn tags_on_every_resource_type() {
             .send()
             .await
             .unwrap();
-        client
-            .tag_resource()
-            .resource_arn(arn)
-            .tags("a", "one")
-            .send()
-            .await
-            .unwrap();
-        let tags = client
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await
-            .unwrap();
+        client.tag_resource().resource_arn(arn).tags("a", "one").send().await.unwrap();
+        let tags = client.list_tags_for_resource().resource_arn(arn).send().await.unwrap();
         let tags = tags.tags();
         assert_eq!(tags.len(), 3, "{arn}: {tags:?}");
         assert_eq!(tags.get("a").map(String::as_str), Some("one"));
@@ -105,78 +91,27 @@ async fn tags_on_every_resource_type() {
             .send()
             .await
             .unwrap();
-        let tags = client
-            .list_tags_for_resource()
-            .resource_arn(arn)
-            .send()
-            .await
-            .unwrap();
+        let tags = client.list_tags_for_resource().resource_arn(arn).send().await.unwrap();
         assert_eq!(tags.tags().keys().collect::<Vec<_>>(), vec!["a"], "{arn}");
     }
     // Tags show on the resource itself.
     let fetched = client.get_channel().arn(&arns[0]).send().await.unwrap();
-    assert_eq!(
-        fetched
-            .channel()
-            .unwrap()
-            .tags()
-            .unwrap()
-            .get("a")
-            .map(String::as_str),
-        Some("one")
-    );
+    assert_eq!(fetched.channel().unwrap().tags().unwrap().get("a").map(String::as_str), Some("one"));
 }
 
 #[tokio::test]
 async fn tag_limits_and_errors() {
     let server = Server::start();
     let client = server.client();
-    let arn = client
-        .create_channel()
-        .send()
-        .await
-        .unwrap()
-        .channel()
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_owned();
+    let arn = client.create_channel().send().await.unwrap().channel().unwrap().arn().unwrap().to_owned();
+    assert_error!(client.tag_resource().resource_arn(&arn).tags("aws:owner", "x").send(), "ValidationException", 400);
     assert_error!(
-        client
-            .tag_resource()
-            .resource_arn(&arn)
-            .tags("aws:owner", "x")
-            .send(),
+        client.tag_resource().resource_arn(&arn).tags("k", "v".repeat(257)).send(),
         "ValidationException",
         400
     );
-    assert_error!(
-        client
-            .tag_resource()
-            .resource_arn(&arn)
-            .tags("k", "v".repeat(257))
-            .send(),
-        "ValidationException",
-        400
-    );
-    assert_error!(
-        client
-            .tag_resource()
-            .resource_arn(&arn)
-            .tags("bad#key", "v")
-            .send(),
-        "ValidationException",
-        400
-    );
-    assert_error!(
-        client
-            .untag_resource()
-            .resource_arn(&arn)
-            .tag_keys("aws:owner")
-            .send(),
-        "ValidationException",
-        400
-    );
+    assert_error!(client.tag_resource().resource_arn(&arn).tags("bad#key", "v").send(), "ValidationException", 400);
+    assert_error!(client.untag_resource().resource_arn(&arn).tag_keys("aws:owner").send(), "ValidationException", 400);
     let mut request = client.tag_resource().resource_arn(&arn);
     for i in 0..40 {
         request = request.tags(format!("k{i}"), "v");
@@ -188,59 +123,24 @@ async fn tag_limits_and_errors() {
     }
     // 40 + 11 = 51 > 50.
     assert_error!(request.send(), "ValidationException", 400);
-    assert_eq!(
-        client
-            .list_tags_for_resource()
-            .resource_arn(&arn)
-            .send()
-            .await
-            .unwrap()
-            .tags()
-            .len(),
-        40
-    );
+    assert_eq!(client.list_tags_for_resource().resource_arn(&arn).send().await.unwrap().tags().len(), 40);
 
     let missing = format!("arn:aws:ivs:{REGION}:{ACCOUNT}:channel/HHHHHHHHHHHH");
+    assert_error!(client.list_tags_for_resource().resource_arn(&missing).send(), "ResourceNotFoundException", 404);
+    assert_error!(client.tag_resource().resource_arn(&missing).tags("a", "b").send(), "ResourceNotFoundException", 404);
     assert_error!(
-        client
-            .list_tags_for_resource()
-            .resource_arn(&missing)
-            .send(),
-        "ResourceNotFoundException",
-        404
-    );
-    assert_error!(
-        client
-            .tag_resource()
-            .resource_arn(&missing)
-            .tags("a", "b")
-            .send(),
-        "ResourceNotFoundException",
-        404
-    );
-    assert_error!(
-        client
-            .untag_resource()
-            .resource_arn(&missing)
-            .tag_keys("a")
-            .send(),
+        client.untag_resource().resource_arn(&missing).tag_keys("a").send(),
         "ResourceNotFoundException",
         404
     );
     let other_account = format!("arn:aws:ivs:{REGION}:999999999999:channel/HHHHHHHHHHHH");
     assert_error!(
-        client
-            .list_tags_for_resource()
-            .resource_arn(&other_account)
-            .send(),
+        client.list_tags_for_resource().resource_arn(&other_account).send(),
         "ResourceNotFoundException",
         404
     );
     assert_error!(
-        client
-            .list_tags_for_resource()
-            .resource_arn("arn:aws:s3:::bucket")
-            .send(),
+        client.list_tags_for_resource().resource_arn("arn:aws:s3:::bucket").send(),
         "ValidationException",
         400
     );

@@ -9,16 +9,7 @@ use crate::harness::{ACCOUNT, REGION, Server};
 async fn revocations() {
     let server = Server::start();
     let client = server.client();
-    let arn = client
-        .create_channel()
-        .send()
-        .await
-        .unwrap()
-        .channel()
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_owned();
+    let arn = client.create_channel().send().await.unwrap().channel().unwrap().arn().unwrap().to_owned();
     client
         .start_viewer_session_revocation()
         .channel_arn(&arn)
@@ -29,20 +20,12 @@ async fn revocations() {
         .unwrap();
     let missing = format!("arn:aws:ivs:{REGION}:{ACCOUNT}:channel/GGGGGGGGGGGG");
     assert_error!(
-        client
-            .start_viewer_session_revocation()
-            .channel_arn(&missing)
-            .viewer_id("v")
-            .send(),
+        client.start_viewer_session_revocation().channel_arn(&missing).viewer_id("v").send(),
         "ResourceNotFoundException",
         404
     );
     assert_error!(
-        client
-            .start_viewer_session_revocation()
-            .channel_arn(&arn)
-            .viewer_id("v".repeat(41))
-            .send(),
+        client.start_viewer_session_revocation().channel_arn(&arn).viewer_id("v".repeat(41)).send(),
         "ValidationException",
         400
     );
@@ -77,10 +60,7 @@ async fn revocations() {
     assert_eq!(out.errors()[0].code(), Some("ResourceNotFoundException"));
     let too_many: Vec<_> = (0..21).map(|i| item(&arn, &format!("v{i}"))).collect();
     assert_error!(
-        client
-            .batch_start_viewer_session_revocation()
-            .set_viewer_sessions(Some(too_many))
-            .send(),
+        client.batch_start_viewer_session_revocation().set_viewer_sessions(Some(too_many)).send(),
         "ValidationException",
         400
     );

@@ -1,0 +1,120 @@
+//! A minimal keep-alive HTTP/1.1 client that signs IVS requests with SigV4 (openivs's own signer,
+//! the client half of the server's verifier). Minimal on purpose: the benchmark should measure
+//! the servers, not a client stack. It reconnects when a server closes the connection.
+
+use std::time::SystemTime;
+
+use openivs::auth::sigv4::{RequestParts, sign};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+pub struct Connection {
+    port: u16,
+    stream: Option<BufReader<TcpStream>>,
+}
+
+impl Connection {
+    pub fn new(port: u16) -> Connection {
+        Connection { port, stream: None }
+    }
+}
+
+pub struct SignedClient {
+    access_key_id: String,
+    secret: String,
+    region: String,
+}
+
+impl SignedClient {
+    pub fn new() -> SignedClient {
+        SignedClient { access_key_id: "test".into(), secret: "test".into(), region: "us-west-2".into() }
+    }
+
+    /// POSTs one signed IVS operation; returns the status and body.
+    pub async fn call(
+        &self,
+        connection: &mut Connection,
+        operation: &str,
+        body: &str,
+    ) -> Result<(u16, Vec<u8>), String> {
+        let host = format!("127.0.0.1:{}", connection.port);
+        let path = format!("/{operation}");
+        let unsigned = RequestParts {
+            method: "POST",
+            raw_path: &path,
+            raw_query: None,
+            headers: vec![("host", host.as_bytes()), ("content-type", b"application/json")],
+            body: body.as_bytes(),
+        };
+        let signature = sign(
+            &unsigned,
+            &self.access_key_id,
+            &self.secret,
+            &self.region,
+            time::OffsetDateTime::from(SystemTime::now()),
+        );
+        let mut request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in signature {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
+        for attempt in 0..2 {
+            if connection.stream.is_none() {
+                let stream = TcpStream::connect(("127.0.0.1", connection.port)).await.map_err(|e| e.to_string())?;
+                stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                connection.stream = Some(BufReader::new(stream));
+            }
+            match exchange(connection.stream.as_mut().expect("connected"), request.as_bytes()).await {
+                Ok((status, body, keep_alive)) => {
+                    if !keep_alive {
+                        connection.stream = None;
+                    }
+                    return Ok((status, body));
+                }
+                // A kept-alive connection the server had closed: reconnect once.
+                Err(error) if attempt == 0 => {
+                    let _ = error;
+                    connection.stream = None;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+}
+
+async fn exchange(stream: &mut BufReader<TcpStream>, request: &[u8]) -> Result<(u16, Vec<u8>, bool), String> {
+    stream.get_mut().write_all(request).await.map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    if stream.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
+        return Err("connection closed".into());
+    }
+    let mut parts = line.split_whitespace();
+    let version = parts.next().unwrap_or("").to_owned();
+    let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or("bad status line")?;
+    let mut content_length = 0usize;
+    let mut keep_alive = version == "HTTP/1.1";
+    loop {
+        line.clear();
+        stream.read_line(&mut line).await.map_err(|e| e.to_string())?;
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':') {
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.parse().map_err(|_| "bad content-length")?;
+            } else if name.eq_ignore_ascii_case("connection") {
+                keep_alive = !value.eq_ignore_ascii_case("close");
+            }
+        }
+    }
+    let mut body = vec![0; content_length];
+    stream.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    Ok((status, body, keep_alive))
+}
