@@ -1,7 +1,12 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a change is on
 //! disk when `apply` returns. Writes go through a single connection (SQLite allows one writer
-//! at a time anyway, and this makes every `Change` a serializable transaction without busy
-//! retries); reads use a small pool of read-only connections that WAL lets run alongside.
+//! at a time anyway, and this makes every `Change` serializable without busy retries); reads use
+//! a small pool of read-only connections that WAL lets run alongside.
+//!
+//! Group commit: the changes that arrive while a commit is under way are applied together in the
+//! next transaction, each inside its own savepoint (so one change's failed condition undoes only
+//! that change), and share one fsync. Every caller still learns its own outcome only after the
+//! commit that holds its change is durable.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -13,6 +18,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use tokio::sync::{mpsc, oneshot};
 
 use super::{ApplyError, Change, Check, ListQuery, Record, Store, ViewerRevocation, Write};
 
@@ -22,7 +28,14 @@ const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_re
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    commits: mpsc::Sender<PendingChange>,
 }
+
+/// A change waiting for the commit loop, and where to send its outcome.
+type PendingChange = (Change, oneshot::Sender<Result<(), ApplyError>>);
+
+/// At most this many changes share one transaction.
+const MAX_GROUP: usize = 256;
 
 fn backend(error: sqlx::Error) -> IvsError {
     IvsError::internal(format!("store error: {error}"))
@@ -56,7 +69,9 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        Ok(SqliteStore { writer, reader })
+        let (commits, queue) = mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(commit_loop(writer.clone(), queue));
+        Ok(SqliteStore { writer, reader, commits })
     }
 
     pub async fn close(&self) {
@@ -214,6 +229,75 @@ async fn perform(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<(), 
     Ok(())
 }
 
+/// Applies queued changes, as many as are waiting (up to [`MAX_GROUP`]) per transaction.
+async fn commit_loop(pool: SqlitePool, mut queue: mpsc::Receiver<PendingChange>) {
+    while let Some(first) = queue.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match queue.try_recv() {
+                Ok(pending) => group.push(pending),
+                Err(_) => break,
+            }
+        }
+        let outcomes = commit_group(&pool, group.iter().map(|(change, _)| change)).await;
+        for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+/// One transaction for a group of changes; each change succeeds or fails on its own, and none
+/// is reported successful unless the commit succeeded.
+async fn commit_group<'a>(
+    pool: &SqlitePool,
+    changes: impl ExactSizeIterator<Item = &'a Change>,
+) -> Vec<Result<(), ApplyError>> {
+    let count = changes.len();
+    let all_failed = |e: sqlx::Error| (0..count).map(|_| Err(store_error(&e))).collect();
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return all_failed(e),
+    };
+    let mut outcomes = Vec::with_capacity(count);
+    for change in changes {
+        outcomes.push(apply_in_savepoint(&mut tx, change).await);
+    }
+    match tx.commit().await {
+        Ok(()) => outcomes,
+        Err(e) => all_failed(e),
+    }
+}
+
+fn store_error(error: &sqlx::Error) -> ApplyError {
+    ApplyError::Backend(format!("store error: {error}"))
+}
+
+async fn apply_in_savepoint(tx: &mut Transaction<'_, Sqlite>, change: &Change) -> Result<(), ApplyError> {
+    sqlx::query("SAVEPOINT change").execute(&mut **tx).await.map_err(|e| store_error(&e))?;
+    let outcome = apply_change(tx, change).await;
+    let end = if outcome.is_ok() { "RELEASE SAVEPOINT change" } else { "ROLLBACK TO SAVEPOINT change" };
+    sqlx::query(end).execute(&mut **tx).await.map_err(|e| store_error(&e))?;
+    if outcome.is_err() {
+        sqlx::query("RELEASE SAVEPOINT change").execute(&mut **tx).await.map_err(|e| store_error(&e))?;
+    }
+    outcome
+}
+
+async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &Change) -> Result<(), ApplyError> {
+    for condition in &change.conditions {
+        if !holds(tx, &condition.check).await.map_err(|e| store_error(&e))? {
+            return Err(match condition.check {
+                Check::Version { .. } => ApplyError::Stale,
+                _ => ApplyError::Rejected(condition.error.clone()),
+            });
+        }
+    }
+    for write in &change.writes {
+        perform(tx, write).await.map_err(|e| store_error(&e))?;
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn get(&self, arn: &str) -> Result<Option<Record>, IvsError> {
@@ -256,21 +340,10 @@ impl Store for SqliteStore {
     }
 
     async fn apply(&self, change: Change) -> Result<(), ApplyError> {
-        let fail = |e: sqlx::Error| ApplyError::Backend(format!("store error: {e}"));
-        let mut tx = self.writer.begin().await.map_err(fail)?;
-        for condition in &change.conditions {
-            if !holds(&mut tx, &condition.check).await.map_err(fail)? {
-                tx.rollback().await.map_err(fail)?;
-                return Err(match condition.check {
-                    Check::Version { .. } => ApplyError::Stale,
-                    _ => ApplyError::Rejected(condition.error.clone()),
-                });
-            }
-        }
-        for write in &change.writes {
-            perform(&mut tx, write).await.map_err(fail)?;
-        }
-        tx.commit().await.map_err(fail)
+        let (reply, outcome) = oneshot::channel();
+        let stopped = || ApplyError::Backend("the store is shut down".into());
+        self.commits.send((change, reply)).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     async fn revoke_viewer_sessions(&self, revocation: &ViewerRevocation) -> Result<(), IvsError> {
@@ -400,6 +473,44 @@ mod tests {
         let next = store.list(&ListQuery { after_seq: page[2].seq, ..query }).await.unwrap();
         assert_eq!(next.len(), 2);
         assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v1"));
+        store.close().await;
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_changes_each_succeed_or_fail_alone() {
+        let (store, dir) = temp_store("group").await;
+        let store = std::sync::Arc::new(store);
+        let mut tasks = Vec::new();
+        for i in 0..50 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let change = Change::new()
+                    .require(
+                        Check::CountBelow {
+                            resource_type: ResourceType::Channel,
+                            account: "123456789012".into(),
+                            region: "us-west-2".into(),
+                            limit: 10,
+                        },
+                        IvsError::quota("full"),
+                    )
+                    .write(Write::Put(record(&format!("arn:g{i}"))));
+                store.apply(change).await
+            }));
+        }
+        let mut applied = 0;
+        for task in tasks {
+            match task.await.unwrap() {
+                Ok(()) => applied += 1,
+                Err(ApplyError::Rejected(e)) => assert_eq!(e.message, "full"),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(applied, 10);
+        let query =
+            ListQuery { account: "123456789012".into(), region: "us-west-2".into(), limit: 100, ..Default::default() };
+        assert_eq!(store.list(&query).await.unwrap().len(), 10);
         store.close().await;
         std::fs::remove_dir_all(dir).ok();
     }
