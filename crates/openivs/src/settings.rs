@@ -68,7 +68,7 @@ pub struct ServeArgs {
     /// separate with commas in the variable) for several. With none, the local-development pair
     /// test/test for account 123456789012 is accepted. Prefer the config file or the environment
     /// for secrets: flags are visible to other users of the machine.
-    #[arg(long = "credential", env = "OPENIVS_CREDENTIALS", value_delimiter = ',')]
+    #[arg(long = "credential", env = "OPENIVS_CREDENTIALS", value_delimiter = ',', hide_env_values = true)]
     pub credentials: Vec<String>,
 
     /// Allow the local-development credential test/test while listening on a non-loopback
