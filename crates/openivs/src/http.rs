@@ -76,7 +76,12 @@ fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
 
 /// The operation's input: the JSON body, plus the URI label and query parameters bound to
 /// their members as the model says.
-fn gather_input(operation: &str, label: Option<&str>, query: Option<&str>, body: &Bytes) -> Result<Value, IvsError> {
+pub(crate) fn gather_input(
+    operation: &str,
+    label: Option<&str>,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Result<Value, IvsError> {
     let mut input = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
