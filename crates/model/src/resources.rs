@@ -275,3 +275,87 @@ pub struct FailoverSlateConfiguration {
     pub state: String,
     pub tags: Tags,
 }
+
+/// A stream session: one publish, from connect to disconnect, as GetStreamSession returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamSession {
+    pub stream_id: String,
+    pub start_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_configuration: Option<IngestConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_configurations: Option<IngestConfigurations>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording_configuration: Option<RecordingConfiguration>,
+    /// Newest first, at most 500.
+    pub truncated_events: Vec<StreamEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_slate_configuration: Option<FailoverSlateConfiguration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamSessionSummary {
+    pub stream_id: String,
+    pub start_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<String>,
+    pub has_error_event: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamEvent {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub event_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoConfiguration {
+    pub avc_profile: String,
+    pub avc_level: String,
+    pub codec: String,
+    pub encoder: String,
+    pub target_bitrate: i64,
+    pub target_framerate: i64,
+    pub video_height: i64,
+    pub video_width: i64,
+    pub level: String,
+    pub track: String,
+    pub profile: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AudioConfiguration {
+    pub codec: String,
+    pub target_bitrate: i64,
+    pub sample_rate: i64,
+    pub channels: i64,
+    pub track: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestConfiguration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub video: Option<VideoConfiguration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audio: Option<AudioConfiguration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestConfigurations {
+    pub video_configurations: Vec<VideoConfiguration>,
+    pub audio_configurations: Vec<AudioConfiguration>,
+}

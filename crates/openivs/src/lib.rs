@@ -8,6 +8,7 @@ pub mod api;
 pub mod auth;
 pub mod fuzzing;
 pub mod http;
+pub mod ingest;
 pub mod live;
 pub mod server;
 pub mod settings;

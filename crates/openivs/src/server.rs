@@ -1,11 +1,18 @@
-//! Start-up and shutdown: open the store, bind the listeners, serve until SIGINT/SIGTERM.
+//! Start-up and shutdown: open the store, bind the listeners (HTTP; RTMP and RTMPS ingest),
+//! serve until SIGINT/SIGTERM, then stop live streams and close the store.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::api::{Api, Endpoints};
 use crate::auth::Authenticator;
 use crate::http::{AppState, router};
+use crate::ingest::{IngestContext, run_listener, tls};
 use crate::live::LiveRegistry;
+use crate::live::session::end_orphaned_sessions;
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -14,30 +21,53 @@ use crate::store::sqlite::SqliteStore;
 /// milestone, the port is what `srt.endpoint` already advertises.
 const SRT_PORT: u16 = 9000;
 
+async fn bind(address: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(address).await.map_err(|e| format!("cannot listen for {what} on {address}: {e}"))
+}
+
 pub async fn serve(settings: Settings) -> Result<(), String> {
     if settings.dev_credentials {
         tracing::warn!(
             "no credentials configured: accepting the local-development access key 'test' (account 123456789012)"
         );
     }
-    let store = Arc::new(SqliteStore::open(&settings.sqlite_path()).await?);
-    let listener = tokio::net::TcpListener::bind(settings.http_addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
-    let http_addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let sqlite = Arc::new(SqliteStore::open(&settings.sqlite_path()).await?);
+    let store: Arc<dyn Store> = sqlite.clone();
+    let ended = end_orphaned_sessions(&store, time::OffsetDateTime::now_utc()).await.map_err(|e| e.to_string())?;
+    if ended > 0 {
+        tracing::info!("ended {ended} stream session(s) left open by the previous run");
+    }
+    let http = bind(settings.http_addr, "HTTP").await?;
+    let rtmp = bind(settings.rtmp_addr, "RTMP").await?;
+    let rtmps = bind(settings.rtmps_addr, "RTMPS").await?;
+    let tls = tls::acceptor(&settings)?;
+    let http_addr = http.local_addr().map_err(|e| e.to_string())?;
+    let rtmp_addr = rtmp.local_addr().map_err(|e| e.to_string())?;
+    let rtmps_addr = rtmps.local_addr().map_err(|e| e.to_string())?;
     let endpoints = Endpoints {
         public_host: settings.public_host.clone(),
         http_port: http_addr.port(),
-        rtmps_port: settings.rtmps_addr.port(),
+        rtmps_port: rtmps_addr.port(),
         srt_port: SRT_PORT,
     };
     let live = Arc::new(LiveRegistry::new());
     let api =
-        Api::new(store.clone() as Arc<dyn Store>, live, settings.quotas, endpoints).await.map_err(|e| e.to_string())?;
+        Api::new(store.clone(), live.clone(), settings.quotas, endpoints.clone()).await.map_err(|e| e.to_string())?;
     let state = Arc::new(AppState { api, auth: Authenticator::new(&settings.credentials) });
+    let ingest = Arc::new(IngestContext { store: store.clone(), live: live.clone(), endpoints });
+    let (stop_ingest, ingest_stopped) = watch::channel(false);
+    let rtmp_task = tokio::spawn(run_listener(rtmp, None, ingest.clone(), ingest_stopped.clone()));
+    let rtmps_task = tokio::spawn(run_listener(rtmps, Some(tls), ingest, ingest_stopped));
+    tracing::info!("openivs RTMPS ingest listening on rtmps://{rtmps_addr}/app/");
+    tracing::info!("openivs RTMP ingest listening on rtmp://{rtmp_addr}/app/ (channels with insecureIngest only)");
     tracing::info!("openivs API listening on http://{http_addr} (data in {})", settings.data_dir.display());
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())?;
-    store.close().await;
+    axum::serve(http, router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())?;
+    // Stop accepting publishers, end the live streams, and give their sessions a moment to record it.
+    let _ = stop_ingest.send(true);
+    let _ = tokio::join!(rtmp_task, rtmps_task);
+    live.stop_all();
+    live.wait_finished(Duration::from_secs(3)).await;
+    sqlite.close().await;
     tracing::info!("openivs stopped");
     Ok(())
 }

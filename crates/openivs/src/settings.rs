@@ -55,6 +55,15 @@ pub struct ServeArgs {
     #[arg(long, env = "OPENIVS_RTMPS_ADDR")]
     pub rtmps_addr: Option<SocketAddr>,
 
+    /// PEM certificate (chain) of the RTMPS listener. With none, a self-signed certificate for
+    /// --public-host is generated once into the data directory.
+    #[arg(long, env = "OPENIVS_TLS_CERTIFICATE")]
+    pub tls_certificate: Option<PathBuf>,
+
+    /// PEM private key of the RTMPS certificate.
+    #[arg(long, env = "OPENIVS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
     /// Directory of the embedded store (SQLite file) and of local media. [default: ./openivs-data]
     #[arg(long, env = "OPENIVS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -113,6 +122,8 @@ struct FileSettings {
     rtmp_addr: Option<SocketAddr>,
     rtmps_addr: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
+    tls_certificate: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     public_host: Option<String>,
     #[serde(default)]
     credentials: Vec<FileCredential>,
@@ -169,6 +180,8 @@ pub struct Settings {
     pub rtmp_addr: SocketAddr,
     pub rtmps_addr: SocketAddr,
     pub data_dir: PathBuf,
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub public_host: String,
     pub credentials: Vec<Credential>,
     /// True when no credential was configured and test/test is in force.
@@ -208,6 +221,8 @@ impl Settings {
             rtmp_addr: args.rtmp_addr.or(file.rtmp_addr).unwrap_or(([127, 0, 0, 1], 1935).into()),
             rtmps_addr: args.rtmps_addr.or(file.rtmps_addr).unwrap_or(([127, 0, 0, 1], 4443).into()),
             data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("openivs-data")),
+            tls_certificate: args.tls_certificate.or(file.tls_certificate),
+            tls_key: args.tls_key.or(file.tls_key),
             public_host: args.public_host.or(file.public_host).unwrap_or_else(|| "127.0.0.1".into()),
             credentials,
             dev_credentials,

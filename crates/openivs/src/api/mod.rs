@@ -13,7 +13,7 @@ pub mod pagination;
 mod playback_key_pairs;
 mod playback_restriction_policies;
 mod recording_configurations;
-mod stream_keys;
+pub(crate) mod stream_keys;
 mod streams;
 mod tags;
 mod viewer_sessions;
@@ -115,7 +115,7 @@ pub(crate) fn new_id() -> String {
     random_alphanumeric(12)
 }
 
-pub(crate) fn random_alphanumeric(length: usize) -> String {
+pub fn random_alphanumeric(length: usize) -> String {
     rand::rng().sample_iter(rand::distr::Alphanumeric).take(length).map(char::from).collect()
 }
 

@@ -1,20 +1,23 @@
-//! Live streams: GetStream, ListStreams, StopStream, GetStreamSession, ListStreamSessions,
-//! PutMetadata, InsertAdBreak. Each first resolves the channel (`ResourceNotFoundException`), then
-//! asks the live registry; an offline channel answers `ChannelNotBroadcasting`, as in IVS.
-//! Stream sessions are recorded by ingest (a later milestone); until then a channel has none.
+//! Live streams and their sessions: GetStream, ListStreams, StopStream, GetStreamSession,
+//! ListStreamSessions, PutMetadata, InsertAdBreak. Each first resolves the channel
+//! (`ResourceNotFoundException`); the live-only ones then need a live stream and answer
+//! `ChannelNotBroadcasting` without one, as in IVS.
+
+use std::time::Instant;
 
 use openivs_model::requests::{
     ChannelArnInput, GetStreamSessionInput, InsertAdBreakInput, ListByChannelInput, ListStreamsInput, PutMetadataInput,
 };
-use openivs_model::resources::Channel;
+use openivs_model::resources::{Channel, StreamSession, StreamSessionSummary};
 use openivs_model::{ErrorKind, IvsError, timestamp};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::pagination::Listing;
-use super::{Api, input_error_if, page_output, random_alphanumeric};
+use super::{Api, input_error_if, output, page_output, random_alphanumeric};
 use crate::auth::Caller;
 use crate::live::LiveStream;
+use crate::live::hub::TimedMetadata;
 
 /// PutMetadata's payload limit (IVS: 1 KB).
 const MAX_METADATA_BYTES: usize = 1024;
@@ -30,21 +33,17 @@ async fn live_stream(api: &Api, caller: &Caller, channel_arn: &str) -> Result<(C
     Ok((channel, stream))
 }
 
-fn stream_output(stream: &LiveStream) -> Value {
-    json!({
+pub(super) async fn get(api: &Api, caller: &Caller, request: ChannelArnInput) -> Result<Value, IvsError> {
+    let (channel, stream) = live_stream(api, caller, &request.channel_arn).await?;
+    Ok(json!({ "stream": {
         "channelArn": stream.channel_arn,
         "streamId": stream.stream_id,
-        "playbackUrl": stream.playback_url,
+        "playbackUrl": channel.playback_url,
         "startTime": timestamp::format(stream.start_time),
         "state": "LIVE",
-        "health": stream.health,
-        "viewerCount": stream.viewer_count,
-    })
-}
-
-pub(super) async fn get(api: &Api, caller: &Caller, request: ChannelArnInput) -> Result<Value, IvsError> {
-    let (_, stream) = live_stream(api, caller, &request.channel_arn).await?;
-    Ok(json!({ "stream": stream_output(&stream) }))
+        "health": stream.health().wire_name(),
+        "viewerCount": stream.viewer_count(),
+    }}))
 }
 
 /// Live streams are in memory, oldest first; the page cursor is the start time (µs) of the last
@@ -56,25 +55,29 @@ pub(super) async fn list(api: &Api, caller: &Caller, request: ListStreamsInput) 
     let after = api.tokens.cursor(request.paging.next_token.as_deref(), &listing, now)?;
     let page_size = request.paging.max_results.unwrap_or(100).clamp(1, 100) as usize;
     let start_micros = |s: &LiveStream| (s.start_time.unix_timestamp_nanos() / 1000) as i64;
-    let mut streams: Vec<LiveStream> = api
+    let mut streams: Vec<(LiveStream, &'static str)> = api
         .live
         .streams_of(&caller.account, &caller.region)
         .into_iter()
-        .filter(|s| health.as_deref().is_none_or(|h| s.health == h) && start_micros(s) > after)
+        .map(|s| {
+            let health = s.health().wire_name();
+            (s, health)
+        })
+        .filter(|(s, h)| health.as_deref().is_none_or(|wanted| *h == wanted) && start_micros(s) > after)
         .collect();
     let next_token = (streams.len() > page_size).then(|| {
         streams.truncate(page_size);
-        api.tokens.issue(&listing, start_micros(&streams[page_size - 1]), now)
+        api.tokens.issue(&listing, start_micros(&streams[page_size - 1].0), now)
     });
     let summaries = streams
         .iter()
-        .map(|s| {
+        .map(|(s, health)| {
             json!({
                 "channelArn": s.channel_arn,
                 "streamId": s.stream_id,
                 "state": "LIVE",
-                "health": s.health,
-                "viewerCount": s.viewer_count,
+                "health": health,
+                "viewerCount": s.viewer_count(),
                 "startTime": timestamp::format(s.start_time),
             })
         })
@@ -82,6 +85,7 @@ pub(super) async fn list(api: &Api, caller: &Caller, request: ListStreamsInput) 
     Ok(page_output("streams", summaries, next_token))
 }
 
+/// Disconnects the publisher; the channel is offline when this returns.
 pub(super) async fn stop(api: &Api, caller: &Caller, request: ChannelArnInput) -> Result<Value, IvsError> {
     live_stream(api, caller, &request.channel_arn).await?;
     if !api.live.stop(&request.channel_arn) {
@@ -92,23 +96,58 @@ pub(super) async fn stop(api: &Api, caller: &Caller, request: ChannelArnInput) -
 
 pub(super) async fn get_session(api: &Api, caller: &Caller, request: GetStreamSessionInput) -> Result<Value, IvsError> {
     api.load::<Channel>(caller, &request.channel_arn).await?;
-    Err(IvsError::not_found(match request.stream_id {
-        Some(stream_id) => format!("The stream session {stream_id} was not found on channel {}", request.channel_arn),
-        None => format!("The channel {} has no stream sessions", request.channel_arn),
-    }))
+    let record = api.store.stream_session(&request.channel_arn, request.stream_id.as_deref()).await?;
+    let Some(record) = record else {
+        return Err(IvsError::not_found(match request.stream_id {
+            Some(stream_id) => {
+                format!("The stream session {stream_id} was not found on channel {}", request.channel_arn)
+            }
+            None => format!("The channel {} has no stream sessions", request.channel_arn),
+        }));
+    };
+    let session: Value = serde_json::from_str(&record.body).map_err(|e| IvsError::internal(e.to_string()))?;
+    Ok(json!({ "streamSession": session }))
 }
 
+/// Newest first; the cursor is the seq of the last session returned.
 pub(super) async fn list_sessions(api: &Api, caller: &Caller, request: ListByChannelInput) -> Result<Value, IvsError> {
     api.load::<Channel>(caller, &request.channel_arn).await?;
+    let now = OffsetDateTime::now_utc();
     let listing = Listing::new("ListStreamSessions", &caller.account, &caller.region, &[&request.channel_arn]);
-    api.tokens.cursor(request.paging.next_token.as_deref(), &listing, OffsetDateTime::now_utc())?;
-    Ok(page_output("streamSessions", Vec::new(), None))
+    let cursor = api.tokens.cursor(request.paging.next_token.as_deref(), &listing, now)?;
+    let before = if cursor == 0 { i64::MAX } else { cursor };
+    let page_size = request.paging.max_results.unwrap_or(100).clamp(1, 100) as u32;
+    let mut records = api.store.list_stream_sessions(&request.channel_arn, before, page_size + 1).await?;
+    let next_token = (records.len() > page_size as usize).then(|| {
+        records.truncate(page_size as usize);
+        api.tokens.issue(&listing, records[page_size as usize - 1].seq, now)
+    });
+    let mut summaries = Vec::with_capacity(records.len());
+    for record in &records {
+        let session: StreamSession =
+            serde_json::from_str(&record.body).map_err(|e| IvsError::internal(e.to_string()))?;
+        summaries.push(output(StreamSessionSummary {
+            stream_id: session.stream_id,
+            start_time: session.start_time,
+            end_time: session.end_time,
+            has_error_event: record.has_error_event,
+        })?);
+    }
+    Ok(page_output("streamSessions", summaries, next_token))
 }
 
 pub(super) async fn put_metadata(api: &Api, caller: &Caller, request: PutMetadataInput) -> Result<Value, IvsError> {
     input_error_if(request.metadata.len() > MAX_METADATA_BYTES, "metadata must be at most 1 KB (1024 bytes of UTF-8)")?;
-    live_stream(api, caller, &request.channel_arn).await?;
-    api.live.put_metadata(&request.channel_arn, &request.metadata);
+    let (_, stream) = live_stream(api, caller, &request.channel_arn).await?;
+    let now = Instant::now();
+    if !stream.admit_metadata(now) {
+        return Err(IvsError::new(ErrorKind::Throttling, "PutMetadata is limited to 5 calls per second per channel"));
+    }
+    stream.hub.put_metadata(TimedMetadata {
+        text: request.metadata,
+        arrival: now,
+        arrival_wall: OffsetDateTime::now_utc(),
+    });
     Ok(Value::Null)
 }
 

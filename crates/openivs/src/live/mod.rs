@@ -1,35 +1,108 @@
-//! The registry of live channels: which channels are broadcasting right now, and their
-//! streams. Only the ingest side (a later milestone: RTMP/RTMPS) adds streams here; the API reads
-//! it to answer GetStream, ListStreams, StopStream, PutMetadata and InsertAdBreak, and to refuse
-//! deleting or updating a live channel. Until ingest lands, no channel is ever live, and those
-//! operations answer `ChannelNotBroadcasting` exactly as IVS does for an offline channel.
+//! Live state: which channels are broadcasting right now ([`LiveRegistry`]), each with its stream
+//! hub ([`hub`]), its measurements ([`stats`]) and its session record ([`session`]). Ingest adds
+//! and removes streams here; the API reads it (GetStream, ListStreams, …) and asks it to stop a
+//! stream (StopStream).
+
+pub mod hub;
+pub mod session;
+pub mod stats;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 
-/// A live stream, as GetStream describes it.
-#[derive(Debug, Clone, PartialEq)]
+use hub::Hub;
+use stats::{Health, IngestStats};
+
+/// A live stream, as the registry holds it. Cloning is cheap.
+#[derive(Clone)]
 pub struct LiveStream {
     pub channel_arn: String,
     pub account: String,
     pub region: String,
     pub stream_id: String,
-    pub playback_url: String,
     pub start_time: OffsetDateTime,
-    pub health: &'static str,
-    pub viewer_count: i64,
+    pub hub: Arc<Hub>,
+    pub stats: Arc<Mutex<IngestStats>>,
+    /// Notified by StopStream; the ingest session ends the stream when it fires.
+    pub stop: Arc<Notify>,
+    /// When the last PutMetadata calls arrived (IVS allows 5 per second per channel).
+    metadata_calls: Arc<Mutex<std::collections::VecDeque<Instant>>>,
+}
+
+impl LiveStream {
+    pub fn new(channel_arn: &str, account: &str, region: &str, stream_id: &str, now: OffsetDateTime) -> LiveStream {
+        LiveStream {
+            channel_arn: channel_arn.to_owned(),
+            account: account.to_owned(),
+            region: region.to_owned(),
+            stream_id: stream_id.to_owned(),
+            start_time: now,
+            hub: Arc::new(Hub::new()),
+            stats: Arc::new(Mutex::new(IngestStats::new(Instant::now()))),
+            stop: Arc::new(Notify::new()),
+            metadata_calls: Arc::default(),
+        }
+    }
+
+    /// Counts a PutMetadata call; false when it would exceed 5 per second.
+    pub fn admit_metadata(&self, now: Instant) -> bool {
+        let mut calls = self.metadata_calls.lock().expect("metadata lock");
+        while calls.front().is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1)) {
+            calls.pop_front();
+        }
+        if calls.len() >= 5 {
+            return false;
+        }
+        calls.push_back(now);
+        true
+    }
+
+    pub fn health(&self) -> Health {
+        self.stats.lock().expect("stats lock").health(Instant::now())
+    }
+
+    /// Concurrent viewers (playback sessions arrive with the HLS origin).
+    pub fn viewer_count(&self) -> i64 {
+        0
+    }
 }
 
 #[derive(Default)]
 pub struct LiveRegistry {
     streams: RwLock<HashMap<String, LiveStream>>,
+    /// Sessions started and not yet finished (they may outlive their entry after `stop`).
+    active_sessions: std::sync::atomic::AtomicUsize,
 }
 
 impl LiveRegistry {
     pub fn new() -> LiveRegistry {
         LiveRegistry::default()
+    }
+
+    /// Registers a stream; refused (returns false) while the channel already has one: one
+    /// publisher per channel.
+    pub fn try_start(&self, stream: LiveStream) -> bool {
+        let mut streams = self.streams.write().expect("live registry lock");
+        if streams.contains_key(&stream.channel_arn) {
+            return false;
+        }
+        streams.insert(stream.channel_arn.clone(), stream);
+        self.active_sessions.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+
+    /// Called once by each session that `try_start` accepted, when it has recorded its end:
+    /// removes its stream (only that stream, not a successor).
+    pub fn finish(&self, channel_arn: &str, stream_id: &str) {
+        self.active_sessions.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let mut streams = self.streams.write().expect("live registry lock");
+        if streams.get(channel_arn).is_some_and(|s| s.stream_id == stream_id) {
+            streams.remove(channel_arn);
+        }
     }
 
     pub fn is_live(&self, channel_arn: &str) -> bool {
@@ -53,17 +126,36 @@ impl LiveRegistry {
         streams.sort_by(|a, b| (a.start_time, &a.stream_id).cmp(&(b.start_time, &b.stream_id)));
         streams
     }
-}
 
-impl LiveRegistry {
-    /// Ends a channel's stream (StopStream); false if it was not live.
+    /// Ends a channel's stream (StopStream): the channel is offline from now on, and its ingest
+    /// session disconnects the publisher. False if it was not live.
     pub fn stop(&self, channel_arn: &str) -> bool {
-        self.streams.write().expect("live registry lock").remove(channel_arn).is_some()
+        let removed = self.streams.write().expect("live registry lock").remove(channel_arn);
+        match removed {
+            Some(stream) => {
+                stream.stop.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 
-    /// Hands timed metadata (PutMetadata) to a live stream. Delivery into the media arrives with
-    /// the packager; until then no stream is ever live, so nothing reaches here.
-    pub fn put_metadata(&self, channel_arn: &str, _metadata: &str) -> bool {
-        self.is_live(channel_arn)
+    /// Waits (up to `limit`) until every session has finished.
+    pub async fn wait_finished(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.active_sessions.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops every stream (server shutdown).
+    pub fn stop_all(&self) {
+        let streams: Vec<LiveStream> =
+            self.streams.write().expect("live registry lock").drain().map(|(_, s)| s).collect();
+        for stream in streams {
+            stream.stop.notify_one();
+        }
     }
 }

@@ -174,14 +174,45 @@ pub struct ViewerRevocation {
     pub max_version: i64,
 }
 
+/// A stored stream session (its JSON is the StreamSession the API returns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamSessionRecord {
+    /// Order of creation; listings run newest first.
+    pub seq: i64,
+    pub stream_id: String,
+    pub channel_arn: String,
+    pub ended: bool,
+    pub has_error_event: bool,
+    pub body: String,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn get(&self, arn: &str) -> Result<Option<Record>, IvsError>;
+    /// The record holding a unique key (a stream key by its value's index, …).
+    async fn get_by_unique_key(&self, unique_key: &str) -> Result<Option<Record>, IvsError>;
     async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, IvsError>;
     async fn apply(&self, change: Change) -> Result<(), ApplyError>;
     /// Records a revocation; a later one for the same viewer raises the version, never lowers it.
     async fn revoke_viewer_sessions(&self, revocation: &ViewerRevocation) -> Result<(), IvsError>;
     async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str) -> Result<Option<i64>, IvsError>;
+    /// Inserts or replaces a stream session (by stream id). Durable when it returns.
+    async fn put_stream_session(&self, session: &StreamSessionRecord) -> Result<(), IvsError>;
+    /// A channel's session with this id, or its latest session when `stream_id` is `None`.
+    async fn stream_session(
+        &self,
+        channel_arn: &str,
+        stream_id: Option<&str>,
+    ) -> Result<Option<StreamSessionRecord>, IvsError>;
+    /// A channel's sessions, newest first, with a seq below `before_seq` (`i64::MAX`: from the newest).
+    async fn list_stream_sessions(
+        &self,
+        channel_arn: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StreamSessionRecord>, IvsError>;
+    /// Sessions not marked ended (left by a server that stopped while they were live).
+    async fn open_stream_sessions(&self) -> Result<Vec<StreamSessionRecord>, IvsError>;
     /// A value kept in the store across restarts (e.g. the key that signs pagination tokens).
     async fn setting(&self, key: &str) -> Result<Option<String>, IvsError>;
     /// Sets the value unless one is already there; returns the value in force.

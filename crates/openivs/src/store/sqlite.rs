@@ -20,10 +20,13 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ApplyError, Change, Check, ListQuery, Record, Store, ViewerRevocation, Write};
+use super::{ApplyError, Change, Check, ListQuery, Record, Store, StreamSessionRecord, ViewerRevocation, Write};
 
 /// Schema migrations, applied in order once each (recorded in `schema_migrations`).
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("migrations/sqlite/0001_resources.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("migrations/sqlite/0001_resources.sql")),
+    (2, include_str!("migrations/sqlite/0002_stream_sessions.sql")),
+];
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -125,6 +128,17 @@ fn record_from_row(row: &SqliteRow) -> Result<Record, IvsError> {
         name: row.try_get("name").map_err(backend)?,
         unique_key: row.try_get("unique_key").map_err(backend)?,
         references: refs.map(|r| r.split(' ').map(str::to_owned).collect()).unwrap_or_default(),
+        body: row.try_get("body").map_err(backend)?,
+    })
+}
+
+fn session_from_row(row: &SqliteRow) -> Result<StreamSessionRecord, IvsError> {
+    Ok(StreamSessionRecord {
+        seq: row.try_get("seq").map_err(backend)?,
+        stream_id: row.try_get("stream_id").map_err(backend)?,
+        channel_arn: row.try_get("channel_arn").map_err(backend)?,
+        ended: row.try_get("ended").map_err(backend)?,
+        has_error_event: row.try_get("has_error_event").map_err(backend)?,
         body: row.try_get("body").map_err(backend)?,
     })
 }
@@ -304,6 +318,89 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE arn = ?");
         let row = sqlx::query(AssertSqlSafe(sql)).bind(arn).fetch_optional(&self.reader).await.map_err(backend)?;
         row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn get_by_unique_key(&self, unique_key: &str) -> Result<Option<Record>, IvsError> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE unique_key = ?");
+        let row =
+            sqlx::query(AssertSqlSafe(sql)).bind(unique_key).fetch_optional(&self.reader).await.map_err(backend)?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    async fn put_stream_session(&self, session: &StreamSessionRecord) -> Result<(), IvsError> {
+        sqlx::query(
+            "INSERT INTO stream_sessions (stream_id, channel_arn, ended, has_error_event, body) VALUES (?, ?, ?, ?, ?) \
+             ON CONFLICT (stream_id) DO UPDATE SET ended = excluded.ended, has_error_event = excluded.has_error_event, \
+             body = excluded.body",
+        )
+        .bind(&session.stream_id)
+        .bind(&session.channel_arn)
+        .bind(session.ended)
+        .bind(session.has_error_event)
+        .bind(&session.body)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn stream_session(
+        &self,
+        channel_arn: &str,
+        stream_id: Option<&str>,
+    ) -> Result<Option<StreamSessionRecord>, IvsError> {
+        let row = match stream_id {
+            Some(id) => {
+                sqlx::query(
+                    "SELECT seq, stream_id, channel_arn, ended, has_error_event, body FROM stream_sessions \
+                     WHERE channel_arn = ? AND stream_id = ?",
+                )
+                .bind(channel_arn)
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await
+            }
+            None => {
+                sqlx::query(
+                    "SELECT seq, stream_id, channel_arn, ended, has_error_event, body FROM stream_sessions \
+                     WHERE channel_arn = ? ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(channel_arn)
+                .fetch_optional(&self.reader)
+                .await
+            }
+        }
+        .map_err(backend)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn list_stream_sessions(
+        &self,
+        channel_arn: &str,
+        before_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<StreamSessionRecord>, IvsError> {
+        let rows = sqlx::query(
+            "SELECT seq, stream_id, channel_arn, ended, has_error_event, body FROM stream_sessions \
+             WHERE channel_arn = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(channel_arn)
+        .bind(before_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn open_stream_sessions(&self) -> Result<Vec<StreamSessionRecord>, IvsError> {
+        let rows = sqlx::query(
+            "SELECT seq, stream_id, channel_arn, ended, has_error_event, body FROM stream_sessions WHERE ended = 0",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter().map(session_from_row).collect()
     }
 
     async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, IvsError> {

@@ -1,0 +1,150 @@
+//! Ingest: the RTMP and RTMPS listeners, and what decides whether a publish may go live.
+//!
+//! Both listeners run the same session code ([`rtmp`]); RTMPS wraps the socket in TLS first
+//! ([`tls`]). A broadcaster publishes to application `app` with the stream key as the stream name
+//! (`rtmps://{ingestEndpoint}/app/{streamKey}`), as with IVS. A key is authorised when it belongs
+//! to a channel; plain RTMP only when that channel has `insecureIngest`; one publisher per
+//! channel. Connections are capped, and every phase before going live has a deadline, so idle or
+//! half-open connections cannot pile up.
+
+pub mod rtmp;
+pub mod tls;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openivs_model::resources::{Channel, FailoverSlateConfiguration, RecordingConfiguration, StreamKey};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::api::Endpoints;
+use crate::api::stream_keys::stream_key_index;
+use crate::live::LiveRegistry;
+use crate::store::Store;
+
+/// Concurrent connections per listener; more are closed on accept.
+const MAX_CONNECTIONS: usize = 4096;
+/// The TLS handshake must finish within this.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct IngestContext {
+    pub store: Arc<dyn Store>,
+    pub live: Arc<LiveRegistry>,
+    pub endpoints: Endpoints,
+}
+
+/// What a publish needs once its key is accepted: the channel and what it refers to.
+pub struct Authorized {
+    pub channel: Channel,
+    pub recording_configuration: Option<RecordingConfiguration>,
+    pub failover_slate_configuration: Option<FailoverSlateConfiguration>,
+}
+
+/// Why a publish was refused; the RTMP session tells the broadcaster in an onStatus error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    UnknownStreamKey,
+    InsecureIngestNotAllowed,
+    AlreadyLive,
+    Unavailable,
+}
+
+impl Refusal {
+    /// The onStatus code and description the broadcaster sees.
+    pub fn status(self) -> (&'static str, &'static str) {
+        match self {
+            Refusal::UnknownStreamKey => ("NetStream.Publish.BadName", "Invalid stream key"),
+            Refusal::InsecureIngestNotAllowed => {
+                ("NetStream.Publish.Rejected", "This channel accepts RTMPS only (its insecureIngest is false)")
+            }
+            Refusal::AlreadyLive => {
+                ("NetStream.Publish.BadName", "The channel is already live: one publisher per channel")
+            }
+            Refusal::Unavailable => ("NetStream.Publish.Failed", "The service is unavailable; try again"),
+        }
+    }
+}
+
+impl IngestContext {
+    /// Finds the channel a stream key belongs to and checks it may be published to this way.
+    pub async fn authorize(&self, stream_key: &str, secure: bool) -> Result<Authorized, Refusal> {
+        let fetch = |e| {
+            tracing::error!("ingest: store error while authorising a publish: {e}");
+            Refusal::Unavailable
+        };
+        let key_record = self.store.get_by_unique_key(&stream_key_index(stream_key)).await.map_err(fetch)?;
+        let key: StreamKey = key_record.ok_or(Refusal::UnknownStreamKey)?.decode().map_err(fetch)?;
+        if key.value != stream_key {
+            return Err(Refusal::UnknownStreamKey);
+        }
+        let channel_record = self.store.get(&key.channel_arn).await.map_err(fetch)?.ok_or(Refusal::UnknownStreamKey)?;
+        let mut channel: Channel = channel_record.decode().map_err(fetch)?;
+        crate::api::Resource::present(&mut channel, &self.endpoints);
+        if !secure && !channel.insecure_ingest {
+            return Err(Refusal::InsecureIngestNotAllowed);
+        }
+        let recording_configuration = self.referenced(&channel.recording_configuration_arn).await.map_err(fetch)?;
+        let failover_slate_configuration =
+            self.referenced(&channel.failover_slate_configuration_arn).await.map_err(fetch)?;
+        Ok(Authorized { channel, recording_configuration, failover_slate_configuration })
+    }
+
+    async fn referenced<T: serde::de::DeserializeOwned>(
+        &self,
+        arn: &str,
+    ) -> Result<Option<T>, openivs_model::IvsError> {
+        if arn.is_empty() {
+            return Ok(None);
+        }
+        match self.store.get(arn).await? {
+            Some(record) => Ok(Some(record.decode()?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Accepts connections until `shutdown` turns true; each runs an RTMP session (in TLS when
+/// `tls` is given).
+pub async fn run_listener(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    context: Arc<IngestContext>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let secure = tls.is_some();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(error) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!("ingest: accept failed: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("ingest: connection limit reached; closing a connection from {peer}");
+            continue;
+        };
+        let _ = socket.set_nodelay(true);
+        let context = context.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tls {
+                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                    Ok(Ok(stream)) => rtmp::serve(stream, secure, peer, context).await,
+                    Ok(Err(error)) => tracing::debug!("ingest: TLS handshake with {peer} failed: {error}"),
+                    Err(_) => tracing::debug!("ingest: TLS handshake with {peer} timed out"),
+                },
+                None => rtmp::serve(socket, secure, peer, context).await,
+            }
+        });
+    }
+}

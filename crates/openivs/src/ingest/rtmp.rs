@@ -1,0 +1,723 @@
+//! One RTMP(S) connection, from handshake to disconnect.
+//!
+//! Setup (handshake, `connect`, `createStream`, `publish`) must finish within [`SETUP_TIMEOUT`].
+//! `publish` is authorised by the stream key ([`IngestContext::authorize`]); a refusal is sent as
+//! an onStatus error and the connection closed, with no stream session created. Once live, media
+//! goes to the channel's hub and measurements; the session is recorded ([`SessionRecorder`]). The
+//! stream ends when the publisher leaves, on StopStream, after [`MEDIA_TIMEOUT`] without media,
+//! after [`MAX_STREAM_DURATION`], or when it breaks the channel type's ingest limits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use openivs_media::aac::AudioSpecificConfig;
+use openivs_media::amf0::{self, Value};
+use openivs_media::flv::{self, AudioPacket, VideoCodec, VideoPacket};
+use openivs_media::h264::{DecoderConfiguration, SequenceParameterSet};
+use openivs_media::rtmp::chunk::{ChunkDecoder, ChunkEncoder, Limits};
+use openivs_media::rtmp::handshake::{self, C0_C1_LEN, C2_LEN};
+use openivs_media::rtmp::{Message, message_type};
+use openivs_model::resources::{AudioConfiguration, VideoConfiguration};
+use time::OffsetDateTime;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{Authorized, IngestContext, Refusal};
+use crate::live::LiveStream;
+use crate::live::hub::{MediaFrame, TrackConfig, TrackKind};
+use crate::live::session::{HEALTH_CHANGE, STATE_CHANGE, SessionRecorder, new_stream_id};
+use crate::live::stats::Health;
+
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
+pub const MAX_STREAM_DURATION: Duration = Duration::from_secs(48 * 3600);
+const OUR_CHUNK_SIZE: usize = 4096;
+const WINDOW_ACK_SIZE: u32 = 2_500_000;
+const READ_BUFFER: usize = 64 * 1024;
+/// The application name IVS ingest uses.
+const APPLICATION: &str = "app";
+/// The ingest configuration is first recorded after this much media, then refreshed.
+const INGEST_CONFIGURATION_FIRST: Duration = Duration::from_secs(4);
+const INGEST_CONFIGURATION_REFRESH: Duration = Duration::from_secs(10);
+/// The bitrate limit is judged over this window, with this tolerance (encoders overshoot).
+const BITRATE_WINDOW_SECONDS: u64 = 5;
+const BITRATE_TOLERANCE: f64 = 1.25;
+
+/// Why a session ended, as recorded in its "Session Ended" event (`None`: a normal end).
+type EndCode = Option<&'static str>;
+
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
+    io: S,
+    secure: bool,
+    peer: SocketAddr,
+    context: Arc<IngestContext>,
+) {
+    let mut connection = Connection::new(io);
+    match connection.run(secure, peer, &context).await {
+        Ok(()) => tracing::debug!("ingest: connection from {peer} closed"),
+        Err(reason) => tracing::debug!("ingest: connection from {peer} closed: {reason}"),
+    }
+}
+
+/// Limits of a channel type (IVS: BASIC up to 1080p at 1.5 Mbit/s (≤480p) or 3.5 Mbit/s;
+/// STANDARD and ADVANCED up to 1080p60 at 8.5 Mbit/s).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct IngestLimits {
+    pub max_pixels: u64,
+    pub max_edge: u32,
+    pub max_framerate: f64,
+    low_resolution_bitrate: f64,
+    bitrate: f64,
+}
+
+impl IngestLimits {
+    pub fn for_channel_type(channel_type: &str) -> IngestLimits {
+        match channel_type {
+            "BASIC" => IngestLimits {
+                max_pixels: 1920 * 1080,
+                max_edge: 1920,
+                max_framerate: 60.0,
+                low_resolution_bitrate: 1_500_000.0,
+                bitrate: 3_500_000.0,
+            },
+            _ => IngestLimits {
+                max_pixels: 1920 * 1080,
+                max_edge: 1920,
+                max_framerate: 60.0,
+                low_resolution_bitrate: 8_500_000.0,
+                bitrate: 8_500_000.0,
+            },
+        }
+    }
+
+    /// The bitrate allowed for a picture of this height.
+    pub fn max_bitrate(&self, height: u32) -> f64 {
+        if height <= 480 { self.low_resolution_bitrate } else { self.bitrate }
+    }
+}
+
+struct Connection<S> {
+    io: S,
+    buffer: BytesMut,
+    decoder: ChunkDecoder,
+    encoder: ChunkEncoder,
+    received: u64,
+    acknowledged: u64,
+    peer_window: u32,
+}
+
+/// The state of a connection that is live.
+struct Publishing {
+    stream: LiveStream,
+    recorder: SessionRecorder,
+    limits: IngestLimits,
+    video: Option<(DecoderConfiguration, SequenceParameterSet)>,
+    audio: Option<AudioSpecificConfig>,
+    encoder_name: String,
+    started_at: Instant,
+    first_media_at: Option<Instant>,
+    ingest_recorded_at: Option<Instant>,
+    starving: bool,
+    timeline: Timeline,
+}
+
+/// Extends 32-bit RTMP timestamps (which wrap after 49.7 days) to a monotonic i64.
+#[derive(Default)]
+struct Timeline {
+    last: Option<u32>,
+    wraps: i64,
+}
+
+impl Timeline {
+    fn extend(&mut self, timestamp: u32) -> i64 {
+        if let Some(last) = self.last
+            && timestamp < last
+            && last - timestamp > 0x8000_0000
+        {
+            self.wraps += 1;
+        }
+        self.last = Some(timestamp);
+        self.wraps * (1i64 << 32) + i64::from(timestamp)
+    }
+}
+
+fn command(name: &str, transaction: f64, values: Vec<Value>) -> Bytes {
+    let mut all = vec![Value::string(name), Value::Number(transaction)];
+    all.extend(values);
+    amf0::encode_all(&all).into()
+}
+
+fn status(level: &str, code: &str, description: &str) -> Bytes {
+    command(
+        "onStatus",
+        0.0,
+        vec![
+            Value::Null,
+            Value::object([
+                ("level", Value::string(level)),
+                ("code", Value::string(code)),
+                ("description", Value::string(description)),
+            ]),
+        ],
+    )
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
+    fn new(io: S) -> Self {
+        Connection {
+            io,
+            buffer: BytesMut::with_capacity(READ_BUFFER),
+            decoder: ChunkDecoder::new(Limits::default()),
+            encoder: ChunkEncoder::new(128),
+            received: 0,
+            acknowledged: 0,
+            peer_window: WINDOW_ACK_SIZE,
+        }
+    }
+
+    async fn send(&mut self, messages: &[Message]) -> Result<(), String> {
+        let mut out = Vec::new();
+        for message in messages {
+            self.encoder.encode(message, &mut out);
+            if message.type_id == message_type::SET_CHUNK_SIZE {
+                self.encoder.set_chunk_size(OUR_CHUNK_SIZE);
+            }
+        }
+        self.io.write_all(&out).await.map_err(|e| format!("write failed: {e}"))?;
+        self.io.flush().await.map_err(|e| format!("write failed: {e}"))
+    }
+
+    /// Reads more bytes; acknowledges them as the peer's window asks. `Ok(false)` at end of stream.
+    async fn fill(&mut self) -> Result<bool, String> {
+        self.buffer.reserve(READ_BUFFER);
+        let read = self.io.read_buf(&mut self.buffer).await.map_err(|e| format!("read failed: {e}"))?;
+        if read == 0 {
+            return Ok(false);
+        }
+        self.received += read as u64;
+        if self.received - self.acknowledged >= u64::from(self.peer_window) {
+            self.acknowledged = self.received;
+            self.send(&[Message::control(message_type::ACKNOWLEDGEMENT, self.received as u32)]).await?;
+        }
+        Ok(true)
+    }
+
+    async fn handshake(&mut self) -> Result<(), String> {
+        let mut c0_c1 = vec![0u8; C0_C1_LEN];
+        self.io.read_exact(&mut c0_c1).await.map_err(|e| format!("handshake: {e}"))?;
+        let random: [u8; 32] = rand::random();
+        let response = handshake::server_response(&c0_c1, 0, &random).map_err(|e| e.to_string())?;
+        self.io.write_all(&response).await.map_err(|e| format!("handshake: {e}"))?;
+        let mut c2 = vec![0u8; C2_LEN];
+        self.io.read_exact(&mut c2).await.map_err(|e| format!("handshake: {e}"))?;
+        Ok(())
+    }
+
+    async fn run(&mut self, secure: bool, peer: SocketAddr, context: &IngestContext) -> Result<(), String> {
+        let setup = tokio::time::timeout(SETUP_TIMEOUT, self.setup(secure, context)).await;
+        let (authorized, stream_name_id) = match setup {
+            Err(_) => return Err("setup timed out".into()),
+            Ok(result) => match result? {
+                Some(ready) => ready,
+                None => return Ok(()),
+            },
+        };
+        self.publish(authorized, stream_name_id, peer, context).await
+    }
+
+    /// Handshake and commands up to an accepted `publish`. `None`: the peer left or was refused.
+    async fn setup(&mut self, secure: bool, context: &IngestContext) -> Result<Option<(Authorized, u32)>, String> {
+        self.handshake().await?;
+        loop {
+            while let Some(message) = self.decoder.decode(&mut self.buffer).map_err(|e| e.to_string())? {
+                match message.type_id {
+                    message_type::WINDOW_ACK_SIZE => self.note_window(&message),
+                    message_type::COMMAND_AMF0 | message_type::COMMAND_AMF3 => {
+                        let payload = amf_payload(&message);
+                        let values = amf0::decode_all(payload).map_err(|e| e.to_string())?;
+                        if let Some(done) = self.setup_command(&values, &message, secure, context).await? {
+                            return Ok(done);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if !self.fill().await? {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn note_window(&mut self, message: &Message) {
+        if let Some(bytes) = message.payload.get(..4) {
+            let window = u32::from_be_bytes(bytes.try_into().expect("4 bytes"));
+            self.peer_window = window.max(4096);
+        }
+    }
+
+    /// Answers one setup command. `Some(Some(..))`: publish accepted; `Some(None)`: refused.
+    async fn setup_command(
+        &mut self,
+        values: &[Value],
+        message: &Message,
+        secure: bool,
+        context: &IngestContext,
+    ) -> Result<Option<Option<(Authorized, u32)>>, String> {
+        let name = values.first().and_then(Value::as_str).unwrap_or("");
+        let transaction = values.get(1).and_then(Value::as_f64).unwrap_or(0.0);
+        match name {
+            "connect" => {
+                let app = values.get(2).and_then(|o| o.get("app")).and_then(Value::as_str).unwrap_or("");
+                let app = app.trim_end_matches('/');
+                if app != APPLICATION {
+                    let info = Value::object([
+                        ("level", Value::string("error")),
+                        ("code", Value::string("NetConnection.Connect.Rejected")),
+                        ("description", Value::string("Unknown application: publish to /app/{streamKey}")),
+                    ]);
+                    self.send(&[Message::new(
+                        3,
+                        message_type::COMMAND_AMF0,
+                        0,
+                        0,
+                        command("_error", transaction, vec![Value::Null, info]),
+                    )])
+                    .await?;
+                    return Ok(Some(None));
+                }
+                let properties =
+                    Value::object([("fmsVer", Value::string("FMS/3,0,1,123")), ("capabilities", Value::Number(31.0))]);
+                let info = Value::object([
+                    ("level", Value::string("status")),
+                    ("code", Value::string("NetConnection.Connect.Success")),
+                    ("description", Value::string("Connection succeeded.")),
+                    ("objectEncoding", Value::Number(0.0)),
+                ]);
+                let mut peer_bandwidth = WINDOW_ACK_SIZE.to_be_bytes().to_vec();
+                peer_bandwidth.push(2);
+                self.send(&[
+                    Message::control(message_type::WINDOW_ACK_SIZE, WINDOW_ACK_SIZE),
+                    Message::new(2, message_type::SET_PEER_BANDWIDTH, 0, 0, peer_bandwidth),
+                    Message::control(message_type::SET_CHUNK_SIZE, OUR_CHUNK_SIZE as u32),
+                    Message::new(
+                        3,
+                        message_type::COMMAND_AMF0,
+                        0,
+                        0,
+                        command("_result", transaction, vec![properties, info]),
+                    ),
+                ])
+                .await?;
+            }
+            "releaseStream" | "FCPublish" => {
+                self.send(&[Message::new(
+                    3,
+                    message_type::COMMAND_AMF0,
+                    0,
+                    0,
+                    command("_result", transaction, vec![Value::Null, Value::Undefined]),
+                )])
+                .await?;
+            }
+            "createStream" => {
+                self.send(&[Message::new(
+                    3,
+                    message_type::COMMAND_AMF0,
+                    0,
+                    0,
+                    command("_result", transaction, vec![Value::Null, Value::Number(1.0)]),
+                )])
+                .await?;
+            }
+            "publish" => {
+                let stream_name = values.get(3).and_then(Value::as_str).unwrap_or("");
+                // Broadcast tools may append "?query" to the key.
+                let stream_key = stream_name.split('?').next().unwrap_or("");
+                let stream_id = message.stream_id.max(1);
+                return match context.authorize(stream_key, secure).await {
+                    Ok(authorized) => Ok(Some(Some((authorized, stream_id)))),
+                    Err(refusal) => {
+                        self.refuse(refusal, stream_id).await?;
+                        Ok(Some(None))
+                    }
+                };
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    async fn refuse(&mut self, refusal: Refusal, stream_id: u32) -> Result<(), String> {
+        tracing::info!("ingest: publish refused: {refusal:?}");
+        let (code, description) = refusal.status();
+        self.send(&[Message::new(5, message_type::COMMAND_AMF0, stream_id, 0, status("error", code, description))])
+            .await
+    }
+
+    async fn publish(
+        &mut self,
+        authorized: Authorized,
+        stream_id: u32,
+        peer: SocketAddr,
+        context: &IngestContext,
+    ) -> Result<(), String> {
+        let channel = authorized.channel;
+        let Some(arn) = openivs_model::Arn::parse(&channel.arn) else {
+            return Err("stored channel without an ARN".into());
+        };
+        let now = OffsetDateTime::now_utc();
+        let live = LiveStream::new(&channel.arn, &arn.account, &arn.region, &new_stream_id(), now);
+        if !context.live.try_start(live.clone()) {
+            return self.refuse(Refusal::AlreadyLive, stream_id).await;
+        }
+        let limits = IngestLimits::for_channel_type(&channel.channel_type);
+        let recorder = SessionRecorder::create(
+            context.store.clone(),
+            live.stream_id.clone(),
+            channel,
+            authorized.recording_configuration,
+            authorized.failover_slate_configuration,
+            now,
+        )
+        .await;
+        let recorder = match recorder {
+            Ok(recorder) => recorder,
+            Err(error) => {
+                context.live.finish(&live.channel_arn, &live.stream_id);
+                tracing::error!("ingest: cannot record a stream session: {error}");
+                return self.refuse(Refusal::Unavailable, stream_id).await;
+            }
+        };
+        tracing::info!("ingest: {} is live (stream {}, from {peer})", live.channel_arn, live.stream_id);
+        let mut stream_begin = vec![0, 0];
+        stream_begin.extend_from_slice(&stream_id.to_be_bytes());
+        self.send(&[
+            Message::new(2, message_type::USER_CONTROL, 0, 0, stream_begin),
+            Message::new(
+                5,
+                message_type::COMMAND_AMF0,
+                stream_id,
+                0,
+                status("status", "NetStream.Publish.Start", "Publishing."),
+            ),
+        ])
+        .await?;
+        let mut state = Publishing {
+            stream: live.clone(),
+            recorder,
+            limits,
+            video: None,
+            audio: None,
+            encoder_name: String::new(),
+            started_at: Instant::now(),
+            first_media_at: None,
+            ingest_recorded_at: None,
+            starving: false,
+            timeline: Timeline::default(),
+        };
+        let (result, code) = self.stream(&mut state).await;
+        // The stream is over: record it, then free the channel.
+        let _ = self.record_ingest_configuration(&mut state).await;
+        if let Err(error) = state.recorder.end(state.first_media_at.is_some(), code, OffsetDateTime::now_utc()).await {
+            tracing::error!("ingest: cannot record the end of stream {}: {error}", live.stream_id);
+        }
+        context.live.finish(&live.channel_arn, &live.stream_id);
+        tracing::info!(
+            "ingest: {} is offline (stream {}{})",
+            live.channel_arn,
+            live.stream_id,
+            code.map(|c| format!(", {c}")).unwrap_or_default()
+        );
+        result
+    }
+
+    /// Receives media until the stream ends; returns how it ended.
+    async fn stream(&mut self, state: &mut Publishing) -> (Result<(), String>, EndCode) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let stop = state.stream.stop.clone();
+        loop {
+            // Everything already buffered first.
+            loop {
+                match self.decoder.decode(&mut self.buffer) {
+                    Ok(Some(message)) => match self.on_message(state, message).await {
+                        Ok(None) => {}
+                        Ok(Some(end)) => return end,
+                        Err(code) => return (Err(format!("stream refused: {}", code.unwrap_or("error"))), code),
+                    },
+                    Ok(None) => break,
+                    Err(error) => return (Err(error.to_string()), Some("InvalidStream")),
+                }
+            }
+            tokio::select! {
+                filled = self.fill() => match filled {
+                    Ok(true) => {}
+                    Ok(false) => return (Ok(()), None),
+                    Err(error) => return (Err(error), None),
+                },
+                _ = stop.notified() => return (Ok(()), None),
+                _ = tick.tick() => {
+                    if let Some(end) = self.check(state).await {
+                        return end;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Periodic checks: media timeout, maximum duration, bitrate and frame-rate limits, health
+    /// events, and the ingest configuration record.
+    async fn check(&mut self, state: &mut Publishing) -> Option<(Result<(), String>, EndCode)> {
+        let now = Instant::now();
+        let wall = OffsetDateTime::now_utc();
+        let (idle, health, recent_bitrate, framerate) = {
+            let stats = state.stream.stats.lock().expect("stats lock");
+            (
+                stats.idle(now),
+                stats.health(now),
+                stats.recent_bitrate(now, BITRATE_WINDOW_SECONDS),
+                stats.video_framerate(),
+            )
+        };
+        if idle >= MEDIA_TIMEOUT {
+            return Some((Ok(()), Some("IngestTimeout")));
+        }
+        if now.duration_since(state.started_at) >= MAX_STREAM_DURATION {
+            return Some((Ok(()), Some("MaximumDurationReached")));
+        }
+        if let Some(first) = state.first_media_at
+            && now.duration_since(first) >= Duration::from_secs(BITRATE_WINDOW_SECONDS + 1)
+        {
+            let height = state.video.as_ref().map_or(0, |(_, sps)| sps.height);
+            if recent_bitrate > state.limits.max_bitrate(height) * BITRATE_TOLERANCE {
+                state.recorder.breach("Ingest Bitrate", wall);
+                return Some((Ok(()), Some("IngestBitrateExceeded")));
+            }
+            if framerate > state.limits.max_framerate * 1.1 {
+                state.recorder.breach("Ingest Framerate", wall);
+                return Some((Ok(()), Some("IngestFramerateExceeded")));
+            }
+        }
+        let starving = health == Health::Starving;
+        if starving != state.starving {
+            state.starving = starving;
+            let name = if starving { "Starvation Start" } else { "Starvation End" };
+            let _ = state.recorder.event(name, HEALTH_CHANGE, None, wall).await;
+        }
+        let due = match (state.first_media_at, state.ingest_recorded_at) {
+            (Some(first), None) => now.duration_since(first) >= INGEST_CONFIGURATION_FIRST,
+            (Some(_), Some(last)) => now.duration_since(last) >= INGEST_CONFIGURATION_REFRESH,
+            _ => false,
+        };
+        if due {
+            state.ingest_recorded_at = Some(now);
+            let _ = self.record_ingest_configuration(state).await;
+        }
+        None
+    }
+
+    async fn record_ingest_configuration(&mut self, state: &mut Publishing) -> Result<(), openivs_model::IvsError> {
+        if state.video.is_none() && state.audio.is_none() {
+            return Ok(());
+        }
+        let (video_bitrate, audio_bitrate, framerate) = {
+            let stats = state.stream.stats.lock().expect("stats lock");
+            (stats.video_bitrate(), stats.audio_bitrate(), stats.video_framerate())
+        };
+        let video = state.video.as_ref().map(|(config, sps)| VideoConfiguration {
+            avc_profile: sps.profile_name().into(),
+            avc_level: sps.level_name(),
+            codec: config.codec_string(),
+            encoder: state.encoder_name.clone(),
+            target_bitrate: video_bitrate,
+            target_framerate: framerate.round() as i64,
+            video_height: i64::from(sps.height),
+            video_width: i64::from(sps.width),
+            level: sps.level_name(),
+            track: "Track0".into(),
+            profile: sps.profile_name().into(),
+        });
+        let audio = state.audio.as_ref().map(|asc| AudioConfiguration {
+            codec: asc.codec_string(),
+            target_bitrate: audio_bitrate,
+            sample_rate: i64::from(asc.sample_rate),
+            channels: i64::from(asc.channels),
+            track: "Track0".into(),
+        });
+        state.recorder.set_ingest_configuration(video, audio).await
+    }
+
+    /// One message while live. `Ok(Some(end))` ends the stream normally (unpublish);
+    /// `Err(code)` ends it on a refusal (limits, codecs).
+    async fn on_message(
+        &mut self,
+        state: &mut Publishing,
+        message: Message,
+    ) -> Result<Option<(Result<(), String>, EndCode)>, EndCode> {
+        match message.type_id {
+            message_type::VIDEO => self.on_video(state, &message).await,
+            message_type::AUDIO => self.on_audio(state, &message).await,
+            message_type::DATA_AMF0 | message_type::DATA_AMF3 => {
+                if let Ok(values) = amf0::decode_all(amf_payload(&message)) {
+                    on_data(state, &values);
+                }
+                Ok(None)
+            }
+            message_type::COMMAND_AMF0 | message_type::COMMAND_AMF3 => {
+                let values = amf0::decode_all(amf_payload(&message)).unwrap_or_default();
+                match values.first().and_then(Value::as_str) {
+                    Some("FCUnpublish" | "deleteStream" | "closeStream") => Ok(Some((Ok(()), None))),
+                    _ => Ok(None),
+                }
+            }
+            message_type::WINDOW_ACK_SIZE => {
+                self.note_window(&message);
+                Ok(None)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn on_video(
+        &mut self,
+        state: &mut Publishing,
+        message: &Message,
+    ) -> Result<Option<(Result<(), String>, EndCode)>, EndCode> {
+        let packet = flv::parse_video(&message.payload).map_err(|_| Some("InvalidVideoCodec"))?;
+        match packet {
+            VideoPacket::SequenceHeader { codec: VideoCodec::Avc, config } => {
+                let avcc = DecoderConfiguration::parse(config).map_err(|_| Some("InvalidVideoConfiguration"))?;
+                let sps = avcc
+                    .sps
+                    .first()
+                    .and_then(|nal| SequenceParameterSet::parse(nal).ok())
+                    .ok_or(Some("InvalidVideoConfiguration"))?;
+                let limits = state.limits;
+                let pixels = u64::from(sps.width) * u64::from(sps.height);
+                if pixels > limits.max_pixels || sps.width.max(sps.height) > limits.max_edge {
+                    state.recorder.breach("Ingest Resolution", OffsetDateTime::now_utc());
+                    return Err(Some("IngestResolutionExceeded"));
+                }
+                state.stream.hub.set_config(
+                    TrackKind::Video,
+                    TrackConfig {
+                        codec: avcc.codec_string(),
+                        config: Bytes::copy_from_slice(config),
+                        width: sps.width,
+                        height: sps.height,
+                        sample_rate: 0,
+                        channels: 0,
+                    },
+                );
+                state.video = Some((avcc, sps));
+            }
+            VideoPacket::SequenceHeader { .. } => return Err(Some("InvalidVideoCodec")),
+            VideoPacket::Frame { codec: VideoCodec::Avc, keyframe, composition_time, data } => {
+                if state.video.is_none() {
+                    // Frames before the configuration cannot be decoded; drop them.
+                    return Ok(None);
+                }
+                let dts = state.timeline.extend(message.timestamp);
+                let data = message.payload.slice_ref(data);
+                self.media(state, TrackKind::Video, dts, dts + i64::from(composition_time), keyframe, data).await;
+            }
+            VideoPacket::Frame { .. } => return Err(Some("InvalidVideoCodec")),
+            VideoPacket::EndOfSequence | VideoPacket::Ignored => {}
+        }
+        Ok(None)
+    }
+
+    async fn on_audio(
+        &mut self,
+        state: &mut Publishing,
+        message: &Message,
+    ) -> Result<Option<(Result<(), String>, EndCode)>, EndCode> {
+        match flv::parse_audio(&message.payload) {
+            Ok(AudioPacket::AacSequenceHeader(config)) => {
+                let asc = AudioSpecificConfig::parse(config).map_err(|_| Some("InvalidAudioConfiguration"))?;
+                state.stream.hub.set_config(
+                    TrackKind::Audio,
+                    TrackConfig {
+                        codec: asc.codec_string(),
+                        config: Bytes::copy_from_slice(config),
+                        width: 0,
+                        height: 0,
+                        sample_rate: asc.sample_rate,
+                        channels: asc.channels,
+                    },
+                );
+                state.audio = Some(asc);
+            }
+            Ok(AudioPacket::AacFrame(data)) if state.audio.is_some() => {
+                let dts = state.timeline.extend(message.timestamp);
+                let data = message.payload.slice_ref(data);
+                self.media(state, TrackKind::Audio, dts, dts, false, data).await;
+            }
+            // Audio other than AAC is not part of what IVS ingests: ignored.
+            Ok(_) => {}
+            Err(_) => return Err(Some("InvalidAudioCodec")),
+        }
+        Ok(None)
+    }
+
+    async fn media(
+        &mut self,
+        state: &mut Publishing,
+        kind: TrackKind,
+        dts_ms: i64,
+        pts_ms: i64,
+        keyframe: bool,
+        data: Bytes,
+    ) {
+        let now = Instant::now();
+        let wall = OffsetDateTime::now_utc();
+        state.stream.stats.lock().expect("stats lock").on_media(now, kind, data.len(), dts_ms);
+        if state.first_media_at.is_none() {
+            state.first_media_at = Some(now);
+            let _ = state.recorder.event("Stream Start", STATE_CHANGE, None, wall).await;
+        }
+        state.stream.hub.publish(MediaFrame { kind, dts_ms, pts_ms, keyframe, data, arrival: now, arrival_wall: wall });
+    }
+}
+
+/// The AMF0 values of a command or data message (AMF3 variants start with one format byte).
+fn amf_payload(message: &Message) -> &[u8] {
+    match message.type_id {
+        message_type::COMMAND_AMF3 | message_type::DATA_AMF3 => message.payload.get(1..).unwrap_or(&[]),
+        _ => &message.payload,
+    }
+}
+
+/// `@setDataFrame onMetaData {…}` or `onMetaData {…}`: the encoder's name.
+fn on_data(state: &mut Publishing, values: &[Value]) {
+    let metadata = match values.first().and_then(Value::as_str) {
+        Some("@setDataFrame") => values.get(2),
+        Some("onMetaData") => values.get(1),
+        _ => None,
+    };
+    if let Some(encoder) = metadata.and_then(|m| m.get("encoder")).and_then(Value::as_str) {
+        state.encoder_name = encoder.chars().take(128).collect();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_survives_the_32_bit_wrap() {
+        let mut timeline = Timeline::default();
+        assert_eq!(timeline.extend(u32::MAX - 10), i64::from(u32::MAX - 10));
+        assert_eq!(timeline.extend(5), (1i64 << 32) + 5);
+        // Small steps back (B-frames, interleaving) are not wraps.
+        assert_eq!(timeline.extend(3), (1i64 << 32) + 3);
+    }
+
+    #[test]
+    fn limits_by_channel_type() {
+        let basic = IngestLimits::for_channel_type("BASIC");
+        assert_eq!(basic.max_bitrate(480), 1_500_000.0);
+        assert_eq!(basic.max_bitrate(720), 3_500_000.0);
+        assert_eq!(IngestLimits::for_channel_type("STANDARD").max_bitrate(1080), 8_500_000.0);
+    }
+}

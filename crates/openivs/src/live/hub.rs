@@ -1,0 +1,209 @@
+//! The stream hub of one live channel: ingest publishes timestamped access units into it;
+//! consumers (HLS packagers, recorder, thumbnailer, metadata) subscribe at their own pace.
+//!
+//! Publishing never waits for a consumer: frames go into a bounded broadcast ring, and a
+//! consumer that falls more than the ring behind loses the frames it missed (it is told how many
+//! and should resume at the next keyframe). A late joiner starts from the codec configuration and
+//! the current GOP, which the hub keeps (bounded in frames and bytes). Memory per stream is
+//! therefore bounded by the ring, the GOP cache and the configurations.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, watch};
+
+/// Frames in the ring: about 8 s of a 30 fps stream with audio.
+const RING_FRAMES: usize = 512;
+/// The GOP cache holds at most this many frames and bytes; a longer GOP is cached from its start
+/// up to the limit only.
+const GOP_MAX_FRAMES: usize = 1024;
+const GOP_MAX_BYTES: usize = 24 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackKind {
+    Video,
+    Audio,
+}
+
+/// One access unit as received: AVC in length-prefixed NAL units, AAC raw.
+#[derive(Debug, Clone)]
+pub struct MediaFrame {
+    pub kind: TrackKind,
+    /// Decode timestamp, ms since the stream's first frame's timeline origin (RTMP timestamps).
+    pub dts_ms: i64,
+    /// Presentation timestamp in ms (dts + composition time).
+    pub pts_ms: i64,
+    pub keyframe: bool,
+    pub data: Bytes,
+    /// When it reached the server (for latency accounting and EXT-X-PROGRAM-DATE-TIME).
+    pub arrival: Instant,
+    pub arrival_wall: time::OffsetDateTime,
+}
+
+/// The codec configuration of a track, as received (avcC; AudioSpecificConfig).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackConfig {
+    pub codec: String,
+    pub config: Bytes,
+    pub width: u32,
+    pub height: u32,
+    pub sample_rate: u32,
+    pub channels: u8,
+}
+
+/// Timed metadata (PutMetadata), to be carried in the stream at the position it arrived.
+#[derive(Debug, Clone)]
+pub struct TimedMetadata {
+    pub text: String,
+    pub arrival: Instant,
+    pub arrival_wall: time::OffsetDateTime,
+}
+
+pub struct Hub {
+    frames: broadcast::Sender<Arc<MediaFrame>>,
+    metadata: broadcast::Sender<Arc<TimedMetadata>>,
+    video: watch::Sender<Option<Arc<TrackConfig>>>,
+    audio: watch::Sender<Option<Arc<TrackConfig>>>,
+    gop: Mutex<Gop>,
+}
+
+#[derive(Default)]
+struct Gop {
+    frames: Vec<Arc<MediaFrame>>,
+    bytes: usize,
+}
+
+/// A consumer's view of the hub.
+pub struct Subscription {
+    pub frames: broadcast::Receiver<Arc<MediaFrame>>,
+    pub metadata: broadcast::Receiver<Arc<TimedMetadata>>,
+    pub video: watch::Receiver<Option<Arc<TrackConfig>>>,
+    pub audio: watch::Receiver<Option<Arc<TrackConfig>>>,
+    /// The current GOP, oldest first, to start from.
+    pub gop: Vec<Arc<MediaFrame>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub::new()
+    }
+}
+
+impl Hub {
+    pub fn new() -> Hub {
+        let (frames, _) = broadcast::channel(RING_FRAMES);
+        let (metadata, _) = broadcast::channel(64);
+        Hub {
+            frames,
+            metadata,
+            video: watch::Sender::new(None),
+            audio: watch::Sender::new(None),
+            gop: Mutex::new(Gop::default()),
+        }
+    }
+
+    pub fn set_config(&self, kind: TrackKind, config: TrackConfig) {
+        let sender = match kind {
+            TrackKind::Video => &self.video,
+            TrackKind::Audio => &self.audio,
+        };
+        sender.send_replace(Some(Arc::new(config)));
+    }
+
+    /// Publishes a frame to every subscriber; never waits.
+    pub fn publish(&self, frame: MediaFrame) {
+        let frame = Arc::new(frame);
+        {
+            let mut gop = self.gop.lock().expect("hub GOP lock");
+            if frame.kind == TrackKind::Video && frame.keyframe {
+                gop.frames.clear();
+                gop.bytes = 0;
+            }
+            if gop.frames.len() < GOP_MAX_FRAMES && gop.bytes + frame.data.len() <= GOP_MAX_BYTES {
+                gop.bytes += frame.data.len();
+                gop.frames.push(frame.clone());
+            }
+        }
+        // An error only means nobody is subscribed.
+        let _ = self.frames.send(frame);
+    }
+
+    /// Hands timed metadata to every subscriber; never waits.
+    pub fn put_metadata(&self, metadata: TimedMetadata) {
+        let _ = self.metadata.send(Arc::new(metadata));
+    }
+
+    pub fn subscribe(&self) -> Subscription {
+        let gop = self.gop.lock().expect("hub GOP lock");
+        Subscription {
+            frames: self.frames.subscribe(),
+            metadata: self.metadata.subscribe(),
+            video: self.video.subscribe(),
+            audio: self.audio.subscribe(),
+            gop: gop.frames.clone(),
+        }
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.frames.receiver_count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(dts_ms: i64, keyframe: bool, size: usize) -> MediaFrame {
+        MediaFrame {
+            kind: TrackKind::Video,
+            dts_ms,
+            pts_ms: dts_ms,
+            keyframe,
+            data: Bytes::from(vec![0u8; size]),
+            arrival: Instant::now(),
+            arrival_wall: time::OffsetDateTime::now_utc(),
+        }
+    }
+
+    #[test]
+    fn a_stuck_subscriber_never_blocks_publishing_and_stays_bounded() {
+        let hub = Hub::new();
+        let mut stuck = hub.subscribe();
+        let mut live = hub.subscribe();
+        for i in 0..(RING_FRAMES as i64 * 4) {
+            hub.publish(frame(i * 33, i % 60 == 0, 100));
+            assert_eq!(live.frames.try_recv().unwrap().dts_ms, i * 33);
+        }
+        // The stuck one learns it lagged, then continues from what the ring still holds.
+        match stuck.frames.try_recv() {
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => assert!(missed > 0),
+            other => panic!("{other:?}"),
+        }
+        assert!(stuck.frames.try_recv().is_ok());
+    }
+
+    #[test]
+    fn late_joiners_start_at_the_current_gop() {
+        let hub = Hub::new();
+        for i in 0..100 {
+            hub.publish(frame(i, i % 30 == 0, 10));
+        }
+        let joiner = hub.subscribe();
+        assert_eq!(joiner.gop.len(), 10);
+        assert!(joiner.gop[0].keyframe);
+        assert_eq!(joiner.gop[0].dts_ms, 90);
+    }
+
+    #[test]
+    fn the_gop_cache_is_bounded() {
+        let hub = Hub::new();
+        hub.publish(frame(0, true, 1 << 20));
+        for i in 1..100 {
+            hub.publish(frame(i, false, 1 << 20));
+        }
+        let joiner = hub.subscribe();
+        assert!(joiner.gop.iter().map(|f| f.data.len()).sum::<usize>() <= GOP_MAX_BYTES);
+        assert!(joiner.gop[0].keyframe);
+    }
+}
