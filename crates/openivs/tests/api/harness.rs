@@ -23,6 +23,9 @@ pub struct Server {
     pub data_dir: PathBuf,
     pub endpoint: String,
     pub port: u16,
+    /// `127.0.0.1:PORT` of the plain RTMP and the RTMPS ingest listeners.
+    pub rtmp_address: String,
+    pub rtmps_address: String,
     extra_args: Vec<String>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -45,6 +48,8 @@ impl Server {
             data_dir,
             endpoint: String::new(),
             port: 0,
+            rtmp_address: String::new(),
+            rtmps_address: String::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             log: Arc::new(Mutex::new(Vec::new())),
         };
@@ -70,16 +75,26 @@ impl Server {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let address = rest.split_whitespace().next().unwrap_or("").to_owned();
-                    let _ = address_tx.send(address);
+                for scheme in ["rtmp", "rtmps", "http"] {
+                    if let Some(rest) = line.split(&format!("listening on {scheme}://")).nth(1) {
+                        let address = rest.split(['/', ' ']).next().unwrap_or("").to_owned();
+                        let _ = address_tx.send((scheme, address));
+                    }
                 }
                 log.lock().unwrap().push(line);
             }
         });
-        let address = address_rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("openivs did not start; log: {:?}", self.log.lock().unwrap()));
+        let mut address = String::new();
+        while address.is_empty() {
+            let (scheme, found) = address_rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("openivs did not start; log: {:?}", self.log.lock().unwrap()));
+            match scheme {
+                "rtmp" => self.rtmp_address = found,
+                "rtmps" => self.rtmps_address = found,
+                _ => address = found,
+            }
+        }
         self.port = address.rsplit(':').next().unwrap().parse().unwrap();
         self.endpoint = format!("http://{address}");
         self.child = Some(child);

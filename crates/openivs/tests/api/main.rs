@@ -7,6 +7,7 @@ mod auth;
 mod aws_cli;
 mod channels;
 mod configurations;
+mod ingest;
 mod playback_key_pairs;
 mod restart;
 mod stream_keys;
