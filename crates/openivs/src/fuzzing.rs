@@ -57,3 +57,64 @@ pub fn page_token(data: &[u8]) {
         Err(error) => assert_eq!(error.kind, openivs_model::ErrorKind::Validation),
     }
 }
+
+/// RTMP as a publisher sends it after the handshake: the chunk stream, and in each message the
+/// AMF0 commands, FLV tags, AVC configuration and SPS, AAC configuration it carries. The first
+/// byte sets how the rest is split into reads (partial chunks must wait, never fail or panic).
+pub fn rtmp_chunks(data: &[u8]) {
+    use openivs_media::rtmp::chunk::{ChunkDecoder, Limits};
+    let Some((&split, rest)) = data.split_first() else { return };
+    let step = usize::from(split).max(1);
+    let limits = Limits { max_message_len: 1 << 16, max_partial_bytes: 1 << 18, max_chunk_streams: 16 };
+    let mut decoder = ChunkDecoder::new(limits);
+    let mut buffer = bytes::BytesMut::new();
+    for piece in rest.chunks(step) {
+        buffer.extend_from_slice(piece);
+        loop {
+            match decoder.decode(&mut buffer) {
+                Ok(Some(message)) => media_message(message.type_id, &message.payload),
+                Ok(None) => break,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// What the ingest session does with one message's payload.
+fn media_message(type_id: u8, payload: &[u8]) {
+    use openivs_media::rtmp::message_type;
+    use openivs_media::{aac, amf0, flv, h264};
+    match type_id {
+        message_type::COMMAND_AMF0 | message_type::DATA_AMF0 => {
+            let _ = amf0::decode_all(payload);
+        }
+        message_type::VIDEO => {
+            if let Ok(flv::VideoPacket::SequenceHeader { config, .. }) = flv::parse_video(payload)
+                && let Ok(avcc) = h264::DecoderConfiguration::parse(config)
+            {
+                let _ = avcc.codec_string();
+                for sps in &avcc.sps {
+                    if let Ok(sps) = h264::SequenceParameterSet::parse(sps) {
+                        let _ = (sps.profile_name(), sps.level_name());
+                    }
+                }
+            }
+        }
+        message_type::AUDIO => {
+            if let Ok(flv::AudioPacket::AacSequenceHeader(config)) = flv::parse_audio(payload) {
+                let _ = aac::AudioSpecificConfig::parse(config);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One payload straight into the media parsers: the first byte picks the message type.
+pub fn media_payload(data: &[u8]) {
+    let Some((&selector, payload)) = data.split_first() else { return };
+    let type_id = [8u8, 9, 18, 20][usize::from(selector) % 4];
+    media_message(type_id, payload);
+    let _ = openivs_media::h264::SequenceParameterSet::parse(payload);
+    let _ = openivs_media::h264::DecoderConfiguration::parse(payload);
+    let _ = openivs_media::rtmp::handshake::server_response(payload, 0, &[1, 2, 3]);
+}

@@ -29,3 +29,13 @@ fn sigv4_verify_corpus() {
 fn page_token_corpus() {
     replay("page_token", openivs::fuzzing::page_token);
 }
+
+#[test]
+fn rtmp_chunks_corpus() {
+    replay("rtmp_chunks", openivs::fuzzing::rtmp_chunks);
+}
+
+#[test]
+fn media_payload_corpus() {
+    replay("media_payload", openivs::fuzzing::media_payload);
+}
