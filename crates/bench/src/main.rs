@@ -8,6 +8,7 @@
 //! asserts nothing, it measures.
 
 mod http_client;
+mod ingest;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -21,17 +22,23 @@ const CONCURRENCY: [usize; 3] = [1, 16, 64];
 struct Args {
     seconds: f64,
     moto: String,
+    streams: Vec<usize>,
+    warmup: f64,
 }
 
 fn parse_args() -> Result<(String, Args), String> {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
-    let mut parsed = Args { seconds: 5.0, moto: "moto_server".into() };
+    let mut parsed = Args { seconds: 5.0, moto: "moto_server".into(), streams: vec![1, 10, 50], warmup: 10.0 };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--seconds" => parsed.seconds = value.parse().map_err(|_| "--seconds takes a number")?,
             "--moto" => parsed.moto = value,
+            "--streams" => {
+                parsed.streams = value.split(',').map(|n| n.trim().parse().map_err(|_| "--streams takes numbers like 1,10,50")).collect::<Result<_, _>>()?
+            }
+            "--warmup" => parsed.warmup = value.parse().map_err(|_| "--warmup takes a number")?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -54,8 +61,22 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        "ingest" => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let ingest_args = ingest::IngestArgs {
+                streams: args.streams.clone(),
+                warmup: Duration::from_secs_f64(args.warmup),
+                measure: Duration::from_secs_f64(args.seconds.max(5.0)),
+                out_dir: PathBuf::from("bench/out"),
+            };
+            if let Err(message) = runtime.block_on(ingest::run(ingest_args)) {
+                eprintln!("openivs-bench: {message}");
+                std::process::exit(1);
+            }
+        }
         _ => {
             eprintln!("usage: openivs-bench control-plane [--seconds N] [--moto PATH-TO-moto_server]");
+            eprintln!("       openivs-bench ingest [--streams 1,10,50] [--warmup S] [--seconds S]");
             std::process::exit(2);
         }
     }
@@ -66,6 +87,8 @@ struct Peer {
     name: &'static str,
     child: Child,
     port: u16,
+    rtmp_port: Option<u16>,
+    rtmps_port: Option<u16>,
     _data_dir: Option<TempDir>,
 }
 
@@ -106,25 +129,17 @@ async fn start_openivs() -> Result<Peer, String> {
     }
     let data_dir = std::env::temp_dir().join(format!("openivs-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data_dir);
-    let port = free_port();
+    let (port, rtmp_port, rtmps_port) = (free_port(), free_port(), free_port());
     let child = Command::new(&binary)
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&data_dir)
-        .args([
-            "--rtmp-addr",
-            "127.0.0.1:0",
-            "--rtmps-addr",
-            "127.0.0.1:0",
-            "--log",
-            "warn",
-            "--quota-channels",
-            "1000000",
-        ])
+        .args(["--rtmp-addr", &format!("127.0.0.1:{rtmp_port}"), "--rtmps-addr", &format!("127.0.0.1:{rtmps_port}")])
+        .args(["--log", "warn", "--quota-channels", "1000000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    let peer = Peer { name: "openivs", child, port, _data_dir: Some(TempDir(data_dir)) };
+    let peer = Peer { name: "openivs", child, port, rtmp_port: Some(rtmp_port), rtmps_port: Some(rtmps_port), _data_dir: Some(TempDir(data_dir)) };
     wait_for_port(port).await?;
     Ok(peer)
 }
@@ -137,7 +152,7 @@ async fn start_moto(program: &str) -> Result<Peer, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {program} (pip install 'moto[server]'): {e}"))?;
-    let peer = Peer { name: "moto", child, port, _data_dir: None };
+    let peer = Peer { name: "moto", child, port, rtmp_port: None, rtmps_port: None, _data_dir: None };
     wait_for_port(port).await?;
     Ok(peer)
 }

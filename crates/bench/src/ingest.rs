@@ -1,0 +1,240 @@
+//! `openivs-bench ingest`: server CPU and memory while receiving N concurrent 720p30 ~3 Mbit/s
+//! RTMP publishers, openivs against nginx-rtmp (Debian `libnginx-mod-rtmp`), both on 127.0.0.1.
+//!
+//! One pre-encoded file is sent by every publisher with `ffmpeg -re -stream_loop -1 -c copy`, so
+//! the encoder does not dominate the machine. Each case: start N publishers, wait for them to
+//! settle, then measure the server's CPU time (from /proc, as % of one core) and resident memory
+//! (sampled every second) over the measuring window. Both servers receive plain RTMP (nginx-rtmp
+//! has no RTMPS); openivs's RTMPS figures are reported on their own rows.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::http_client::{Connection, SignedClient};
+use crate::{Peer, TempDir, free_port, wait_for_port};
+
+pub struct IngestArgs {
+    pub streams: Vec<usize>,
+    pub warmup: Duration,
+    pub measure: Duration,
+    pub out_dir: PathBuf,
+}
+
+/// Encodes the benchmark's input once: 10 s of 720p30 test pattern at ~3 Mbit/s with AAC.
+fn input_file(out_dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(out_dir).map_err(|e| e.to_string())?;
+    let path = out_dir.join("bench-720p30-3mbps.flv");
+    if path.exists() {
+        return Ok(path);
+    }
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "10"])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-keyint_min", "30", "-sc_threshold", "0"])
+        .args(["-b:v", "2800k", "-maxrate", "2800k", "-bufsize", "5600k", "-pix_fmt", "yuv420p"])
+        .args(["-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-f", "flv"])
+        .arg(&path)
+        .status()
+        .map_err(|e| format!("ffmpeg is needed (apt-get install ffmpeg): {e}"))?;
+    if !status.success() {
+        return Err("ffmpeg could not encode the benchmark input".into());
+    }
+    Ok(path)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// The processes whose CPU and memory count for a server (nginx: master and workers).
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut pids = vec![root];
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{root}/task/{root}/children")) {
+        pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    }
+    pids
+}
+
+struct Publishers(Vec<Child>);
+
+impl Drop for Publishers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
+fn publish(urls: &[String], input: &Path) -> Result<Publishers, String> {
+    let mut children = Vec::new();
+    for url in urls {
+        let child = Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
+            .arg(input)
+            .args(["-c", "copy", "-f", "flv", url])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start ffmpeg: {e}"))?;
+        children.push(child);
+    }
+    Ok(Publishers(children))
+}
+
+pub struct Sample {
+    pub cpu_percent: f64,
+    pub rss_max_kib: u64,
+    pub rss_idle_kib: u64,
+    pub publishers_alive: usize,
+}
+
+async fn measure(root: u32, urls: &[String], input: &Path, args: &IngestArgs) -> Result<Sample, String> {
+    let rss_idle_kib = process_tree(root).iter().map(|p| rss_kib(*p)).sum();
+    let mut publishers = publish(urls, input)?;
+    tokio::time::sleep(args.warmup).await;
+    let pids = process_tree(root);
+    let ticks_before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let started = Instant::now();
+    let mut rss_max_kib = 0;
+    while started.elapsed() < args.measure {
+        rss_max_kib = rss_max_kib.max(pids.iter().map(|p| rss_kib(*p)).sum());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let ticks_after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    let seconds = started.elapsed().as_secs_f64();
+    let publishers_alive = publishers.0.iter_mut().map(|c| c.try_wait()).filter(|status| matches!(status, Ok(None))).count();
+    drop(publishers);
+    // Let the server notice the publishers left before the next case.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(Sample {
+        cpu_percent: (ticks_after - ticks_before) as f64 / clock_ticks_per_second() / seconds * 100.0,
+        rss_max_kib,
+        rss_idle_kib,
+        publishers_alive,
+    })
+}
+
+fn start_nginx(work: &Path) -> Result<(Peer, u16), String> {
+    let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
+    if !module.exists() {
+        return Err("nginx-rtmp is needed: apt-get install nginx-light libnginx-mod-rtmp".into());
+    }
+    let port = free_port();
+    std::fs::create_dir_all(work.join("logs")).map_err(|e| e.to_string())?;
+    let config = format!(
+        "load_module {module};\nworker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log warn;\n\
+         events {{ worker_connections 1024; }}\n\
+         rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096; application app {{ live on; record off; }} }} }}\n\
+         http {{ access_log off; client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; \
+         uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi; }}\n",
+        module = module.display(),
+        dir = work.display()
+    );
+    let config_path = work.join("nginx.conf");
+    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
+    let child = Command::new("nginx")
+        .args(["-c"])
+        .arg(&config_path)
+        .args(["-p"])
+        .arg(work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start nginx: {e}"))?;
+    Ok((Peer { name: "nginx-rtmp", child, port, rtmp_port: Some(port), rtmps_port: None, _data_dir: None }, port))
+}
+
+async fn openivs_channels(client: &SignedClient, port: u16, count: usize) -> Result<Vec<String>, String> {
+    let mut connection = Connection::new(port);
+    let mut keys = Vec::new();
+    for _ in 0..count {
+        let (status, body) = client.call(&mut connection, "CreateChannel", r#"{"insecureIngest":true}"#).await?;
+        if status != 200 {
+            return Err(format!("CreateChannel answered {status}"));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        keys.push(json["streamKey"]["value"].as_str().ok_or("no stream key")?.to_owned());
+    }
+    Ok(keys)
+}
+
+pub async fn run(args: IngestArgs) -> Result<(), String> {
+    let input = input_file(&args.out_dir)?;
+    let most = args.streams.iter().copied().max().unwrap_or(1);
+    let openivs = crate::start_openivs().await?;
+    let rtmp_port = openivs.rtmp_port.ok_or("openivs has no RTMP port")?;
+    let rtmps_port = openivs.rtmps_port.ok_or("openivs has no RTMPS port")?;
+    let keys = openivs_channels(&SignedClient::new(), openivs.port, most).await?;
+    let nginx_dir = TempDir(std::env::temp_dir().join(format!("openivs-bench-nginx-{}", std::process::id())));
+    let (nginx, nginx_port) = start_nginx(&nginx_dir.0)?;
+    wait_for_port(nginx_port).await?;
+    let nginx_root = nginx.child.id();
+
+    println!(
+        "# Ingest: N concurrent 720p30 ~3 Mbit/s RTMP publishers (ffmpeg -re -c copy), {} s warm-up, {} s measured, 127.0.0.1, {} CPUs",
+        args.warmup.as_secs(),
+        args.measure.as_secs(),
+        crate::num_cpus()
+    );
+    println!();
+    println!("| publishers | server | CPU % of one core | CPU % per stream | RSS max MiB | RSS idle MiB | RSS per stream MiB | publishers alive | openivs/nginx CPU | openivs/nginx RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for &count in &args.streams {
+        let mut figures = Vec::new();
+        let cases: [(&str, u32, Vec<String>); 3] = [
+            ("nginx-rtmp", nginx_root, (0..count).map(|i| format!("rtmp://127.0.0.1:{nginx_port}/app/bench{count}x{i}")).collect()),
+            ("openivs (RTMP)", openivs.child.id(), keys[..count].iter().map(|k| format!("rtmp://127.0.0.1:{rtmp_port}/app/{k}")).collect()),
+            ("openivs (RTMPS)", openivs.child.id(), keys[..count].iter().map(|k| format!("rtmps://127.0.0.1:{rtmps_port}/app/{k}")).collect()),
+        ];
+        for (name, root, urls) in cases {
+            let sample = measure(root, &urls, &input, &args).await?;
+            let per_stream_rss = (sample.rss_max_kib.saturating_sub(sample.rss_idle_kib)) as f64 / 1024.0 / count as f64;
+            let ratios = match figures.first() {
+                Some(nginx) if name.starts_with("openivs") => {
+                    let nginx: &Sample = nginx;
+                    format!(
+                        "{:.2}× | {:.2}×",
+                        sample.cpu_percent / nginx.cpu_percent.max(0.01),
+                        sample.rss_max_kib as f64 / nginx.rss_max_kib.max(1) as f64
+                    )
+                }
+                _ => " | ".to_owned(),
+            };
+            println!(
+                "| {count} | {name} | {:.2} | {:.3} | {:.1} | {:.1} | {:.2} | {}/{count} | {ratios} |",
+                sample.cpu_percent,
+                sample.cpu_percent / count as f64,
+                sample.rss_max_kib as f64 / 1024.0,
+                sample.rss_idle_kib as f64 / 1024.0,
+                per_stream_rss,
+                sample.publishers_alive,
+            );
+            figures.push(sample);
+        }
+    }
+    let _ = Command::new("kill").args(["-QUIT", &nginx_root.to_string()]).status();
+    Ok(())
+}
