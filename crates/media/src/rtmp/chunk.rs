@@ -28,6 +28,9 @@ impl Default for Limits {
     }
 }
 
+/// At most this much is reserved for a message before its bytes arrive.
+const PREALLOCATE_LIMIT: usize = 256 << 10;
+
 /// The spec's largest chunk size (2^31 − 1); anything at least as large as a message works alike.
 const MAX_CHUNK_SIZE: u32 = 0x7fff_ffff;
 
@@ -183,6 +186,11 @@ impl ChunkDecoder {
             }
         }
         stream.started = true;
+        if already == 0 {
+            // Room for the whole message up front (within reason), not doubling chunk by chunk;
+            // memory still follows only the bytes that arrive beyond that.
+            stream.partial.reserve_exact(length.min(PREALLOCATE_LIMIT));
+        }
         if self.partial_bytes + chunk_len > self.limits.max_partial_bytes {
             return Err(ParseError::new("RTMP: too much partially received data"));
         }

@@ -34,7 +34,8 @@ pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_STREAM_DURATION: Duration = Duration::from_secs(48 * 3600);
 const OUR_CHUNK_SIZE: usize = 4096;
 const WINDOW_ACK_SIZE: u32 = 2_500_000;
-const READ_BUFFER: usize = 64 * 1024;
+/// Bytes read per call; the buffer grows only while a chunk larger than this is arriving.
+const READ_BUFFER: usize = 16 * 1024;
 /// The application name IVS ingest uses.
 const APPLICATION: &str = "app";
 /// The ingest configuration is first recorded after this much media, then refreshed.
@@ -190,7 +191,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     /// Reads more bytes; acknowledges them as the peer's window asks. `Ok(false)` at end of stream.
     async fn fill(&mut self) -> Result<bool, String> {
-        self.buffer.reserve(READ_BUFFER);
+        if self.buffer.capacity() - self.buffer.len() < READ_BUFFER / 2 {
+            self.buffer.reserve(READ_BUFFER);
+        }
         let read = self.io.read_buf(&mut self.buffer).await.map_err(|e| format!("read failed: {e}"))?;
         if read == 0 {
             return Ok(false);

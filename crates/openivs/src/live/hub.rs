@@ -3,11 +3,12 @@
 //!
 //! Publishing never waits for a consumer: frames go into a bounded broadcast ring, and a
 //! consumer that falls more than the ring behind loses the frames it missed (it is told how many
-//! and should resume at the next keyframe). A late joiner starts from the codec configuration and
-//! the current GOP, which the hub keeps (bounded in frames and bytes). Memory per stream is
-//! therefore bounded by the ring, the GOP cache and the configurations.
+//! and should resume at the next keyframe). Consumers subscribe when the stream starts (the
+//! packagers run for every live stream), so the hub keeps no GOP for late joiners: a consumer
+//! that joins later starts at the next keyframe. Memory per stream is bounded by the ring (which
+//! holds frames only while a subscriber has not read them) and the codec configurations.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -15,10 +16,6 @@ use tokio::sync::{broadcast, watch};
 
 /// Frames in the ring: about 8 s of a 30 fps stream with audio.
 const RING_FRAMES: usize = 512;
-/// The GOP cache holds at most this many frames and bytes; a longer GOP is cached from its start
-/// up to the limit only.
-const GOP_MAX_FRAMES: usize = 1024;
-const GOP_MAX_BYTES: usize = 24 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TrackKind {
@@ -65,13 +62,6 @@ pub struct Hub {
     metadata: broadcast::Sender<Arc<TimedMetadata>>,
     video: watch::Sender<Option<Arc<TrackConfig>>>,
     audio: watch::Sender<Option<Arc<TrackConfig>>>,
-    gop: Mutex<Gop>,
-}
-
-#[derive(Default)]
-struct Gop {
-    frames: Vec<Arc<MediaFrame>>,
-    bytes: usize,
 }
 
 /// A consumer's view of the hub.
@@ -80,8 +70,6 @@ pub struct Subscription {
     pub metadata: broadcast::Receiver<Arc<TimedMetadata>>,
     pub video: watch::Receiver<Option<Arc<TrackConfig>>>,
     pub audio: watch::Receiver<Option<Arc<TrackConfig>>>,
-    /// The current GOP, oldest first, to start from.
-    pub gop: Vec<Arc<MediaFrame>>,
 }
 
 impl Default for Hub {
@@ -99,7 +87,6 @@ impl Hub {
             metadata,
             video: watch::Sender::new(None),
             audio: watch::Sender::new(None),
-            gop: Mutex::new(Gop::default()),
         }
     }
 
@@ -113,20 +100,8 @@ impl Hub {
 
     /// Publishes a frame to every subscriber; never waits.
     pub fn publish(&self, frame: MediaFrame) {
-        let frame = Arc::new(frame);
-        {
-            let mut gop = self.gop.lock().expect("hub GOP lock");
-            if frame.kind == TrackKind::Video && frame.keyframe {
-                gop.frames.clear();
-                gop.bytes = 0;
-            }
-            if gop.frames.len() < GOP_MAX_FRAMES && gop.bytes + frame.data.len() <= GOP_MAX_BYTES {
-                gop.bytes += frame.data.len();
-                gop.frames.push(frame.clone());
-            }
-        }
         // An error only means nobody is subscribed.
-        let _ = self.frames.send(frame);
+        let _ = self.frames.send(Arc::new(frame));
     }
 
     /// Hands timed metadata to every subscriber; never waits.
@@ -135,13 +110,11 @@ impl Hub {
     }
 
     pub fn subscribe(&self) -> Subscription {
-        let gop = self.gop.lock().expect("hub GOP lock");
         Subscription {
             frames: self.frames.subscribe(),
             metadata: self.metadata.subscribe(),
             video: self.video.subscribe(),
             audio: self.audio.subscribe(),
-            gop: gop.frames.clone(),
         }
     }
 
@@ -168,6 +141,10 @@ mod tests {
 
     #[test]
     fn a_stuck_subscriber_never_blocks_publishing_and_stays_bounded() {
+        // Nobody subscribed: publishing keeps nothing.
+        let idle = Hub::new();
+        idle.publish(frame(0, true, 100));
+        assert_eq!(idle.subscriber_count(), 0);
         let hub = Hub::new();
         let mut stuck = hub.subscribe();
         let mut live = hub.subscribe();
@@ -183,27 +160,4 @@ mod tests {
         assert!(stuck.frames.try_recv().is_ok());
     }
 
-    #[test]
-    fn late_joiners_start_at_the_current_gop() {
-        let hub = Hub::new();
-        for i in 0..100 {
-            hub.publish(frame(i, i % 30 == 0, 10));
-        }
-        let joiner = hub.subscribe();
-        assert_eq!(joiner.gop.len(), 10);
-        assert!(joiner.gop[0].keyframe);
-        assert_eq!(joiner.gop[0].dts_ms, 90);
-    }
-
-    #[test]
-    fn the_gop_cache_is_bounded() {
-        let hub = Hub::new();
-        hub.publish(frame(0, true, 1 << 20));
-        for i in 1..100 {
-            hub.publish(frame(i, false, 1 << 20));
-        }
-        let joiner = hub.subscribe();
-        assert!(joiner.gop.iter().map(|f| f.data.len()).sum::<usize>() <= GOP_MAX_BYTES);
-        assert!(joiner.gop[0].keyframe);
-    }
 }
