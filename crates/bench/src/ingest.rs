@@ -55,14 +55,18 @@ fn clock_ticks_per_second() -> f64 {
 /// utime + stime of a process, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
-    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
 }
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -125,7 +129,8 @@ async fn measure(root: u32, urls: &[String], input: &Path, args: &IngestArgs) ->
     }
     let ticks_after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
     let seconds = started.elapsed().as_secs_f64();
-    let publishers_alive = publishers.0.iter_mut().map(|c| c.try_wait()).filter(|status| matches!(status, Ok(None))).count();
+    let publishers_alive =
+        publishers.0.iter_mut().map(|c| c.try_wait()).filter(|status| matches!(status, Ok(None))).count();
     drop(publishers);
     // Let the server notice the publishers left before the next case.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -200,18 +205,33 @@ pub async fn run(args: IngestArgs) -> Result<(), String> {
         crate::num_cpus()
     );
     println!();
-    println!("| publishers | server | CPU % of one core | CPU % per stream | RSS max MiB | RSS idle MiB | RSS per stream MiB | publishers alive | openivs/nginx CPU | openivs/nginx RSS |");
+    println!(
+        "| publishers | server | CPU % of one core | CPU % per stream | RSS max MiB | RSS idle MiB | RSS per stream MiB | publishers alive | openivs/nginx CPU | openivs/nginx RSS |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for &count in &args.streams {
         let mut figures = Vec::new();
         let cases: [(&str, u32, Vec<String>); 3] = [
-            ("nginx-rtmp", nginx_root, (0..count).map(|i| format!("rtmp://127.0.0.1:{nginx_port}/app/bench{count}x{i}")).collect()),
-            ("openivs (RTMP)", openivs.child.id(), keys[..count].iter().map(|k| format!("rtmp://127.0.0.1:{rtmp_port}/app/{k}")).collect()),
-            ("openivs (RTMPS)", openivs.child.id(), keys[..count].iter().map(|k| format!("rtmps://127.0.0.1:{rtmps_port}/app/{k}")).collect()),
+            (
+                "nginx-rtmp",
+                nginx_root,
+                (0..count).map(|i| format!("rtmp://127.0.0.1:{nginx_port}/app/bench{count}x{i}")).collect(),
+            ),
+            (
+                "openivs (RTMP)",
+                openivs.child.id(),
+                keys[..count].iter().map(|k| format!("rtmp://127.0.0.1:{rtmp_port}/app/{k}")).collect(),
+            ),
+            (
+                "openivs (RTMPS)",
+                openivs.child.id(),
+                keys[..count].iter().map(|k| format!("rtmps://127.0.0.1:{rtmps_port}/app/{k}")).collect(),
+            ),
         ];
         for (name, root, urls) in cases {
             let sample = measure(root, &urls, &input, &args).await?;
-            let per_stream_rss = (sample.rss_max_kib.saturating_sub(sample.rss_idle_kib)) as f64 / 1024.0 / count as f64;
+            let per_stream_rss =
+                (sample.rss_max_kib.saturating_sub(sample.rss_idle_kib)) as f64 / 1024.0 / count as f64;
             let ratios = match figures.first() {
                 Some(nginx) if name.starts_with("openivs") => {
                     let nginx: &Sample = nginx;

@@ -36,7 +36,10 @@ fn parse_args() -> Result<(String, Args), String> {
             "--seconds" => parsed.seconds = value.parse().map_err(|_| "--seconds takes a number")?,
             "--moto" => parsed.moto = value,
             "--streams" => {
-                parsed.streams = value.split(',').map(|n| n.trim().parse().map_err(|_| "--streams takes numbers like 1,10,50")).collect::<Result<_, _>>()?
+                parsed.streams = value
+                    .split(',')
+                    .map(|n| n.trim().parse().map_err(|_| "--streams takes numbers like 1,10,50"))
+                    .collect::<Result<_, _>>()?
             }
             "--warmup" => parsed.warmup = value.parse().map_err(|_| "--warmup takes a number")?,
             other => return Err(format!("unknown flag {other}")),
@@ -139,7 +142,14 @@ async fn start_openivs() -> Result<Peer, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-    let peer = Peer { name: "openivs", child, port, rtmp_port: Some(rtmp_port), rtmps_port: Some(rtmps_port), _data_dir: Some(TempDir(data_dir)) };
+    let peer = Peer {
+        name: "openivs",
+        child,
+        port,
+        rtmp_port: Some(rtmp_port),
+        rtmps_port: Some(rtmps_port),
+        _data_dir: Some(TempDir(data_dir)),
+    };
     wait_for_port(port).await?;
     Ok(peer)
 }

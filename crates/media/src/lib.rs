@@ -13,7 +13,9 @@ pub mod amf0;
 pub mod bits;
 pub mod flv;
 pub mod h264;
+pub mod hls;
 pub mod rtmp;
+pub mod ts;
 
 /// Why some bytes could not be parsed. Parsers never panic on bad input; they return this.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -29,7 +29,12 @@ pub struct AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().fallback(control_plane).with_state(state)
+    use axum::routing::get;
+    Router::new()
+        .route("/api/video/v1/{name}", get(crate::playback::http::multivariant))
+        .route("/playback/{session}/{channel}/{file}", get(crate::playback::http::media))
+        .fallback(control_plane)
+        .with_state(state)
 }
 
 /// An IVS operation a request addresses, with the `{resourceArn}` label of tag routes (raw).

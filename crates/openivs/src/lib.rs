@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod live;
+pub mod playback;
 pub mod server;
 pub mod settings;
 pub mod store;

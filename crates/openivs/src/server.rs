@@ -13,6 +13,7 @@ use crate::http::{AppState, router};
 use crate::ingest::{IngestContext, run_listener, tls};
 use crate::live::LiveRegistry;
 use crate::live::session::end_orphaned_sessions;
+use crate::playback::Playback;
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -51,10 +52,12 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         srt_port: SRT_PORT,
     };
     let live = Arc::new(LiveRegistry::new());
-    let api =
-        Api::new(store.clone(), live.clone(), settings.quotas, endpoints.clone()).await.map_err(|e| e.to_string())?;
+    let playback = Arc::new(Playback::new());
+    let api = Api::new(store.clone(), live.clone(), playback.clone(), settings.quotas, endpoints.clone())
+        .await
+        .map_err(|e| e.to_string())?;
     let state = Arc::new(AppState { api, auth: Authenticator::new(&settings.credentials) });
-    let ingest = Arc::new(IngestContext { store: store.clone(), live: live.clone(), endpoints });
+    let ingest = Arc::new(IngestContext { store: store.clone(), live: live.clone(), playback, endpoints });
     let (stop_ingest, ingest_stopped) = watch::channel(false);
     let rtmp_task = tokio::spawn(run_listener(rtmp, None, ingest.clone(), ingest_stopped.clone()));
     let rtmps_task = tokio::spawn(run_listener(rtmps, Some(tls), ingest, ingest_stopped));

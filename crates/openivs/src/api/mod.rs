@@ -54,6 +54,7 @@ impl Endpoints {
 pub struct Api {
     pub store: Arc<dyn Store>,
     pub live: Arc<LiveRegistry>,
+    pub playback: Arc<crate::playback::Playback>,
     pub quotas: Quotas,
     pub endpoints: Endpoints,
     tokens: PageTokens,
@@ -165,11 +166,12 @@ impl Api {
     pub async fn new(
         store: Arc<dyn Store>,
         live: Arc<LiveRegistry>,
+        playback: Arc<crate::playback::Playback>,
         quotas: Quotas,
         endpoints: Endpoints,
     ) -> Result<Api, IvsError> {
         let key = store.init_setting("pagination_token_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
-        Ok(Api { store, live, quotas, endpoints, tokens: PageTokens::new(key.into_bytes()) })
+        Ok(Api { store, live, playback, quotas, endpoints, tokens: PageTokens::new(key.into_bytes()) })
     }
 
     /// Runs one operation. Returns the response body (`Value::Null` for operations without

@@ -31,6 +31,7 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct IngestContext {
     pub store: Arc<dyn Store>,
     pub live: Arc<LiveRegistry>,
+    pub playback: Arc<crate::playback::Playback>,
     pub endpoints: Endpoints,
 }
 

@@ -393,6 +393,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         };
         tracing::info!("ingest: {} is live (stream {}, from {peer})", live.channel_arn, live.stream_id);
+        context.playback.start_stream(&live);
         let mut stream_begin = vec![0, 0];
         stream_begin.extend_from_slice(&stream_id.to_be_bytes());
         self.send(&[
@@ -420,6 +421,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             timeline: Timeline::default(),
         };
         let (result, code) = self.stream(&mut state).await;
+        live.hub.end();
         // The stream is over: record it, then free the channel.
         let _ = self.record_ingest_configuration(&mut state).await;
         if let Err(error) = state.recorder.end(state.first_media_at.is_some(), code, OffsetDateTime::now_utc()).await {

@@ -62,6 +62,7 @@ pub struct Hub {
     metadata: broadcast::Sender<Arc<TimedMetadata>>,
     video: watch::Sender<Option<Arc<TrackConfig>>>,
     audio: watch::Sender<Option<Arc<TrackConfig>>>,
+    ended: watch::Sender<bool>,
 }
 
 /// A consumer's view of the hub.
@@ -87,6 +88,7 @@ impl Hub {
             metadata,
             video: watch::Sender::new(None),
             audio: watch::Sender::new(None),
+            ended: watch::Sender::new(false),
         }
     }
 
@@ -116,6 +118,15 @@ impl Hub {
             video: self.video.subscribe(),
             audio: self.audio.subscribe(),
         }
+    }
+
+    /// The stream is over: consumers finish what they have and stop.
+    pub fn end(&self) {
+        self.ended.send_replace(true);
+    }
+
+    pub fn ended(&self) -> watch::Receiver<bool> {
+        self.ended.subscribe()
     }
 
     pub fn subscriber_count(&self) -> usize {
@@ -159,5 +170,4 @@ mod tests {
         }
         assert!(stuck.frames.try_recv().is_ok());
     }
-
 }

@@ -64,11 +64,6 @@ impl LiveStream {
     pub fn health(&self) -> Health {
         self.stats.lock().expect("stats lock").health(Instant::now())
     }
-
-    /// Concurrent viewers (playback sessions arrive with the HLS origin).
-    pub fn viewer_count(&self) -> i64 {
-        0
-    }
 }
 
 #[derive(Default)]

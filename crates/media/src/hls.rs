@@ -1,0 +1,220 @@
+//! HLS playlists (RFC 8216, and the Low-Latency HLS additions of RFC 8216bis): the multivariant
+//! playlist, and media playlists with segments, partial segments, preload hints, server control,
+//! skipped segments (delta updates) and program date-times. Rendering only: the packager decides
+//! what the playlist holds.
+
+use std::fmt::Write;
+
+/// One variant of a multivariant playlist.
+#[derive(Debug, Clone)]
+pub struct Variant {
+    pub uri: String,
+    pub bandwidth: u64,
+    pub codecs: String,
+    pub resolution: Option<(u32, u32)>,
+    pub frame_rate: Option<f64>,
+}
+
+pub fn multivariant(variants: &[Variant]) -> String {
+    let mut out = String::from("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+    for variant in variants {
+        let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"", variant.bandwidth, variant.codecs);
+        if let Some((width, height)) = variant.resolution {
+            let _ = write!(out, ",RESOLUTION={width}x{height}");
+        }
+        if let Some(rate) = variant.frame_rate {
+            let _ = write!(out, ",FRAME-RATE={rate:.3}");
+        }
+        let _ = write!(out, "\n{}\n", variant.uri);
+    }
+    out
+}
+
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub duration: f64,
+    pub uri: String,
+    pub independent: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub sequence: u64,
+    pub duration: f64,
+    pub uri: String,
+    /// RFC 3339 date-time of the segment's first frame (`EXT-X-PROGRAM-DATE-TIME`).
+    pub program_date_time: String,
+    pub discontinuity: bool,
+    /// Partial segments (listed for the newest segments only).
+    pub parts: Vec<Part>,
+}
+
+/// Low-Latency HLS settings of a media playlist.
+#[derive(Debug, Clone)]
+pub struct LowLatency {
+    pub part_target: f64,
+    pub part_hold_back: f64,
+    pub can_skip_until: f64,
+    /// Parts of the segment in progress.
+    pub pending_parts: Vec<Part>,
+    /// `EXT-X-PRELOAD-HINT` for the next part.
+    pub preload_hint: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MediaPlaylist {
+    pub target_duration: u64,
+    pub media_sequence: u64,
+    pub discontinuity_sequence: u64,
+    pub map_uri: Option<String>,
+    pub segments: Vec<Segment>,
+    pub low_latency: Option<LowLatency>,
+    pub ended: bool,
+    /// How many of the oldest segments to replace with `EXT-X-SKIP` (delta update).
+    pub skip_segments: usize,
+}
+
+fn write_part(out: &mut String, part: &Part) {
+    let _ = write!(out, "#EXT-X-PART:DURATION={:.5},URI=\"{}\"", part.duration, part.uri);
+    if part.independent {
+        out.push_str(",INDEPENDENT=YES");
+    }
+    out.push('\n');
+}
+
+impl MediaPlaylist {
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(256 + self.segments.len() * 96);
+        let version = if self.skip_segments > 0 {
+            9
+        } else if self.low_latency.is_some() || self.map_uri.is_some() {
+            6
+        } else {
+            3
+        };
+        let _ = write!(out, "#EXTM3U\n#EXT-X-VERSION:{version}\n#EXT-X-TARGETDURATION:{}\n", self.target_duration);
+        if let Some(ll) = &self.low_latency {
+            let _ = writeln!(
+                out,
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3},CAN-SKIP-UNTIL={:.1}",
+                ll.part_hold_back, ll.can_skip_until
+            );
+            let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={:.5}", ll.part_target);
+        }
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{}", self.media_sequence);
+        if self.discontinuity_sequence > 0 {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", self.discontinuity_sequence);
+        }
+        if let Some(map) = &self.map_uri {
+            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{map}\"");
+        }
+        let skip = self.skip_segments.min(self.segments.len());
+        if skip > 0 {
+            let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skip}");
+        }
+        for segment in &self.segments[skip..] {
+            if segment.discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", segment.program_date_time);
+            if self.low_latency.is_some() {
+                for part in &segment.parts {
+                    write_part(&mut out, part);
+                }
+            }
+            let _ = write!(out, "#EXTINF:{:.5},\n{}\n", segment.duration, segment.uri);
+        }
+        if let Some(ll) = &self.low_latency {
+            for part in &ll.pending_parts {
+                write_part(&mut out, part);
+            }
+            if let Some(hint) = &ll.preload_hint {
+                let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"");
+            }
+        }
+        if self.ended {
+            out.push_str("#EXT-X-ENDLIST\n");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(sequence: u64, parts: usize) -> Segment {
+        Segment {
+            sequence,
+            duration: 2.0,
+            uri: format!("seg{sequence}.ts"),
+            program_date_time: "2026-01-01T00:00:00.000Z".into(),
+            discontinuity: sequence == 3,
+            parts: (0..parts)
+                .map(|i| Part { duration: 0.33333, uri: format!("part{sequence}.{i}.ts"), independent: i == 0 })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn low_latency_playlist() {
+        let playlist = MediaPlaylist {
+            target_duration: 2,
+            media_sequence: 1,
+            discontinuity_sequence: 0,
+            map_uri: None,
+            segments: vec![segment(1, 0), segment(2, 6), segment(3, 6)],
+            low_latency: Some(LowLatency {
+                part_target: 0.33334,
+                part_hold_back: 1.0,
+                can_skip_until: 12.0,
+                pending_parts: vec![Part { duration: 0.33, uri: "part4.0.ts".into(), independent: true }],
+                preload_hint: Some("part4.1.ts".into()),
+            }),
+            ended: false,
+            skip_segments: 1,
+        };
+        let text = playlist.render();
+        assert!(text.starts_with("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n"));
+        assert!(text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.000,CAN-SKIP-UNTIL=12.0\n"));
+        assert!(text.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=1\n"));
+        assert!(!text.contains("seg1.ts"));
+        assert!(text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"));
+        assert!(text.contains("#EXT-X-PART:DURATION=0.33333,URI=\"part2.0.ts\",INDEPENDENT=YES\n"));
+        assert!(text.ends_with("#EXT-X-PART:DURATION=0.33000,URI=\"part4.0.ts\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part4.1.ts\"\n"));
+    }
+
+    #[test]
+    fn ended_regular_playlist() {
+        let playlist = MediaPlaylist {
+            target_duration: 2,
+            media_sequence: 7,
+            discontinuity_sequence: 1,
+            map_uri: Some("init.mp4".into()),
+            segments: vec![segment(7, 6)],
+            low_latency: None,
+            ended: true,
+            skip_segments: 0,
+        };
+        let text = playlist.render();
+        assert!(text.contains("#EXT-X-VERSION:6\n"));
+        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXT-X-MAP:URI=\"init.mp4\"\n"));
+        assert!(!text.contains("EXT-X-PART"));
+        assert!(text.ends_with("#EXTINF:2.00000,\nseg7.ts\n#EXT-X-ENDLIST\n"));
+    }
+
+    #[test]
+    fn multivariant_lists_the_variant() {
+        let text = multivariant(&[Variant {
+            uri: "/p/x/media.m3u8".into(),
+            bandwidth: 2_800_000,
+            codecs: "avc1.64001F,mp4a.40.2".into(),
+            resolution: Some((1280, 720)),
+            frame_rate: Some(30.0),
+        }]);
+        assert_eq!(
+            text,
+            "#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-STREAM-INF:BANDWIDTH=2800000,CODECS=\"avc1.64001F,mp4a.40.2\",RESOLUTION=1280x720,FRAME-RATE=30.000\n/p/x/media.m3u8\n"
+        );
+    }
+}

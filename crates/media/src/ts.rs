@@ -1,0 +1,344 @@
+//! MPEG-2 Transport Stream muxing for HLS segments: PAT and PMT, PES packets with PTS/DTS,
+//! PCR on the video PID, continuity counters per PID, stuffing through the adaptation field, and a
+//! timed-metadata PID (ID3, stream type 0x15) for PutMetadata. Video is H.264 in Annex B with an
+//! access unit delimiter (and SPS/PPS before each IDR); audio is AAC in ADTS.
+
+use crate::aac::AudioSpecificConfig;
+
+pub const PACKET_LEN: usize = 188;
+pub const PMT_PID: u16 = 0x1000;
+pub const VIDEO_PID: u16 = 0x100;
+pub const AUDIO_PID: u16 = 0x101;
+pub const METADATA_PID: u16 = 0x102;
+
+/// MPEG-2 CRC-32 (polynomial 0x04C11DB7, no reflection), for PSI sections.
+fn crc32_mpeg2(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &byte in bytes {
+        crc ^= u32::from(byte) << 24;
+        for _ in 0..8 {
+            crc = if crc & 0x8000_0000 != 0 { (crc << 1) ^ 0x04c1_1db7 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
+/// Which elementary streams a transport stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tracks {
+    pub video: bool,
+    pub audio: bool,
+    pub metadata: bool,
+}
+
+pub struct TsMuxer {
+    tracks: Tracks,
+    continuity: [u8; 5],
+}
+
+fn counter_index(pid: u16) -> usize {
+    match pid {
+        0 => 0,
+        PMT_PID => 1,
+        VIDEO_PID => 2,
+        AUDIO_PID => 3,
+        _ => 4,
+    }
+}
+
+/// A timestamp in the 5-byte PES encoding (33 bits, markers), with the 4-bit prefix.
+fn pes_timestamp(prefix: u8, ticks: u64) -> [u8; 5] {
+    let t = ticks & 0x1_ffff_ffff;
+    [
+        (prefix << 4) | (((t >> 30) as u8 & 0x07) << 1) | 1,
+        (t >> 22) as u8,
+        (((t >> 15) as u8 & 0x7f) << 1) | 1,
+        (t >> 7) as u8,
+        ((t as u8 & 0x7f) << 1) | 1,
+    ]
+}
+
+impl TsMuxer {
+    pub fn new(tracks: Tracks) -> TsMuxer {
+        TsMuxer { tracks, continuity: [0; 5] }
+    }
+
+    fn next_counter(&mut self, pid: u16) -> u8 {
+        let slot = &mut self.continuity[counter_index(pid)];
+        let value = *slot;
+        *slot = (*slot + 1) & 0x0f;
+        value
+    }
+
+    /// One PSI section in its own packet (PAT and PMT fit in one).
+    fn write_section(&mut self, pid: u16, section: &[u8], out: &mut Vec<u8>) {
+        let counter = self.next_counter(pid);
+        let start = out.len();
+        out.extend_from_slice(&[0x47, 0x40 | (pid >> 8) as u8, pid as u8, 0x10 | counter, 0x00]);
+        out.extend_from_slice(section);
+        out.resize(start + PACKET_LEN, 0xff);
+    }
+
+    /// PAT and PMT: at the start of every segment, so each segment stands alone.
+    pub fn write_tables(&mut self, out: &mut Vec<u8>) {
+        let mut pat = vec![0x00, 0xb0, 0x0d, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01];
+        pat.extend_from_slice(&[0xe0 | (PMT_PID >> 8) as u8, PMT_PID as u8]);
+        pat.extend_from_slice(&crc32_mpeg2(&pat).to_be_bytes());
+        self.write_section(0, &pat, out);
+
+        let pcr_pid = if self.tracks.video { VIDEO_PID } else { AUDIO_PID };
+        let mut program_info = Vec::new();
+        if self.tracks.metadata {
+            // metadata_pointer_descriptor: ID3 metadata in this program.
+            program_info.extend_from_slice(&[
+                0x25, 0x0f, 0xff, 0xff, b'I', b'D', b'3', b' ', 0xff, b'I', b'D', b'3', b' ', 0x00, 0x1f, 0x00, 0x01,
+            ]);
+        }
+        let mut streams = Vec::new();
+        if self.tracks.video {
+            streams.extend_from_slice(&[0x1b, 0xe0 | (VIDEO_PID >> 8) as u8, VIDEO_PID as u8, 0xf0, 0x00]);
+        }
+        if self.tracks.audio {
+            streams.extend_from_slice(&[0x0f, 0xe0 | (AUDIO_PID >> 8) as u8, AUDIO_PID as u8, 0xf0, 0x00]);
+        }
+        if self.tracks.metadata {
+            // metadata_descriptor: format ID3, service 0xff.
+            let descriptor = [0x26, 0x0d, 0xff, 0xff, b'I', b'D', b'3', b' ', 0xff, b'I', b'D', b'3', b' ', 0xff, 0x0f];
+            streams.extend_from_slice(&[
+                0x15,
+                0xe0 | (METADATA_PID >> 8) as u8,
+                METADATA_PID as u8,
+                0xf0,
+                descriptor.len() as u8,
+            ]);
+            streams.extend_from_slice(&descriptor);
+        }
+        let section_length = 9 + program_info.len() + streams.len() + 4;
+        let mut pmt =
+            vec![0x02, 0xb0 | (section_length >> 8) as u8, section_length as u8, 0x00, 0x01, 0xc1, 0x00, 0x00];
+        pmt.extend_from_slice(&[0xe0 | (pcr_pid >> 8) as u8, pcr_pid as u8]);
+        pmt.extend_from_slice(&[0xf0 | (program_info.len() >> 8) as u8, program_info.len() as u8]);
+        pmt.extend_from_slice(&program_info);
+        pmt.extend_from_slice(&streams);
+        pmt.extend_from_slice(&crc32_mpeg2(&pmt).to_be_bytes());
+        self.write_section(PMT_PID, &pmt, out);
+    }
+
+    /// Cuts one PES packet into TS packets. The first carries PCR (= DTS) when `pcr` is set and
+    /// the random-access indicator when `random_access` is.
+    fn write_pes(&mut self, pid: u16, pes: &[u8], pcr: Option<u64>, random_access: bool, out: &mut Vec<u8>) {
+        let mut rest = pes;
+        let mut first = true;
+        while !rest.is_empty() {
+            let counter = self.next_counter(pid);
+            let mut adaptation = Vec::new();
+            if first && (pcr.is_some() || random_access) {
+                let mut flags = 0u8;
+                if random_access {
+                    flags |= 0x40;
+                }
+                adaptation.push(flags);
+                if let Some(ticks) = pcr {
+                    adaptation[0] |= 0x10;
+                    let base = ticks & 0x1_ffff_ffff;
+                    adaptation.extend_from_slice(&[
+                        (base >> 25) as u8,
+                        (base >> 17) as u8,
+                        (base >> 9) as u8,
+                        (base >> 1) as u8,
+                        ((base as u8 & 1) << 7) | 0x7e,
+                        0x00,
+                    ]);
+                }
+            }
+            // Header 4 bytes; an adaptation field takes its length byte plus its content.
+            let room = PACKET_LEN - 4 - if adaptation.is_empty() { 0 } else { 1 + adaptation.len() };
+            let take = rest.len().min(room);
+            let mut has_adaptation = !adaptation.is_empty();
+            let needed = room - take;
+            if needed > 0 {
+                // The last packet is filled up through the adaptation field.
+                if has_adaptation {
+                    adaptation.resize(adaptation.len() + needed, 0xff);
+                } else if needed >= 2 {
+                    adaptation.push(0x00);
+                    adaptation.resize(needed - 1, 0xff);
+                }
+                // needed == 1 without a field: an empty field (its length byte alone) fills it.
+                has_adaptation = true;
+            }
+            let start = out.len();
+            let pusi = if first { 0x40 } else { 0x00 };
+            let control = if has_adaptation { 0x30 } else { 0x10 };
+            out.extend_from_slice(&[0x47, pusi | (pid >> 8) as u8, pid as u8, control | counter]);
+            if has_adaptation {
+                out.push(adaptation.len() as u8);
+                out.extend_from_slice(&adaptation);
+            }
+            out.extend_from_slice(&rest[..take]);
+            debug_assert_eq!(out.len() - start, PACKET_LEN);
+            rest = &rest[take..];
+            first = false;
+        }
+    }
+
+    fn pes_header(stream_id: u8, pts: u64, dts: Option<u64>, payload_len: usize) -> Vec<u8> {
+        let header_data_len = if dts.is_some() { 10 } else { 5 };
+        let packet_len = 3 + header_data_len + payload_len;
+        // Video PES may exceed 65535 bytes: length 0 means "unbounded" there.
+        let length_field = if packet_len > 0xffff { 0 } else { packet_len as u16 };
+        let mut header = vec![0x00, 0x00, 0x01, stream_id];
+        header.extend_from_slice(&length_field.to_be_bytes());
+        header.push(0x80);
+        header.push(if dts.is_some() { 0xc0 } else { 0x80 });
+        header.push(header_data_len as u8);
+        match dts {
+            Some(dts) => {
+                header.extend_from_slice(&pes_timestamp(0x3, pts));
+                header.extend_from_slice(&pes_timestamp(0x1, dts));
+            }
+            None => header.extend_from_slice(&pes_timestamp(0x2, pts)),
+        }
+        header
+    }
+
+    /// One video access unit (Annex B), timestamps in 90 kHz ticks.
+    pub fn write_video(&mut self, pts: u64, dts: u64, keyframe: bool, annex_b: &[u8], out: &mut Vec<u8>) {
+        let mut pes = Self::pes_header(0xe0, pts, (pts != dts).then_some(dts), annex_b.len());
+        pes.extend_from_slice(annex_b);
+        self.write_pes(VIDEO_PID, &pes, Some(dts), keyframe, out);
+    }
+
+    /// AAC frames already framed as ADTS, timestamp in 90 kHz ticks. Without video, the audio
+    /// PID carries the PCR.
+    pub fn write_audio(&mut self, pts: u64, adts: &[u8], out: &mut Vec<u8>) {
+        let mut pes = Self::pes_header(0xc0, pts, None, adts.len());
+        pes.extend_from_slice(adts);
+        let pcr = (!self.tracks.video).then_some(pts);
+        self.write_pes(AUDIO_PID, &pes, pcr, !self.tracks.video, out);
+    }
+
+    /// An ID3 tag as timed metadata (private stream 1, stream type 0x15).
+    pub fn write_metadata(&mut self, pts: u64, id3: &[u8], out: &mut Vec<u8>) {
+        let mut pes = Self::pes_header(0xbd, pts, None, id3.len());
+        pes.extend_from_slice(id3);
+        self.write_pes(METADATA_PID, &pes, None, false, out);
+    }
+}
+
+/// Converts a length-prefixed AVC sample to Annex B, starting with an access unit delimiter,
+/// with the SPS and PPS in front of keyframes so every segment can start decoding.
+pub fn avc_to_annex_b(sample: &[u8], nal_length_size: u8, keyframe: bool, sps: &[Vec<u8>], pps: &[Vec<u8>]) -> Vec<u8> {
+    const START: [u8; 4] = [0, 0, 0, 1];
+    let mut out = Vec::with_capacity(sample.len() + 64);
+    out.extend_from_slice(&START);
+    out.extend_from_slice(&[0x09, 0xf0]);
+    if keyframe {
+        for set in sps.iter().chain(pps) {
+            out.extend_from_slice(&START);
+            out.extend_from_slice(set);
+        }
+    }
+    let size = usize::from(nal_length_size.clamp(1, 4));
+    let mut rest = sample;
+    while rest.len() >= size {
+        let len = rest[..size].iter().fold(0usize, |n, b| (n << 8) | usize::from(*b));
+        let Some(nal) = rest.get(size..size + len) else { break };
+        // Encoders' own delimiters and parameter sets are replaced by ours.
+        let nal_type = nal.first().map(|b| b & 0x1f);
+        if !matches!(nal_type, Some(9)) && !(keyframe && matches!(nal_type, Some(7 | 8))) {
+            out.extend_from_slice(&START);
+            out.extend_from_slice(nal);
+        }
+        rest = &rest[size + len..];
+    }
+    out
+}
+
+/// An ADTS header for one raw AAC frame.
+pub fn adts_header(config: &AudioSpecificConfig, payload_len: usize) -> [u8; 7] {
+    const RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
+    let index = RATES.iter().position(|r| *r == config.sample_rate).unwrap_or(4) as u8;
+    let profile = config.object_type.saturating_sub(1).min(3);
+    let frame_len = payload_len + 7;
+    let channels = config.channels & 0x07;
+    [
+        0xff,
+        0xf1,
+        (profile << 6) | (index << 2) | (channels >> 2),
+        ((channels & 0x03) << 6) | ((frame_len >> 11) as u8 & 0x03),
+        (frame_len >> 3) as u8,
+        ((frame_len as u8 & 0x07) << 5) | 0x1f,
+        0xfc,
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packets(bytes: &[u8]) -> Vec<&[u8]> {
+        assert_eq!(bytes.len() % PACKET_LEN, 0);
+        bytes.chunks(PACKET_LEN).collect()
+    }
+
+    #[test]
+    fn crc_of_a_known_pat() {
+        // The PAT every ffmpeg-made TS file starts with (program 1 → PMT PID 0x1000).
+        let pat = [0x00, 0xb0, 0x0d, 0x00, 0x01, 0xc1, 0x00, 0x00, 0x00, 0x01, 0xf0, 0x00];
+        assert_eq!(crc32_mpeg2(&pat), 0x2ab1_04b2);
+    }
+
+    #[test]
+    fn packets_are_188_bytes_with_counters_in_order() {
+        let mut muxer = TsMuxer::new(Tracks { video: true, audio: true, metadata: true });
+        let mut out = Vec::new();
+        muxer.write_tables(&mut out);
+        for i in 0..20u64 {
+            let frame = vec![0x65u8; 1000 + i as usize * 37];
+            muxer.write_video(i * 3000 + 6000, i * 3000, i == 0, &frame, &mut out);
+            muxer.write_audio(i * 1920, &[0xffu8; 200], &mut out);
+        }
+        muxer.write_metadata(0, b"ID3", &mut out);
+        let mut last: std::collections::HashMap<u16, u8> = Default::default();
+        for packet in packets(&out) {
+            assert_eq!(packet[0], 0x47);
+            let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
+            let counter = packet[3] & 0x0f;
+            if let Some(previous) = last.insert(pid, counter) {
+                assert_eq!(counter, (previous + 1) & 0x0f, "pid {pid:#x}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_payload_size_fills_packets_exactly() {
+        for size in 0..400 {
+            let mut muxer = TsMuxer::new(Tracks { video: true, audio: true, metadata: false });
+            let mut out = Vec::new();
+            muxer.write_audio(0, &vec![1u8; size], &mut out);
+            muxer.write_video(0, 0, true, &vec![2u8; size], &mut out);
+            assert_eq!(out.len() % PACKET_LEN, 0, "size {size}");
+        }
+    }
+
+    #[test]
+    fn annex_b_conversion() {
+        let sample = [0, 0, 0, 2, 0x09, 0x10, 0, 0, 0, 3, 0x65, 1, 2];
+        let out = avc_to_annex_b(&sample, 4, true, &[vec![0x67, 9]], &[vec![0x68, 8]]);
+        assert_eq!(out, [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 9, 0, 0, 0, 1, 0x68, 8, 0, 0, 0, 1, 0x65, 1, 2]);
+        // Truncated input stops cleanly.
+        assert_eq!(avc_to_annex_b(&[0, 0, 0, 9, 1], 4, false, &[], &[]), [0, 0, 0, 1, 0x09, 0xf0]);
+    }
+
+    #[test]
+    fn adts_for_lc_48k_stereo() {
+        let config = AudioSpecificConfig { object_type: 2, sample_rate: 48000, channels: 2 };
+        let header = adts_header(&config, 100);
+        assert_eq!(header[..2], [0xff, 0xf1]);
+        let frame_len =
+            ((usize::from(header[3]) & 3) << 11) | (usize::from(header[4]) << 3) | (usize::from(header[5]) >> 5);
+        assert_eq!(frame_len, 107);
+        assert_eq!((header[2] >> 2) & 0x0f, 3);
+    }
+}

@@ -1,0 +1,386 @@
+//! The HLS origin's HTTP handlers.
+//!
+//! - `GET /api/video/v1/{region}.{account}.channel.{id}.m3u8` (the channel's `playbackUrl`): the
+//!   multivariant playlist, whose variant carries BANDWIDTH, CODECS, RESOLUTION and FRAME-RATE
+//!   of the real stream and points into a new viewer session; 404 while the channel is offline.
+//! - `GET /playback/{session}/{channel}/media.m3u8`: the media playlist; for LOW latency channels
+//!   low-latency HLS with parts, blocking reload (`_HLS_msn`, `_HLS_part`), delta updates
+//!   (`_HLS_skip=YES`) and a preload hint.
+//! - `GET /playback/{session}/{channel}/{stream}-{msn}.ts` and `…-{msn}.{part}.ts`: segments and
+//!   parts, from memory, cacheable and immutable, with byte ranges. A request for the hinted
+//!   next part waits until it exists.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+use openivs_media::hls::{self, LowLatency, MediaPlaylist, Part, Segment, Variant};
+use openivs_model::resources::Channel;
+use serde::Deserialize;
+
+use super::packager::{ChannelPlayback, PART_TARGET, PlaylistState};
+use crate::http::AppState;
+
+const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
+/// Parts beyond the last one a blocking request may ask for (RFC 8216bis's advance limit).
+const ADVANCE_PART_LIMIT: usize = 3;
+/// Segments of hold-back a delta update keeps (CAN-SKIP-UNTIL = 6 target durations).
+const SKIP_TARGET_DURATIONS: f64 = 6.0;
+
+fn response(status: StatusCode, content_type: &str, cache: &str, body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).unwrap_or(HeaderValue::from_static("text/plain")),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_str(cache).unwrap_or(HeaderValue::from_static("no-cache")));
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+fn not_found(what: &str) -> Response {
+    response(StatusCode::NOT_FOUND, "text/plain", "no-cache", format!("{what}\n"))
+}
+
+fn bad_request(what: &str) -> Response {
+    response(StatusCode::BAD_REQUEST, "text/plain", "no-cache", format!("{what}\n"))
+}
+
+/// `us-west-2.123456789012.channel.abcdABCDefgh.m3u8` → the channel's ARN.
+fn channel_arn_of(name: &str) -> Option<String> {
+    let stem = name.strip_suffix(".m3u8")?;
+    let parts: Vec<&str> = stem.split('.').collect();
+    let [region, account, "channel", id] = parts[..] else { return None };
+    let arn = format!("arn:aws:ivs:{region}:{account}:channel/{id}");
+    openivs_model::Arn::parse(&arn).map(|_| arn)
+}
+
+/// Waits (at most `limit`) until `ready` holds for the channel's playlist state.
+async fn wait_until(playback: &ChannelPlayback, limit: Duration, ready: impl Fn(&PlaylistState) -> bool) -> bool {
+    let mut changes = playback.changed.subscribe();
+    let waited = tokio::time::timeout(limit, async {
+        loop {
+            if ready(&playback.state.read().expect("playlist lock")) {
+                return;
+            }
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    waited.is_ok() && ready(&playback.state.read().expect("playlist lock"))
+}
+
+pub async fn multivariant(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    let Some(arn) = channel_arn_of(&name) else { return not_found("No such channel") };
+    if !state.api.live.is_live(&arn) {
+        return not_found("The channel is not broadcasting");
+    }
+    let Some(playback) = state.api.playback.channel(&arn) else { return not_found("The channel is not broadcasting") };
+    let Ok(Some(record)) = state.api.store.get(&arn).await else { return not_found("No such channel") };
+    let Ok(channel) = record.decode::<Channel>() else { return not_found("No such channel") };
+    // A stream that just started has no codecs yet: give it a moment.
+    wait_until(&playback, Duration::from_secs(5), |s| !s.codecs.is_empty()).await;
+    let session = state.api.playback.open_session(&arn, channel.latency_mode == "LOW");
+    let (codecs, resolution, bandwidth, frame_rate) = {
+        let playlist = playback.state.read().expect("playlist lock");
+        (playlist.codecs.clone(), playlist.resolution, playlist.bandwidth.max(1), playlist.frame_rate)
+    };
+    let frame_rate = frame_rate
+        .or_else(|| state.api.live.stream(&arn).map(|s| s.stats.lock().expect("stats lock").video_framerate()));
+    let stem = name.trim_end_matches(".m3u8");
+    let body = hls::multivariant(&[Variant {
+        uri: format!("/playback/{session}/{stem}/media.m3u8"),
+        bandwidth,
+        codecs,
+        resolution,
+        frame_rate: frame_rate.filter(|r| *r > 0.0),
+    }]);
+    response(StatusCode::OK, PLAYLIST_TYPE, "no-cache", body)
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct PlaylistQuery {
+    #[serde(rename = "_HLS_msn")]
+    msn: Option<String>,
+    #[serde(rename = "_HLS_part")]
+    part: Option<String>,
+    #[serde(rename = "_HLS_skip")]
+    skip: Option<String>,
+}
+
+pub async fn media(
+    State(state): State<Arc<AppState>>,
+    Path((session, channel, file)): Path<(String, String, String)>,
+    Query(query): Query<PlaylistQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(viewer) = state.api.playback.touch_session(&session) else { return not_found("No such playback session") };
+    if channel_arn_of(&format!("{channel}.m3u8")).as_deref() != Some(viewer.channel_arn.as_str()) {
+        return not_found("No such playback session");
+    }
+    let Some(playback) = state.api.playback.channel(&viewer.channel_arn) else {
+        return not_found("The channel is not broadcasting");
+    };
+    if file == "media.m3u8" {
+        return media_playlist(&playback, viewer.low_latency, &query).await;
+    }
+    match parse_media_name(&file) {
+        Some((stream_id, sequence, part)) => media_file(&playback, &stream_id, sequence, part, &headers).await,
+        None => not_found("No such file"),
+    }
+}
+
+/// `{stream}-{msn}.ts` or `{stream}-{msn}.{part}.ts`.
+fn parse_media_name(file: &str) -> Option<(String, u64, Option<usize>)> {
+    let stem = file.strip_suffix(".ts")?;
+    let (stream_id, numbers) = stem.rsplit_once('-')?;
+    let (sequence, part) = match numbers.split_once('.') {
+        Some((sequence, part)) => (sequence.parse().ok()?, Some(part.parse().ok()?)),
+        None => (numbers.parse().ok()?, None),
+    };
+    Some((stream_id.to_owned(), sequence, part))
+}
+
+async fn media_playlist(playback: &ChannelPlayback, low_latency: bool, query: &PlaylistQuery) -> Response {
+    let msn = match query.msn.as_deref().map(str::parse::<u64>) {
+        None => None,
+        Some(Ok(msn)) => Some(msn),
+        Some(Err(_)) => return bad_request("_HLS_msn must be a number"),
+    };
+    let part = match query.part.as_deref().map(str::parse::<usize>) {
+        None => None,
+        Some(Ok(part)) => Some(part),
+        Some(Err(_)) => return bad_request("_HLS_part must be a number"),
+    };
+    if part.is_some() && msn.is_none() {
+        return bad_request("_HLS_part needs _HLS_msn");
+    }
+    if let (Some(msn), true) = (msn, low_latency) {
+        let (next, open_parts, target) = {
+            let s = playback.state.read().expect("playlist lock");
+            let next = s.open.as_ref().map_or(s.next_sequence, |o| o.sequence);
+            (next, s.open.as_ref().map_or(0, |o| o.parts.len()), s.target_duration())
+        };
+        // Far in the future: refused at once rather than held (RFC 8216bis 6.2.5.2).
+        let too_far = msn > next + 1 || (msn == next && part.unwrap_or(0) > open_parts + ADVANCE_PART_LIMIT);
+        if too_far {
+            return bad_request("The requested segment or part is too far in the future");
+        }
+        let ready = wait_until(playback, Duration::from_secs(3 * target.max(1)), |s| s.ended || s.has(msn, part)).await;
+        if !ready {
+            return response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no-cache", "Not available yet; retry\n");
+        }
+    }
+    let state = playback.state.read().expect("playlist lock");
+    let skip_requested = low_latency && query.skip.as_deref() == Some("YES");
+    let body = render(&state, low_latency, skip_requested);
+    response(StatusCode::OK, PLAYLIST_TYPE, "no-cache", body)
+}
+
+fn segment_uri(stream_id: &str, sequence: u64) -> String {
+    format!("{stream_id}-{sequence}.ts")
+}
+
+fn part_uri(stream_id: &str, sequence: u64, part: usize) -> String {
+    format!("{stream_id}-{sequence}.{part}.ts")
+}
+
+fn render(state: &PlaylistState, low_latency: bool, skip_requested: bool) -> String {
+    let target = state.target_duration();
+    let segments: Vec<Segment> = state
+        .segments
+        .iter()
+        .map(|s| Segment {
+            sequence: s.sequence,
+            duration: s.duration,
+            uri: segment_uri(&s.stream_id, s.sequence),
+            program_date_time: s.program_date_time.clone(),
+            discontinuity: s.discontinuity,
+            parts: s
+                .parts
+                .iter()
+                .enumerate()
+                .map(|(i, p)| Part {
+                    duration: p.duration,
+                    uri: part_uri(&s.stream_id, s.sequence, i),
+                    independent: p.independent,
+                })
+                .collect(),
+        })
+        .collect();
+    let can_skip_until = SKIP_TARGET_DURATIONS * target as f64;
+    let skip_segments = if skip_requested {
+        // Skip the oldest segments that lie wholly before CAN-SKIP-UNTIL from the end.
+        let mut remaining: f64 = segments.iter().map(|s| s.duration).sum();
+        let mut skip = 0;
+        for segment in &segments {
+            if remaining - segment.duration < can_skip_until {
+                break;
+            }
+            remaining -= segment.duration;
+            skip += 1;
+        }
+        skip
+    } else {
+        0
+    };
+    let low_latency = low_latency.then(|| {
+        let (pending_parts, preload_hint) = match &state.open {
+            Some(open) if !state.ended => (
+                open.parts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| Part {
+                        duration: p.duration,
+                        uri: part_uri(&open.stream_id, open.sequence, i),
+                        independent: p.independent,
+                    })
+                    .collect(),
+                Some(part_uri(&open.stream_id, open.sequence, open.parts.len())),
+            ),
+            _ => (Vec::new(), None),
+        };
+        // PART-HOLD-BACK must be at least three part targets: rounded up, not to nearest.
+        let part_hold_back = (3.0 * PART_TARGET * 1000.0).ceil() / 1000.0;
+        LowLatency { part_target: PART_TARGET, part_hold_back, can_skip_until, pending_parts, preload_hint }
+    });
+    MediaPlaylist {
+        target_duration: target,
+        media_sequence: state.segments.front().map_or(state.next_sequence, |s| s.sequence),
+        discontinuity_sequence: state.discontinuity_sequence,
+        map_uri: None,
+        segments,
+        low_latency,
+        ended: state.ended,
+        skip_segments,
+    }
+    .render()
+}
+
+/// A segment or part's bytes, if the window holds them.
+fn find(state: &PlaylistState, stream_id: &str, sequence: u64, part: Option<usize>) -> Option<Bytes> {
+    if let Some(segment) = state.segments.iter().find(|s| s.sequence == sequence && &*s.stream_id == stream_id) {
+        return match part {
+            None => Some(segment.data.clone()),
+            Some(index) => segment.parts.get(index).map(|p| p.data.clone()),
+        };
+    }
+    let open = state.open.as_ref().filter(|o| o.sequence == sequence && &*o.stream_id == stream_id)?;
+    open.parts.get(part?).map(|p| p.data.clone())
+}
+
+async fn media_file(
+    playback: &ChannelPlayback,
+    stream_id: &str,
+    sequence: u64,
+    part: Option<usize>,
+    headers: &HeaderMap,
+) -> Response {
+    let found = find(&playback.state.read().expect("playlist lock"), stream_id, sequence, part);
+    let data = match found {
+        Some(data) => data,
+        None => {
+            // The hinted next part (or the first of the next segment): wait for it.
+            let hinted = {
+                let s = playback.state.read().expect("playlist lock");
+                match (&s.open, part) {
+                    (Some(open), Some(index)) if !s.ended && &*open.stream_id == stream_id => {
+                        (open.sequence == sequence && index == open.parts.len())
+                            || (open.sequence + 1 == sequence && index == 0)
+                    }
+                    _ => false,
+                }
+            };
+            if !hinted {
+                return not_found("No such segment");
+            }
+            let limit = Duration::from_secs(3);
+            wait_until(playback, limit, |s| s.ended || find(s, stream_id, sequence, part).is_some()).await;
+            match find(&playback.state.read().expect("playlist lock"), stream_id, sequence, part) {
+                Some(data) => data,
+                None => return not_found("No such segment"),
+            }
+        }
+    };
+    serve_bytes(data, headers)
+}
+
+/// Serves immutable media bytes, honouring a single `Range: bytes=…` request.
+fn serve_bytes(data: Bytes, headers: &HeaderMap) -> Response {
+    const CACHE: &str = "public, max-age=31536000, immutable";
+    let total = data.len();
+    let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        let mut ok = response(StatusCode::OK, "video/mp2t", CACHE, data);
+        ok.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        return ok;
+    };
+    let Some((start, end)) = parse_range(range, total) else {
+        let mut refused = response(StatusCode::RANGE_NOT_SATISFIABLE, "text/plain", "no-cache", "Invalid range\n");
+        if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
+            refused.headers_mut().insert(header::CONTENT_RANGE, value);
+        }
+        return refused;
+    };
+    let mut partial = response(StatusCode::PARTIAL_CONTENT, "video/mp2t", CACHE, data.slice(start..=end));
+    let headers = partial.headers_mut();
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")) {
+        headers.insert(header::CONTENT_RANGE, value);
+    }
+    partial
+}
+
+/// `bytes=a-b`, `bytes=a-`, `bytes=-n` → an inclusive range within `total`.
+fn parse_range(range: &str, total: usize) -> Option<(usize, usize)> {
+    let spec = range.strip_prefix("bytes=")?;
+    if spec.contains(',') || total == 0 {
+        return None;
+    }
+    let (first, last) = spec.split_once('-')?;
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let n: usize = suffix.parse().ok()?;
+            (total.checked_sub(n.min(total))?, total - 1)
+        }
+        (start, "") => (start.parse().ok()?, total - 1),
+        (start, end) => (start.parse().ok()?, end.parse::<usize>().ok()?.min(total - 1)),
+    };
+    (start <= end && start < total).then_some((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(
+            channel_arn_of("us-west-2.123456789012.channel.abcdABCDefgh.m3u8").as_deref(),
+            Some("arn:aws:ivs:us-west-2:123456789012:channel/abcdABCDefgh")
+        );
+        assert_eq!(channel_arn_of("us-west-2.123456789012.stage.abc.m3u8"), None);
+        assert_eq!(channel_arn_of("x.m3u8"), None);
+        assert_eq!(parse_media_name("st-abc-12.ts"), Some(("st-abc".into(), 12, None)));
+        assert_eq!(parse_media_name("st-abc-12.3.ts"), Some(("st-abc".into(), 12, Some(3))));
+        assert_eq!(parse_media_name("st-abc-x.ts"), None);
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some((0, 9)));
+        assert_eq!(parse_range("bytes=90-", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(parse_range("bytes=50-500", 100), Some((50, 99)));
+        assert_eq!(parse_range("bytes=100-", 100), None);
+        assert_eq!(parse_range("bytes=5-1", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+}

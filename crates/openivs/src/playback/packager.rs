@@ -1,0 +1,358 @@
+//! The HLS packager of one channel: subscribed to the channel's hub, it cuts the stream into
+//! segments at keyframes (about [`SEGMENT_TARGET`] long) and each segment into parts of at most
+//! [`PART_TARGET`] (for low-latency HLS), muxes them into MPEG-TS, and keeps a window of them in
+//! memory, from which the playback handlers answer. Every new part, segment or end bumps a watch
+//! value, which blocking playlist reloads wait on.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use openivs_media::aac::AudioSpecificConfig;
+use openivs_media::h264::DecoderConfiguration;
+use openivs_media::ts::{Tracks, TsMuxer, adts_header, avc_to_annex_b};
+use openivs_model::timestamp;
+use tokio::sync::{broadcast, watch};
+
+use crate::live::hub::{MediaFrame, Subscription, TrackConfig, TrackKind};
+
+/// Segments are cut at the first keyframe after this much media.
+pub const SEGMENT_TARGET: Duration = Duration::from_millis(1900);
+/// Parts are cut before a video frame once they hold this much (parts stay under 1/3 s at
+/// common frame rates: 30 fps → 10 frames = 333 ms).
+const PART_CUT: i64 = 300;
+/// Declared `PART-TARGET`: the longest part at 24–60 fps.
+pub const PART_TARGET: f64 = 0.33334;
+/// Completed segments kept (about 30 s); parts are kept for the newest few only.
+const WINDOW_SEGMENTS: usize = 15;
+const SEGMENTS_WITH_PARTS: usize = 4;
+/// 90 kHz timestamps start here, so PCR and DTS never go below zero.
+const TIMESTAMP_OFFSET_MS: i64 = 1000;
+
+#[derive(Debug, Clone)]
+pub struct StoredPart {
+    pub duration: f64,
+    pub data: Bytes,
+    pub independent: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredSegment {
+    pub sequence: u64,
+    pub duration: f64,
+    pub program_date_time: String,
+    pub discontinuity: bool,
+    pub data: Bytes,
+    /// Emptied once the segment is older than the newest few.
+    pub parts: Vec<StoredPart>,
+    /// The stream the segment belongs to (segment URLs name it, so they are never reused).
+    pub stream_id: Arc<str>,
+}
+
+/// The segment being cut.
+#[derive(Debug)]
+pub struct OpenSegment {
+    pub sequence: u64,
+    pub start_dts: i64,
+    pub program_date_time: String,
+    pub discontinuity: bool,
+    pub parts: Vec<StoredPart>,
+    pub stream_id: Arc<str>,
+    part_start_dts: i64,
+    part_data: Vec<u8>,
+    part_independent: bool,
+}
+
+/// What the playback handlers read.
+#[derive(Debug, Default)]
+pub struct PlaylistState {
+    pub segments: VecDeque<StoredSegment>,
+    pub open: Option<OpenSegment>,
+    pub next_sequence: u64,
+    /// Discontinuities that have left the window (`EXT-X-DISCONTINUITY-SEQUENCE`).
+    pub discontinuity_sequence: u64,
+    pub ended: bool,
+    pub ended_at: Option<Instant>,
+    pub codecs: String,
+    pub resolution: Option<(u32, u32)>,
+    pub frame_rate: Option<f64>,
+    pub bandwidth: u64,
+    /// The next segment starts a new stream session.
+    pending_discontinuity: bool,
+}
+
+impl PlaylistState {
+    /// The newest complete segment's sequence number, if any.
+    pub fn last_complete(&self) -> Option<u64> {
+        self.segments.back().map(|s| s.sequence)
+    }
+
+    /// Whether segment `sequence` (and, with `part`, that part of it) is available.
+    pub fn has(&self, sequence: u64, part: Option<usize>) -> bool {
+        if self.segments.iter().any(|s| s.sequence == sequence) {
+            return true;
+        }
+        match (part, &self.open) {
+            (Some(part), Some(open)) => open.sequence == sequence && part < open.parts.len(),
+            _ => false,
+        }
+    }
+
+    pub fn target_duration(&self) -> u64 {
+        let longest = self.segments.iter().map(|s| s.duration).fold(SEGMENT_TARGET.as_secs_f64(), f64::max);
+        longest.ceil() as u64
+    }
+}
+
+/// The playback state of one channel, shared by its packager and the playback handlers.
+pub struct ChannelPlayback {
+    pub state: RwLock<PlaylistState>,
+    /// Bumped on every change (new part, segment, end); blocking reloads wait on it.
+    pub changed: watch::Sender<u64>,
+}
+
+impl ChannelPlayback {
+    pub fn new() -> ChannelPlayback {
+        ChannelPlayback { state: RwLock::new(PlaylistState::default()), changed: watch::Sender::new(0) }
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|version| *version += 1);
+    }
+
+    /// A new stream starts on this channel: its first segment follows a discontinuity.
+    pub fn begin_stream(&self) {
+        let mut state = self.state.write().expect("playlist lock");
+        if state.ended || !state.segments.is_empty() {
+            state.pending_discontinuity = true;
+        }
+        state.ended = false;
+        state.ended_at = None;
+    }
+}
+
+impl Default for ChannelPlayback {
+    fn default() -> Self {
+        ChannelPlayback::new()
+    }
+}
+
+/// Muxing state of one packager run.
+struct Packager {
+    playback: Arc<ChannelPlayback>,
+    stream_id: Arc<str>,
+    muxer: TsMuxer,
+    video: Option<(DecoderConfiguration, Arc<TrackConfig>)>,
+    audio: Option<AudioSpecificConfig>,
+    waiting_for_keyframe: bool,
+    bytes_in_window: VecDeque<(i64, usize)>,
+    /// A part or segment was completed since the last notification.
+    completed: bool,
+}
+
+fn ticks(ms: i64) -> u64 {
+    ((ms + TIMESTAMP_OFFSET_MS).max(0) as u64) * 90
+}
+
+impl Packager {
+    fn refresh_configs(&mut self, subscription: &Subscription) {
+        if let Some(config) = subscription.video.borrow().clone()
+            && self.video.as_ref().is_none_or(|(_, current)| !Arc::ptr_eq(current, &config))
+            && let Ok(avcc) = DecoderConfiguration::parse(&config.config)
+        {
+            self.video = Some((avcc, config));
+        }
+        if let Some(config) = subscription.audio.borrow().clone()
+            && let Ok(asc) = AudioSpecificConfig::parse(&config.config)
+        {
+            self.audio = Some(asc);
+        }
+    }
+
+    fn on_frame(&mut self, frame: &MediaFrame) {
+        let is_video = frame.kind == TrackKind::Video;
+        if self.waiting_for_keyframe {
+            if !(is_video && frame.keyframe) {
+                return;
+            }
+            self.waiting_for_keyframe = false;
+        }
+        let playback = self.playback.clone();
+        let mut state = playback.state.write().expect("playlist lock");
+        if is_video {
+            let cut_segment = frame.keyframe
+                && state
+                    .open
+                    .as_ref()
+                    .is_none_or(|open| frame.dts_ms - open.start_dts >= SEGMENT_TARGET.as_millis() as i64);
+            if cut_segment {
+                self.close_segment(&mut state, frame.dts_ms);
+                self.open_segment(&mut state, frame);
+            } else if let Some(open) = state.open.as_mut()
+                && frame.dts_ms - open.part_start_dts >= PART_CUT
+            {
+                close_part(open, frame.dts_ms, false);
+                self.completed = true;
+            }
+        }
+        let Some(open) = state.open.as_mut() else { return };
+        match frame.kind {
+            TrackKind::Video => {
+                let Some((avcc, _)) = &self.video else { return };
+                let annex_b = avc_to_annex_b(&frame.data, avcc.nal_length_size, frame.keyframe, &avcc.sps, &avcc.pps);
+                self.muxer.write_video(
+                    ticks(frame.pts_ms),
+                    ticks(frame.dts_ms),
+                    frame.keyframe,
+                    &annex_b,
+                    &mut open.part_data,
+                );
+            }
+            TrackKind::Audio => {
+                let Some(asc) = &self.audio else { return };
+                let mut adts = adts_header(asc, frame.data.len()).to_vec();
+                adts.extend_from_slice(&frame.data);
+                self.muxer.write_audio(ticks(frame.pts_ms), &adts, &mut open.part_data);
+            }
+        }
+        // Bandwidth: bytes over the last 10 s of media.
+        self.bytes_in_window.push_back((frame.dts_ms, frame.data.len()));
+        while self.bytes_in_window.front().is_some_and(|(dts, _)| frame.dts_ms - dts > 10_000) {
+            self.bytes_in_window.pop_front();
+        }
+    }
+
+    fn open_segment(&mut self, state: &mut PlaylistState, frame: &MediaFrame) {
+        let sequence = state.next_sequence;
+        state.next_sequence += 1;
+        let discontinuity = std::mem::take(&mut state.pending_discontinuity);
+        let mut part_data = Vec::with_capacity(64 * 1024);
+        self.muxer.write_tables(&mut part_data);
+        state.open = Some(OpenSegment {
+            sequence,
+            start_dts: frame.dts_ms,
+            program_date_time: timestamp::format(frame.arrival_wall),
+            discontinuity,
+            parts: Vec::new(),
+            stream_id: self.stream_id.clone(),
+            part_start_dts: frame.dts_ms,
+            part_data,
+            part_independent: true,
+        });
+        if let Some((_, config)) = &self.video {
+            state.codecs = match &self.audio {
+                Some(asc) => format!("{},{}", config.codec, asc.codec_string()),
+                None => config.codec.clone(),
+            };
+            state.resolution = Some((config.width, config.height));
+        }
+    }
+
+    /// Completes the open segment at `end_dts` and moves it into the window.
+    fn close_segment(&mut self, state: &mut PlaylistState, end_dts: i64) {
+        let Some(mut open) = state.open.take() else { return };
+        close_part(&mut open, end_dts, true);
+        self.completed = true;
+        let duration = (end_dts - open.start_dts).max(1) as f64 / 1000.0;
+        let total: usize = open.parts.iter().map(|p| p.data.len()).sum();
+        let mut data = Vec::with_capacity(total);
+        for part in &open.parts {
+            data.extend_from_slice(&part.data);
+        }
+        state.segments.push_back(StoredSegment {
+            sequence: open.sequence,
+            duration,
+            program_date_time: open.program_date_time,
+            discontinuity: open.discontinuity,
+            data: data.into(),
+            parts: open.parts,
+            stream_id: open.stream_id,
+        });
+        while state.segments.len() > WINDOW_SEGMENTS {
+            if let Some(dropped) = state.segments.pop_front()
+                && dropped.discontinuity
+            {
+                state.discontinuity_sequence += 1;
+            }
+        }
+        let keep_parts_from = state.segments.len().saturating_sub(SEGMENTS_WITH_PARTS);
+        for segment in state.segments.iter_mut().take(keep_parts_from) {
+            segment.parts = Vec::new();
+        }
+        let window_ms =
+            self.bytes_in_window.back().map_or(0, |b| b.0) - self.bytes_in_window.front().map_or(0, |f| f.0);
+        if window_ms > 0 {
+            let bytes: usize = self.bytes_in_window.iter().map(|(_, b)| b).sum();
+            // Transport overhead (TS headers, PES, ADTS) on top of the media.
+            state.bandwidth = (bytes as f64 * 8.0 * 1000.0 / window_ms as f64 * 1.1) as u64;
+        }
+    }
+}
+
+/// Ends the open part at `end_dts` (a part boundary, or the segment's end).
+fn close_part(open: &mut OpenSegment, end_dts: i64, segment_end: bool) {
+    if open.part_data.is_empty() {
+        return;
+    }
+    let duration = (end_dts - open.part_start_dts).max(1) as f64 / 1000.0;
+    let data = std::mem::take(&mut open.part_data);
+    open.parts.push(StoredPart { duration, data: data.into(), independent: open.part_independent });
+    open.part_start_dts = end_dts;
+    open.part_independent = false;
+    if !segment_end {
+        open.part_data = Vec::with_capacity(32 * 1024);
+    }
+}
+
+/// Runs for the life of one stream: packages what the hub receives until the stream ends, then
+/// closes the playlist (`EXT-X-ENDLIST`).
+pub async fn run(
+    playback: Arc<ChannelPlayback>,
+    mut subscription: Subscription,
+    stream_id: String,
+    mut ended: watch::Receiver<bool>,
+) {
+    playback.begin_stream();
+    let mut packager = Packager {
+        playback: playback.clone(),
+        stream_id: stream_id.into(),
+        muxer: TsMuxer::new(Tracks { video: true, audio: true, metadata: false }),
+        video: None,
+        audio: None,
+        waiting_for_keyframe: true,
+        bytes_in_window: VecDeque::new(),
+        completed: false,
+    };
+    loop {
+        tokio::select! {
+            received = subscription.frames.recv() => match received {
+                Ok(frame) => {
+                    packager.refresh_configs(&subscription);
+                    packager.on_frame(&frame);
+                    if std::mem::take(&mut packager.completed) {
+                        playback.notify();
+                    }
+                }
+                // Too slow for the ring: resume at the next keyframe.
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!("packager fell behind by {missed} frames; resuming at the next keyframe");
+                    packager.waiting_for_keyframe = true;
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = ended.wait_for(|ended| *ended) => break,
+        }
+    }
+    let mut state = playback.state.write().expect("playlist lock");
+    // The last segment ends one frame (~33 ms) after the last frame that arrived.
+    let last_dts = packager.bytes_in_window.back().map(|(dts, _)| *dts);
+    if let (Some(open), Some(last)) = (state.open.as_ref(), last_dts) {
+        let end = last.max(open.part_start_dts) + 33;
+        packager.close_segment(&mut state, end);
+    }
+    state.ended = true;
+    state.ended_at = Some(Instant::now());
+    drop(state);
+    playback.notify();
+}
