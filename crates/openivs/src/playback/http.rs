@@ -86,8 +86,9 @@ pub async fn multivariant(State(state): State<Arc<AppState>>, Path(name): Path<S
     let Some(playback) = state.api.playback.channel(&arn) else { return not_found("The channel is not broadcasting") };
     let Ok(Some(record)) = state.api.store.get(&arn).await else { return not_found("No such channel") };
     let Ok(channel) = record.decode::<Channel>() else { return not_found("No such channel") };
-    // A stream that just started has no codecs yet: give it a moment.
-    wait_until(&playback, Duration::from_secs(5), |s| !s.codecs.is_empty()).await;
+    // A stream that just started has no complete segment yet (so no measured bandwidth, and
+    // nothing to play): give it the moment it takes.
+    wait_until(&playback, Duration::from_secs(5), |s| !s.segments.is_empty()).await;
     let session = state.api.playback.open_session(&arn, channel.latency_mode == "LOW");
     let (codecs, resolution, bandwidth, frame_rate) = {
         let playlist = playback.state.read().expect("playlist lock");

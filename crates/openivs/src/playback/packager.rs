@@ -99,9 +99,11 @@ impl PlaylistState {
         }
     }
 
+    /// `EXT-X-TARGETDURATION`: every segment's duration, rounded to the nearest second, fits
+    /// under it (RFC 8216 4.3.3.1).
     pub fn target_duration(&self) -> u64 {
         let longest = self.segments.iter().map(|s| s.duration).fold(SEGMENT_TARGET.as_secs_f64(), f64::max);
-        longest.ceil() as u64
+        (longest.round() as u64).max(1)
     }
 }
 

@@ -47,18 +47,18 @@ fn encode(pattern: &Pattern) -> PathBuf {
     path
 }
 
-fn pattern_720p() -> &'static Path {
+pub(crate) fn pattern_720p() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| encode(&PATTERN_720P))
 }
 
 /// An ffmpeg process publishing a file in real time, in a loop; killed on drop.
-struct Publisher {
+pub(crate) struct Publisher {
     child: Child,
 }
 
 impl Publisher {
-    fn start(url: &str, media: &Path) -> Publisher {
+    pub(crate) fn start(url: &str, media: &Path) -> Publisher {
         let child = Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
             .arg(media)
@@ -71,7 +71,7 @@ impl Publisher {
     }
 
     /// Waits for ffmpeg to exit; its status and what it printed, or `None` if still running.
-    fn exited_within(&mut self, limit: Duration) -> Option<(ExitStatus, String)> {
+    pub(crate) fn exited_within(&mut self, limit: Duration) -> Option<(ExitStatus, String)> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -94,13 +94,13 @@ impl Drop for Publisher {
     }
 }
 
-struct Channel {
-    arn: String,
-    key: String,
-    ingest_endpoint: String,
+pub(crate) struct Channel {
+    pub(crate) arn: String,
+    pub(crate) key: String,
+    pub(crate) ingest_endpoint: String,
 }
 
-async fn create_channel(server: &Server, channel_type: ChannelType, insecure: bool) -> Channel {
+pub(crate) async fn create_channel(server: &Server, channel_type: ChannelType, insecure: bool) -> Channel {
     let out = server.client().create_channel().r#type(channel_type).insecure_ingest(insecure).send().await.unwrap();
     let channel = out.channel().unwrap();
     Channel {
@@ -112,15 +112,15 @@ async fn create_channel(server: &Server, channel_type: ChannelType, insecure: bo
 
 impl Channel {
     /// The URL a broadcaster types in: `rtmps://{ingestEndpoint}/app/{streamKey}`.
-    fn rtmps_url(&self) -> String {
+    pub(crate) fn rtmps_url(&self) -> String {
         format!("rtmps://{}/app/{}", self.ingest_endpoint, self.key)
     }
-    fn rtmp_url(&self, server: &Server) -> String {
+    pub(crate) fn rtmp_url(&self, server: &Server) -> String {
         format!("rtmp://{}/app/{}", server.rtmp_address, self.key)
     }
 }
 
-async fn wait_live(server: &Server, arn: &str, limit: Duration) {
+pub(crate) async fn wait_live(server: &Server, arn: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if server.client().get_stream().channel_arn(arn).send().await.is_ok() {
@@ -131,7 +131,7 @@ async fn wait_live(server: &Server, arn: &str, limit: Duration) {
     panic!("{arn} did not go live within {limit:?}; log:\n{}", server.log_text());
 }
 
-async fn wait_offline(server: &Server, arn: &str, limit: Duration) {
+pub(crate) async fn wait_offline(server: &Server, arn: &str, limit: Duration) {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if server.client().get_stream().channel_arn(arn).send().await.is_err() {

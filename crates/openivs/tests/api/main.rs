@@ -8,6 +8,7 @@ mod aws_cli;
 mod channels;
 mod configurations;
 mod ingest;
+mod playback;
 mod playback_key_pairs;
 mod restart;
 mod stream_keys;

@@ -1,0 +1,239 @@
+//! HLS playback of live channels, read by real players' tools (ffprobe, ffmpeg) and by an LL-HLS
+//! client that follows the playlist as players do: the playbackUrl's multivariant playlist, media
+//! playlists in both latency modes, blocking reload, parts and preload hints, delta updates, HTTP
+//! behaviour (content types, caching, CORS, ranges), viewer counting and the end of a stream.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ivs::types::{ChannelLatencyMode, ChannelType};
+
+use crate::harness::{RawResponse, Server, raw_request};
+use crate::ingest::{Publisher, pattern_720p, wait_live, wait_offline};
+
+fn get(server: &Server, path_and_query: &str) -> RawResponse {
+    raw_request(server, "GET", path_and_query, &[], "")
+}
+
+fn path_of(url: &str) -> String {
+    let without_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    without_scheme.split_once('/').map(|(_, path)| format!("/{path}")).unwrap_or_default()
+}
+
+/// Creates a channel, publishes the test pattern to it, and waits until it is live.
+async fn live_channel(server: &Server, latency: ChannelLatencyMode) -> (String, String, Publisher) {
+    let out = server.client().create_channel().latency_mode(latency).send().await.unwrap();
+    let channel = out.channel().unwrap();
+    let arn = channel.arn().unwrap().to_owned();
+    let url =
+        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let publisher = Publisher::start(&url, pattern_720p());
+    wait_live(server, &arn, Duration::from_secs(15)).await;
+    (arn, channel.playback_url().unwrap().to_owned(), publisher)
+}
+
+/// The media playlist path of a new viewer session.
+fn open_session(server: &Server, playback_url: &str) -> String {
+    let multivariant = get(server, &path_of(playback_url));
+    assert_eq!(multivariant.status, 200, "{}", multivariant.body);
+    multivariant.body.lines().find(|l| l.starts_with('/')).expect("a variant URI").to_owned()
+}
+
+fn base_of(media_path: &str) -> &str {
+    media_path.rsplit_once('/').map(|(base, _)| base).unwrap()
+}
+
+/// The playlist's segments (sequence, URI) and the open segment's parts.
+struct Parsed {
+    media_sequence: u64,
+    segments: Vec<String>,
+    parts: Vec<(f64, String)>,
+    preload_hint: Option<String>,
+    part_target: Option<f64>,
+}
+
+fn parse(playlist: &str) -> Parsed {
+    let mut parsed =
+        Parsed { media_sequence: 0, segments: Vec::new(), parts: Vec::new(), preload_hint: None, part_target: None };
+    let mut lines = playlist.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(sequence) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            parsed.media_sequence = sequence.parse().unwrap();
+        } else if line.starts_with("#EXTINF:") {
+            parsed.segments.push(lines.next().unwrap().to_owned());
+        } else if let Some(part) = line.strip_prefix("#EXT-X-PART:") {
+            let duration = part.split("DURATION=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+            let uri = part.split("URI=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+            parsed.parts.push((duration, uri));
+        } else if let Some(hint) = line.strip_prefix("#EXT-X-PRELOAD-HINT:") {
+            parsed.preload_hint = Some(hint.split("URI=\"").nth(1).unwrap().split('"').next().unwrap().to_owned());
+        } else if let Some(target) = line.strip_prefix("#EXT-X-PART-INF:PART-TARGET=") {
+            parsed.part_target = Some(target.parse().unwrap());
+        }
+    }
+    parsed
+}
+
+fn ffprobe_streams(url: &str) -> String {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "compact", url])
+        .output()
+        .expect("ffprobe must be installed to run the playback tests");
+    assert!(output.status.success(), "ffprobe failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Decodes `seconds` of the live stream with ffmpeg; returns its error output.
+fn decode(url: &str, seconds: u32) -> String {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-i", url, "-t", &seconds.to_string(), "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg must be installed to run the playback tests");
+    assert!(output.status.success(), "ffmpeg failed to decode: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn low_latency_hls_in_mpeg_ts() {
+    let server = Server::start();
+    let (arn, playback_url, _publisher) = live_channel(&server, ChannelLatencyMode::LowLatency).await;
+
+    let multivariant = get(&server, &path_of(&playback_url));
+    assert_eq!(multivariant.status, 200);
+    assert_eq!(multivariant.header("content-type"), Some("application/vnd.apple.mpegurl"));
+    assert_eq!(multivariant.header("access-control-allow-origin"), Some("*"));
+    let variant = multivariant.body.lines().find(|l| l.starts_with("#EXT-X-STREAM-INF:")).unwrap();
+    assert!(variant.contains("CODECS=\"avc1.64001F,mp4a.40.2\""), "{variant}");
+    assert!(variant.contains("RESOLUTION=1280x720"), "{variant}");
+    assert!(variant.contains("FRAME-RATE=30.000") || variant.contains("FRAME-RATE=29.9"), "{variant}");
+    let bandwidth: u64 = variant.split("BANDWIDTH=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap();
+    assert!((2_000_000..6_000_000).contains(&bandwidth), "{variant}");
+
+    let media = open_session(&server, &playback_url);
+    let base = base_of(&media).to_owned();
+    // Wait for a few segments.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let playlist = get(&server, &media);
+    assert_eq!(playlist.status, 200);
+    assert_eq!(playlist.header("cache-control"), Some("no-cache"));
+    let text = &playlist.body;
+    assert!(text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK="), "{text}");
+    assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:"));
+    let parsed = parse(text);
+    let part_target = parsed.part_target.expect("EXT-X-PART-INF");
+    assert!(parsed.parts.iter().all(|(d, _)| *d <= part_target), "{text}");
+    assert!(parsed.parts.iter().any(|(_, uri)| uri.ends_with(".0.ts")));
+    assert!(!parsed.segments.is_empty());
+    let hint = parsed.preload_hint.clone().expect("EXT-X-PRELOAD-HINT");
+
+    // The hinted part is held until it exists, then served.
+    let started = Instant::now();
+    let part = get(&server, &format!("{base}/{hint}"));
+    assert_eq!(part.status, 200);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(part.header("content-type"), Some("video/mp2t"));
+    assert_eq!(part.body.as_bytes().first(), Some(&0x47));
+
+    // Blocking reload: ask for the next segment's first part; the answer contains it.
+    let now = parse(&get(&server, &media).body);
+    let next = now.media_sequence + now.segments.len() as u64;
+    let blocked = get(&server, &format!("{media}?_HLS_msn={next}&_HLS_part=0"));
+    assert_eq!(blocked.status, 200);
+    assert!(blocked.body.contains(&format!("-{next}.0.ts\"")), "{}", blocked.body);
+    // Far in the future: 400 at once; _HLS_part alone: 400.
+    let started = Instant::now();
+    assert_eq!(get(&server, &format!("{media}?_HLS_msn={}", next + 50)).status, 400);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(get(&server, &format!("{media}?_HLS_part=1")).status, 400);
+
+    // Segments: immutable, with byte ranges.
+    let segment_uri = parse(&get(&server, &media).body).segments[0].clone();
+    let segment = get(&server, &format!("{base}/{segment_uri}"));
+    assert_eq!(segment.status, 200);
+    assert!(segment.header("cache-control").unwrap().contains("immutable"));
+    let range =
+        raw_request(&server, "GET", &format!("{base}/{segment_uri}"), &[("range".into(), "bytes=0-187".into())], "");
+    assert_eq!(range.status, 206);
+    assert!(range.header("content-range").unwrap().starts_with("bytes 0-187/"));
+
+    // Players' tools read and decode it.
+    let streams = ffprobe_streams(&playback_url);
+    assert!(streams.contains("codec_name=h264|width=1280|height=720"), "{streams}");
+    assert!(streams.contains("codec_name=aac"), "{streams}");
+    decode(&playback_url, 3);
+
+    // Viewers are counted.
+    let stream = server.client().get_stream().channel_arn(&arn).send().await.unwrap();
+    assert!(stream.stream().unwrap().viewer_count() >= 1);
+
+    // Delta updates once the window is long enough (more than CAN-SKIP-UNTIL = 12 s).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let delta = get(&server, &format!("{media}?_HLS_skip=YES"));
+    assert!(delta.body.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS="), "{}", delta.body);
+    assert!(delta.body.contains("#EXT-X-VERSION:9"));
+
+    // The end of the stream: ENDLIST for sessions, 404 for new viewers.
+    server.client().stop_stream().channel_arn(&arn).send().await.unwrap();
+    wait_offline(&server, &arn, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut ended = get(&server, &media);
+    while !ended.body.contains("#EXT-X-ENDLIST") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        ended = get(&server, &media);
+    }
+    assert!(ended.body.contains("#EXT-X-ENDLIST"), "{}", ended.body);
+    assert_eq!(get(&server, &path_of(&playback_url)).status, 404);
+}
+
+#[tokio::test]
+async fn normal_latency_hls_in_mpeg_ts() {
+    let server = Server::start();
+    let (_, playback_url, _publisher) = live_channel(&server, ChannelLatencyMode::NormalLatency).await;
+    let media = open_session(&server, &playback_url);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let playlist = get(&server, &media).body;
+    assert!(playlist.contains("#EXTINF:"), "{playlist}");
+    assert!(!playlist.contains("#EXT-X-PART"), "{playlist}");
+    assert!(!playlist.contains("#EXT-X-SERVER-CONTROL"), "{playlist}");
+    assert!(!playlist.contains("#EXT-X-PRELOAD-HINT"), "{playlist}");
+    let streams = ffprobe_streams(&playback_url);
+    assert!(streams.contains("codec_name=h264|width=1280|height=720"), "{streams}");
+    decode(&playback_url, 3);
+}
+
+#[tokio::test]
+async fn offline_channels_and_unknown_sessions_are_404() {
+    let server = Server::start();
+    let out = server.client().create_channel().r#type(ChannelType::BasicChannelType).send().await.unwrap();
+    let playback_url = out.channel().unwrap().playback_url().unwrap().to_owned();
+    let response = get(&server, &path_of(&playback_url));
+    assert_eq!(response.status, 404);
+    assert_eq!(get(&server, "/api/video/v1/not-a-channel.m3u8").status, 404);
+    assert_eq!(get(&server, "/playback/nosuchsession/us-west-2.123456789012.channel.abc/media.m3u8").status, 404);
+}
+
+#[tokio::test]
+async fn a_new_stream_continues_the_playlist_after_a_discontinuity() {
+    let server = Server::start();
+    let out = server.client().create_channel().send().await.unwrap();
+    let channel = out.channel().unwrap();
+    let arn = channel.arn().unwrap().to_owned();
+    let playback_url = channel.playback_url().unwrap().to_owned();
+    let url =
+        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let media;
+    {
+        let _first = Publisher::start(&url, pattern_720p());
+        wait_live(&server, &arn, Duration::from_secs(15)).await;
+        media = open_session(&server, &playback_url);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    wait_offline(&server, &arn, Duration::from_secs(10)).await;
+    let _second = Publisher::start(&url, pattern_720p());
+    wait_live(&server, &arn, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let playlist = get(&server, &media);
+    assert_eq!(playlist.status, 200);
+    assert!(playlist.body.contains("#EXT-X-DISCONTINUITY\n"), "{}", playlist.body);
+    assert!(!playlist.body.contains("#EXT-X-ENDLIST"));
+}
