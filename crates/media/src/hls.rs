@@ -45,6 +45,8 @@ pub struct Segment {
     /// RFC 3339 date-time of the segment's first frame (`EXT-X-PROGRAM-DATE-TIME`).
     pub program_date_time: String,
     pub discontinuity: bool,
+    /// The initialisation section (`EXT-X-MAP`) the segment needs (fMP4).
+    pub map_uri: Option<String>,
     /// Partial segments (listed for the newest segments only).
     pub parts: Vec<Part>,
 }
@@ -55,8 +57,9 @@ pub struct LowLatency {
     pub part_target: f64,
     pub part_hold_back: f64,
     pub can_skip_until: f64,
-    /// Parts of the segment in progress.
+    /// Parts of the segment in progress, and the initialisation section they need.
     pub pending_parts: Vec<Part>,
+    pub pending_map_uri: Option<String>,
     /// `EXT-X-PRELOAD-HINT` for the next part.
     pub preload_hint: Option<String>,
 }
@@ -66,7 +69,6 @@ pub struct MediaPlaylist {
     pub target_duration: u64,
     pub media_sequence: u64,
     pub discontinuity_sequence: u64,
-    pub map_uri: Option<String>,
     pub segments: Vec<Segment>,
     pub low_latency: Option<LowLatency>,
     pub ended: bool,
@@ -87,7 +89,7 @@ impl MediaPlaylist {
         let mut out = String::with_capacity(256 + self.segments.len() * 96);
         let version = if self.skip_segments > 0 {
             9
-        } else if self.low_latency.is_some() || self.map_uri.is_some() {
+        } else if self.low_latency.is_some() || self.segments.iter().any(|s| s.map_uri.is_some()) {
             6
         } else {
             3
@@ -105,17 +107,25 @@ impl MediaPlaylist {
         if self.discontinuity_sequence > 0 {
             let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{}", self.discontinuity_sequence);
         }
-        if let Some(map) = &self.map_uri {
-            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{map}\"");
-        }
         let skip = self.skip_segments.min(self.segments.len());
         if skip > 0 {
             let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skip}");
         }
+        // EXT-X-MAP applies to the segments after it: repeated wherever it changes.
+        let mut current_map: Option<String> = None;
+        let mut write_map = |out: &mut String, map: Option<&str>| {
+            if let Some(map) = map
+                && current_map.as_deref() != Some(map)
+            {
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{map}\"");
+                current_map = Some(map.to_owned());
+            }
+        };
         for segment in &self.segments[skip..] {
             if segment.discontinuity {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
+            write_map(&mut out, segment.map_uri.as_deref());
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", segment.program_date_time);
             if self.low_latency.is_some() {
                 for part in &segment.parts {
@@ -125,6 +135,9 @@ impl MediaPlaylist {
             let _ = write!(out, "#EXTINF:{:.5},\n{}\n", segment.duration, segment.uri);
         }
         if let Some(ll) = &self.low_latency {
+            if !ll.pending_parts.is_empty() {
+                write_map(&mut out, ll.pending_map_uri.as_deref());
+            }
             for part in &ll.pending_parts {
                 write_part(&mut out, part);
             }
@@ -150,6 +163,7 @@ mod tests {
             uri: format!("seg{sequence}.ts"),
             program_date_time: "2026-01-01T00:00:00.000Z".into(),
             discontinuity: sequence == 3,
+            map_uri: (sequence == 7).then(|| "init.mp4".to_string()),
             parts: (0..parts)
                 .map(|i| Part { duration: 0.33333, uri: format!("part{sequence}.{i}.ts"), independent: i == 0 })
                 .collect(),
@@ -162,13 +176,13 @@ mod tests {
             target_duration: 2,
             media_sequence: 1,
             discontinuity_sequence: 0,
-            map_uri: None,
             segments: vec![segment(1, 0), segment(2, 6), segment(3, 6)],
             low_latency: Some(LowLatency {
                 part_target: 0.33334,
                 part_hold_back: 1.0,
                 can_skip_until: 12.0,
                 pending_parts: vec![Part { duration: 0.33, uri: "part4.0.ts".into(), independent: true }],
+                pending_map_uri: None,
                 preload_hint: Some("part4.1.ts".into()),
             }),
             ended: false,
@@ -190,7 +204,6 @@ mod tests {
             target_duration: 2,
             media_sequence: 7,
             discontinuity_sequence: 1,
-            map_uri: Some("init.mp4".into()),
             segments: vec![segment(7, 6)],
             low_latency: None,
             ended: true,
@@ -198,7 +211,10 @@ mod tests {
         };
         let text = playlist.render();
         assert!(text.contains("#EXT-X-VERSION:6\n"));
-        assert!(text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXT-X-MAP:URI=\"init.mp4\"\n"));
+        assert!(
+            text.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-PROGRAM-DATE-TIME"),
+            "{text}"
+        );
         assert!(!text.contains("EXT-X-PART"));
         assert!(text.ends_with("#EXTINF:2.00000,\nseg7.ts\n#EXT-X-ENDLIST\n"));
     }

@@ -12,6 +12,7 @@ pub mod aac;
 pub mod amf0;
 pub mod bits;
 pub mod flv;
+pub mod fmp4;
 pub mod h264;
 pub mod hls;
 pub mod rtmp;

@@ -375,6 +375,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return self.refuse(Refusal::AlreadyLive, stream_id).await;
         }
         let limits = IngestLimits::for_channel_type(&channel.channel_type);
+        let container_format = channel.container_format.clone();
         let recorder = SessionRecorder::create(
             context.store.clone(),
             live.stream_id.clone(),
@@ -393,7 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
         };
         tracing::info!("ingest: {} is live (stream {}, from {peer})", live.channel_arn, live.stream_id);
-        context.playback.start_stream(&live);
+        context.playback.start_stream(&live, crate::playback::packager::Container::of_channel(&container_format));
         let mut stream_begin = vec![0, 0];
         stream_begin.extend_from_slice(&stream_id.to_be_bytes());
         self.send(&[

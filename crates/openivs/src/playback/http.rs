@@ -22,7 +22,7 @@ use openivs_media::hls::{self, LowLatency, MediaPlaylist, Part, Segment, Variant
 use openivs_model::resources::Channel;
 use serde::Deserialize;
 
-use super::packager::{ChannelPlayback, PART_TARGET, PlaylistState};
+use super::packager::{ChannelPlayback, Container, PART_TARGET, PlaylistState};
 use crate::http::AppState;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
@@ -133,15 +133,24 @@ pub async fn media(
     if file == "media.m3u8" {
         return media_playlist(&playback, viewer.low_latency, &query).await;
     }
-    match parse_media_name(&file) {
+    if let Some(stream_id) = file.strip_suffix("-init.mp4") {
+        let state = playback.state.read().expect("playlist lock");
+        let init = state.inits.iter().find(|(id, _)| &**id == stream_id).map(|(_, init)| init.clone());
+        drop(state);
+        return match init {
+            Some(init) => serve_bytes(init, "video/mp4", &headers),
+            None => not_found("No such file"),
+        };
+    }
+    match parse_media_name(&file, playback.container) {
         Some((stream_id, sequence, part)) => media_file(&playback, &stream_id, sequence, part, &headers).await,
         None => not_found("No such file"),
     }
 }
 
-/// `{stream}-{msn}.ts` or `{stream}-{msn}.{part}.ts`.
-fn parse_media_name(file: &str) -> Option<(String, u64, Option<usize>)> {
-    let stem = file.strip_suffix(".ts")?;
+/// `{stream}-{msn}.{ext}` or `{stream}-{msn}.{part}.{ext}` (`ts` or `m4s`).
+fn parse_media_name(file: &str, container: Container) -> Option<(String, u64, Option<usize>)> {
+    let stem = file.strip_suffix(container.extension())?.strip_suffix('.')?;
     let (stream_id, numbers) = stem.rsplit_once('-')?;
     let (sequence, part) = match numbers.split_once('.') {
         Some((sequence, part)) => (sequence.parse().ok()?, Some(part.parse().ok()?)),
@@ -182,19 +191,24 @@ async fn media_playlist(playback: &ChannelPlayback, low_latency: bool, query: &P
     }
     let state = playback.state.read().expect("playlist lock");
     let skip_requested = low_latency && query.skip.as_deref() == Some("YES");
-    let body = render(&state, low_latency, skip_requested);
+    let body = render(&state, playback.container, low_latency, skip_requested);
     response(StatusCode::OK, PLAYLIST_TYPE, "no-cache", body)
 }
 
-fn segment_uri(stream_id: &str, sequence: u64) -> String {
-    format!("{stream_id}-{sequence}.ts")
+fn segment_uri(stream_id: &str, sequence: u64, container: Container) -> String {
+    format!("{stream_id}-{sequence}.{}", container.extension())
 }
 
-fn part_uri(stream_id: &str, sequence: u64, part: usize) -> String {
-    format!("{stream_id}-{sequence}.{part}.ts")
+fn part_uri(stream_id: &str, sequence: u64, part: usize, container: Container) -> String {
+    format!("{stream_id}-{sequence}.{part}.{}", container.extension())
 }
 
-fn render(state: &PlaylistState, low_latency: bool, skip_requested: bool) -> String {
+/// fMP4 segments need their stream's initialisation section.
+fn map_uri(stream_id: &str, container: Container) -> Option<String> {
+    (container == Container::Fmp4).then(|| format!("{stream_id}-init.mp4"))
+}
+
+fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_requested: bool) -> String {
     let target = state.target_duration();
     let segments: Vec<Segment> = state
         .segments
@@ -202,16 +216,17 @@ fn render(state: &PlaylistState, low_latency: bool, skip_requested: bool) -> Str
         .map(|s| Segment {
             sequence: s.sequence,
             duration: s.duration,
-            uri: segment_uri(&s.stream_id, s.sequence),
+            uri: segment_uri(&s.stream_id, s.sequence, container),
             program_date_time: s.program_date_time.clone(),
             discontinuity: s.discontinuity,
+            map_uri: map_uri(&s.stream_id, container),
             parts: s
                 .parts
                 .iter()
                 .enumerate()
                 .map(|(i, p)| Part {
                     duration: p.duration,
-                    uri: part_uri(&s.stream_id, s.sequence, i),
+                    uri: part_uri(&s.stream_id, s.sequence, i, container),
                     independent: p.independent,
                 })
                 .collect(),
@@ -241,23 +256,30 @@ fn render(state: &PlaylistState, low_latency: bool, skip_requested: bool) -> Str
                     .enumerate()
                     .map(|(i, p)| Part {
                         duration: p.duration,
-                        uri: part_uri(&open.stream_id, open.sequence, i),
+                        uri: part_uri(&open.stream_id, open.sequence, i, container),
                         independent: p.independent,
                     })
                     .collect(),
-                Some(part_uri(&open.stream_id, open.sequence, open.parts.len())),
+                Some(part_uri(&open.stream_id, open.sequence, open.parts.len(), container)),
             ),
             _ => (Vec::new(), None),
         };
+        let pending_map_uri = state.open.as_ref().and_then(|open| map_uri(&open.stream_id, container));
         // PART-HOLD-BACK must be at least three part targets: rounded up, not to nearest.
         let part_hold_back = (3.0 * PART_TARGET * 1000.0).ceil() / 1000.0;
-        LowLatency { part_target: PART_TARGET, part_hold_back, can_skip_until, pending_parts, preload_hint }
+        LowLatency {
+            part_target: PART_TARGET,
+            part_hold_back,
+            can_skip_until,
+            pending_parts,
+            pending_map_uri,
+            preload_hint,
+        }
     });
     MediaPlaylist {
         target_duration: target,
         media_sequence: state.segments.front().map_or(state.next_sequence, |s| s.sequence),
         discontinuity_sequence: state.discontinuity_sequence,
-        map_uri: None,
         segments,
         low_latency,
         ended: state.ended,
@@ -311,15 +333,15 @@ async fn media_file(
             }
         }
     };
-    serve_bytes(data, headers)
+    serve_bytes(data, playback.container.media_type(), headers)
 }
 
 /// Serves immutable media bytes, honouring a single `Range: bytes=…` request.
-fn serve_bytes(data: Bytes, headers: &HeaderMap) -> Response {
+fn serve_bytes(data: Bytes, content_type: &str, headers: &HeaderMap) -> Response {
     const CACHE: &str = "public, max-age=31536000, immutable";
     let total = data.len();
     let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        let mut ok = response(StatusCode::OK, "video/mp2t", CACHE, data);
+        let mut ok = response(StatusCode::OK, content_type, CACHE, data);
         ok.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         return ok;
     };
@@ -330,7 +352,7 @@ fn serve_bytes(data: Bytes, headers: &HeaderMap) -> Response {
         }
         return refused;
     };
-    let mut partial = response(StatusCode::PARTIAL_CONTENT, "video/mp2t", CACHE, data.slice(start..=end));
+    let mut partial = response(StatusCode::PARTIAL_CONTENT, content_type, CACHE, data.slice(start..=end));
     let headers = partial.headers_mut();
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")) {
@@ -369,9 +391,11 @@ mod tests {
         );
         assert_eq!(channel_arn_of("us-west-2.123456789012.stage.abc.m3u8"), None);
         assert_eq!(channel_arn_of("x.m3u8"), None);
-        assert_eq!(parse_media_name("st-abc-12.ts"), Some(("st-abc".into(), 12, None)));
-        assert_eq!(parse_media_name("st-abc-12.3.ts"), Some(("st-abc".into(), 12, Some(3))));
-        assert_eq!(parse_media_name("st-abc-x.ts"), None);
+        assert_eq!(parse_media_name("st-abc-12.ts", Container::Ts), Some(("st-abc".into(), 12, None)));
+        assert_eq!(parse_media_name("st-abc-12.3.ts", Container::Ts), Some(("st-abc".into(), 12, Some(3))));
+        assert_eq!(parse_media_name("st-abc-12.3.m4s", Container::Fmp4), Some(("st-abc".into(), 12, Some(3))));
+        assert_eq!(parse_media_name("st-abc-12.m4s", Container::Ts), None);
+        assert_eq!(parse_media_name("st-abc-x.ts", Container::Ts), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use packager::ChannelPlayback;
+use packager::{ChannelPlayback, Container};
 
 use crate::live::LiveStream;
 
@@ -41,15 +41,19 @@ impl Playback {
         Playback::default()
     }
 
-    /// Starts packaging a stream that just went live.
-    pub fn start_stream(self: &Arc<Self>, stream: &LiveStream) {
-        let channel = self
-            .channels
-            .write()
-            .expect("playback lock")
-            .entry(stream.channel_arn.clone())
-            .or_insert_with(|| Arc::new(ChannelPlayback::new()))
-            .clone();
+    /// Starts packaging a stream that just went live, in the channel's container format. A new
+    /// stream continues the channel's lingering playlist (after a discontinuity) when the format
+    /// is the same, and replaces it otherwise.
+    pub fn start_stream(self: &Arc<Self>, stream: &LiveStream, container: Container) {
+        let channel = {
+            let mut channels = self.channels.write().expect("playback lock");
+            let entry =
+                channels.entry(stream.channel_arn.clone()).or_insert_with(|| Arc::new(ChannelPlayback::new(container)));
+            if entry.container != container {
+                *entry = Arc::new(ChannelPlayback::new(container));
+            }
+            entry.clone()
+        };
         let subscription = stream.hub.subscribe();
         let ended = stream.hub.ended();
         let this = self.clone();

@@ -1,7 +1,8 @@
 //! The HLS packager of one channel: subscribed to the channel's hub, it cuts the stream into
 //! segments at keyframes (about [`SEGMENT_TARGET`] long) and each segment into parts of at most
-//! [`PART_TARGET`] (for low-latency HLS), muxes them into MPEG-TS, and keeps a window of them in
-//! memory, from which the playback handlers answer. Every new part, segment or end bumps a watch
+//! [`PART_TARGET`] (for low-latency HLS), muxes them into MPEG-TS or fragmented MP4 (the
+//! channel's `containerFormat`), and keeps a window of them in memory, from which the playback
+//! handlers answer. Every new part, segment or end bumps a watch
 //! value, which blocking playlist reloads wait on.
 
 use std::collections::VecDeque;
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openivs_media::aac::AudioSpecificConfig;
+use openivs_media::fmp4::{self, AAC_FRAME_SAMPLES, InitTracks, Sample, TrackRun};
 use openivs_media::h264::DecoderConfiguration;
 use openivs_media::ts::{Tracks, TsMuxer, adts_header, avc_to_annex_b};
 use openivs_model::timestamp;
@@ -29,6 +31,32 @@ const WINDOW_SEGMENTS: usize = 15;
 const SEGMENTS_WITH_PARTS: usize = 4;
 /// 90 kHz timestamps start here, so PCR and DTS never go below zero.
 const TIMESTAMP_OFFSET_MS: i64 = 1000;
+
+/// The channel's `containerFormat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    Ts,
+    Fmp4,
+}
+
+impl Container {
+    pub fn of_channel(container_format: &str) -> Container {
+        if container_format == "FRAGMENTED_MP4" { Container::Fmp4 } else { Container::Ts }
+    }
+    /// The file extension of segments and parts.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Container::Ts => "ts",
+            Container::Fmp4 => "m4s",
+        }
+    }
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Container::Ts => "video/mp2t",
+            Container::Fmp4 => "video/mp4",
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct StoredPart {
@@ -80,6 +108,8 @@ pub struct PlaylistState {
     pub bandwidth: u64,
     /// The next segment starts a new stream session.
     pending_discontinuity: bool,
+    /// fMP4 initialisation segments of the streams in the window, by stream id.
+    pub inits: Vec<(Arc<str>, Bytes)>,
 }
 
 impl PlaylistState {
@@ -109,14 +139,15 @@ impl PlaylistState {
 
 /// The playback state of one channel, shared by its packager and the playback handlers.
 pub struct ChannelPlayback {
+    pub container: Container,
     pub state: RwLock<PlaylistState>,
     /// Bumped on every change (new part, segment, end); blocking reloads wait on it.
     pub changed: watch::Sender<u64>,
 }
 
 impl ChannelPlayback {
-    pub fn new() -> ChannelPlayback {
-        ChannelPlayback { state: RwLock::new(PlaylistState::default()), changed: watch::Sender::new(0) }
+    pub fn new(container: Container) -> ChannelPlayback {
+        ChannelPlayback { container, state: RwLock::new(PlaylistState::default()), changed: watch::Sender::new(0) }
     }
 
     fn notify(&self) {
@@ -134,19 +165,22 @@ impl ChannelPlayback {
     }
 }
 
-impl Default for ChannelPlayback {
-    fn default() -> Self {
-        ChannelPlayback::new()
-    }
+/// How parts are written.
+enum Writer {
+    /// MPEG-TS: frames are muxed as they arrive, into the open part's bytes.
+    Ts(TsMuxer),
+    /// fMP4: frames wait for the end of their part, which becomes one fragment.
+    Fmp4 { frames: Vec<Arc<MediaFrame>>, fragment_sequence: u32, audio_time: Option<u64> },
 }
 
 /// Muxing state of one packager run.
 struct Packager {
     playback: Arc<ChannelPlayback>,
     stream_id: Arc<str>,
-    muxer: TsMuxer,
+    writer: Writer,
     video: Option<(DecoderConfiguration, Arc<TrackConfig>)>,
     audio: Option<AudioSpecificConfig>,
+    audio_config: Option<Arc<TrackConfig>>,
     waiting_for_keyframe: bool,
     bytes_in_window: VecDeque<(i64, usize)>,
     /// A part or segment was completed since the last notification.
@@ -169,10 +203,11 @@ impl Packager {
             && let Ok(asc) = AudioSpecificConfig::parse(&config.config)
         {
             self.audio = Some(asc);
+            self.audio_config = Some(config);
         }
     }
 
-    fn on_frame(&mut self, frame: &MediaFrame) {
+    fn on_frame(&mut self, frame: &Arc<MediaFrame>) {
         let is_video = frame.kind == TrackKind::Video;
         if self.waiting_for_keyframe {
             if !(is_video && frame.keyframe) {
@@ -191,32 +226,36 @@ impl Packager {
             if cut_segment {
                 self.close_segment(&mut state, frame.dts_ms);
                 self.open_segment(&mut state, frame);
-            } else if let Some(open) = state.open.as_mut()
-                && frame.dts_ms - open.part_start_dts >= PART_CUT
-            {
-                close_part(open, frame.dts_ms, false);
-                self.completed = true;
+            } else if let Some(mut open) = state.open.take() {
+                if frame.dts_ms - open.part_start_dts >= PART_CUT {
+                    self.close_part(&mut open, frame.dts_ms, false);
+                }
+                state.open = Some(open);
             }
         }
         let Some(open) = state.open.as_mut() else { return };
-        match frame.kind {
-            TrackKind::Video => {
-                let Some((avcc, _)) = &self.video else { return };
-                let annex_b = avc_to_annex_b(&frame.data, avcc.nal_length_size, frame.keyframe, &avcc.sps, &avcc.pps);
-                self.muxer.write_video(
-                    ticks(frame.pts_ms),
-                    ticks(frame.dts_ms),
-                    frame.keyframe,
-                    &annex_b,
-                    &mut open.part_data,
-                );
-            }
-            TrackKind::Audio => {
-                let Some(asc) = &self.audio else { return };
-                let mut adts = adts_header(asc, frame.data.len()).to_vec();
-                adts.extend_from_slice(&frame.data);
-                self.muxer.write_audio(ticks(frame.pts_ms), &adts, &mut open.part_data);
-            }
+        match &mut self.writer {
+            Writer::Fmp4 { frames, .. } => frames.push(frame.clone()),
+            Writer::Ts(muxer) => match frame.kind {
+                TrackKind::Video => {
+                    let Some((avcc, _)) = &self.video else { return };
+                    let annex_b =
+                        avc_to_annex_b(&frame.data, avcc.nal_length_size, frame.keyframe, &avcc.sps, &avcc.pps);
+                    muxer.write_video(
+                        ticks(frame.pts_ms),
+                        ticks(frame.dts_ms),
+                        frame.keyframe,
+                        &annex_b,
+                        &mut open.part_data,
+                    );
+                }
+                TrackKind::Audio => {
+                    let Some(asc) = &self.audio else { return };
+                    let mut adts = adts_header(asc, frame.data.len()).to_vec();
+                    adts.extend_from_slice(&frame.data);
+                    muxer.write_audio(ticks(frame.pts_ms), &adts, &mut open.part_data);
+                }
+            },
         }
         // Bandwidth: bytes over the last 10 s of media.
         self.bytes_in_window.push_back((frame.dts_ms, frame.data.len()));
@@ -225,12 +264,50 @@ impl Packager {
         }
     }
 
+    /// Ends the open part at `end_dts` (a part boundary, or the segment's end).
+    fn close_part(&mut self, open: &mut OpenSegment, end_dts: i64, segment_end: bool) {
+        if let Writer::Fmp4 { frames, fragment_sequence, audio_time } = &mut self.writer {
+            if !frames.is_empty() {
+                *fragment_sequence += 1;
+                open.part_data = fmp4_fragment(frames, *fragment_sequence, audio_time, self.audio.as_ref(), end_dts);
+                frames.clear();
+            }
+        }
+        if open.part_data.is_empty() {
+            return;
+        }
+        let duration = (end_dts - open.part_start_dts).max(1) as f64 / 1000.0;
+        let data = std::mem::take(&mut open.part_data);
+        open.parts.push(StoredPart { duration, data: data.into(), independent: open.part_independent });
+        open.part_start_dts = end_dts;
+        open.part_independent = false;
+        if !segment_end {
+            open.part_data = Vec::with_capacity(32 * 1024);
+        }
+        self.completed = true;
+    }
+
     fn open_segment(&mut self, state: &mut PlaylistState, frame: &MediaFrame) {
         let sequence = state.next_sequence;
         state.next_sequence += 1;
         let discontinuity = std::mem::take(&mut state.pending_discontinuity);
         let mut part_data = Vec::with_capacity(64 * 1024);
-        self.muxer.write_tables(&mut part_data);
+        if let Writer::Ts(muxer) = &mut self.writer {
+            muxer.write_tables(&mut part_data);
+        }
+        if matches!(self.writer, Writer::Fmp4 { .. }) && !state.inits.iter().any(|(id, _)| *id == self.stream_id) {
+            let video = self.video.as_ref().map(|(_, config)| (&config.config[..], config.width, config.height));
+            let audio_config = self.audio_config.clone();
+            let audio = match (&audio_config, &self.audio) {
+                (Some(config), Some(asc)) => Some((&config.config[..], asc.clone())),
+                _ => None,
+            };
+            let init = fmp4::init_segment(&InitTracks { video, audio });
+            state.inits.push((self.stream_id.clone(), init.into()));
+            if state.inits.len() > 2 {
+                state.inits.remove(0);
+            }
+        }
         state.open = Some(OpenSegment {
             sequence,
             start_dts: frame.dts_ms,
@@ -254,8 +331,7 @@ impl Packager {
     /// Completes the open segment at `end_dts` and moves it into the window.
     fn close_segment(&mut self, state: &mut PlaylistState, end_dts: i64) {
         let Some(mut open) = state.open.take() else { return };
-        close_part(&mut open, end_dts, true);
-        self.completed = true;
+        self.close_part(&mut open, end_dts, true);
         let duration = (end_dts - open.start_dts).max(1) as f64 / 1000.0;
         let total: usize = open.parts.iter().map(|p| p.data.len()).sum();
         let mut data = Vec::with_capacity(total);
@@ -292,19 +368,50 @@ impl Packager {
     }
 }
 
-/// Ends the open part at `end_dts` (a part boundary, or the segment's end).
-fn close_part(open: &mut OpenSegment, end_dts: i64, segment_end: bool) {
-    if open.part_data.is_empty() {
-        return;
+/// One fMP4 fragment of the frames of a part. Video sample durations run to the next frame
+/// (the last to `end_dts`); audio runs on its own clock of 1024 samples per AAC frame.
+fn fmp4_fragment(
+    frames: &[Arc<MediaFrame>],
+    sequence: u32,
+    audio_time: &mut Option<u64>,
+    audio: Option<&AudioSpecificConfig>,
+    end_dts: i64,
+) -> Vec<u8> {
+    let video: Vec<&Arc<MediaFrame>> = frames.iter().filter(|f| f.kind == TrackKind::Video).collect();
+    let mut video_samples = Vec::with_capacity(video.len());
+    for (index, frame) in video.iter().enumerate() {
+        let next_dts = video.get(index + 1).map_or(end_dts.max(frame.dts_ms + 1), |next| next.dts_ms);
+        video_samples.push(Sample {
+            duration: ((next_dts - frame.dts_ms).max(1) * 90) as u32,
+            composition_offset: ((frame.pts_ms - frame.dts_ms) * 90) as i32,
+            keyframe: frame.keyframe,
+            data: &frame.data,
+        });
     }
-    let duration = (end_dts - open.part_start_dts).max(1) as f64 / 1000.0;
-    let data = std::mem::take(&mut open.part_data);
-    open.parts.push(StoredPart { duration, data: data.into(), independent: open.part_independent });
-    open.part_start_dts = end_dts;
-    open.part_independent = false;
-    if !segment_end {
-        open.part_data = Vec::with_capacity(32 * 1024);
+    let mut runs = Vec::new();
+    if let Some(first) = video.first() {
+        runs.push(TrackRun { track: fmp4::VIDEO_TRACK, base_decode_time: ticks(first.dts_ms), samples: video_samples });
     }
+    if let Some(asc) = audio {
+        let audio_frames: Vec<&Arc<MediaFrame>> = frames.iter().filter(|f| f.kind == TrackKind::Audio).collect();
+        if let Some(first) = audio_frames.first() {
+            let start = *audio_time.get_or_insert_with(|| {
+                ((first.dts_ms + TIMESTAMP_OFFSET_MS).max(0) as u64) * u64::from(asc.sample_rate) / 1000
+            });
+            let samples = audio_frames
+                .iter()
+                .map(|frame| Sample {
+                    duration: AAC_FRAME_SAMPLES,
+                    composition_offset: 0,
+                    keyframe: true,
+                    data: &frame.data,
+                })
+                .collect::<Vec<_>>();
+            *audio_time = Some(start + samples.len() as u64 * u64::from(AAC_FRAME_SAMPLES));
+            runs.push(TrackRun { track: fmp4::AUDIO_TRACK, base_decode_time: start, samples });
+        }
+    }
+    fmp4::fragment(sequence, &runs)
 }
 
 /// Runs for the life of one stream: packages what the hub receives until the stream ends, then
@@ -319,9 +426,13 @@ pub async fn run(
     let mut packager = Packager {
         playback: playback.clone(),
         stream_id: stream_id.into(),
-        muxer: TsMuxer::new(Tracks { video: true, audio: true, metadata: false }),
+        writer: match playback.container {
+            Container::Ts => Writer::Ts(TsMuxer::new(Tracks { video: true, audio: true, metadata: false })),
+            Container::Fmp4 => Writer::Fmp4 { frames: Vec::new(), fragment_sequence: 0, audio_time: None },
+        },
         video: None,
         audio: None,
+        audio_config: None,
         waiting_for_keyframe: true,
         bytes_in_window: VecDeque::new(),
         completed: false,

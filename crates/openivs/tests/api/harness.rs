@@ -185,6 +185,7 @@ pub struct RawResponse {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: String,
+    pub body_bytes: Vec<u8>,
 }
 
 impl RawResponse {
@@ -212,13 +213,15 @@ pub fn raw_request(server: &Server, method: &str, path: &str, headers: &[(String
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |p| p + 4);
+    let body_bytes = response[head_end..].to_vec();
     let text = String::from_utf8_lossy(&response).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
     let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
     let headers =
         lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
-    RawResponse { status, headers, body: body.to_owned() }
+    RawResponse { status, headers, body: body.to_owned(), body_bytes }
 }
 
 /// Signs a request with the `aws-sigv4` crate (an implementation independent of the server's)

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use aws_sdk_ivs::types::{ChannelLatencyMode, ChannelType};
+use aws_sdk_ivs::types::{ChannelLatencyMode, ChannelType, ContainerFormat};
 
 use crate::harness::{RawResponse, Server, raw_request};
 use crate::ingest::{Publisher, pattern_720p, wait_live, wait_offline};
@@ -21,8 +21,12 @@ fn path_of(url: &str) -> String {
 }
 
 /// Creates a channel, publishes the test pattern to it, and waits until it is live.
-async fn live_channel(server: &Server, latency: ChannelLatencyMode) -> (String, String, Publisher) {
-    let out = server.client().create_channel().latency_mode(latency).send().await.unwrap();
+async fn live_channel(
+    server: &Server,
+    latency: ChannelLatencyMode,
+    container: ContainerFormat,
+) -> (String, String, Publisher) {
+    let out = server.client().create_channel().latency_mode(latency).container_format(container).send().await.unwrap();
     let channel = out.channel().unwrap();
     let arn = channel.arn().unwrap().to_owned();
     let url =
@@ -96,7 +100,8 @@ fn decode(url: &str, seconds: u32) -> String {
 #[tokio::test]
 async fn low_latency_hls_in_mpeg_ts() {
     let server = Server::start();
-    let (arn, playback_url, _publisher) = live_channel(&server, ChannelLatencyMode::LowLatency).await;
+    let (arn, playback_url, _publisher) =
+        live_channel(&server, ChannelLatencyMode::LowLatency, ContainerFormat::Ts).await;
 
     let multivariant = get(&server, &path_of(&playback_url));
     assert_eq!(multivariant.status, 200);
@@ -132,7 +137,7 @@ async fn low_latency_hls_in_mpeg_ts() {
     assert_eq!(part.status, 200);
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(part.header("content-type"), Some("video/mp2t"));
-    assert_eq!(part.body.as_bytes().first(), Some(&0x47));
+    assert_eq!(part.body_bytes.first(), Some(&0x47));
 
     // Blocking reload: ask for the next segment's first part; the answer contains it.
     let now = parse(&get(&server, &media).body);
@@ -185,10 +190,10 @@ async fn low_latency_hls_in_mpeg_ts() {
     assert_eq!(get(&server, &path_of(&playback_url)).status, 404);
 }
 
-#[tokio::test]
-async fn normal_latency_hls_in_mpeg_ts() {
+/// A NORMAL-latency channel: regular live HLS, without any low-latency tags.
+async fn check_normal_latency(container: ContainerFormat) -> String {
     let server = Server::start();
-    let (_, playback_url, _publisher) = live_channel(&server, ChannelLatencyMode::NormalLatency).await;
+    let (_, playback_url, _publisher) = live_channel(&server, ChannelLatencyMode::NormalLatency, container).await;
     let media = open_session(&server, &playback_url);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let playlist = get(&server, &media).body;
@@ -198,6 +203,48 @@ async fn normal_latency_hls_in_mpeg_ts() {
     assert!(!playlist.contains("#EXT-X-PRELOAD-HINT"), "{playlist}");
     let streams = ffprobe_streams(&playback_url);
     assert!(streams.contains("codec_name=h264|width=1280|height=720"), "{streams}");
+    decode(&playback_url, 3);
+    playlist
+}
+
+#[tokio::test]
+async fn normal_latency_hls_in_mpeg_ts() {
+    let playlist = check_normal_latency(ContainerFormat::Ts).await;
+    assert!(playlist.contains(".ts\n") && !playlist.contains("#EXT-X-MAP"), "{playlist}");
+}
+
+#[tokio::test]
+async fn normal_latency_hls_in_fragmented_mp4() {
+    let playlist = check_normal_latency(ContainerFormat::FragmentedMp4).await;
+    assert!(playlist.contains(".m4s\n") && playlist.contains("#EXT-X-MAP:URI="), "{playlist}");
+}
+
+#[tokio::test]
+async fn low_latency_hls_in_fragmented_mp4() {
+    let server = Server::start();
+    let (_, playback_url, _publisher) =
+        live_channel(&server, ChannelLatencyMode::LowLatency, ContainerFormat::FragmentedMp4).await;
+    let media = open_session(&server, &playback_url);
+    let base = base_of(&media).to_owned();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let playlist = get(&server, &media).body;
+    let map = playlist.split("#EXT-X-MAP:URI=\"").nth(1).expect("EXT-X-MAP").split('"').next().unwrap().to_owned();
+    let init = raw_request(&server, "GET", &format!("{base}/{map}"), &[], "");
+    assert_eq!(init.status, 200);
+    assert_eq!(init.header("content-type"), Some("video/mp4"));
+    assert_eq!(&init.body_bytes[4..8], b"ftyp");
+    let parsed = parse(&playlist);
+    assert!(parsed.parts.iter().all(|(_, uri)| uri.ends_with(".m4s")), "{playlist}");
+    let hint = parsed.preload_hint.expect("EXT-X-PRELOAD-HINT");
+    let part = get(&server, &format!("{base}/{hint}"));
+    assert_eq!(part.status, 200);
+    assert_eq!(&part.body_bytes[4..8], b"moof");
+    let next = parsed.media_sequence + parsed.segments.len() as u64;
+    let blocked = get(&server, &format!("{media}?_HLS_msn={next}&_HLS_part=0"));
+    assert!(blocked.body.contains(&format!("-{next}.0.m4s\"")), "{}", blocked.body);
+    let streams = ffprobe_streams(&playback_url);
+    assert!(streams.contains("codec_name=h264|width=1280|height=720"), "{streams}");
+    assert!(streams.contains("codec_name=aac"), "{streams}");
     decode(&playback_url, 3);
 }
 
