@@ -5,6 +5,7 @@ mod harness;
 
 mod auth;
 mod aws_cli;
+mod browser;
 mod channels;
 mod configurations;
 mod ingest;
