@@ -41,7 +41,8 @@ const APPLICATION: &str = "app";
 /// The ingest configuration is first recorded after this much media, then refreshed.
 const INGEST_CONFIGURATION_FIRST: Duration = Duration::from_secs(4);
 const INGEST_CONFIGURATION_REFRESH: Duration = Duration::from_secs(10);
-/// The bitrate limit is judged over this window, with this tolerance (encoders overshoot).
+/// The bitrate limit is judged once this much media arrived, over the last 5 s of media time,
+/// with this tolerance (encoders overshoot).
 const BITRATE_WINDOW_SECONDS: u64 = 5;
 const BITRATE_TOLERANCE: f64 = 1.25;
 
@@ -374,8 +375,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if !context.live.try_start(live.clone()) {
             return self.refuse(Refusal::AlreadyLive, stream_id).await;
         }
+        // Packaging starts with the stream, so a viewer who sees it live can play it.
+        context
+            .playback
+            .start_stream(&live, crate::playback::packager::Container::of_channel(&channel.container_format));
         let limits = IngestLimits::for_channel_type(&channel.channel_type);
-        let container_format = channel.container_format.clone();
         let recorder = SessionRecorder::create(
             context.store.clone(),
             live.stream_id.clone(),
@@ -388,13 +392,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let recorder = match recorder {
             Ok(recorder) => recorder,
             Err(error) => {
+                live.hub.end();
                 context.live.finish(&live.channel_arn, &live.stream_id);
                 tracing::error!("ingest: cannot record a stream session: {error}");
                 return self.refuse(Refusal::Unavailable, stream_id).await;
             }
         };
         tracing::info!("ingest: {} is live (stream {}, from {peer})", live.channel_arn, live.stream_id);
-        context.playback.start_stream(&live, crate::playback::packager::Container::of_channel(&container_format));
         let mut stream_begin = vec![0, 0];
         stream_begin.extend_from_slice(&stream_id.to_be_bytes());
         self.send(&[
@@ -476,14 +480,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     async fn check(&mut self, state: &mut Publishing) -> Option<(Result<(), String>, EndCode)> {
         let now = Instant::now();
         let wall = OffsetDateTime::now_utc();
-        let (idle, health, recent_bitrate, framerate) = {
+        let (idle, health, media_bitrate, framerate) = {
             let stats = state.stream.stats.lock().expect("stats lock");
-            (
-                stats.idle(now),
-                stats.health(now),
-                stats.recent_bitrate(now, BITRATE_WINDOW_SECONDS),
-                stats.video_framerate(),
-            )
+            (stats.idle(now), stats.health(now), stats.media_bitrate(), stats.video_framerate())
         };
         if idle >= MEDIA_TIMEOUT {
             return Some((Ok(()), Some("IngestTimeout")));
@@ -495,7 +494,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             && now.duration_since(first) >= Duration::from_secs(BITRATE_WINDOW_SECONDS + 1)
         {
             let height = state.video.as_ref().map_or(0, |(_, sps)| sps.height);
-            if recent_bitrate > state.limits.max_bitrate(height) * BITRATE_TOLERANCE {
+            if media_bitrate > state.limits.max_bitrate(height) * BITRATE_TOLERANCE {
                 state.recorder.breach("Ingest Bitrate", wall);
                 return Some((Ok(()), Some("IngestBitrateExceeded")));
             }

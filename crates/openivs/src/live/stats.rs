@@ -57,10 +57,15 @@ impl Track {
     }
 }
 
+/// The media-time window over which the ingest bitrate is judged.
+const MEDIA_WINDOW_MS: i64 = 5000;
+
 #[derive(Debug)]
 pub struct IngestStats {
     origin: Instant,
     last_media: Option<Instant>,
+    /// (dts, bytes) of the frames of the last [`MEDIA_WINDOW_MS`] of media time.
+    media_window: VecDeque<(i64, usize)>,
     /// Bytes received per wall-clock second (index since `origin`), the last few dozen seconds.
     per_second: VecDeque<(u64, u64)>,
     video: Track,
@@ -72,6 +77,7 @@ impl IngestStats {
         IngestStats {
             origin: now,
             last_media: None,
+            media_window: VecDeque::new(),
             per_second: VecDeque::new(),
             video: Track::default(),
             audio: Track::default(),
@@ -92,6 +98,27 @@ impl IngestStats {
             TrackKind::Video => self.video.add(bytes, dts_ms),
             TrackKind::Audio => self.audio.add(bytes, dts_ms),
         }
+        self.media_window.push_back((dts_ms, bytes));
+        let newest = self.media_window.iter().map(|(dts, _)| *dts).max().unwrap_or(dts_ms);
+        while self.media_window.front().is_some_and(|(dts, _)| newest - dts > MEDIA_WINDOW_MS) {
+            self.media_window.pop_front();
+        }
+    }
+
+    /// Bits per second over the last few seconds of *media time*: what the encoder sends, not
+    /// how the network delivered it (a publisher catching up after a stall sends a burst, at
+    /// the stream's own rate in media time).
+    pub fn media_bitrate(&self) -> f64 {
+        let (Some(first), Some(last)) =
+            (self.media_window.iter().map(|(d, _)| *d).min(), self.media_window.iter().map(|(d, _)| *d).max())
+        else {
+            return 0.0;
+        };
+        if last - first < 1000 {
+            return 0.0;
+        }
+        let bytes: usize = self.media_window.iter().map(|(_, b)| b).sum();
+        bytes as f64 * 8.0 * 1000.0 / (last - first) as f64
     }
 
     pub fn has_media(&self) -> bool {
@@ -105,14 +132,6 @@ impl IngestStats {
 
     fn bytes_between(&self, from_second: u64, to_second: u64) -> u64 {
         self.per_second.iter().filter(|(s, _)| *s >= from_second && *s < to_second).map(|(_, b)| b).sum()
-    }
-
-    /// Bits per second received over the last `seconds` complete wall-clock seconds.
-    pub fn recent_bitrate(&self, now: Instant, seconds: u64) -> f64 {
-        let current = now.duration_since(self.origin).as_secs();
-        let from = current.saturating_sub(seconds);
-        let elapsed = (current - from).max(1);
-        self.bytes_between(from, current) as f64 * 8.0 / elapsed as f64
     }
 
     pub fn health(&self, now: Instant) -> Health {
@@ -165,6 +184,7 @@ mod tests {
         assert_eq!(stats.health(end), Health::Healthy);
         assert!((stats.video_framerate() - 30.0).abs() < 0.2, "{}", stats.video_framerate());
         assert!((stats.video_bitrate() - 2_400_000).abs() < 20_000, "{}", stats.video_bitrate());
+        assert!((stats.media_bitrate() - 2_400_000.0).abs() < 50_000.0, "{}", stats.media_bitrate());
         // It stalls.
         assert_eq!(stats.health(end + Duration::from_secs(4)), Health::Starving);
         // It trickles at a tenth of its rate.
