@@ -87,6 +87,29 @@ impl SignedClient {
     }
 }
 
+/// GETs a path on a keep-alive connection; returns the status and body.
+pub async fn get(connection: &mut Connection, path: &str) -> Result<(u16, Vec<u8>), String> {
+    let request = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n\r\n", connection.port);
+    for attempt in 0..2 {
+        if connection.stream.is_none() {
+            let stream = TcpStream::connect(("127.0.0.1", connection.port)).await.map_err(|e| e.to_string())?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            connection.stream = Some(BufReader::new(stream));
+        }
+        match exchange(connection.stream.as_mut().expect("connected"), request.as_bytes()).await {
+            Ok((status, body, keep_alive)) => {
+                if !keep_alive {
+                    connection.stream = None;
+                }
+                return Ok((status, body));
+            }
+            Err(_) if attempt == 0 => connection.stream = None,
+            Err(error) => return Err(error),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
 async fn exchange(stream: &mut BufReader<TcpStream>, request: &[u8]) -> Result<(u16, Vec<u8>, bool), String> {
     stream.get_mut().write_all(request).await.map_err(|e| e.to_string())?;
     let mut line = String::new();

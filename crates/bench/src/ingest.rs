@@ -5,7 +5,9 @@
 //! the encoder does not dominate the machine. Each case: start N publishers, wait for them to
 //! settle, then measure the server's CPU time (from /proc, as % of one core) and resident memory
 //! (sampled every second) over the measuring window. Both servers receive plain RTMP (nginx-rtmp
-//! has no RTMPS); openivs's RTMPS figures are reported on their own rows.
+//! has no RTMPS); openivs's RTMPS figures are reported on their own rows. openivs packages every
+//! live stream into HLS (in memory), so the ratios compare it with nginx-rtmp writing HLS (1 s
+//! fragments, to disk); nginx-rtmp without HLS is shown for reference.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,7 +24,7 @@ pub struct IngestArgs {
 }
 
 /// Encodes the benchmark's input once: 10 s of 720p30 test pattern at ~3 Mbit/s with AAC.
-fn input_file(out_dir: &Path) -> Result<PathBuf, String> {
+pub(crate) fn input_file(out_dir: &Path) -> Result<PathBuf, String> {
     std::fs::create_dir_all(out_dir).map_err(|e| e.to_string())?;
     let path = out_dir.join("bench-720p30-3mbps.flv");
     if path.exists() {
@@ -142,21 +144,29 @@ async fn measure(root: u32, urls: &[String], input: &Path, args: &IngestArgs) ->
     })
 }
 
-fn start_nginx(work: &Path) -> Result<(Peer, u16), String> {
+/// nginx with the RTMP module: application `app` (live only) and `hls` (live, writing HLS with
+/// 1 s fragments and a 6 s playlist, as in the research peer setup), and an HTTP server for the
+/// HLS files. Returns the process, the RTMP port and the HTTP port.
+pub(crate) fn start_nginx(work: &Path) -> Result<(Peer, u16, u16), String> {
     let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
     if !module.exists() {
         return Err("nginx-rtmp is needed: apt-get install nginx-light libnginx-mod-rtmp".into());
     }
-    let port = free_port();
-    std::fs::create_dir_all(work.join("logs")).map_err(|e| e.to_string())?;
+    let (port, http_port) = (free_port(), free_port());
+    for sub in ["logs", "hls"] {
+        std::fs::create_dir_all(work.join(sub)).map_err(|e| e.to_string())?;
+    }
+    let dir = work.display();
     let config = format!(
         "load_module {module};\nworker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log warn;\n\
          events {{ worker_connections 1024; }}\n\
-         rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096; application app {{ live on; record off; }} }} }}\n\
+         rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096; application app {{ live on; record off; }} \
+         application hls {{ live on; record off; hls on; hls_path {dir}/hls; hls_fragment 1s; hls_playlist_length 6s; }} }} }}\n\
          http {{ access_log off; client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; \
-         uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi; }}\n",
+         uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi; \
+         server {{ listen 127.0.0.1:{http_port}; location /hls/ {{ types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }} \
+         root {dir}; add_header Cache-Control no-cache; }} }} }}\n",
         module = module.display(),
-        dir = work.display()
     );
     let config_path = work.join("nginx.conf");
     std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
@@ -169,7 +179,11 @@ fn start_nginx(work: &Path) -> Result<(Peer, u16), String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start nginx: {e}"))?;
-    Ok((Peer { name: "nginx-rtmp", child, port, rtmp_port: Some(port), rtmps_port: None, _data_dir: None }, port))
+    Ok((
+        Peer { name: "nginx-rtmp", child, port, rtmp_port: Some(port), rtmps_port: None, _data_dir: None },
+        port,
+        http_port,
+    ))
 }
 
 async fn openivs_channels(client: &SignedClient, port: u16, count: usize) -> Result<Vec<String>, String> {
@@ -194,7 +208,7 @@ pub async fn run(args: IngestArgs) -> Result<(), String> {
     let rtmps_port = openivs.rtmps_port.ok_or("openivs has no RTMPS port")?;
     let keys = openivs_channels(&SignedClient::new(), openivs.port, most).await?;
     let nginx_dir = TempDir(std::env::temp_dir().join(format!("openivs-bench-nginx-{}", std::process::id())));
-    let (nginx, nginx_port) = start_nginx(&nginx_dir.0)?;
+    let (nginx, nginx_port, _) = start_nginx(&nginx_dir.0)?;
     wait_for_port(nginx_port).await?;
     let nginx_root = nginx.child.id();
 
@@ -206,16 +220,21 @@ pub async fn run(args: IngestArgs) -> Result<(), String> {
     );
     println!();
     println!(
-        "| publishers | server | CPU % of one core | CPU % per stream | RSS max MiB | RSS idle MiB | RSS per stream MiB | publishers alive | openivs/nginx CPU | openivs/nginx RSS |"
+        "| publishers | server | CPU % of one core | CPU % per stream | RSS max MiB | RSS idle MiB | RSS per stream MiB | publishers alive | openivs/nginx+HLS CPU | openivs/nginx+HLS RSS |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for &count in &args.streams {
         let mut figures = Vec::new();
-        let cases: [(&str, u32, Vec<String>); 3] = [
+        let cases: [(&str, u32, Vec<String>); 4] = [
             (
                 "nginx-rtmp",
                 nginx_root,
                 (0..count).map(|i| format!("rtmp://127.0.0.1:{nginx_port}/app/bench{count}x{i}")).collect(),
+            ),
+            (
+                "nginx-rtmp + HLS",
+                nginx_root,
+                (0..count).map(|i| format!("rtmp://127.0.0.1:{nginx_port}/hls/bench{count}x{i}")).collect(),
             ),
             (
                 "openivs (RTMP)",
@@ -232,7 +251,8 @@ pub async fn run(args: IngestArgs) -> Result<(), String> {
             let sample = measure(root, &urls, &input, &args).await?;
             let per_stream_rss =
                 (sample.rss_max_kib.saturating_sub(sample.rss_idle_kib)) as f64 / 1024.0 / count as f64;
-            let ratios = match figures.first() {
+            // openivs always packages HLS: its reference is nginx-rtmp with HLS on.
+            let ratios = match figures.get(1) {
                 Some(nginx) if name.starts_with("openivs") => {
                     let nginx: &Sample = nginx;
                     format!(

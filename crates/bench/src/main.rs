@@ -9,6 +9,7 @@
 
 mod http_client;
 mod ingest;
+mod playback;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -77,8 +78,20 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        "playback" => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let playback_args = playback::PlaybackArgs {
+                seconds: Duration::from_secs_f64(args.seconds.max(10.0)),
+                out_dir: PathBuf::from("bench/out"),
+            };
+            if let Err(message) = runtime.block_on(playback::run(playback_args)) {
+                eprintln!("openivs-bench: {message}");
+                std::process::exit(1);
+            }
+        }
         _ => {
             eprintln!("usage: openivs-bench control-plane [--seconds N] [--moto PATH-TO-moto_server]");
+            eprintln!("       openivs-bench playback [--seconds S]");
             eprintln!("       openivs-bench ingest [--streams 1,10,50] [--warmup S] [--seconds S]");
             std::process::exit(2);
         }
