@@ -45,13 +45,23 @@ pub(crate) fn input_file(out_dir: &Path) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn clock_ticks_per_second() -> f64 {
+pub(crate) fn clock_ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
         .ok()
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
+}
+
+/// CPU ticks of a set of processes.
+pub(crate) fn sample_cpu_ticks(pids: &[u32]) -> u64 {
+    pids.iter().map(|p| cpu_ticks(*p)).sum()
+}
+
+/// Resident memory of a set of processes.
+pub(crate) fn sample_rss_kib(pids: &[u32]) -> u64 {
+    pids.iter().map(|p| rss_kib(*p)).sum()
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -73,7 +83,7 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// The processes whose CPU and memory count for a server (nginx: master and workers).
-fn process_tree(root: u32) -> Vec<u32> {
+pub(crate) fn process_tree(root: u32) -> Vec<u32> {
     let mut pids = vec![root];
     if let Ok(children) = std::fs::read_to_string(format!("/proc/{root}/task/{root}/children")) {
         pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));

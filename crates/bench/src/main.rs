@@ -7,6 +7,7 @@
 //! CreateChannel+DeleteChannel pairs, with the openivs/moto ratio. A benchmark, not a test: it
 //! asserts nothing, it measures.
 
+mod fanout;
 mod http_client;
 mod ingest;
 mod playback;
@@ -24,13 +25,20 @@ struct Args {
     seconds: f64,
     moto: String,
     streams: Vec<usize>,
+    clients: Vec<usize>,
     warmup: f64,
 }
 
 fn parse_args() -> Result<(String, Args), String> {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
-    let mut parsed = Args { seconds: 5.0, moto: "moto_server".into(), streams: vec![1, 10, 50], warmup: 10.0 };
+    let mut parsed = Args {
+        seconds: 5.0,
+        moto: "moto_server".into(),
+        streams: vec![1, 10, 50],
+        clients: vec![100, 1000],
+        warmup: 10.0,
+    };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -40,6 +48,12 @@ fn parse_args() -> Result<(String, Args), String> {
                 parsed.streams = value
                     .split(',')
                     .map(|n| n.trim().parse().map_err(|_| "--streams takes numbers like 1,10,50"))
+                    .collect::<Result<_, _>>()?
+            }
+            "--clients" => {
+                parsed.clients = value
+                    .split(',')
+                    .map(|n| n.trim().parse().map_err(|_| "--clients takes numbers like 100,1000"))
                     .collect::<Result<_, _>>()?
             }
             "--warmup" => parsed.warmup = value.parse().map_err(|_| "--warmup takes a number")?,
@@ -89,8 +103,22 @@ fn main() {
                 std::process::exit(1);
             }
         }
+        "fanout" => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            let fanout_args = fanout::FanoutArgs {
+                clients: args.clients.clone(),
+                warmup: Duration::from_secs_f64(args.warmup),
+                measure: Duration::from_secs_f64(args.seconds.max(5.0)),
+                out_dir: PathBuf::from("bench/out"),
+            };
+            if let Err(message) = runtime.block_on(fanout::run(fanout_args)) {
+                eprintln!("openivs-bench: {message}");
+                std::process::exit(1);
+            }
+        }
         _ => {
             eprintln!("usage: openivs-bench control-plane [--seconds N] [--moto PATH-TO-moto_server]");
+            eprintln!("       openivs-bench fanout [--clients 100,1000] [--warmup S] [--seconds S]");
             eprintln!("       openivs-bench playback [--seconds S]");
             eprintln!("       openivs-bench ingest [--streams 1,10,50] [--warmup S] [--seconds S]");
             std::process::exit(2);

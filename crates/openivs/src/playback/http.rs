@@ -138,7 +138,7 @@ pub async fn media(
         let init = state.inits.iter().find(|(id, _)| &**id == stream_id).map(|(_, init)| init.clone());
         drop(state);
         return match init {
-            Some(init) => serve_bytes(init, "video/mp4", &headers),
+            Some(init) => serve_bytes(vec![init], "video/mp4", &headers),
             None => not_found("No such file"),
         };
     }
@@ -208,12 +208,18 @@ fn map_uri(stream_id: &str, container: Container) -> Option<String> {
     (container == Container::Fmp4).then(|| format!("{stream_id}-init.mp4"))
 }
 
+/// Completed segments whose parts the playlist lists (RFC 8216bis: parts may be dropped from
+/// the playlist once they are more than three target durations from the live edge).
+const SEGMENTS_LISTING_PARTS: usize = 3;
+
 fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_requested: bool) -> String {
     let target = state.target_duration();
+    let list_parts_from = state.segments.len().saturating_sub(SEGMENTS_LISTING_PARTS);
     let segments: Vec<Segment> = state
         .segments
         .iter()
-        .map(|s| Segment {
+        .enumerate()
+        .map(|(index, s)| Segment {
             sequence: s.sequence,
             duration: s.duration,
             uri: segment_uri(&s.stream_id, s.sequence, container),
@@ -223,6 +229,7 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
             parts: s
                 .parts
                 .iter()
+                .take(if index >= list_parts_from { usize::MAX } else { 0 })
                 .enumerate()
                 .map(|(i, p)| Part {
                     duration: p.duration,
@@ -288,16 +295,16 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
     .render()
 }
 
-/// A segment or part's bytes, if the window holds them.
-fn find(state: &PlaylistState, stream_id: &str, sequence: u64, part: Option<usize>) -> Option<Bytes> {
+/// A segment or part's bytes (as buffers, not copied), if the window holds them.
+fn find(state: &PlaylistState, stream_id: &str, sequence: u64, part: Option<usize>) -> Option<Vec<Bytes>> {
     if let Some(segment) = state.segments.iter().find(|s| s.sequence == sequence && &*s.stream_id == stream_id) {
         return match part {
-            None => Some(segment.data.clone()),
-            Some(index) => segment.parts.get(index).map(|p| p.data.clone()),
+            None => Some(segment.pieces()),
+            Some(index) => segment.parts.get(index).map(|p| vec![p.data.clone()]),
         };
     }
     let open = state.open.as_ref().filter(|o| o.sequence == sequence && &*o.stream_id == stream_id)?;
-    open.parts.get(part?).map(|p| p.data.clone())
+    open.parts.get(part?).map(|p| vec![p.data.clone()])
 }
 
 async fn media_file(
@@ -336,14 +343,23 @@ async fn media_file(
     serve_bytes(data, playback.container.media_type(), headers)
 }
 
-/// Serves immutable media bytes, honouring a single `Range: bytes=…` request.
-fn serve_bytes(data: Bytes, content_type: &str, headers: &HeaderMap) -> Response {
+/// Serves immutable media (a list of buffers, streamed without copying), honouring a single
+/// `Range: bytes=…` request.
+fn serve_bytes(pieces: Vec<Bytes>, content_type: &str, headers: &HeaderMap) -> Response {
     const CACHE: &str = "public, max-age=31536000, immutable";
-    let total = data.len();
+    let total: usize = pieces.iter().map(Bytes::len).sum();
+    let body = |pieces: Vec<Bytes>| {
+        Body::from_stream(futures_util::stream::iter(pieces.into_iter().map(Ok::<Bytes, std::convert::Infallible>)))
+    };
+    let with_length = |mut response: Response, length: usize| {
+        if let Ok(value) = HeaderValue::from_str(&length.to_string()) {
+            response.headers_mut().insert(header::CONTENT_LENGTH, value);
+        }
+        response.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        response
+    };
     let Some(range) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        let mut ok = response(StatusCode::OK, content_type, CACHE, data);
-        ok.headers_mut().insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        return ok;
+        return with_length(response(StatusCode::OK, content_type, CACHE, body(pieces)), total);
     };
     let Some((start, end)) = parse_range(range, total) else {
         let mut refused = response(StatusCode::RANGE_NOT_SATISFIABLE, "text/plain", "no-cache", "Invalid range\n");
@@ -352,11 +368,23 @@ fn serve_bytes(data: Bytes, content_type: &str, headers: &HeaderMap) -> Response
         }
         return refused;
     };
-    let mut partial = response(StatusCode::PARTIAL_CONTENT, content_type, CACHE, data.slice(start..=end));
-    let headers = partial.headers_mut();
-    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    // The requested bytes, as slices of the buffers they fall in.
+    let mut slices = Vec::new();
+    let mut offset = 0;
+    for piece in pieces {
+        let (piece_start, piece_end) = (offset, offset + piece.len());
+        offset = piece_end;
+        if piece_end <= start || piece_start > end {
+            continue;
+        }
+        let from = start.saturating_sub(piece_start);
+        let to = (end + 1).min(piece_end) - piece_start;
+        slices.push(piece.slice(from..to));
+    }
+    let mut partial =
+        with_length(response(StatusCode::PARTIAL_CONTENT, content_type, CACHE, body(slices)), end - start + 1);
     if let Ok(value) = HeaderValue::from_str(&format!("bytes {start}-{end}/{total}")) {
-        headers.insert(header::CONTENT_RANGE, value);
+        partial.headers_mut().insert(header::CONTENT_RANGE, value);
     }
     partial
 }

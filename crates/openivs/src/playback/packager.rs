@@ -26,9 +26,9 @@ pub const SEGMENT_TARGET: Duration = Duration::from_millis(1900);
 const PART_CUT: i64 = 300;
 /// Declared `PART-TARGET`: the longest part at 24–60 fps.
 pub const PART_TARGET: f64 = 0.33334;
-/// Completed segments kept (about 30 s); parts are kept for the newest few only.
-const WINDOW_SEGMENTS: usize = 15;
-const SEGMENTS_WITH_PARTS: usize = 4;
+/// Completed segments kept: about 16 s, enough for players' hold-back and for delta updates
+/// (CAN-SKIP-UNTIL is 12 s).
+const WINDOW_SEGMENTS: usize = 8;
 /// 90 kHz timestamps start here, so PCR and DTS never go below zero.
 const TIMESTAMP_OFFSET_MS: i64 = 1000;
 
@@ -71,8 +71,7 @@ pub struct StoredSegment {
     pub duration: f64,
     pub program_date_time: String,
     pub discontinuity: bool,
-    pub data: Bytes,
-    /// Emptied once the segment is older than the newest few.
+    /// The segment is its parts, back to back: stored once, served without copying.
     pub parts: Vec<StoredPart>,
     /// The stream the segment belongs to (segment URLs name it, so they are never reused).
     pub stream_id: Arc<str>,
@@ -110,6 +109,13 @@ pub struct PlaylistState {
     pending_discontinuity: bool,
     /// fMP4 initialisation segments of the streams in the window, by stream id.
     pub inits: Vec<(Arc<str>, Bytes)>,
+}
+
+impl StoredSegment {
+    /// The segment's bytes, as its parts' buffers (no copy).
+    pub fn pieces(&self) -> Vec<Bytes> {
+        self.parts.iter().map(|p| p.data.clone()).collect()
+    }
 }
 
 impl PlaylistState {
@@ -333,17 +339,11 @@ impl Packager {
         let Some(mut open) = state.open.take() else { return };
         self.close_part(&mut open, end_dts, true);
         let duration = (end_dts - open.start_dts).max(1) as f64 / 1000.0;
-        let total: usize = open.parts.iter().map(|p| p.data.len()).sum();
-        let mut data = Vec::with_capacity(total);
-        for part in &open.parts {
-            data.extend_from_slice(&part.data);
-        }
         state.segments.push_back(StoredSegment {
             sequence: open.sequence,
             duration,
             program_date_time: open.program_date_time,
             discontinuity: open.discontinuity,
-            data: data.into(),
             parts: open.parts,
             stream_id: open.stream_id,
         });
@@ -353,10 +353,6 @@ impl Packager {
             {
                 state.discontinuity_sequence += 1;
             }
-        }
-        let keep_parts_from = state.segments.len().saturating_sub(SEGMENTS_WITH_PARTS);
-        for segment in state.segments.iter_mut().take(keep_parts_from) {
-            segment.parts = Vec::new();
         }
         let window_ms =
             self.bytes_in_window.back().map_or(0, |b| b.0) - self.bytes_in_window.front().map_or(0, |f| f.0);
