@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::http_client::{Connection, SignedClient, get};
-use crate::ingest::{input_file, process_tree, sample_cpu_ticks, sample_rss_kib, start_nginx};
+use crate::ingest::{input_file, process_tree, publisher, sample_cpu_ticks, sample_rss_kib, start_nginx};
 use crate::{TempDir, wait_for_port};
 
 pub struct FanoutArgs {
@@ -142,19 +142,9 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
     let nginx_dir = TempDir(std::env::temp_dir().join(format!("openivs-bench-nginx-fanout-{}", std::process::id())));
     let (nginx, nginx_rtmp, nginx_http) = start_nginx(&nginx_dir.0)?;
     wait_for_port(nginx_rtmp).await?;
-    let publish = |url: String| {
-        std::process::Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
-            .arg(&input)
-            .args(["-c", "copy", "-f", "flv", &url])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start ffmpeg: {e}"))
-    };
     let mut publishers = vec![
-        publish(format!("rtmp://127.0.0.1:{rtmp_port}/app/{key}"))?,
-        publish(format!("rtmp://127.0.0.1:{nginx_rtmp}/hls/fanout"))?,
+        publisher(&format!("rtmp://127.0.0.1:{rtmp_port}/app/{key}"), &input)?,
+        publisher(&format!("rtmp://127.0.0.1:{nginx_rtmp}/hls/fanout"), &input)?,
     ];
     tokio::time::sleep(Duration::from_secs(6)).await;
     // One viewer session for openivs's clients (sessions are per viewer in real life; opening a

@@ -17,6 +17,29 @@ impl Connection {
     pub fn new(port: u16) -> Connection {
         Connection { port, stream: None }
     }
+
+    /// Sends one request and reads its response, (re)connecting as needed: a kept-alive
+    /// connection the server closed is reopened once.
+    async fn send(&mut self, request: &[u8]) -> Result<(u16, Vec<u8>), String> {
+        for attempt in 0..2 {
+            if self.stream.is_none() {
+                let stream = TcpStream::connect(("127.0.0.1", self.port)).await.map_err(|e| e.to_string())?;
+                stream.set_nodelay(true).map_err(|e| e.to_string())?;
+                self.stream = Some(BufReader::new(stream));
+            }
+            match exchange(self.stream.as_mut().expect("connected"), request).await {
+                Ok((status, body, keep_alive)) => {
+                    if !keep_alive {
+                        self.stream = None;
+                    }
+                    return Ok((status, body));
+                }
+                Err(_) if attempt == 0 => self.stream = None,
+                Err(error) => return Err(error),
+            }
+        }
+        Err("no response".into())
+    }
 }
 
 pub struct SignedClient {
@@ -62,52 +85,14 @@ impl SignedClient {
         }
         request.push_str("\r\n");
         request.push_str(body);
-        for attempt in 0..2 {
-            if connection.stream.is_none() {
-                let stream = TcpStream::connect(("127.0.0.1", connection.port)).await.map_err(|e| e.to_string())?;
-                stream.set_nodelay(true).map_err(|e| e.to_string())?;
-                connection.stream = Some(BufReader::new(stream));
-            }
-            match exchange(connection.stream.as_mut().expect("connected"), request.as_bytes()).await {
-                Ok((status, body, keep_alive)) => {
-                    if !keep_alive {
-                        connection.stream = None;
-                    }
-                    return Ok((status, body));
-                }
-                // A kept-alive connection the server had closed: reconnect once.
-                Err(error) if attempt == 0 => {
-                    let _ = error;
-                    connection.stream = None;
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        unreachable!("the loop returns")
+        connection.send(request.as_bytes()).await
     }
 }
 
 /// GETs a path on a keep-alive connection; returns the status and body.
 pub async fn get(connection: &mut Connection, path: &str) -> Result<(u16, Vec<u8>), String> {
     let request = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n\r\n", connection.port);
-    for attempt in 0..2 {
-        if connection.stream.is_none() {
-            let stream = TcpStream::connect(("127.0.0.1", connection.port)).await.map_err(|e| e.to_string())?;
-            stream.set_nodelay(true).map_err(|e| e.to_string())?;
-            connection.stream = Some(BufReader::new(stream));
-        }
-        match exchange(connection.stream.as_mut().expect("connected"), request.as_bytes()).await {
-            Ok((status, body, keep_alive)) => {
-                if !keep_alive {
-                    connection.stream = None;
-                }
-                return Ok((status, body));
-            }
-            Err(_) if attempt == 0 => connection.stream = None,
-            Err(error) => return Err(error),
-        }
-    }
-    unreachable!("the loop returns")
+    connection.send(request.as_bytes()).await
 }
 
 async fn exchange(stream: &mut BufReader<TcpStream>, request: &[u8]) -> Result<(u16, Vec<u8>, bool), String> {

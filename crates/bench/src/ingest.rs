@@ -104,20 +104,20 @@ impl Drop for Publishers {
     }
 }
 
+/// One `ffmpeg -re -stream_loop -1 -c copy` publisher of `input` to `url`.
+pub(crate) fn publisher(url: &str, input: &Path) -> Result<Child, String> {
+    Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
+        .arg(input)
+        .args(["-c", "copy", "-f", "flv", url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start ffmpeg (apt-get install ffmpeg): {e}"))
+}
+
 fn publish(urls: &[String], input: &Path) -> Result<Publishers, String> {
-    let mut children = Vec::new();
-    for url in urls {
-        let child = Command::new("ffmpeg")
-            .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
-            .arg(input)
-            .args(["-c", "copy", "-f", "flv", url])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("cannot start ffmpeg: {e}"))?;
-        children.push(child);
-    }
-    Ok(Publishers(children))
+    urls.iter().map(|url| publisher(url, input)).collect::<Result<Vec<_>, _>>().map(Publishers)
 }
 
 pub struct Sample {

@@ -8,12 +8,10 @@
 //! sent in real time), the same clock for every server; ffmpeg's start-up (~0.1 s) is in it.
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::http_client::{Connection, SignedClient, get};
-use crate::ingest::{input_file, start_nginx};
+use crate::ingest::{input_file, publisher, start_nginx};
 use crate::{TempDir, wait_for_port};
 
 const FPS: f64 = 30.0;
@@ -165,17 +163,6 @@ async fn follow_parts(port: u16, media: &str, t0: Instant, until: Instant) -> Ve
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
-}
-
-fn publisher(url: &str, input: &Path) -> Result<std::process::Child, String> {
-    Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
-        .arg(input)
-        .args(["-c", "copy", "-f", "flv", url])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start ffmpeg: {e}"))
 }
 
 pub async fn run(args: PlaybackArgs) -> Result<(), String> {

@@ -359,7 +359,9 @@ impl Api {
         Ok(wrap(key, output(&resource)?))
     }
 
-    /// A List* answer: one page of summaries under `key`, and `nextToken` unless it is the last.
+    /// A List* answer: one page of summaries under `key`, in creation order, and `nextToken`
+    /// unless it is the last page. `filters` are the listing's filter values, which bind the
+    /// token to them.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn list_output<R: Resource, S: Serialize>(
         &self,
@@ -372,21 +374,6 @@ impl Api {
         key: &str,
         summary: impl Fn(&R) -> S,
     ) -> Result<Value, IvsError> {
-        let (items, next_token) = self.page::<R>(operation, caller, query, filters, paging, default_page).await?;
-        Ok(page_output(key, to_values(items.iter().map(summary))?, next_token))
-    }
-
-    /// One page of a listing in creation order, and the token of the next page (none on the
-    /// last page). `filters` are the listing's filter values, which bind the token to them.
-    pub(crate) async fn page<R: Resource>(
-        &self,
-        operation: &str,
-        caller: &Caller,
-        query: ListQuery,
-        filters: &[&str],
-        paging: &openivs_model::requests::Paging,
-        default_page: i64,
-    ) -> Result<(Vec<R>, Option<String>), IvsError> {
         let now = OffsetDateTime::now_utc();
         let listing = Listing::new(operation, &caller.account, &caller.region, filters);
         let after_seq = self.tokens.cursor(paging.next_token.as_deref(), &listing, now)?;
@@ -407,7 +394,7 @@ impl Api {
             None
         };
         let items = records.iter().map(Record::decode).collect::<Result<Vec<R>, _>>()?;
-        Ok((items, next_token))
+        Ok(page_output(key, to_values(items.iter().map(summary))?, next_token))
     }
 }
 
