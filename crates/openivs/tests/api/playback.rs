@@ -87,14 +87,17 @@ fn ffprobe_streams(url: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Decodes `seconds` of the live stream with ffmpeg; returns its error output.
+/// Decodes `seconds` of the live stream with ffmpeg, which must report no error.
 fn decode(url: &str, seconds: u32) -> String {
     let output = Command::new("ffmpeg")
         .args(["-hide_banner", "-v", "error", "-i", url, "-t", &seconds.to_string(), "-f", "null", "-"])
         .output()
         .expect("ffmpeg must be installed to run the playback tests");
-    assert!(output.status.success(), "ffmpeg failed to decode: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    let errors = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "ffmpeg failed to decode: {errors}");
+    // `-v error`: anything printed is a decoding error.
+    assert!(errors.trim().is_empty(), "ffmpeg reported errors while decoding {url}: {errors}");
+    errors
 }
 
 #[tokio::test]
