@@ -21,12 +21,15 @@ pub struct PlaybackArgs {
     pub out_dir: std::path::PathBuf,
 }
 
+/// A segment of a parsed playlist: sequence, duration, URI, and its parts (duration, URI).
+type SegmentEntry = (u64, f64, String, Vec<(f64, String)>);
+
 /// A media playlist, as much as the followers need.
 #[derive(Debug, Default)]
 struct Playlist {
     media_sequence: u64,
     /// (sequence, duration, uri, parts (duration, uri))
-    segments: Vec<(u64, f64, String, Vec<(f64, String)>)>,
+    segments: Vec<SegmentEntry>,
     /// Parts of the segment in progress.
     pending: Vec<(f64, String)>,
     target: f64,

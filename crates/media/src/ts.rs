@@ -246,7 +246,8 @@ pub fn avc_to_annex_b(sample: &[u8], nal_length_size: u8, keyframe: bool, sps: &
         let Some(nal) = rest.get(size..size + len) else { break };
         // Encoders' own delimiters and parameter sets are replaced by ours.
         let nal_type = nal.first().map(|b| b & 0x1f);
-        if !matches!(nal_type, Some(9)) && !(keyframe && matches!(nal_type, Some(7 | 8))) {
+        let replaced = matches!(nal_type, Some(9)) || (keyframe && matches!(nal_type, Some(7 | 8)));
+        if !replaced {
             out.extend_from_slice(&START);
             out.extend_from_slice(nal);
         }

@@ -272,12 +272,12 @@ impl Packager {
 
     /// Ends the open part at `end_dts` (a part boundary, or the segment's end).
     fn close_part(&mut self, open: &mut OpenSegment, end_dts: i64, segment_end: bool) {
-        if let Writer::Fmp4 { frames, fragment_sequence, audio_time } = &mut self.writer {
-            if !frames.is_empty() {
-                *fragment_sequence += 1;
-                open.part_data = fmp4_fragment(frames, *fragment_sequence, audio_time, self.audio.as_ref(), end_dts);
-                frames.clear();
-            }
+        if let Writer::Fmp4 { frames, fragment_sequence, audio_time } = &mut self.writer
+            && !frames.is_empty()
+        {
+            *fragment_sequence += 1;
+            open.part_data = fmp4_fragment(frames, *fragment_sequence, audio_time, self.audio.as_ref(), end_dts);
+            frames.clear();
         }
         if open.part_data.is_empty() {
             return;

@@ -23,8 +23,8 @@ async fn create_channel_applies_ivs_defaults_and_makes_a_stream_key() {
     assert_eq!(channel.name(), Some(""));
     assert_eq!(channel.latency_mode(), Some(&ChannelLatencyMode::LowLatency));
     assert_eq!(channel.r#type(), Some(&ChannelType::StandardChannelType));
-    assert_eq!(channel.authorized(), false);
-    assert_eq!(channel.insecure_ingest(), false);
+    assert!(!channel.authorized());
+    assert!(!channel.insecure_ingest());
     assert_eq!(channel.preset().map(|p| p.as_str()), Some(""));
     assert_eq!(channel.container_format(), Some(&ContainerFormat::Ts));
     assert_eq!(channel.recording_configuration_arn(), Some(""));
@@ -33,7 +33,7 @@ async fn create_channel_applies_ivs_defaults_and_makes_a_stream_key() {
     assert_eq!(channel.failover_slate_configuration_arn(), Some(""));
     assert!(channel.tags().unwrap().is_empty());
     let multitrack = channel.multitrack_input_configuration().unwrap();
-    assert_eq!(multitrack.enabled(), false);
+    assert!(!multitrack.enabled());
     assert_eq!(multitrack.policy(), Some(&MultitrackPolicy::Allow));
     assert_eq!(multitrack.maximum_resolution(), Some(&MultitrackMaximumResolution::FullHd));
     assert_eq!(
@@ -87,7 +87,7 @@ async fn create_get_update_delete_round_trip() {
     assert_eq!(updated.r#type(), Some(&ChannelType::BasicChannelType));
     assert_eq!(updated.preset().map(|p| p.as_str()), Some(""));
     assert_eq!(updated.latency_mode(), Some(&ChannelLatencyMode::NormalLatency));
-    assert_eq!(updated.authorized(), true);
+    assert!(updated.authorized());
     assert_eq!(updated.tags().unwrap().get("team").map(String::as_str), Some("video"));
     assert_eq!(updated.playback_url(), channel.playback_url());
 
@@ -163,7 +163,7 @@ async fn multitrack_rules() {
         .await
         .unwrap();
     let config = channel.channel().unwrap().multitrack_input_configuration().unwrap();
-    assert_eq!(config.enabled(), true);
+    assert!(config.enabled());
     assert_eq!(config.policy(), Some(&MultitrackPolicy::Require));
     assert_eq!(config.maximum_resolution(), Some(&MultitrackMaximumResolution::Hd));
 }
