@@ -200,11 +200,6 @@ fn error_response(request_id: &str, wire_name: &str, status: u16, message: &str)
     response
 }
 
-/// For callers outside this module that must answer with an IVS error (e.g. playback later).
-pub fn ivs_error_response(error: &IvsError) -> Response {
-    error_response(&new_request_id(), error.kind.wire_name(), error.kind.http_status(), &error.message)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
