@@ -89,7 +89,9 @@ pub async fn multivariant(State(state): State<Arc<AppState>>, Path(name): Path<S
     // A stream that just started has no complete segment yet (so no measured bandwidth, and
     // nothing to play): give it the moment it takes.
     wait_until(&playback, Duration::from_secs(5), |s| !s.segments.is_empty()).await;
-    let session = state.api.playback.open_session(&arn, channel.latency_mode == "LOW");
+    let Some(session) = state.api.playback.open_session(&arn, channel.latency_mode == "LOW") else {
+        return response(StatusCode::TOO_MANY_REQUESTS, "text/plain", "no-cache", "Too many viewers\n");
+    };
     let (codecs, resolution, bandwidth, frame_rate) = {
         let playlist = playback.state.read().expect("playlist lock");
         (playlist.codecs.clone(), playlist.resolution, playlist.bandwidth.max(1), playlist.frame_rate)

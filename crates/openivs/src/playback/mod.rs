@@ -21,6 +21,9 @@ pub const LINGER: Duration = Duration::from_secs(20);
 const VIEWER_ACTIVE: Duration = Duration::from_secs(60);
 /// A viewer session is forgotten after this long without a request.
 const SESSION_IDLE: Duration = Duration::from_secs(600);
+/// At most this many viewer sessions are held; past it new viewers get 429, as IVS answers when
+/// the concurrent-viewer quota is reached (and memory stays bounded whatever clients do).
+const MAX_SESSIONS: usize = 100_000;
 
 #[derive(Debug, Clone)]
 pub struct ViewerSession {
@@ -78,13 +81,19 @@ impl Playback {
     }
 
     /// Opens a viewer session for a channel; its id goes into the URLs the viewer fetches.
-    pub fn open_session(&self, channel_arn: &str, low_latency: bool) -> String {
+    /// `None` when the server holds as many sessions as it allows.
+    pub fn open_session(&self, channel_arn: &str, low_latency: bool) -> Option<String> {
         let id = crate::api::random_alphanumeric(24);
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let now = Instant::now();
-        sessions.retain(|_, s| now.duration_since(s.last_seen) < SESSION_IDLE);
+        if sessions.len() >= MAX_SESSIONS {
+            sessions.retain(|_, s| now.duration_since(s.last_seen) < SESSION_IDLE);
+            if sessions.len() >= MAX_SESSIONS {
+                return None;
+            }
+        }
         sessions.insert(id.clone(), ViewerSession { channel_arn: channel_arn.to_owned(), low_latency, last_seen: now });
-        id
+        Some(id)
     }
 
     /// A session, marking it active; `None` for an unknown or expired session.
