@@ -71,59 +71,42 @@ fn main() {
             std::process::exit(2);
         }
     };
-    match command.as_str() {
-        "control-plane" => {
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            if let Err(message) = runtime.block_on(control_plane(args)) {
-                eprintln!("openivs-bench: {message}");
-                std::process::exit(1);
-            }
-        }
-        "ingest" => {
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let ingest_args = ingest::IngestArgs {
-                streams: args.streams.clone(),
-                warmup: Duration::from_secs_f64(args.warmup),
-                measure: Duration::from_secs_f64(args.seconds.max(5.0)),
-                out_dir: PathBuf::from("bench/out"),
-            };
-            if let Err(message) = runtime.block_on(ingest::run(ingest_args)) {
-                eprintln!("openivs-bench: {message}");
-                std::process::exit(1);
-            }
-        }
-        "playback" => {
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let playback_args = playback::PlaybackArgs {
-                seconds: Duration::from_secs_f64(args.seconds.max(10.0)),
-                out_dir: PathBuf::from("bench/out"),
-            };
-            if let Err(message) = runtime.block_on(playback::run(playback_args)) {
-                eprintln!("openivs-bench: {message}");
-                std::process::exit(1);
-            }
-        }
-        "fanout" => {
-            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-            let fanout_args = fanout::FanoutArgs {
-                clients: args.clients.clone(),
-                warmup: Duration::from_secs_f64(args.warmup),
-                measure: Duration::from_secs_f64(args.seconds.max(5.0)),
-                out_dir: PathBuf::from("bench/out"),
-            };
-            if let Err(message) = runtime.block_on(fanout::run(fanout_args)) {
-                eprintln!("openivs-bench: {message}");
-                std::process::exit(1);
-            }
-        }
+    let out_dir = PathBuf::from("bench/out");
+    let outcome = match command.as_str() {
+        "control-plane" => run_async(control_plane(args)),
+        "ingest" => run_async(ingest::run(ingest::IngestArgs {
+            streams: args.streams.clone(),
+            warmup: Duration::from_secs_f64(args.warmup),
+            measure: Duration::from_secs_f64(args.seconds.max(5.0)),
+            out_dir,
+        })),
+        "playback" => run_async(playback::run(playback::PlaybackArgs {
+            seconds: Duration::from_secs_f64(args.seconds.max(10.0)),
+            out_dir,
+        })),
+        "fanout" => run_async(fanout::run(fanout::FanoutArgs {
+            clients: args.clients.clone(),
+            warmup: Duration::from_secs_f64(args.warmup),
+            measure: Duration::from_secs_f64(args.seconds.max(5.0)),
+            out_dir,
+        })),
         _ => {
             eprintln!("usage: openivs-bench control-plane [--seconds N] [--moto PATH-TO-moto_server]");
-            eprintln!("       openivs-bench fanout [--clients 100,1000] [--warmup S] [--seconds S]");
-            eprintln!("       openivs-bench playback [--seconds S]");
             eprintln!("       openivs-bench ingest [--streams 1,10,50] [--warmup S] [--seconds S]");
+            eprintln!("       openivs-bench playback [--seconds S]");
+            eprintln!("       openivs-bench fanout [--clients 100,1000] [--warmup S] [--seconds S]");
             std::process::exit(2);
         }
+    };
+    if let Err(message) = outcome {
+        eprintln!("openivs-bench: {message}");
+        std::process::exit(1);
     }
+}
+
+/// Runs one benchmark on a fresh runtime.
+fn run_async(benchmark: impl std::future::Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::runtime::Runtime::new().map_err(|e| format!("cannot start the runtime: {e}"))?.block_on(benchmark)
 }
 
 /// A server process under test, killed on drop.

@@ -142,6 +142,12 @@ pub(crate) async fn wait_offline(server: &Server, arn: &str, limit: Duration) {
     panic!("{arn} was still live after {limit:?}");
 }
 
+/// The id of a live channel's stream (GetStream).
+async fn live_stream_id(server: &Server, arn: &str) -> String {
+    let out = server.client().get_stream().channel_arn(arn).send().await.unwrap();
+    out.stream().unwrap().stream_id().unwrap().to_owned()
+}
+
 fn event_names(session: &aws_sdk_ivs::types::StreamSession) -> Vec<String> {
     session.truncated_events().iter().map(|e| e.name().unwrap_or("").to_owned()).collect()
 }
@@ -267,17 +273,7 @@ async fn wrong_keys_and_second_publishers_are_refused() {
 
     let mut first = Publisher::start(&channel.rtmps_url(), pattern_720p());
     wait_live(&server, &channel.arn, Duration::from_secs(15)).await;
-    let stream_id = client
-        .get_stream()
-        .channel_arn(&channel.arn)
-        .send()
-        .await
-        .unwrap()
-        .stream()
-        .unwrap()
-        .stream_id()
-        .unwrap()
-        .to_owned();
+    let stream_id = live_stream_id(&server, &channel.arn).await;
     let mut second = Publisher::start(&channel.rtmps_url(), pattern_720p());
     let (status, _) = second.exited_within(Duration::from_secs(15)).expect("a second publisher was not refused");
     assert!(!status.success());
@@ -309,18 +305,7 @@ async fn sessions_survive_a_restart() {
     {
         let _publisher = Publisher::start(&channel.rtmps_url(), pattern_720p());
         wait_live(&server, &channel.arn, Duration::from_secs(15)).await;
-        first_id = server
-            .client()
-            .get_stream()
-            .channel_arn(&channel.arn)
-            .send()
-            .await
-            .unwrap()
-            .stream()
-            .unwrap()
-            .stream_id()
-            .unwrap()
-            .to_owned();
+        first_id = live_stream_id(&server, &channel.arn).await;
         // The publisher leaves (ffmpeg killed): the stream ends.
     }
     wait_offline(&server, &channel.arn, Duration::from_secs(10)).await;
