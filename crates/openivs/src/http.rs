@@ -53,13 +53,8 @@ fn route<'a>(method: &Method, path: &'a str) -> Option<(&'static str, Option<&'a
     }
     let name = path.strip_prefix('/')?;
     let operation = model().operation(name)?;
-    (operation.method == method.as_str() && operation.request_uri == path)
-        .then_some((static_name(&operation.name), None))
-}
-
-/// Operation names live as long as the (static) model; this gives them a `'static` lifetime.
-fn static_name(name: &str) -> &'static str {
-    model().operations().find(|op| op.name == name).map(|op| op.name.as_str()).unwrap_or("")
+    // The model lives for the whole program, so its operation names are already `'static`.
+    (operation.method == method.as_str() && operation.request_uri == path).then_some((operation.name.as_str(), None))
 }
 
 fn new_request_id() -> String {
