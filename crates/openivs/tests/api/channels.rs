@@ -250,11 +250,7 @@ async fn list_channels_filters() {
     let client = server.client();
     let recording = client
         .create_recording_configuration()
-        .destination_configuration(
-            aws_sdk_ivs::types::DestinationConfiguration::builder()
-                .s3(aws_sdk_ivs::types::S3DestinationConfiguration::builder().bucket_name("bucket-1").build().unwrap())
-                .build(),
-        )
+        .destination_configuration(crate::harness::destination("bucket-1"))
         .send()
         .await
         .unwrap();

@@ -4,18 +4,11 @@
 use aws_sdk_ivs::types::{
     DestinationConfiguration, MediaTailorPlaybackConfiguration, PostRollConfiguration, RecordingConfigurationState,
     RecordingMode, RenditionConfiguration, RenditionConfigurationRendition, RenditionConfigurationRenditionSelection,
-    S3DestinationConfiguration, ThumbnailConfiguration, ThumbnailConfigurationResolution,
-    ThumbnailConfigurationStorage,
+    ThumbnailConfiguration, ThumbnailConfigurationResolution, ThumbnailConfigurationStorage,
 };
 
 use crate::assert_error;
-use crate::harness::{ACCOUNT, REGION, Server};
-
-fn destination(bucket: &str) -> DestinationConfiguration {
-    DestinationConfiguration::builder()
-        .s3(S3DestinationConfiguration::builder().bucket_name(bucket).build().unwrap())
-        .build()
-}
+use crate::harness::{ACCOUNT, REGION, Server, destination};
 
 #[tokio::test]
 async fn recording_configurations() {

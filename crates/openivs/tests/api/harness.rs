@@ -267,6 +267,13 @@ pub fn sigv4_headers(
     headers
 }
 
+/// A recording destination in an S3 bucket.
+pub fn destination(bucket: &str) -> aws_sdk_ivs::types::DestinationConfiguration {
+    aws_sdk_ivs::types::DestinationConfiguration::builder()
+        .s3(aws_sdk_ivs::types::S3DestinationConfiguration::builder().bucket_name(bucket).build().unwrap())
+        .build()
+}
+
 /// Public halves of four ECDSA P-384 key pairs (made with `openssl ecparam -name secp384r1`).
 pub const P384_PUBLIC_KEYS: [&str; 4] = [KEY1, KEY2, KEY3, KEY4];
 const KEY1: &str = "-----BEGIN PUBLIC KEY-----

@@ -1,8 +1,6 @@
 //! Durability: every resource survives a restart.
 
-use aws_sdk_ivs::types::{DestinationConfiguration, S3DestinationConfiguration};
-
-use crate::harness::{P384_PUBLIC_KEYS, Server};
+use crate::harness::{P384_PUBLIC_KEYS, Server, destination};
 
 #[tokio::test]
 async fn a_restart_keeps_every_resource() {
@@ -10,11 +8,7 @@ async fn a_restart_keeps_every_resource() {
     let client = server.client();
     let recording = client
         .create_recording_configuration()
-        .destination_configuration(
-            DestinationConfiguration::builder()
-                .s3(S3DestinationConfiguration::builder().bucket_name("bucket").build().unwrap())
-                .build(),
-        )
+        .destination_configuration(destination("bucket"))
         .send()
         .await
         .unwrap()

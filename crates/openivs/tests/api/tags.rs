@@ -9,9 +9,7 @@ async fn tags_on_every_resource_type() {
     let server = Server::start();
     let client = server.client();
     let channel = client.create_channel().send().await.unwrap();
-    let destination = aws_sdk_ivs::types::DestinationConfiguration::builder()
-        .s3(aws_sdk_ivs::types::S3DestinationConfiguration::builder().bucket_name("bucket").build().unwrap())
-        .build();
+    let destination = crate::harness::destination("bucket");
     let arns = vec![
         channel.channel().unwrap().arn().unwrap().to_owned(),
         channel.stream_key().unwrap().arn().unwrap().to_owned(),
