@@ -90,6 +90,9 @@ impl IvsError {
     pub fn quota(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::ServiceQuotaExceeded, message)
     }
+    pub fn throttling(message: impl Into<String>) -> Self {
+        IvsError::new(ErrorKind::Throttling, message)
+    }
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InternalServer, message)
     }

@@ -56,7 +56,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let api = Api::new(store.clone(), live.clone(), playback.clone(), settings.quotas, endpoints.clone())
         .await
         .map_err(|e| e.to_string())?;
-    let state = Arc::new(AppState { api, auth: Authenticator::new(&settings.credentials) });
+    let state = Arc::new(AppState::new(api, Authenticator::new(&settings.credentials), settings.limits));
     let ingest = Arc::new(IngestContext { store: store.clone(), live: live.clone(), playback, endpoints });
     let (stop_ingest, ingest_stopped) = watch::channel(false);
     let rtmp_task = tokio::spawn(run_listener(rtmp, None, ingest.clone(), ingest_stopped.clone()));
@@ -64,7 +64,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     tracing::info!("openivs RTMPS ingest listening on rtmps://{rtmps_addr}/app/");
     tracing::info!("openivs RTMP ingest listening on rtmp://{rtmp_addr}/app/ (channels with insecureIngest only)");
     tracing::info!("openivs API listening on http://{http_addr} (data in {})", settings.data_dir.display());
-    axum::serve(http, router(state)).with_graceful_shutdown(shutdown_signal()).await.map_err(|e| e.to_string())?;
+    crate::http::listener::serve(http, router(state), settings.limits, shutdown_signal()).await;
     // Stop accepting publishers, end the live streams, and give their sessions a moment to record it.
     let _ = stop_ingest.send(true);
     let _ = tokio::join!(rtmp_task, rtmps_task);

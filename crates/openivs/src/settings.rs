@@ -112,11 +112,100 @@ pub struct ServeArgs {
     /// Log filter, in tracing's EnvFilter syntax (RUST_LOG is read too). [default: info]
     #[arg(long, env = "OPENIVS_LOG")]
     pub log: Option<String>,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// Declares the resource limits and timeouts: each is a flag (with its environment variable), a
+/// key of the settings file and a field of [`Limits`], with its default in one place.
+macro_rules! limits {
+    ($($(#[doc = $doc:literal])* $field:ident: $ty:ty = $default:expr, $env:literal;)*) => {
+        /// The limit flags of `openivs serve` (also environment variables and file keys).
+        #[derive(Debug, Args, Default, Deserialize)]
+        pub struct LimitArgs {
+            $($(#[doc = $doc])* #[arg(long, env = $env)] pub $field: Option<$ty>,)*
+        }
+
+        /// Every bound the server keeps on what clients can make it hold, and for how long.
+        /// Times are in seconds, sizes in bytes.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        pub struct Limits {
+            $(pub $field: $ty,)*
+        }
+
+        impl LimitArgs {
+            /// Flags (and environment) over the file over the defaults.
+            fn resolve(self, file: LimitArgs) -> Limits {
+                Limits { $($field: self.$field.or(file.$field).unwrap_or($default),)* }
+            }
+        }
+
+        impl Default for Limits {
+            fn default() -> Limits {
+                LimitArgs::default().resolve(LimitArgs::default())
+            }
+        }
+    };
+}
+
+limits! {
+    /// HTTP connections held at once; more are answered 503 and closed. [default: 16384]
+    http_max_connections: usize = 16384, "OPENIVS_HTTP_MAX_CONNECTIONS";
+    /// HTTP connections held at once from one client address. [default: 1024]
+    http_max_connections_per_address: usize = 1024, "OPENIVS_HTTP_MAX_CONNECTIONS_PER_ADDRESS";
+    /// Seconds a connection may take to send a request's headers, counted from when it connected
+    /// or its previous response was sent (so also the keep-alive idle time). [default: 30]
+    http_header_timeout: u64 = 30, "OPENIVS_HTTP_HEADER_TIMEOUT";
+    /// Seconds a request's body may take to arrive once its headers have. [default: 10]
+    http_body_timeout: u64 = 10, "OPENIVS_HTTP_BODY_TIMEOUT";
+    /// Seconds a response may stall (the client reads nothing) before the connection is closed.
+    /// [default: 30]
+    http_send_timeout: u64 = 30, "OPENIVS_HTTP_SEND_TIMEOUT";
+    /// Largest API request body, in bytes, checked against Content-Length before reading.
+    /// [default: 65536]
+    http_max_request_body: usize = 65536, "OPENIVS_HTTP_MAX_REQUEST_BODY";
+    /// Bytes of request bodies being received at once, over all connections; past it requests
+    /// answer ThrottlingException. [default: 33554432]
+    http_request_body_memory: usize = 32 << 20, "OPENIVS_HTTP_REQUEST_BODY_MEMORY";
+    /// RTMP (and, separately, RTMPS) connections held at once; more are closed. [default: 4096]
+    ingest_max_connections: usize = 4096, "OPENIVS_INGEST_MAX_CONNECTIONS";
+    /// Seconds from connecting to an accepted publish (handshake, connect, publish). [default: 10]
+    ingest_setup_timeout: u64 = 10, "OPENIVS_INGEST_SETUP_TIMEOUT";
+    /// Seconds without media progress after which a stream ends (IngestTimeout). [default: 30]
+    ingest_media_timeout: u64 = 30, "OPENIVS_INGEST_MEDIA_TIMEOUT";
+    /// Largest RTMP message accepted before a publish is authorised, in bytes. [default: 65536]
+    ingest_max_setup_message: usize = 65536, "OPENIVS_INGEST_MAX_SETUP_MESSAGE";
+    /// Largest RTMP message (a video frame) accepted from a publisher, in bytes. [default: 8388608]
+    ingest_max_message: usize = 8 << 20, "OPENIVS_INGEST_MAX_MESSAGE";
+    /// Largest AVC decoder configuration (SPS and PPS) accepted, in bytes. [default: 16384]
+    ingest_max_decoder_configuration: usize = 16384, "OPENIVS_INGEST_MAX_DECODER_CONFIGURATION";
+    /// Longest segment, in seconds of media or of arrival time: a segment without a keyframe
+    /// this long is cut anyway. [default: 12]
+    playback_max_segment_duration: u64 = 12, "OPENIVS_PLAYBACK_MAX_SEGMENT_DURATION";
+    /// Largest segment, in bytes: a segment this large is cut anyway. [default: 16777216]
+    playback_max_segment_bytes: usize = 16 << 20, "OPENIVS_PLAYBACK_MAX_SEGMENT_BYTES";
+    /// Bytes of completed segments a live channel keeps in memory (the playlist window).
+    /// [default: 41943040]
+    playback_max_window_bytes: usize = 40 << 20, "OPENIVS_PLAYBACK_MAX_WINDOW_BYTES";
+    /// Viewer sessions held at once; past it new viewers get 429. [default: 100000]
+    playback_max_viewer_sessions: usize = 100_000, "OPENIVS_PLAYBACK_MAX_VIEWER_SESSIONS";
+    /// Viewer sessions of one channel held at once. [default: 50000]
+    playback_max_viewer_sessions_per_channel: usize = 50_000, "OPENIVS_PLAYBACK_MAX_VIEWER_SESSIONS_PER_CHANNEL";
+    /// Viewer sessions of one client address held at once. [default: 500]
+    playback_max_viewer_sessions_per_address: usize = 500, "OPENIVS_PLAYBACK_MAX_VIEWER_SESSIONS_PER_ADDRESS";
+    /// Seconds after its last request that a viewer session is forgotten. [default: 60]
+    playback_viewer_session_idle: u64 = 60, "OPENIVS_PLAYBACK_VIEWER_SESSION_IDLE";
+}
+
+impl Limits {
+    pub fn seconds(value: u64) -> std::time::Duration {
+        std::time::Duration::from_secs(value)
+    }
 }
 
 /// The settings file: the same keys as the flags, plus `[[credentials]]` tables.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FileSettings {
     http_addr: Option<SocketAddr>,
     rtmp_addr: Option<SocketAddr>,
@@ -135,6 +224,11 @@ struct FileSettings {
     quota_ad_configurations: Option<u32>,
     quota_failover_slate_configurations: Option<u32>,
     log: Option<String>,
+    #[serde(flatten)]
+    limits: LimitArgs,
+    /// Keys that are none of the above: refused (a typo must not pass for a setting).
+    #[serde(flatten)]
+    unknown: std::collections::BTreeMap<String, toml::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,6 +283,7 @@ pub struct Settings {
     pub allow_dev_credentials_on_network: bool,
     pub quotas: Quotas,
     pub log: String,
+    pub limits: Limits,
 }
 
 impl Settings {
@@ -248,6 +343,7 @@ impl Settings {
                     .unwrap_or(100),
             },
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            limits: args.limits.resolve(file.limits),
         };
         settings.check()?;
         Ok(settings)
@@ -278,7 +374,11 @@ impl Settings {
 
 fn read_file(path: &Path) -> Result<FileSettings, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    let file: FileSettings = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    if let Some(key) = file.unknown.keys().next() {
+        return Err(format!("{}: unknown setting `{key}`", path.display()));
+    }
+    Ok(file)
 }
 
 fn parse_credential(text: &str) -> Result<Credential, String> {
@@ -344,8 +444,20 @@ mod tests {
             Settings::resolve(ServeArgs { config: Some(path.clone()), quota_channels: Some(9), ..Default::default() })
                 .unwrap();
         assert_eq!(s.public_host, "video.example");
+        assert_eq!(s.limits, Limits::default());
         assert_eq!(s.quotas.channels, 9);
         assert_eq!(s.credentials[0].account_id, "111122223333");
+        std::fs::write(&path, "http_body_timeout = 3\ningest_max_message = 1000\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path.clone()),
+            limits: LimitArgs { ingest_max_message: Some(2000), ..Default::default() },
+            ..Default::default()
+        };
+        let s = Settings::resolve(args).unwrap();
+        assert_eq!((s.limits.http_body_timeout, s.limits.ingest_max_message), (3, 2000));
+        std::fs::write(&path, "http_body_timout = 3\n").unwrap();
+        let refused = Settings::resolve(ServeArgs { config: Some(path.clone()), ..Default::default() });
+        assert!(refused.unwrap_err().contains("http_body_timout"));
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -45,10 +45,11 @@ pub(super) async fn get(api: &Api, caller: &Caller, request: ArnInput) -> Result
 }
 
 pub(super) async fn update(api: &Api, caller: &Caller, request: UpdateAdConfigurationInput) -> Result<Value, IvsError> {
+    let settings = request.settings;
     let configuration = api
-        .update::<AdConfiguration>(caller, &request.arn, |mut configuration| {
-            apply_settings(&mut configuration, request.settings.clone());
-            Ok((configuration, Vec::new()))
+        .update::<AdConfiguration>(caller, &request.arn, Vec::new(), move |mut configuration| {
+            apply_settings(&mut configuration, settings.clone());
+            Ok(configuration)
         })
         .await?;
     Ok(json!({ "adConfiguration": output(&configuration)? }))

@@ -210,17 +210,24 @@ pub(super) async fn batch_get(api: &Api, caller: &Caller, request: ArnsInput) ->
     Ok(json!({ "channels": channels, "errors": errors }))
 }
 
+/// The condition "nobody is publishing to this channel", decided by the store in the same
+/// change as the update or delete (a publish opens its stream session through the store too).
+fn not_live(arn: &str, refusal: &str) -> (Check, IvsError) {
+    (Check::NotLive { channel_arn: arn.to_owned() }, IvsError::conflict(refusal))
+}
+
 pub(super) async fn update(api: &Api, caller: &Caller, request: UpdateChannelInput) -> Result<Value, IvsError> {
     let arn = request.arn.clone();
-    owned_arn(caller, &arn, Some(ResourceType::Channel))?;
-    if api.live.is_live(&arn) {
-        return Err(IvsError::conflict("Live channels cannot be updated: stop the stream (StopStream) first"));
-    }
+    // A first look at the result, for the references it will name (they are checked in the change).
+    let (_, mut preview) = api.load::<Channel>(caller, &arn).await?;
+    apply_settings(&mut preview, request.settings.clone())?;
+    let mut conditions = reference_conditions(api, caller, &preview)?;
+    conditions.push(not_live(&arn, "Live channels cannot be updated: stop the stream (StopStream) first"));
+    let settings = request.settings;
     let channel = api
-        .update::<Channel>(caller, &arn, |mut channel| {
-            apply_settings(&mut channel, request.settings.clone())?;
-            let conditions = reference_conditions(api, caller, &channel)?;
-            Ok((channel, conditions))
+        .update::<Channel>(caller, &arn, conditions, move |mut channel| {
+            apply_settings(&mut channel, settings.clone())?;
+            Ok(channel)
         })
         .await?;
     Ok(json!({ "channel": output(&channel)? }))
@@ -229,13 +236,11 @@ pub(super) async fn update(api: &Api, caller: &Caller, request: UpdateChannelInp
 pub(super) async fn delete(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
     let arn = request.arn;
     owned_arn(caller, &arn, Some(ResourceType::Channel))?;
-    if api.live.is_live(&arn) {
-        return Err(IvsError::conflict(
-            "The channel is live: stop the stream (StopStream) before deleting the channel",
-        ));
-    }
+    let (live_check, live_error) =
+        not_live(&arn, "The channel is live: stop the stream (StopStream) before deleting the channel");
     let change = Change::new()
         .require(Check::Exists { arn: arn.clone() }, not_found("channel", &arn))
+        .require(live_check, live_error)
         .write(Write::DeleteChildren { parent_arn: arn.clone() })
         .write(Write::Delete { arn });
     api.store.apply(change).await?;

@@ -58,10 +58,11 @@ pub(super) async fn update(
     caller: &Caller,
     request: UpdateFailoverSlateConfigurationInput,
 ) -> Result<Value, IvsError> {
+    let settings = request.settings;
     let configuration = api
-        .update::<FailoverSlateConfiguration>(caller, &request.arn, |mut configuration| {
-            apply_settings(&mut configuration, request.settings.clone());
-            Ok((configuration, Vec::new()))
+        .update::<FailoverSlateConfiguration>(caller, &request.arn, Vec::new(), move |mut configuration| {
+            apply_settings(&mut configuration, settings.clone());
+            Ok(configuration)
         })
         .await?;
     Ok(json!({ "failoverSlateConfiguration": output(&configuration)? }))

@@ -2,8 +2,8 @@
 //!
 //! One file per resource family; this module holds what they share: the [`Api`] value every
 //! handler receives, [`Api::handle`] (the operation name → handler table), and the common moves
-//! (load a resource the caller owns, create under a quota, delete unless referenced, update with
-//! optimistic retries, list a page). Inputs reach the handlers already validated against the
+//! (load a resource the caller owns, create under a quota, delete unless referenced, update
+//! inside the store's change, list a page). Inputs reach the handlers already validated against the
 //! service model (see `openivs_model::service`), so handlers only apply IVS's semantics.
 
 mod ad_configurations;
@@ -31,7 +31,7 @@ use time::OffsetDateTime;
 use crate::auth::Caller;
 use crate::live::LiveRegistry;
 use crate::settings::Quotas;
-use crate::store::{ApplyError, Change, Check, ListQuery, Record, Store, Write};
+use crate::store::{Change, Check, Edit, ListQuery, Record, Store, Write};
 use pagination::{Listing, PageTokens};
 
 /// Where this server can be reached, for the URLs the API returns.
@@ -158,9 +158,6 @@ pub(crate) fn record_of<R: Resource>(resource: &R) -> Result<Record, IvsError> {
     record.unique_key = resource.unique_key();
     Ok(record)
 }
-
-/// How often an update is retried when another request wrote the same resource in between.
-const UPDATE_ATTEMPTS: usize = 8;
 
 impl Api {
     pub async fn new(
@@ -318,34 +315,39 @@ impl Api {
         Ok(self.store.apply(change).await?)
     }
 
-    /// Read-modify-write of one resource: `modify` gets the current resource and returns the
-    /// new one plus any conditions the write needs. Retried when another request wrote the
-    /// resource in between (optimistic concurrency on the record's version).
-    pub(crate) async fn update<R: Resource>(
+    /// Read-modify-write of one resource, done by the store inside the change
+    /// ([`Write::Modify`]): concurrent updates of one resource apply one after the other instead
+    /// of conflicting. `modify` gets the stored resource and returns the new one; `conditions`
+    /// are checked in the same change.
+    pub(crate) async fn update<R: Resource + Send + 'static>(
         &self,
         caller: &Caller,
         arn: &str,
-        modify: impl Fn(R) -> Result<(R, Vec<(Check, IvsError)>), IvsError>,
+        conditions: Vec<(Check, IvsError)>,
+        modify: impl Fn(R) -> Result<R, IvsError> + Send + Sync + 'static,
     ) -> Result<R, IvsError> {
-        for _ in 0..UPDATE_ATTEMPTS {
-            let (record, current) = self.load::<R>(caller, arn).await?;
-            let (updated, conditions) = modify(current)?;
+        owned_arn(caller, arn, Some(R::TYPE))?;
+        let result = Arc::new(std::sync::Mutex::new(None));
+        let written = result.clone();
+        let edit = Edit::new(move |record: Record| {
+            let updated = modify(record.decode()?)?;
             check_tag_keys(updated.tags().keys())?;
-            let mut change = Change::new().require(
-                Check::Version { arn: arn.to_owned(), version: record.version },
-                IvsError::conflict("concurrent update"),
-            );
-            for (check, error) in conditions {
-                change = change.require(check, error);
-            }
-            change = change.write(Write::Put(record_of(&updated)?));
-            match self.store.apply(change).await {
-                Ok(()) => return Ok(updated),
-                Err(ApplyError::Stale) => continue,
-                Err(other) => return Err(other.into()),
-            }
+            let new_record = record_of(&updated)?;
+            *written.lock().expect("update result lock") = Some(updated);
+            Ok(new_record)
+        });
+        let mut change = Change::new().require(Check::Exists { arn: arn.to_owned() }, not_found(R::TYPE.display_name(), arn));
+        for (check, error) in conditions {
+            change = change.require(check, error);
         }
-        Err(ApplyError::Stale.into())
+        self.store.apply(change.write(Write::Modify { arn: arn.to_owned(), edit })).await?;
+        let mut updated = result
+            .lock()
+            .expect("update result lock")
+            .take()
+            .ok_or_else(|| IvsError::internal("the update was applied without its result"))?;
+        updated.present(&self.endpoints);
+        Ok(updated)
     }
 
     /// A Get* answer: `{ "<key>": <resource> }`.

@@ -57,10 +57,11 @@ pub(super) async fn update(
     caller: &Caller,
     request: UpdatePlaybackRestrictionPolicyInput,
 ) -> Result<Value, IvsError> {
+    let settings = request.settings;
     let policy = api
-        .update::<PlaybackRestrictionPolicy>(caller, &request.arn, |mut policy| {
-            apply_settings(&mut policy, request.settings.clone());
-            Ok((policy, Vec::new()))
+        .update::<PlaybackRestrictionPolicy>(caller, &request.arn, Vec::new(), move |mut policy| {
+            apply_settings(&mut policy, settings.clone());
+            Ok(policy)
         })
         .await?;
     Ok(json!({ "playbackRestrictionPolicy": output(&policy)? }))

@@ -27,6 +27,13 @@ impl Authenticator {
         Authenticator { credentials: credentials.iter().map(|c| (c.access_key_id.clone(), c.clone())).collect() }
     }
 
+    /// Checks what the headers alone can prove (see [`sigv4::precheck`]), before the body is read.
+    pub fn precheck(&self, request: &sigv4::RequestParts<'_>, now: time::OffsetDateTime) -> Result<(), IvsError> {
+        sigv4::precheck(request, now, |access_key_id| {
+            self.credentials.get(access_key_id).map(|c| c.secret_access_key.as_str())
+        })
+    }
+
     /// Verifies a request's signature; see [`sigv4::verify`].
     pub fn authenticate(
         &self,

@@ -116,12 +116,15 @@ fn format_amz_date(at: OffsetDateTime) -> String {
     at.to_offset(time::UtcOffset::UTC).format(format).unwrap_or_default()
 }
 
-/// Verifies the SigV4 signature of a request. `secret_for` maps an access key id to its secret.
-pub fn verify<'s>(
-    request: &RequestParts<'_>,
+/// What can be checked of a signature from the headers alone: the Authorization header is
+/// well formed, names a known access key, a valid scope and a date within 15 minutes of now.
+/// The server runs this before it reads a request's body, so a client without a credential
+/// cannot make it buffer one. Returns the parsed header and the key's secret.
+fn check_headers<'r, 's>(
+    request: &'r RequestParts<'_>,
     now: OffsetDateTime,
     secret_for: impl Fn(&str) -> Option<&'s str>,
-) -> Result<Verified, IvsError> {
+) -> Result<(Authorization<'r>, &'s str, &'r str), IvsError> {
     let Some(header) = request.header("authorization") else {
         return Err(refuse(ErrorKind::MissingAuthenticationToken, "Missing Authentication Token"));
     };
@@ -182,6 +185,25 @@ pub fn verify<'s>(
             ),
         ));
     }
+    Ok((auth, secret, amz_date_text))
+}
+
+/// [`check_headers`], for a request whose body has not been read yet (`request.body` is ignored).
+pub fn precheck<'s>(
+    request: &RequestParts<'_>,
+    now: OffsetDateTime,
+    secret_for: impl Fn(&str) -> Option<&'s str>,
+) -> Result<(), IvsError> {
+    check_headers(request, now, secret_for).map(|_| ())
+}
+
+/// Verifies the SigV4 signature of a request. `secret_for` maps an access key id to its secret.
+pub fn verify<'s>(
+    request: &RequestParts<'_>,
+    now: OffsetDateTime,
+    secret_for: impl Fn(&str) -> Option<&'s str>,
+) -> Result<Verified, IvsError> {
+    let (auth, secret, amz_date_text) = check_headers(request, now, secret_for)?;
     let signed: Vec<&str> = auth.signed_headers.split(';').collect();
     if !signed.contains(&"host") {
         return Err(refuse(ErrorKind::InvalidSignature, "'Host' must be a 'SignedHeader' in the AWS Authorization."));

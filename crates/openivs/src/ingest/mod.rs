@@ -38,6 +38,9 @@ pub struct IngestContext {
 /// What a publish needs once its key is accepted: the channel and what it refers to.
 pub struct Authorized {
     pub channel: Channel,
+    /// The channel record's version when the key was checked; the session opens only if it is
+    /// still that.
+    pub channel_version: i64,
     pub recording_configuration: Option<RecordingConfiguration>,
     pub failover_slate_configuration: Option<FailoverSlateConfiguration>,
 }
@@ -48,6 +51,8 @@ pub enum Refusal {
     UnknownStreamKey,
     InsecureIngestNotAllowed,
     AlreadyLive,
+    /// The channel was updated or deleted while the publish was being set up.
+    ChannelChanged,
     Unavailable,
 }
 
@@ -62,6 +67,7 @@ impl Refusal {
             Refusal::AlreadyLive => {
                 ("NetStream.Publish.BadName", "The channel is already live: one publisher per channel")
             }
+            Refusal::ChannelChanged => ("NetStream.Publish.Failed", "The channel changed while publishing; try again"),
             Refusal::Unavailable => ("NetStream.Publish.Failed", "The service is unavailable; try again"),
         }
     }
@@ -80,6 +86,7 @@ impl IngestContext {
             return Err(Refusal::UnknownStreamKey);
         }
         let channel_record = self.store.get(&key.channel_arn).await.map_err(fetch)?.ok_or(Refusal::UnknownStreamKey)?;
+        let channel_version = channel_record.version;
         let mut channel: Channel = channel_record.decode().map_err(fetch)?;
         crate::api::Resource::present(&mut channel, &self.endpoints);
         if !secure && !channel.insecure_ingest {
@@ -88,7 +95,7 @@ impl IngestContext {
         let recording_configuration = self.referenced(&channel.recording_configuration_arn).await.map_err(fetch)?;
         let failover_slate_configuration =
             self.referenced(&channel.failover_slate_configuration_arn).await.map_err(fetch)?;
-        Ok(Authorized { channel, recording_configuration, failover_slate_configuration })
+        Ok(Authorized { channel, channel_version, recording_configuration, failover_slate_configuration })
     }
 
     async fn referenced<T: serde::de::DeserializeOwned>(

@@ -372,7 +372,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         };
         let now = OffsetDateTime::now_utc();
         let live = LiveStream::new(&channel.arn, &arn.account, &arn.region, &new_stream_id(), now);
+        // The session opens in the store first: that decides, against concurrent updates and
+        // deletes of the channel and other publishers, whether this publish goes live.
+        let opened = SessionRecorder::create(
+            context.store.clone(),
+            live.stream_id.clone(),
+            channel.clone(),
+            authorized.channel_version,
+            authorized.recording_configuration,
+            authorized.failover_slate_configuration,
+            now,
+        )
+        .await;
+        let recorder = match opened {
+            Ok(recorder) => recorder,
+            Err(refusal) => return self.refuse(refusal, stream_id).await,
+        };
         if !context.live.try_start(live.clone()) {
+            // Cannot happen while the store holds the one open session; close ours all the same.
+            let mut recorder = recorder;
+            recorder.end_in_background(false, None, OffsetDateTime::now_utc()).await;
             return self.refuse(Refusal::AlreadyLive, stream_id).await;
         }
         // Packaging starts with the stream, so a viewer who sees it live can play it.
@@ -380,24 +399,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .playback
             .start_stream(&live, crate::playback::packager::Container::of_channel(&channel.container_format));
         let limits = IngestLimits::for_channel_type(&channel.channel_type);
-        let recorder = SessionRecorder::create(
-            context.store.clone(),
-            live.stream_id.clone(),
-            channel,
-            authorized.recording_configuration,
-            authorized.failover_slate_configuration,
-            now,
-        )
-        .await;
-        let recorder = match recorder {
-            Ok(recorder) => recorder,
-            Err(error) => {
-                live.hub.end();
-                context.live.finish(&live.channel_arn, &live.stream_id);
-                tracing::error!("ingest: cannot record a stream session: {error}");
-                return self.refuse(Refusal::Unavailable, stream_id).await;
-            }
-        };
         tracing::info!("ingest: {} is live (stream {}, from {peer})", live.channel_arn, live.stream_id);
         let mut stream_begin = vec![0, 0];
         stream_begin.extend_from_slice(&stream_id.to_be_bytes());
@@ -429,9 +430,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         live.hub.end();
         // The stream is over: record it, then free the channel.
         let _ = self.record_ingest_configuration(&mut state).await;
-        if let Err(error) = state.recorder.end(state.first_media_at.is_some(), code, OffsetDateTime::now_utc()).await {
-            tracing::error!("ingest: cannot record the end of stream {}: {error}", live.stream_id);
-        }
+        state.recorder.end_in_background(state.first_media_at.is_some(), code, OffsetDateTime::now_utc()).await;
         context.live.finish(&live.channel_arn, &live.stream_id);
         tracing::info!(
             "ingest: {} is offline (stream {}{})",

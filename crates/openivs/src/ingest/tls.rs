@@ -25,7 +25,7 @@ fn generate(public_host: &str, cert_path: &Path, key_path: &Path) -> Result<(), 
     }
     let certified = rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot make a certificate: {e}"))?;
     if let Some(dir) = key_path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        crate::store::files::create_private_dir(dir)?;
     }
     write_private(key_path, certified.signing_key.serialize_pem().as_bytes())?;
     std::fs::write(cert_path, certified.cert.pem())

@@ -12,7 +12,11 @@ use openivs_model::resources::{
 use openivs_model::{IvsError, timestamp};
 use time::OffsetDateTime;
 
-use crate::store::{Store, StreamSessionRecord};
+use crate::ingest::Refusal;
+use crate::store::{ApplyError, Change, Check, Store, StreamSessionRecord, Write};
+
+/// How often the end of a session is written again while the store refuses writes (a full disk).
+const END_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// IVS keeps the newest 500 events of a session.
 const MAX_EVENTS: usize = 500;
@@ -35,15 +39,20 @@ pub struct SessionRecorder {
 }
 
 impl SessionRecorder {
-    /// Opens a session, recording "Session Created".
+    /// Opens a session, recording "Session Created", in one store change that also requires the
+    /// channel to be unchanged since the publish was authorised (`channel_version`) and nobody
+    /// else to be publishing to it. That change is what makes the channel live in the store, so
+    /// a concurrent UpdateChannel or DeleteChannel either lands first (and this publish is
+    /// refused) or is refused itself.
     pub async fn create(
         store: Arc<dyn Store>,
         stream_id: String,
         channel: Channel,
+        channel_version: i64,
         recording_configuration: Option<RecordingConfiguration>,
         failover_slate_configuration: Option<FailoverSlateConfiguration>,
         now: OffsetDateTime,
-    ) -> Result<SessionRecorder, IvsError> {
+    ) -> Result<SessionRecorder, Refusal> {
         let channel_arn = channel.arn.clone();
         let mut recorder = SessionRecorder {
             store,
@@ -58,12 +67,30 @@ impl SessionRecorder {
                 truncated_events: Vec::new(),
                 failover_slate_configuration,
             },
-            channel_arn,
+            channel_arn: channel_arn.clone(),
             has_error_event: false,
             ended: false,
         };
-        recorder.event("Session Created", STATE_CHANGE, None, now).await?;
-        Ok(recorder)
+        recorder.push_event("Session Created", STATE_CHANGE, None, now);
+        let record = recorder.record().map_err(|_| Refusal::Unavailable)?;
+        let change = Change::new()
+            .require(
+                Check::Version { arn: channel_arn.clone(), version: channel_version },
+                IvsError::conflict("the channel changed"),
+            )
+            .require(Check::NotLive { channel_arn: channel_arn.clone() }, IvsError::conflict("already live"))
+            .write(Write::PutStreamSession(record));
+        match recorder.store.apply(change).await {
+            Ok(()) => Ok(recorder),
+            // Updated or deleted since the key was checked: the encoder retries, and is judged
+            // again against the channel as it now is.
+            Err(ApplyError::Stale) => Err(Refusal::ChannelChanged),
+            Err(ApplyError::Rejected(_)) => Err(Refusal::AlreadyLive),
+            Err(ApplyError::Backend(error)) => {
+                tracing::error!("ingest: cannot record a stream session for {channel_arn}: {error}");
+                Err(Refusal::Unavailable)
+            }
+        }
     }
 
     pub fn stream_id(&self) -> &str {
@@ -141,16 +168,42 @@ impl SessionRecorder {
         self.persist().await
     }
 
-    async fn persist(&self) -> Result<(), IvsError> {
-        let record = StreamSessionRecord {
+    /// Ends the session ([`SessionRecorder::end`]); while the store refuses the write (a full
+    /// disk), it is written again every second in the background until it is stored, because an
+    /// open session keeps the channel live in the store (no update, delete or new publish).
+    pub async fn end_in_background(&mut self, stream_started: bool, error_code: Option<&str>, at: OffsetDateTime) {
+        let Err(error) = self.end(stream_started, error_code, at).await else { return };
+        tracing::error!("ingest: cannot record the end of stream {} (retrying): {error}", self.session.stream_id);
+        let Ok(record) = self.record() else { return };
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(END_RETRY).await;
+                match store.put_stream_session(&record).await {
+                    Ok(()) => {
+                        tracing::info!("ingest: recorded the end of stream {}", record.stream_id);
+                        return;
+                    }
+                    Err(error) if error.message.contains("shut down") => return,
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    fn record(&self) -> Result<StreamSessionRecord, IvsError> {
+        Ok(StreamSessionRecord {
             seq: 0,
             stream_id: self.session.stream_id.clone(),
             channel_arn: self.channel_arn.clone(),
             ended: self.ended,
             has_error_event: self.has_error_event,
             body: serde_json::to_string(&self.session).map_err(|e| IvsError::internal(e.to_string()))?,
-        };
-        self.store.put_stream_session(&record).await
+        })
+    }
+
+    async fn persist(&self) -> Result<(), IvsError> {
+        self.store.put_stream_session(&self.record()?).await
     }
 }
 

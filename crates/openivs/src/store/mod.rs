@@ -12,9 +12,13 @@
 //!   configuration, quotas, unique key fingerprints) stay true under concurrent requests, on one
 //!   node or many.
 //!
-//! A successful `apply` is on disk before it returns.
+//! A successful `apply` is on disk before it returns; a failed one changed nothing, and the store
+//! stays usable for the next.
 
+pub mod files;
 pub mod sqlite;
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use openivs_model::{IvsError, ResourceType};
@@ -96,6 +100,10 @@ pub enum Check {
     CountBelow { resource_type: ResourceType, account: String, region: String, limit: u32 },
     /// No resource holds this unique key.
     UniqueKeyFree { unique_key: String },
+    /// The channel has no stream session that has not ended: nobody is publishing to it. A
+    /// publish opens its session in a change of its own, so a channel update or delete and a
+    /// publish that start together are ordered by the store: one of them is refused.
+    NotLive { channel_arn: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +117,45 @@ pub enum Write {
     DeleteChildren {
         parent_arn: String,
     },
+    /// Rewrites a resource from its stored state, inside the change: concurrent edits of one
+    /// resource are applied one after the other, each to the result of the one before, so none
+    /// is lost and none has to be retried. A missing resource refuses the change
+    /// (`ResourceNotFoundException`); an error from the edit refuses it with that error.
+    Modify {
+        arn: String,
+        edit: Edit,
+    },
+    /// Inserts or replaces a stream session (by stream id).
+    PutStreamSession(StreamSessionRecord),
+    /// Records a viewer-session revocation; a later one raises the version, never lowers it.
+    RevokeViewer(ViewerRevocation),
+    /// Sets a server setting unless it is set already.
+    InitSetting {
+        key: String,
+        value: String,
+    },
+}
+
+/// The edit of a [`Write::Modify`]: the stored record in, the record to store out.
+#[derive(Clone)]
+pub struct Edit(pub Arc<dyn Fn(Record) -> Result<Record, IvsError> + Send + Sync>);
+
+impl Edit {
+    pub fn new(edit: impl Fn(Record) -> Result<Record, IvsError> + Send + Sync + 'static) -> Edit {
+        Edit(Arc::new(edit))
+    }
+}
+
+impl std::fmt::Debug for Edit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Edit(..)")
+    }
+}
+
+impl PartialEq for Edit {
+    fn eq(&self, other: &Edit) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -193,10 +240,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_by_unique_key(&self, unique_key: &str) -> Result<Option<Record>, IvsError>;
     async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, IvsError>;
     async fn apply(&self, change: Change) -> Result<(), ApplyError>;
-    /// Records a revocation; a later one for the same viewer raises the version, never lowers it.
+    /// Records a revocation ([`Write::RevokeViewer`]).
     async fn revoke_viewer_sessions(&self, revocation: &ViewerRevocation) -> Result<(), IvsError>;
     async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str) -> Result<Option<i64>, IvsError>;
-    /// Inserts or replaces a stream session (by stream id). Durable when it returns.
+    /// Inserts or replaces a stream session ([`Write::PutStreamSession`]). Durable when it returns.
     async fn put_stream_session(&self, session: &StreamSessionRecord) -> Result<(), IvsError>;
     /// A channel's session with this id, or its latest session when `stream_id` is `None`.
     async fn stream_session(

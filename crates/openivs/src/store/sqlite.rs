@@ -7,6 +7,14 @@
 //! next transaction, each inside its own savepoint (so one change's failed condition undoes only
 //! that change), and share one fsync. Every caller still learns its own outcome only after the
 //! commit that holds its change is durable.
+//!
+//! Every write, stream sessions and settings included, goes through that one commit loop, which
+//! owns the writer connection and drives its transactions with explicit `BEGIN IMMEDIATE` /
+//! `COMMIT`. When anything in a transaction fails at the storage level (a full disk, an I/O
+//! error), SQLite may or may not have rolled the transaction back already; rather than guess,
+//! the loop rolls back, answers every change of the group with a backend error, and drops the
+//! connection, so the next group starts on a fresh one that is certainly outside any
+//! transaction. A change is acknowledged only after its `COMMIT` returned success.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -15,9 +23,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use openivs_model::{IvsError, ResourceType};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{ApplyError, Change, Check, ListQuery, Record, Store, StreamSessionRecord, ViewerRevocation, Write};
@@ -29,13 +38,11 @@ const MIGRATIONS: &[(i64, &str)] = &[
 ];
 
 pub struct SqliteStore {
-    writer: SqlitePool,
     reader: SqlitePool,
-    commits: mpsc::Sender<PendingChange>,
+    commits: mpsc::Sender<Pending>,
+    /// Closed (dropped) by `close`, which ends the commit loop; the loop's handle is awaited there.
+    commit_loop: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
-
-/// A change waiting for the commit loop, and where to send its outcome.
-type PendingChange = (Change, oneshot::Sender<Result<(), ApplyError>>);
 
 /// At most this many changes share one transaction.
 const MAX_GROUP: usize = 256;
@@ -52,8 +59,11 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<SqliteStore, String> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            super::files::create_private_dir(dir)?;
         }
+        // The database holds stream keys and the key that signs page tokens: owner only. SQLite
+        // gives its -wal and -shm files the database file's permissions.
+        super::files::create_private_file(path)?;
         let options = SqliteConnectOptions::from_str("sqlite:")
             .map_err(|e| e.to_string())?
             .filename(path)
@@ -61,36 +71,63 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-        migrate(&writer).await?;
+        let mut writer = Writer { options: options.clone(), connection: None };
+        let connection = writer.connection().await.map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        migrate(connection).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let (commits, queue) = mpsc::channel(4 * MAX_GROUP);
-        tokio::spawn(commit_loop(writer.clone(), queue));
-        Ok(SqliteStore { writer, reader, commits })
+        let commit_loop = tokio::spawn(commit_loop(writer, queue));
+        Ok(SqliteStore { reader, commits, commit_loop: tokio::sync::Mutex::new(Some(commit_loop)) })
     }
 
+    /// Closes the readers and lets the commit loop finish what is queued, then close the writer.
     pub async fn close(&self) {
         self.reader.close().await;
-        self.writer.close().await;
+        let (closing, closed) = oneshot::channel();
+        // A change with nothing in it, marked as the last: the loop stops after answering it.
+        let _ = self.commits.send(Pending { change: Change::new(), reply: closing, last: true }).await;
+        let _ = closed.await;
+        if let Some(handle) = self.commit_loop.lock().await.take() {
+            let _ = handle.await;
+        }
     }
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<(), String> {
+/// The one connection that writes. It is opened on demand and dropped after any storage error,
+/// because SQLite may have ended the transaction on its own and the connection's state is then
+/// not worth trusting.
+struct Writer {
+    options: SqliteConnectOptions,
+    connection: Option<SqliteConnection>,
+}
+
+impl Writer {
+    async fn connection(&mut self) -> Result<&mut SqliteConnection, sqlx::Error> {
+        if self.connection.is_none() {
+            self.connection = Some(self.options.connect().await?);
+        }
+        Ok(self.connection.as_mut().expect("just opened"))
+    }
+
+    async fn discard(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            let _ = connection.close().await;
+        }
+    }
+}
+
+async fn migrate(connection: &mut SqliteConnection) -> Result<(), String> {
     let fail = |e: sqlx::Error| format!("schema migration failed: {e}");
     sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
-        .execute(pool)
+        .execute(&mut *connection)
         .await
         .map_err(fail)?;
     for (version, sql) in MIGRATIONS {
-        let mut tx = pool.begin().await.map_err(fail)?;
+        let mut tx = connection.begin().await.map_err(fail)?;
         let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = ?")
             .bind(version)
             .fetch_optional(&mut *tx)
@@ -144,15 +181,15 @@ fn session_from_row(row: &SqliteRow) -> Result<StreamSessionRecord, IvsError> {
 }
 
 /// Evaluates one condition inside the write transaction.
-async fn holds(tx: &mut Transaction<'_, Sqlite>, check: &Check) -> Result<bool, sqlx::Error> {
+async fn holds(tx: &mut SqliteConnection, check: &Check) -> Result<bool, sqlx::Error> {
     let found: Option<i64> = match check {
         Check::Exists { arn } => {
-            sqlx::query_scalar("SELECT 1 FROM resources WHERE arn = ?").bind(arn).fetch_optional(&mut **tx).await?
+            sqlx::query_scalar("SELECT 1 FROM resources WHERE arn = ?").bind(arn).fetch_optional(&mut *tx).await?
         }
         Check::Version { arn, version } => {
             let current: Option<i64> = sqlx::query_scalar("SELECT version FROM resources WHERE arn = ?")
                 .bind(arn)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *tx)
                 .await?;
             return Ok(current == Some(*version));
         }
@@ -160,7 +197,7 @@ async fn holds(tx: &mut Transaction<'_, Sqlite>, check: &Check) -> Result<bool, 
             let referenced: Option<i64> =
                 sqlx::query_scalar("SELECT 1 FROM resource_references WHERE to_arn = ? LIMIT 1")
                     .bind(arn)
-                    .fetch_optional(&mut **tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
             return Ok(referenced.is_none());
         }
@@ -169,7 +206,7 @@ async fn holds(tx: &mut Transaction<'_, Sqlite>, check: &Check) -> Result<bool, 
                 sqlx::query_scalar("SELECT 1 FROM resources WHERE parent_arn = ? AND resource_type = ? LIMIT 1")
                     .bind(parent_arn)
                     .bind(resource_type_name(*resource_type))
-                    .fetch_optional(&mut **tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
             return Ok(child.is_none());
         }
@@ -180,126 +217,228 @@ async fn holds(tx: &mut Transaction<'_, Sqlite>, check: &Check) -> Result<bool, 
             .bind(account)
             .bind(region)
             .bind(resource_type_name(*resource_type))
-            .fetch_one(&mut **tx)
+            .fetch_one(&mut *tx)
             .await?;
             return Ok(count < i64::from(*limit));
         }
         Check::UniqueKeyFree { unique_key } => {
             let taken: Option<i64> = sqlx::query_scalar("SELECT 1 FROM resources WHERE unique_key = ?")
                 .bind(unique_key)
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut *tx)
                 .await?;
             return Ok(taken.is_none());
+        }
+        Check::NotLive { channel_arn } => {
+            let open: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM stream_sessions WHERE channel_arn = ? AND ended = 0 LIMIT 1")
+                    .bind(channel_arn)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Ok(open.is_none());
         }
     };
     Ok(found.is_some())
 }
 
-async fn perform(tx: &mut Transaction<'_, Sqlite>, write: &Write) -> Result<(), sqlx::Error> {
-    match write {
-        Write::Put(record) => {
-            sqlx::query(
-                "INSERT INTO resources (arn, resource_type, account, region, version, parent_arn, name, unique_key, body) \
-                 VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?) \
-                 ON CONFLICT (arn) DO UPDATE SET version = version + 1, parent_arn = excluded.parent_arn, \
-                 name = excluded.name, unique_key = excluded.unique_key, body = excluded.body",
-            )
+async fn put_record(tx: &mut SqliteConnection, record: &Record) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO resources (arn, resource_type, account, region, version, parent_arn, name, unique_key, body) \
+         VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?) \
+         ON CONFLICT (arn) DO UPDATE SET version = version + 1, parent_arn = excluded.parent_arn, \
+         name = excluded.name, unique_key = excluded.unique_key, body = excluded.body",
+    )
+    .bind(&record.arn)
+    .bind(resource_type_name(record.resource_type))
+    .bind(&record.account)
+    .bind(&record.region)
+    .bind(&record.parent_arn)
+    .bind(&record.name)
+    .bind(&record.unique_key)
+    .bind(&record.body)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM resource_references WHERE from_arn = ?").bind(&record.arn).execute(&mut *tx).await?;
+    for target in &record.references {
+        sqlx::query("INSERT OR IGNORE INTO resource_references (from_arn, to_arn) VALUES (?, ?)")
             .bind(&record.arn)
-            .bind(resource_type_name(record.resource_type))
-            .bind(&record.account)
-            .bind(&record.region)
-            .bind(&record.parent_arn)
-            .bind(&record.name)
-            .bind(&record.unique_key)
-            .bind(&record.body)
-            .execute(&mut **tx)
+            .bind(target)
+            .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM resource_references WHERE from_arn = ?")
-                .bind(&record.arn)
-                .execute(&mut **tx)
-                .await?;
-            for target in &record.references {
-                sqlx::query("INSERT OR IGNORE INTO resource_references (from_arn, to_arn) VALUES (?, ?)")
-                    .bind(&record.arn)
-                    .bind(target)
-                    .execute(&mut **tx)
-                    .await?;
-            }
+    }
+    Ok(())
+}
+
+async fn perform(tx: &mut SqliteConnection, write: &Write) -> Result<(), ApplyError> {
+    match write {
+        Write::Put(record) => put_record(tx, record).await.map_err(store_error)?,
+        Write::Modify { arn, edit } => {
+            let sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE arn = ?");
+            let row =
+                sqlx::query(AssertSqlSafe(sql)).bind(arn).fetch_optional(&mut *tx).await.map_err(store_error)?;
+            let Some(row) = row else {
+                return Err(ApplyError::Rejected(IvsError::not_found(format!("The resource {arn} was not found"))));
+            };
+            let current = record_from_row(&row).map_err(|e| ApplyError::Backend(e.message))?;
+            let updated = (edit.0)(current).map_err(ApplyError::Rejected)?;
+            put_record(tx, &updated).await.map_err(store_error)?;
         }
         Write::Delete { arn } => {
-            sqlx::query("DELETE FROM resource_references WHERE from_arn = ?").bind(arn).execute(&mut **tx).await?;
-            sqlx::query("DELETE FROM resources WHERE arn = ?").bind(arn).execute(&mut **tx).await?;
+            sqlx::query("DELETE FROM resource_references WHERE from_arn = ?")
+                .bind(arn)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            sqlx::query("DELETE FROM resources WHERE arn = ?").bind(arn).execute(&mut *tx).await.map_err(store_error)?;
         }
         Write::DeleteChildren { parent_arn } => {
             sqlx::query(
                 "DELETE FROM resource_references WHERE from_arn IN (SELECT arn FROM resources WHERE parent_arn = ?)",
             )
             .bind(parent_arn)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query("DELETE FROM resources WHERE parent_arn = ?").bind(parent_arn).execute(&mut **tx).await?;
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+            sqlx::query("DELETE FROM resources WHERE parent_arn = ?")
+                .bind(parent_arn)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        Write::PutStreamSession(session) => {
+            sqlx::query(
+                "INSERT INTO stream_sessions (stream_id, channel_arn, ended, has_error_event, body) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (stream_id) DO UPDATE SET ended = excluded.ended, \
+                 has_error_event = excluded.has_error_event, body = excluded.body",
+            )
+            .bind(&session.stream_id)
+            .bind(&session.channel_arn)
+            .bind(session.ended)
+            .bind(session.has_error_event)
+            .bind(&session.body)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        Write::RevokeViewer(revocation) => {
+            sqlx::query(
+                "INSERT INTO viewer_revocations (channel_arn, viewer_id, max_version) VALUES (?, ?, ?) \
+                 ON CONFLICT (channel_arn, viewer_id) DO UPDATE SET max_version = MAX(max_version, excluded.max_version)",
+            )
+            .bind(&revocation.channel_arn)
+            .bind(&revocation.viewer_id)
+            .bind(revocation.max_version)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
+        Write::InitSetting { key, value } => {
+            sqlx::query("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)")
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
         }
     }
     Ok(())
 }
 
+/// A change waiting for the commit loop, and where to send its outcome.
+struct Pending {
+    change: Change,
+    reply: oneshot::Sender<Result<(), ApplyError>>,
+    /// Sent by `close`: the loop stops once this is answered.
+    last: bool,
+}
+
 /// Applies queued changes, as many as are waiting (up to [`MAX_GROUP`]) per transaction.
-async fn commit_loop(pool: SqlitePool, mut queue: mpsc::Receiver<PendingChange>) {
+async fn commit_loop(mut writer: Writer, mut queue: mpsc::Receiver<Pending>) {
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
-        while group.len() < MAX_GROUP {
+        while group.len() < MAX_GROUP && !group.last().is_some_and(|p| p.last) {
             match queue.try_recv() {
                 Ok(pending) => group.push(pending),
                 Err(_) => break,
             }
         }
-        let outcomes = commit_group(&pool, group.iter().map(|(change, _)| change)).await;
-        for ((_, reply), outcome) in group.into_iter().zip(outcomes) {
-            let _ = reply.send(outcome);
+        let outcomes = commit_group(&mut writer, group.iter().map(|pending| &pending.change)).await;
+        let stop = group.iter().any(|pending| pending.last);
+        for (pending, outcome) in group.into_iter().zip(outcomes) {
+            let _ = pending.reply.send(outcome);
+        }
+        if stop {
+            break;
+        }
+    }
+    writer.discard().await;
+}
+
+/// One transaction for a group of changes; each change succeeds or fails on its own (a
+/// condition that does not hold), and none is reported successful unless the commit succeeded.
+/// A storage error anywhere fails the whole group and discards the connection.
+async fn commit_group<'a>(
+    writer: &mut Writer,
+    changes: impl ExactSizeIterator<Item = &'a Change>,
+) -> Vec<Result<(), ApplyError>> {
+    let count = changes.len();
+    let outcome = async {
+        let connection = writer.connection().await.map_err(store_error)?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *connection).await.map_err(store_error)?;
+        let mut outcomes = Vec::with_capacity(count);
+        for change in changes {
+            match apply_in_savepoint(connection, change).await {
+                Err(ApplyError::Backend(message)) => return Err(ApplyError::Backend(message)),
+                outcome => outcomes.push(outcome),
+            }
+        }
+        sqlx::query("COMMIT").execute(&mut *connection).await.map_err(store_error)?;
+        Ok(outcomes)
+    }
+    .await;
+    match outcome {
+        Ok(outcomes) => outcomes,
+        Err(error) => {
+            tracing::error!("store: a write failed, nothing of it was committed: {}", backend_message(&error));
+            if let Some(connection) = writer.connection.as_mut() {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *connection).await;
+            }
+            writer.discard().await;
+            (0..count).map(|_| Err(ApplyError::Backend(backend_message(&error)))).collect()
         }
     }
 }
 
-/// One transaction for a group of changes; each change succeeds or fails on its own, and none
-/// is reported successful unless the commit succeeded.
-async fn commit_group<'a>(
-    pool: &SqlitePool,
-    changes: impl ExactSizeIterator<Item = &'a Change>,
-) -> Vec<Result<(), ApplyError>> {
-    let count = changes.len();
-    let all_failed = |e: sqlx::Error| (0..count).map(|_| Err(store_error(&e))).collect();
-    let mut tx = match pool.begin().await {
-        Ok(tx) => tx,
-        Err(e) => return all_failed(e),
-    };
-    let mut outcomes = Vec::with_capacity(count);
-    for change in changes {
-        outcomes.push(apply_in_savepoint(&mut tx, change).await);
-    }
-    match tx.commit().await {
-        Ok(()) => outcomes,
-        Err(e) => all_failed(e),
+fn backend_message(error: &ApplyError) -> String {
+    match error {
+        ApplyError::Backend(message) => message.clone(),
+        other => format!("{other:?}"),
     }
 }
 
-fn store_error(error: &sqlx::Error) -> ApplyError {
+fn store_error(error: sqlx::Error) -> ApplyError {
     ApplyError::Backend(format!("store error: {error}"))
 }
 
-async fn apply_in_savepoint(tx: &mut Transaction<'_, Sqlite>, change: &Change) -> Result<(), ApplyError> {
-    sqlx::query("SAVEPOINT change").execute(&mut **tx).await.map_err(|e| store_error(&e))?;
-    let outcome = apply_change(tx, change).await;
-    let end = if outcome.is_ok() { "RELEASE SAVEPOINT change" } else { "ROLLBACK TO SAVEPOINT change" };
-    sqlx::query(end).execute(&mut **tx).await.map_err(|e| store_error(&e))?;
-    if outcome.is_err() {
-        sqlx::query("RELEASE SAVEPOINT change").execute(&mut **tx).await.map_err(|e| store_error(&e))?;
+async fn apply_in_savepoint(tx: &mut SqliteConnection, change: &Change) -> Result<(), ApplyError> {
+    if change.conditions.is_empty() && change.writes.is_empty() {
+        return Ok(());
     }
+    sqlx::query("SAVEPOINT change").execute(&mut *tx).await.map_err(store_error)?;
+    let outcome = apply_change(tx, change).await;
+    match outcome {
+        Err(ApplyError::Backend(message)) => return Err(ApplyError::Backend(message)),
+        Ok(()) => {}
+        Err(_) => {
+            sqlx::query("ROLLBACK TO SAVEPOINT change").execute(&mut *tx).await.map_err(store_error)?;
+        }
+    }
+    sqlx::query("RELEASE SAVEPOINT change").execute(&mut *tx).await.map_err(store_error)?;
     outcome
 }
 
-async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &Change) -> Result<(), ApplyError> {
+async fn apply_change(tx: &mut SqliteConnection, change: &Change) -> Result<(), ApplyError> {
     for condition in &change.conditions {
-        if !holds(tx, &condition.check).await.map_err(|e| store_error(&e))? {
+        if !holds(tx, &condition.check).await.map_err(store_error)? {
             return Err(match condition.check {
                 Check::Version { .. } => ApplyError::Stale,
                 _ => ApplyError::Rejected(condition.error.clone()),
@@ -307,7 +446,7 @@ async fn apply_change(tx: &mut Transaction<'_, Sqlite>, change: &Change) -> Resu
         }
     }
     for write in &change.writes {
-        perform(tx, write).await.map_err(|e| store_error(&e))?;
+        perform(tx, write).await?;
     }
     Ok(())
 }
@@ -328,20 +467,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_stream_session(&self, session: &StreamSessionRecord) -> Result<(), IvsError> {
-        sqlx::query(
-            "INSERT INTO stream_sessions (stream_id, channel_arn, ended, has_error_event, body) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (stream_id) DO UPDATE SET ended = excluded.ended, has_error_event = excluded.has_error_event, \
-             body = excluded.body",
-        )
-        .bind(&session.stream_id)
-        .bind(&session.channel_arn)
-        .bind(session.ended)
-        .bind(session.has_error_event)
-        .bind(&session.body)
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        Ok(self.apply(Change::new().write(Write::PutStreamSession(session.clone()))).await?)
     }
 
     async fn stream_session(
@@ -439,22 +565,12 @@ impl Store for SqliteStore {
     async fn apply(&self, change: Change) -> Result<(), ApplyError> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || ApplyError::Backend("the store is shut down".into());
-        self.commits.send((change, reply)).await.map_err(|_| stopped())?;
+        self.commits.send(Pending { change, reply, last: false }).await.map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
 
     async fn revoke_viewer_sessions(&self, revocation: &ViewerRevocation) -> Result<(), IvsError> {
-        sqlx::query(
-            "INSERT INTO viewer_revocations (channel_arn, viewer_id, max_version) VALUES (?, ?, ?) \
-             ON CONFLICT (channel_arn, viewer_id) DO UPDATE SET max_version = MAX(max_version, excluded.max_version)",
-        )
-        .bind(&revocation.channel_arn)
-        .bind(&revocation.viewer_id)
-        .bind(revocation.max_version)
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
-        Ok(())
+        Ok(self.apply(Change::new().write(Write::RevokeViewer(revocation.clone()))).await?)
     }
 
     async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str) -> Result<Option<i64>, IvsError> {
@@ -475,17 +591,9 @@ impl Store for SqliteStore {
     }
 
     async fn init_setting(&self, key: &str, value: &str) -> Result<String, IvsError> {
-        sqlx::query("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)")
-            .bind(key)
-            .bind(value)
-            .execute(&self.writer)
-            .await
-            .map_err(backend)?;
-        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
-            .bind(key)
-            .fetch_one(&self.writer)
-            .await
-            .map_err(backend)
+        let write = Write::InitSetting { key: key.to_owned(), value: value.to_owned() };
+        self.apply(Change::new().write(write)).await?;
+        self.setting(key).await?.ok_or_else(|| IvsError::internal(format!("setting {key} was not stored")))
     }
 }
 
@@ -608,6 +716,50 @@ mod tests {
         let query =
             ListQuery { account: "123456789012".into(), region: "us-west-2".into(), limit: 100, ..Default::default() };
         assert_eq!(store.list(&query).await.unwrap().len(), 10);
+        store.close().await;
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_modifications_all_land() {
+        let (store, dir) = temp_store("modify").await;
+        let store = std::sync::Arc::new(store);
+        store.apply(Change::new().write(Write::Put(record("arn:m")))).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let edit = super::super::Edit::new(move |record: Record| {
+                    let mut body: serde_json::Value = record.decode()?;
+                    body[format!("k{i}")] = serde_json::json!(i);
+                    Ok(record.with_body(&body))
+                });
+                store.apply(Change::new().write(Write::Modify { arn: "arn:m".into(), edit })).await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let body: serde_json::Value = store.get("arn:m").await.unwrap().unwrap().decode().unwrap();
+        assert_eq!(body.as_object().unwrap().len(), 41, "every edit applied to the one before: {body}");
+        let missing = Write::Modify { arn: "arn:none".into(), edit: super::super::Edit::new(Ok) };
+        assert!(matches!(store.apply(Change::new().write(missing)).await, Err(ApplyError::Rejected(_))));
+
+        // A channel with an open stream session is live; once the session ends it is not.
+        let session = |ended| StreamSessionRecord {
+            seq: 0,
+            stream_id: "st-1".into(),
+            channel_arn: "arn:m".into(),
+            ended,
+            has_error_event: false,
+            body: "{}".into(),
+        };
+        let not_live =
+            || Change::new().require(Check::NotLive { channel_arn: "arn:m".into() }, IvsError::conflict("live"));
+        store.put_stream_session(&session(false)).await.unwrap();
+        assert!(matches!(store.apply(not_live()).await, Err(ApplyError::Rejected(_))));
+        store.put_stream_session(&session(true)).await.unwrap();
+        store.apply(not_live()).await.unwrap();
         store.close().await;
         std::fs::remove_dir_all(dir).ok();
     }

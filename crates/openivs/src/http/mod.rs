@@ -1,7 +1,10 @@
 //! The HTTP listener: routes each request to an IVS operation and runs the control-plane
-//! pipeline: request id → route → SigV4 → JSON → model validation → operation → response. The
-//! mapping of an [`IvsError`] to the wire (status, `x-amzn-ErrorType`, body) is here and only
-//! here. HLS playback will share this listener under `/api/video/v1/`.
+//! pipeline: request id → route → SigV4 headers check → bounded body → SigV4 → JSON → model
+//! validation → operation → response. The mapping of an [`IvsError`] to the wire (status,
+//! `x-amzn-ErrorType`, body) is here and only here. HLS playback shares this listener
+//! (`/api/video/v1/…`, `/playback/…`); [`listener`] holds the connection-level bounds.
+
+pub mod listener;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,12 +23,65 @@ use crate::api::Api;
 use crate::auth::Authenticator;
 use crate::auth::sigv4::RequestParts;
 
-/// Largest request body accepted (IVS inputs are a few KB at most).
-const MAX_BODY_BYTES: usize = 1 << 20;
-
 pub struct AppState {
     pub api: Api,
     pub auth: Authenticator,
+    pub limits: crate::settings::Limits,
+    /// Bytes of request bodies being received, over all connections (`http_request_body_memory`);
+    /// a request holds its share (its Content-Length) while its body arrives and is handled.
+    pub body_memory: tokio::sync::Semaphore,
+}
+
+impl AppState {
+    pub fn new(api: Api, auth: Authenticator, limits: crate::settings::Limits) -> AppState {
+        let body_memory = tokio::sync::Semaphore::new(limits.http_request_body_memory.min(u32::MAX as usize));
+        AppState { api, auth, limits, body_memory }
+    }
+
+    /// The request's body, read within its limits: at most `http_max_request_body` bytes
+    /// (checked against Content-Length before anything is read), arriving within
+    /// `http_body_timeout`, and only while the memory of all bodies in flight allows. The
+    /// permit it returns holds that memory until the request is answered.
+    async fn read_body(
+        &self,
+        headers: &axum::http::HeaderMap,
+        body: Body,
+    ) -> Result<(Bytes, tokio::sync::SemaphorePermit<'_>), IvsError> {
+        let max = self.limits.http_max_request_body;
+        let too_large = || IvsError::validation(format!("Request body must be at most {max} bytes"));
+        let declared = match headers.get(header::CONTENT_LENGTH) {
+            Some(value) => {
+                let length: usize = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .ok_or_else(|| IvsError::validation("Content-Length is not a number"))?;
+                if length > max {
+                    return Err(too_large());
+                }
+                length
+            }
+            // Chunked: it may be as large as allowed.
+            None => max,
+        };
+        let timeout = crate::settings::Limits::seconds(self.limits.http_body_timeout);
+        let share = u32::try_from(declared.max(1)).unwrap_or(u32::MAX);
+        let permit = tokio::time::timeout(timeout, self.body_memory.acquire_many(share))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| IvsError::throttling("The server is receiving too many request bodies; retry"))?;
+        let body = tokio::time::timeout(timeout, axum::body::to_bytes(body, declared))
+            .await
+            .map_err(|_| {
+                IvsError::validation(format!(
+                    "The request body did not arrive within {} s",
+                    self.limits.http_body_timeout
+                ))
+            })?
+            .map_err(|_| too_large())?;
+        Ok((body, permit))
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -128,16 +184,17 @@ async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> 
         return response;
     };
     let result = async {
-        let body = axum::body::to_bytes(body, MAX_BODY_BYTES)
-            .await
-            .map_err(|_| IvsError::validation(format!("Request body must be at most {MAX_BODY_BYTES} bytes")))?;
-        let signed = RequestParts {
+        let mut signed = RequestParts {
             method: parts.method.as_str(),
             raw_path: &path,
             raw_query: parts.uri.query(),
             headers: parts.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())).collect(),
-            body: &body,
+            body: &[],
         };
+        // Who is asking, as far as the headers tell, before any of the body is buffered.
+        state.auth.precheck(&signed, OffsetDateTime::now_utc())?;
+        let (body, _body_memory) = state.read_body(&parts.headers, body).await?;
+        signed.body = &body;
         let caller = state.auth.authenticate(&signed, OffsetDateTime::now_utc())?;
         let input = gather_input(operation, label, parts.uri.query(), &body)?;
         model().validate_input(operation, &input)?;
