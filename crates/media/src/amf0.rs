@@ -1,12 +1,17 @@
 //! AMF0 (Action Message Format 0): the encoding of RTMP command messages (`connect`,
-//! `publish`, …) and of metadata (`onMetaData`). Decoding is bounded: nesting is limited and
-//! every length is checked against the bytes actually present, so hostile input costs at most
-//! its own size.
+//! `publish`, …) and of metadata (`onMetaData`). Decoding is bounded: nesting is limited, every
+//! length is checked against the bytes actually present, and one message decodes to at most
+//! [`MAX_VALUES`] values (a value takes one byte on the wire but tens in memory, so without a
+//! count a message of a few MB could expand to hundreds). Hostile input costs at most its own
+//! size plus a fixed amount.
 
 use crate::{ParseError, Result};
 
 /// Deepest nesting of objects and arrays accepted.
 const MAX_DEPTH: usize = 16;
+/// Most values (and object properties) one message may decode to. Commands hold about ten,
+/// `onMetaData` a few dozen.
+pub const MAX_VALUES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -51,6 +56,8 @@ impl Value {
 
 struct Reader<'a> {
     bytes: &'a [u8],
+    /// Values that may still be decoded.
+    budget: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -103,6 +110,7 @@ impl<'a> Reader<'a> {
         if depth > MAX_DEPTH {
             return Err(ParseError::new("AMF0: nesting too deep"));
         }
+        self.budget = self.budget.checked_sub(1).ok_or_else(|| ParseError::new("AMF0: too many values"))?;
         Ok(match self.u8()? {
             0x00 => Value::Number(self.f64()?),
             0x01 => Value::Boolean(self.u8()? != 0),
@@ -120,7 +128,7 @@ impl<'a> Reader<'a> {
                 if count > self.bytes.len() {
                     return Err(ParseError::new("AMF0: strict array longer than its message"));
                 }
-                let mut items = Vec::with_capacity(count);
+                let mut items = Vec::with_capacity(count.min(self.budget));
                 for _ in 0..count {
                     items.push(self.value(depth + 1)?);
                 }
@@ -142,7 +150,7 @@ impl<'a> Reader<'a> {
 
 /// Decodes every value in `bytes` (a command message is a sequence of values).
 pub fn decode_all(bytes: &[u8]) -> Result<Vec<Value>> {
-    let mut reader = Reader { bytes };
+    let mut reader = Reader { bytes, budget: MAX_VALUES };
     let mut values = Vec::new();
     while !reader.bytes.is_empty() {
         values.push(reader.value(0)?);
@@ -244,5 +252,15 @@ mod tests {
         assert!(decode_all(&[0x11]).is_err());
         let deep: Vec<u8> = std::iter::repeat_n([0x03, 0x00, 0x01, b'a'], 40).flatten().collect();
         assert!(decode_all(&deep).is_err());
+        // A strict array of a million nulls (one byte each on the wire) is refused at the value
+        // limit instead of becoming 32 MB of values.
+        let mut many = vec![0x0a];
+        many.extend_from_slice(&1_000_000u32.to_be_bytes());
+        many.extend(std::iter::repeat_n(0x05, 1_000_000));
+        assert!(decode_all(&many).is_err());
+        let mut enough = vec![0x0a];
+        enough.extend_from_slice(&((MAX_VALUES - 1) as u32).to_be_bytes());
+        enough.extend(std::iter::repeat_n(0x05, MAX_VALUES - 1));
+        assert!(decode_all(&enough).is_ok());
     }
 }

@@ -52,12 +52,18 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         srt_port: SRT_PORT,
     };
     let live = Arc::new(LiveRegistry::new());
-    let playback = Arc::new(Playback::new());
+    let playback = Arc::new(Playback::new(settings.limits));
     let api = Api::new(store.clone(), live.clone(), playback.clone(), settings.quotas, endpoints.clone())
         .await
         .map_err(|e| e.to_string())?;
     let state = Arc::new(AppState::new(api, Authenticator::new(&settings.credentials), settings.limits));
-    let ingest = Arc::new(IngestContext { store: store.clone(), live: live.clone(), playback, endpoints });
+    let ingest = Arc::new(IngestContext {
+        store: store.clone(),
+        live: live.clone(),
+        playback,
+        endpoints,
+        limits: settings.limits,
+    });
     let (stop_ingest, ingest_stopped) = watch::channel(false);
     let rtmp_task = tokio::spawn(run_listener(rtmp, None, ingest.clone(), ingest_stopped.clone()));
     let rtmps_task = tokio::spawn(run_listener(rtmps, Some(tls), ingest, ingest_stopped));

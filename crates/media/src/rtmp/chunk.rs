@@ -3,9 +3,11 @@
 //! [`ChunkEncoder`] cuts outgoing messages into chunks.
 //!
 //! The decoder bounds what a peer can make it hold: a message may be at most
-//! [`Limits::max_message_len`] bytes, all partially received messages together at most
-//! [`Limits::max_partial_bytes`], and at most [`Limits::max_chunk_streams`] chunk streams may be
-//! in use. Memory grows only as bytes actually arrive, never from a length a peer announces.
+//! [`Limits::max_message_len`] bytes, all partially received messages together may hold at most
+//! [`Limits::max_partial_bytes`] of memory (their buffers' capacity, so room reserved ahead of
+//! the bytes counts too), and at most [`Limits::max_chunk_streams`] chunk streams may be in use.
+//! The limits can be changed between messages ([`ChunkDecoder::set_limits`]): a server keeps
+//! them small until it knows who is sending.
 
 use std::collections::HashMap;
 
@@ -66,6 +68,11 @@ impl ChunkDecoder {
         self.chunk_size
     }
 
+    /// New limits for the messages that follow (ones partly received are judged by them too).
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
     /// The next complete message, consuming the chunks it took from `buffer`; `None` when more
     /// bytes are needed (a partial chunk stays in `buffer`). Set Chunk Size and Abort messages
     /// take effect here and are returned too.
@@ -95,7 +102,7 @@ impl ChunkDecoder {
                 if let Some(payload) = message.payload.get(..4) {
                     let csid = u32::from_be_bytes(payload.try_into().expect("4 bytes"));
                     if let Some(stream) = self.streams.get_mut(&csid) {
-                        self.partial_bytes -= stream.partial.len();
+                        self.partial_bytes -= stream.partial.capacity();
                         stream.partial = Vec::new();
                     }
                 }
@@ -186,22 +193,23 @@ impl ChunkDecoder {
             }
         }
         stream.started = true;
-        if already == 0 {
-            // Room for the whole message up front (within reason), not doubling chunk by chunk;
-            // memory still follows only the bytes that arrive beyond that.
-            stream.partial.reserve_exact(length.min(PREALLOCATE_LIMIT));
-        }
-        if self.partial_bytes + chunk_len > self.limits.max_partial_bytes {
+        let capacity_before = stream.partial.capacity();
+        // Room for the whole message up front (within reason), not doubling chunk by chunk.
+        let wanted = if already == 0 { length.min(PREALLOCATE_LIMIT).max(chunk_len) } else { chunk_len };
+        if self.partial_bytes - capacity_before + (already + wanted).max(capacity_before)
+            > self.limits.max_partial_bytes
+        {
             return Err(ParseError::new("RTMP: too much partially received data"));
         }
+        stream.partial.reserve_exact(wanted);
         stream.partial.extend_from_slice(payload);
-        self.partial_bytes += chunk_len;
+        self.partial_bytes = self.partial_bytes - capacity_before + stream.partial.capacity();
         buffer.advance(offset + chunk_len);
         if stream.partial.len() < stream.length {
             return Ok(Some(None));
         }
         let payload = std::mem::take(&mut stream.partial);
-        self.partial_bytes -= payload.len();
+        self.partial_bytes -= payload.capacity();
         Ok(Some(Some(Message {
             chunk_stream_id: csid,
             timestamp: stream.timestamp,
@@ -328,6 +336,15 @@ mod tests {
         assert!(decoder.decode(&mut buffer).unwrap().is_some());
         assert!(decoder.decode(&mut buffer).unwrap().is_some());
         assert!(decoder.decode(&mut buffer).is_err());
+        // Messages announced large on many chunk streams: the room reserved for them counts.
+        let limits = Limits { max_message_len: 60_000, max_partial_bytes: 100_000, max_chunk_streams: 64 };
+        let mut decoder = ChunkDecoder::new(limits);
+        let mut buffer = BytesMut::new();
+        for csid in 3..13u8 {
+            buffer.extend_from_slice(&[csid, 0, 0, 0, 0, 0xea, 0x60, 0x09, 1, 0, 0, 0]);
+            buffer.extend_from_slice(&[0u8; 128]);
+        }
+        assert!(decoder.decode(&mut buffer).is_err(), "ten 60 kB messages were given room beyond 100 kB");
         // Chunk size 0.
         let mut decoder = ChunkDecoder::new(Limits::default());
         let mut wire = Vec::new();

@@ -42,7 +42,7 @@ pub(super) async fn get(api: &Api, caller: &Caller, request: ChannelArnInput) ->
         "startTime": timestamp::format(stream.start_time),
         "state": "LIVE",
         "health": stream.health().wire_name(),
-        "viewerCount": api.playback.viewer_count(&stream.channel_arn),
+        "viewerCount": api.playback.viewers.viewer_count(&stream.channel_arn),
     }}))
 }
 
@@ -77,7 +77,7 @@ pub(super) async fn list(api: &Api, caller: &Caller, request: ListStreamsInput) 
                 "streamId": s.stream_id,
                 "state": "LIVE",
                 "health": health,
-                "viewerCount": api.playback.viewer_count(&s.channel_arn),
+                "viewerCount": api.playback.viewers.viewer_count(&s.channel_arn),
                 "startTime": timestamp::format(s.start_time),
             })
         })

@@ -23,8 +23,6 @@ use crate::api::stream_keys::stream_key_index;
 use crate::live::LiveRegistry;
 use crate::store::Store;
 
-/// Concurrent connections per listener; more are closed on accept.
-const MAX_CONNECTIONS: usize = 4096;
 /// The TLS handshake must finish within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,6 +31,7 @@ pub struct IngestContext {
     pub live: Arc<LiveRegistry>,
     pub playback: Arc<crate::playback::Playback>,
     pub endpoints: Endpoints,
+    pub limits: crate::settings::Limits,
 }
 
 /// What a publish needs once its key is accepted: the channel and what it refers to.
@@ -120,7 +119,7 @@ pub async fn run_listener(
     context: Arc<IngestContext>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Semaphore::new(context.limits.ingest_max_connections));
     let secure = tls.is_some();
     loop {
         let accepted = tokio::select! {

@@ -1,11 +1,13 @@
 //! One RTMP(S) connection, from handshake to disconnect.
 //!
-//! Setup (handshake, `connect`, `createStream`, `publish`) must finish within [`SETUP_TIMEOUT`].
-//! `publish` is authorised by the stream key ([`IngestContext::authorize`]); a refusal is sent as
-//! an onStatus error and the connection closed, with no stream session created. Once live, media
-//! goes to the channel's hub and measurements; the session is recorded ([`SessionRecorder`]). The
-//! stream ends when the publisher leaves, on StopStream, after [`MEDIA_TIMEOUT`] without media,
-//! after [`MAX_STREAM_DURATION`], or when it breaks the channel type's ingest limits.
+//! Setup (handshake, `connect`, `createStream`, `publish`) must finish within the setup timeout
+//! (`ingest_setup_timeout`), with messages no larger than `ingest_max_setup_message`: before the
+//! key is checked, a peer can make the server hold little. `publish` is authorised by the stream
+//! key ([`IngestContext::authorize`]); a refusal is sent as an onStatus error and the connection
+//! closed, with no stream session created. Once live, media goes to the channel's hub and
+//! measurements; the session is recorded ([`SessionRecorder`]). The stream ends when the
+//! publisher leaves, on StopStream, after `ingest_media_timeout` without media progress, after
+//! [`MAX_STREAM_DURATION`], or when it breaks the channel type's ingest limits.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,8 +31,6 @@ use crate::live::hub::{MediaFrame, TrackConfig, TrackKind};
 use crate::live::session::{HEALTH_CHANGE, STATE_CHANGE, SessionRecorder, new_stream_id};
 use crate::live::stats::Health;
 
-pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
-pub const MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
 pub const MAX_STREAM_DURATION: Duration = Duration::from_secs(48 * 3600);
 const OUR_CHUNK_SIZE: usize = 4096;
 const WINDOW_ACK_SIZE: u32 = 2_500_000;
@@ -55,7 +55,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(
     peer: SocketAddr,
     context: Arc<IngestContext>,
 ) {
-    let mut connection = Connection::new(io);
+    let mut connection = Connection::new(io, &context.limits);
     match connection.run(secure, peer, &context).await {
         Ok(()) => tracing::debug!("ingest: connection from {peer} closed"),
         Err(reason) => tracing::debug!("ingest: connection from {peer} closed: {reason}"),
@@ -114,6 +114,8 @@ struct Publishing {
     stream: LiveStream,
     recorder: SessionRecorder,
     limits: IngestLimits,
+    /// The server's own bounds (media timeout, largest decoder configuration).
+    bounds: crate::settings::Limits,
     video: Option<(DecoderConfiguration, SequenceParameterSet)>,
     audio: Option<AudioSpecificConfig>,
     encoder_name: String,
@@ -166,11 +168,16 @@ fn status(level: &str, code: &str, description: &str) -> Bytes {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
-    fn new(io: S) -> Self {
+    fn new(io: S, limits: &crate::settings::Limits) -> Self {
+        let setup_limits = Limits {
+            max_message_len: limits.ingest_max_setup_message,
+            max_partial_bytes: 2 * limits.ingest_max_setup_message,
+            max_chunk_streams: 8,
+        };
         Connection {
             io,
             buffer: BytesMut::with_capacity(READ_BUFFER),
-            decoder: ChunkDecoder::new(Limits::default()),
+            decoder: ChunkDecoder::new(setup_limits),
             encoder: ChunkEncoder::new(128),
             received: 0,
             acknowledged: 0,
@@ -219,7 +226,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     }
 
     async fn run(&mut self, secure: bool, peer: SocketAddr, context: &IngestContext) -> Result<(), String> {
-        let setup = tokio::time::timeout(SETUP_TIMEOUT, self.setup(secure, context)).await;
+        let setup_timeout = crate::settings::Limits::seconds(context.limits.ingest_setup_timeout);
+        let setup = tokio::time::timeout(setup_timeout, self.setup(secure, context)).await;
         let (authorized, stream_name_id) = match setup {
             Err(_) => return Err("setup timed out".into()),
             Ok(result) => match result? {
@@ -400,6 +408,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             .start_stream(&live, crate::playback::packager::Container::of_channel(&channel.container_format));
         let limits = IngestLimits::for_channel_type(&channel.channel_type);
         tracing::info!("ingest: {} is live (stream {}, from {peer})", live.channel_arn, live.stream_id);
+        // The publisher is known now: frames may be as large as a keyframe gets.
+        self.decoder.set_limits(Limits {
+            max_message_len: context.limits.ingest_max_message,
+            max_partial_bytes: 2 * context.limits.ingest_max_message,
+            ..Limits::default()
+        });
         let mut stream_begin = vec![0, 0];
         stream_begin.extend_from_slice(&stream_id.to_be_bytes());
         self.send(&[
@@ -417,6 +431,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             stream: live.clone(),
             recorder,
             limits,
+            bounds: context.limits,
             video: None,
             audio: None,
             encoder_name: String::new(),
@@ -483,7 +498,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             let stats = state.stream.stats.lock().expect("stats lock");
             (stats.idle(now), stats.health(now), stats.media_bitrate(), stats.video_framerate())
         };
-        if idle >= MEDIA_TIMEOUT {
+        if idle >= crate::settings::Limits::seconds(state.bounds.ingest_media_timeout) {
             return Some((Ok(()), Some("IngestTimeout")));
         }
         if now.duration_since(state.started_at) >= MAX_STREAM_DURATION {
@@ -558,6 +573,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         state: &mut Publishing,
         message: Message,
     ) -> Result<Option<(Result<(), String>, EndCode)>, EndCode> {
+        state.stream.stats.lock().expect("stats lock").on_received(Instant::now(), message.payload.len());
         match message.type_id {
             message_type::VIDEO => self.on_video(state, &message).await,
             message_type::AUDIO => self.on_audio(state, &message).await,
@@ -590,6 +606,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         let packet = flv::parse_video(&message.payload).map_err(|_| Some("InvalidVideoCodec"))?;
         match packet {
             VideoPacket::SequenceHeader { codec: VideoCodec::Avc, config } => {
+                // The configuration rides in front of every keyframe the packager writes.
+                if config.len() > state.bounds.ingest_max_decoder_configuration {
+                    return Err(Some("InvalidVideoConfiguration"));
+                }
                 let avcc = DecoderConfiguration::parse(config).map_err(|_| Some("InvalidVideoConfiguration"))?;
                 let sps = avcc
                     .sps
@@ -638,6 +658,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     ) -> Result<Option<(Result<(), String>, EndCode)>, EndCode> {
         match flv::parse_audio(&message.payload) {
             Ok(AudioPacket::AacSequenceHeader(config)) => {
+                if config.len() > state.bounds.ingest_max_decoder_configuration {
+                    return Err(Some("InvalidAudioConfiguration"));
+                }
                 let asc = AudioSpecificConfig::parse(config).map_err(|_| Some("InvalidAudioConfiguration"))?;
                 state.stream.hub.set_config(
                     TrackKind::Audio,

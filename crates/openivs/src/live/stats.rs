@@ -2,8 +2,9 @@
 //! frame rate GetStreamSession reports.
 //!
 //! Health follows IVS's three values: `UNKNOWN` before any media arrived; `STARVING` when media
-//! stopped arriving (nothing for 3 s) or arrives far below the stream's own recent rate (the last
-//! 2 s bring less than 30% of the average of the 20 s before them); `HEALTHY` otherwise.
+//! stopped progressing (the media clock did not advance for 3 s: frames with frozen timestamps
+//! are no progress) or arrives far below the stream's own recent rate (the last 2 s bring less
+//! than 30% of the average of the 20 s before them); `HEALTHY` otherwise. Every update is O(1).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -57,15 +58,24 @@ impl Track {
     }
 }
 
-/// The media-time window over which the ingest bitrate is judged.
-const MEDIA_WINDOW_MS: i64 = 5000;
+/// The arrival-time window over which the ingest bitrate is judged.
+const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// Media time in the window is trusted up to this many times the arrival time it took: a
+/// publisher catching up after a stall sends more media than wall-clock time (that is its own
+/// rate, not an overrun), but timestamps that race ahead must not hide bytes.
+const MEDIA_TIME_TRUST: f64 = 2.0;
 
 #[derive(Debug)]
 pub struct IngestStats {
     origin: Instant,
+    /// When the media clock last advanced (frames with frozen timestamps are not progress).
     last_media: Option<Instant>,
-    /// (dts, bytes) of the frames of the last [`MEDIA_WINDOW_MS`] of media time.
-    media_window: VecDeque<(i64, usize)>,
+    /// The furthest decode timestamp seen: the stream's media clock, never going back.
+    media_clock: Option<i64>,
+    /// (arrival, media clock then, bytes) of every message of the last [`RATE_WINDOW`], and
+    /// the bytes they add up to.
+    rate_window: VecDeque<(Instant, i64, usize)>,
+    rate_window_bytes: usize,
     /// Bytes received per wall-clock second (index since `origin`), the last few dozen seconds.
     per_second: VecDeque<(u64, u64)>,
     video: Track,
@@ -77,15 +87,18 @@ impl IngestStats {
         IngestStats {
             origin: now,
             last_media: None,
-            media_window: VecDeque::new(),
+            media_clock: None,
+            rate_window: VecDeque::new(),
+            rate_window_bytes: 0,
             per_second: VecDeque::new(),
             video: Track::default(),
             audio: Track::default(),
         }
     }
 
-    pub fn on_media(&mut self, now: Instant, kind: TrackKind, bytes: usize, dts_ms: i64) {
-        self.last_media = Some(now);
+    /// Counts a message of `bytes` received from the publisher, whatever it carries: the
+    /// bitrate limit is judged on everything sent. O(1) per message (amortised).
+    pub fn on_received(&mut self, now: Instant, bytes: usize) {
         let second = now.duration_since(self.origin).as_secs();
         match self.per_second.back_mut() {
             Some((s, total)) if *s == second => *total += bytes as u64,
@@ -94,38 +107,51 @@ impl IngestStats {
         while self.per_second.front().is_some_and(|(s, _)| *s + BASELINE_SECONDS + RECENT_SECONDS + 2 < second) {
             self.per_second.pop_front();
         }
+        self.rate_window.push_back((now, self.media_clock.unwrap_or(0), bytes));
+        self.rate_window_bytes += bytes;
+        while let Some(&(arrival, _, old_bytes)) = self.rate_window.front() {
+            if now.duration_since(arrival) <= RATE_WINDOW {
+                break;
+            }
+            self.rate_window.pop_front();
+            self.rate_window_bytes -= old_bytes;
+        }
+    }
+
+    /// A media frame (already counted by [`IngestStats::on_received`]). O(1).
+    pub fn on_media(&mut self, now: Instant, kind: TrackKind, bytes: usize, dts_ms: i64) {
+        if self.media_clock.is_none_or(|clock| dts_ms > clock) {
+            self.media_clock = Some(dts_ms);
+            self.last_media = Some(now);
+        }
         match kind {
             TrackKind::Video => self.video.add(bytes, dts_ms),
             TrackKind::Audio => self.audio.add(bytes, dts_ms),
         }
-        self.media_window.push_back((dts_ms, bytes));
-        let newest = self.media_window.iter().map(|(dts, _)| *dts).max().unwrap_or(dts_ms);
-        while self.media_window.front().is_some_and(|(dts, _)| newest - dts > MEDIA_WINDOW_MS) {
-            self.media_window.pop_front();
-        }
     }
 
-    /// Bits per second over the last few seconds of *media time*: what the encoder sends, not
-    /// how the network delivered it (a publisher catching up after a stall sends a burst, at
-    /// the stream's own rate in media time).
+    /// Bits per second received over the last few seconds, every byte counted. The time they
+    /// cover is the media time they carry, trusted between the arrival time they took and
+    /// [`MEDIA_TIME_TRUST`] times it: a burst after a stall is judged at the stream's own rate,
+    /// while frozen or racing timestamps cannot make bytes disappear. 0 until a second passed.
     pub fn media_bitrate(&self) -> f64 {
-        let (Some(first), Some(last)) =
-            (self.media_window.iter().map(|(d, _)| *d).min(), self.media_window.iter().map(|(d, _)| *d).max())
-        else {
+        let (Some(first), Some(last)) = (self.rate_window.front(), self.rate_window.back()) else {
             return 0.0;
         };
-        if last - first < 1000 {
+        let arrival_ms = last.0.duration_since(first.0).as_secs_f64() * 1000.0;
+        if arrival_ms < 1000.0 {
             return 0.0;
         }
-        let bytes: usize = self.media_window.iter().map(|(_, b)| b).sum();
-        bytes as f64 * 8.0 * 1000.0 / (last - first) as f64
+        let media_ms = (last.1 - first.1) as f64;
+        let span_ms = media_ms.clamp(arrival_ms, arrival_ms * MEDIA_TIME_TRUST);
+        self.rate_window_bytes as f64 * 8.0 * 1000.0 / span_ms
     }
 
     pub fn has_media(&self) -> bool {
         self.last_media.is_some()
     }
 
-    /// Time since the last media arrived (since the stream began, when none has).
+    /// Time since the media clock last advanced (since the stream began, when it never has).
     pub fn idle(&self, now: Instant) -> Duration {
         now.duration_since(self.last_media.unwrap_or(self.origin))
     }
@@ -178,6 +204,7 @@ mod tests {
         // 30 s at 30 fps, 10 kB per frame.
         for i in 0..900u64 {
             let now = start + Duration::from_millis(i * 1000 / 30);
+            stats.on_received(now, 10_000);
             stats.on_media(now, TrackKind::Video, 10_000, (i * 1000 / 30) as i64);
         }
         let end = start + Duration::from_secs(30);
@@ -191,8 +218,51 @@ mod tests {
         let mut stats_trickle = stats;
         for i in 0..90u64 {
             let now = end + Duration::from_millis(i * 1000 / 30);
+            stats_trickle.on_received(now, 1_000);
             stats_trickle.on_media(now, TrackKind::Video, 1_000, 30_000 + (i * 1000 / 30) as i64);
         }
         assert_eq!(stats_trickle.health(end + Duration::from_millis(3000)), Health::Starving);
+    }
+
+    #[test]
+    fn every_byte_counts_whatever_the_timestamps() {
+        let start = Instant::now();
+        // 10 s at 30 fps, 10 kB per frame (2.4 Mbit/s), with frozen timestamps.
+        let mut frozen = IngestStats::new(start);
+        for i in 0..300u64 {
+            let now = start + Duration::from_millis(i * 1000 / 30);
+            frozen.on_received(now, 10_000);
+            frozen.on_media(now, TrackKind::Video, 10_000, 0);
+        }
+        let end = start + Duration::from_secs(10);
+        assert!((frozen.media_bitrate() - 2_400_000.0).abs() < 100_000.0, "{}", frozen.media_bitrate());
+        // No progress on the media clock: starving, then idle.
+        assert_eq!(frozen.health(end), Health::Starving);
+        assert!(frozen.idle(end) >= Duration::from_secs(9));
+        // Timestamps racing ahead (an hour per frame) hide at most half the bytes.
+        let mut racing = IngestStats::new(start);
+        for i in 0..300u64 {
+            let now = start + Duration::from_millis(i * 1000 / 30);
+            racing.on_received(now, 10_000);
+            racing.on_media(now, TrackKind::Video, 10_000, (i * 3_600_000) as i64);
+        }
+        assert!(racing.media_bitrate() >= 1_150_000.0, "{}", racing.media_bitrate());
+        // A burst after a stall (3 s of media arriving in 0.3 s) is judged at the stream's rate.
+        let mut burst = IngestStats::new(start);
+        let mut dts = 0i64;
+        for i in 0..240u64 {
+            let now = start + Duration::from_millis(i * 1000 / 30);
+            burst.on_received(now, 10_000);
+            burst.on_media(now, TrackKind::Video, 10_000, dts);
+            dts += 33;
+        }
+        let resumed = start + Duration::from_secs(11);
+        for i in 0..90u64 {
+            let now = resumed + Duration::from_millis(i * 3);
+            burst.on_received(now, 10_000);
+            burst.on_media(now, TrackKind::Video, 10_000, dts);
+            dts += 33;
+        }
+        assert!(burst.media_bitrate() < 2_400_000.0 * 1.25, "{}", burst.media_bitrate());
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
@@ -23,7 +24,9 @@ use openivs_model::resources::Channel;
 use serde::Deserialize;
 
 use super::packager::{ChannelPlayback, Container, PART_TARGET, PlaylistState};
+use super::viewers::Refused;
 use crate::http::AppState;
+use crate::http::listener::ClientAddress;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 /// Parts beyond the last one a blocking request may ask for (RFC 8216bis's advance limit).
@@ -89,9 +92,8 @@ pub async fn multivariant(State(state): State<Arc<AppState>>, Path(name): Path<S
     // A stream that just started has no complete segment yet (so no measured bandwidth, and
     // nothing to play): give it the moment it takes.
     wait_until(&playback, Duration::from_secs(5), |s| !s.segments.is_empty()).await;
-    let Some(session) = state.api.playback.open_session(&arn, channel.latency_mode == "LOW") else {
-        return response(StatusCode::TOO_MANY_REQUESTS, "text/plain", "no-cache", "Too many viewers\n");
-    };
+    // The session is a signed token: nothing is held until it fetches media.
+    let session = state.api.playback.viewers.issue(&arn, channel.latency_mode == "LOW");
     let (codecs, resolution, bandwidth, frame_rate) = {
         let playlist = playback.state.read().expect("playlist lock");
         (playlist.codecs.clone(), playlist.resolution, playlist.bandwidth.max(1), playlist.frame_rate)
@@ -123,12 +125,20 @@ pub async fn media(
     State(state): State<Arc<AppState>>,
     Path((session, channel, file)): Path<(String, String, String)>,
     Query(query): Query<PlaylistQuery>,
+    Extension(ClientAddress(address)): Extension<ClientAddress>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(viewer) = state.api.playback.touch_session(&session) else { return not_found("No such playback session") };
-    if channel_arn_of(&format!("{channel}.m3u8")).as_deref() != Some(viewer.channel_arn.as_str()) {
+    let Some(channel_arn) = channel_arn_of(&format!("{channel}.m3u8")) else {
         return not_found("No such playback session");
-    }
+    };
+    let viewer = match state.api.playback.viewers.touch(&session, &channel_arn, address) {
+        Ok(viewer) => viewer,
+        Err(Refused::Unknown) => return not_found("No such playback session"),
+        // IVS's answer when the concurrent-viewer quota is reached.
+        Err(Refused::TooMany) => {
+            return response(StatusCode::TOO_MANY_REQUESTS, "text/plain", "no-cache", "Too many viewers\n");
+        }
+    };
     let Some(playback) = state.api.playback.channel(&viewer.channel_arn) else {
         return not_found("The channel is not broadcasting");
     };

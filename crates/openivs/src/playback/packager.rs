@@ -4,6 +4,12 @@
 //! channel's `containerFormat`), and keeps a window of them in memory, from which the playback
 //! handlers answer. Every new part, segment or end bumps a watch
 //! value, which blocking playlist reloads wait on.
+//!
+//! What a publisher sends cannot make the window grow without bound: a segment that reaches
+//! `playback_max_segment_duration` (of media time, or of arrival time when timestamps do not
+//! advance) or `playback_max_segment_bytes` without a keyframe is cut anyway, a part is cut at
+//! [`MAX_PART_BYTES`], and completed segments are dropped once the window holds more than
+//! [`WINDOW_SEGMENTS`] or `playback_max_window_bytes`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
@@ -29,6 +35,8 @@ pub const PART_TARGET: f64 = 0.33334;
 /// Completed segments kept: about 16 s, enough for players' hold-back and for delta updates
 /// (CAN-SKIP-UNTIL is 12 s).
 const WINDOW_SEGMENTS: usize = 8;
+/// A part is cut before a frame once it holds this much media, whatever the timestamps say.
+const MAX_PART_BYTES: usize = 2 << 20;
 /// 90 kHz timestamps start here, so PCR and DTS never go below zero.
 const TIMESTAMP_OFFSET_MS: i64 = 1000;
 
@@ -89,6 +97,10 @@ pub struct OpenSegment {
     part_start_dts: i64,
     part_data: Vec<u8>,
     part_independent: bool,
+    /// When the segment's first frame arrived, and the media bytes in it and in its open part.
+    opened_at: Instant,
+    bytes: usize,
+    part_bytes: usize,
 }
 
 /// What the playback handlers read.
@@ -115,6 +127,10 @@ impl StoredSegment {
     /// The segment's bytes, as its parts' buffers (no copy).
     pub fn pieces(&self) -> Vec<Bytes> {
         self.parts.iter().map(|p| p.data.clone()).collect()
+    }
+
+    pub fn size(&self) -> usize {
+        self.parts.iter().map(|p| p.data.len()).sum()
     }
 }
 
@@ -191,6 +207,7 @@ struct Packager {
     bytes_in_window: VecDeque<(i64, usize)>,
     /// A part or segment was completed since the last notification.
     completed: bool,
+    limits: crate::settings::Limits,
 }
 
 fn ticks(ms: i64) -> u64 {
@@ -223,23 +240,26 @@ impl Packager {
         }
         let playback = self.playback.clone();
         let mut state = playback.state.write().expect("playlist lock");
-        if is_video {
-            let cut_segment = frame.keyframe
-                && state
-                    .open
-                    .as_ref()
-                    .is_none_or(|open| frame.dts_ms - open.start_dts >= SEGMENT_TARGET.as_millis() as i64);
-            if cut_segment {
-                self.close_segment(&mut state, frame.dts_ms);
-                self.open_segment(&mut state, frame);
-            } else if let Some(mut open) = state.open.take() {
-                if frame.dts_ms - open.part_start_dts >= PART_CUT {
-                    self.close_part(&mut open, frame.dts_ms, false);
-                }
-                state.open = Some(open);
+        let keyframe = is_video && frame.keyframe;
+        let cut_segment = match state.open.as_ref() {
+            None => keyframe,
+            Some(open) => {
+                (keyframe && frame.dts_ms - open.start_dts >= SEGMENT_TARGET.as_millis() as i64)
+                    || self.segment_overgrown(open, frame)
             }
+        };
+        if cut_segment {
+            self.close_segment(&mut state, frame.dts_ms);
+            self.open_segment(&mut state, frame);
+        } else if let Some(mut open) = state.open.take() {
+            if (is_video && frame.dts_ms - open.part_start_dts >= PART_CUT) || open.part_bytes >= MAX_PART_BYTES {
+                self.close_part(&mut open, frame.dts_ms, false);
+            }
+            state.open = Some(open);
         }
         let Some(open) = state.open.as_mut() else { return };
+        open.bytes += frame.data.len();
+        open.part_bytes += frame.data.len();
         match &mut self.writer {
             Writer::Fmp4 { frames, .. } => frames.push(frame.clone()),
             Writer::Ts(muxer) => match frame.kind {
@@ -270,6 +290,15 @@ impl Packager {
         }
     }
 
+    /// The open segment is past a bound that a keyframe should have ended it by: it is cut
+    /// before `frame` (which then starts a segment that is not independent).
+    fn segment_overgrown(&self, open: &OpenSegment, frame: &MediaFrame) -> bool {
+        let max_duration = Duration::from_secs(self.limits.playback_max_segment_duration);
+        frame.dts_ms - open.start_dts >= max_duration.as_millis() as i64
+            || frame.arrival.duration_since(open.opened_at) >= max_duration
+            || open.bytes >= self.limits.playback_max_segment_bytes
+    }
+
     /// Ends the open part at `end_dts` (a part boundary, or the segment's end).
     fn close_part(&mut self, open: &mut OpenSegment, end_dts: i64, segment_end: bool) {
         if let Writer::Fmp4 { frames, fragment_sequence, audio_time } = &mut self.writer
@@ -287,6 +316,7 @@ impl Packager {
         open.parts.push(StoredPart { duration, data: data.into(), independent: open.part_independent });
         open.part_start_dts = end_dts;
         open.part_independent = false;
+        open.part_bytes = 0;
         if !segment_end {
             open.part_data = Vec::with_capacity(32 * 1024);
         }
@@ -323,7 +353,10 @@ impl Packager {
             stream_id: self.stream_id.clone(),
             part_start_dts: frame.dts_ms,
             part_data,
-            part_independent: true,
+            part_independent: frame.kind == TrackKind::Video && frame.keyframe,
+            opened_at: frame.arrival,
+            bytes: 0,
+            part_bytes: 0,
         });
         if let Some((_, config)) = &self.video {
             state.codecs = match &self.audio {
@@ -347,10 +380,13 @@ impl Packager {
             parts: open.parts,
             stream_id: open.stream_id,
         });
-        while state.segments.len() > WINDOW_SEGMENTS {
-            if let Some(dropped) = state.segments.pop_front()
-                && dropped.discontinuity
-            {
+        let mut window_bytes: usize = state.segments.iter().map(StoredSegment::size).sum();
+        while state.segments.len() > WINDOW_SEGMENTS
+            || (state.segments.len() > 1 && window_bytes > self.limits.playback_max_window_bytes)
+        {
+            let Some(dropped) = state.segments.pop_front() else { break };
+            window_bytes -= dropped.size();
+            if dropped.discontinuity {
                 state.discontinuity_sequence += 1;
             }
         }
@@ -417,6 +453,7 @@ pub async fn run(
     mut subscription: Subscription,
     stream_id: String,
     mut ended: watch::Receiver<bool>,
+    limits: crate::settings::Limits,
 ) {
     playback.begin_stream();
     let mut packager = Packager {
@@ -432,6 +469,7 @@ pub async fn run(
         waiting_for_keyframe: true,
         bytes_in_window: VecDeque::new(),
         completed: false,
+        limits,
     };
     loop {
         tokio::select! {

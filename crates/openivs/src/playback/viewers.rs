@@ -1,0 +1,246 @@
+//! Viewer sessions: the `{session}` in every playback URL below the multivariant playlist.
+//!
+//! Opening a session costs nothing: the multivariant playlist hands out a session id that is a
+//! signed token (a random nonce, when it was issued, the latency mode, and an HMAC over them and
+//! the channel), and the server keeps no state for it. A session is held only from its first
+//! media request on, and only within caps: in all, per channel and per client address (past
+//! any of them the request answers 429, as IVS does at its concurrent-viewer quota). A held
+//! session is forgotten `playback_viewer_session_idle` after its last request (it comes back on
+//! its next request, while its token is valid). So a flood of anonymous playlist requests holds
+//! nothing, and one client can hold at most its own address's share.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::settings::Limits;
+
+/// A session token is accepted this long after it was issued.
+const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Expired sessions are swept out at most this often.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+const NONCE_BYTES: usize = 8;
+const MAC_BYTES: usize = 10;
+
+#[derive(Debug, Clone)]
+pub struct ViewerSession {
+    pub channel_arn: String,
+    /// The channel's latency mode was LOW when the session opened (low-latency HLS).
+    pub low_latency: bool,
+    pub address: IpAddr,
+    pub last_seen: Instant,
+}
+
+/// Why a media request has no session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// Not a session of this channel (forged, of another channel, or expired).
+    Unknown,
+    /// A cap is full: the server, the channel or the client's address holds all it may.
+    TooMany,
+}
+
+#[derive(Default)]
+struct Held {
+    sessions: HashMap<String, ViewerSession>,
+    per_channel: HashMap<String, usize>,
+    per_address: HashMap<IpAddr, usize>,
+    last_sweep: Option<Instant>,
+}
+
+impl Held {
+    fn remove_counts(&mut self, session: &ViewerSession) {
+        decrement(&mut self.per_channel, &session.channel_arn);
+        decrement(&mut self.per_address, &session.address);
+    }
+
+    /// Forgets sessions idle longer than `idle` (at most once per [`SWEEP_INTERVAL`]).
+    fn sweep(&mut self, now: Instant, idle: Duration) {
+        if self.last_sweep.is_some_and(|last| now.duration_since(last) < SWEEP_INTERVAL) {
+            return;
+        }
+        self.last_sweep = Some(now);
+        let expired: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| now.duration_since(s.last_seen) >= idle)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Some(session) = self.sessions.remove(&id) {
+                self.remove_counts(&session);
+            }
+        }
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq + Clone>(counts: &mut HashMap<K, usize>, key: &K) {
+    if let Some(count) = counts.get_mut(key) {
+        *count -= 1;
+        if *count == 0 {
+            counts.remove(key);
+        }
+    }
+}
+
+pub struct ViewerSessions {
+    key: [u8; 32],
+    limits: Limits,
+    held: Mutex<Held>,
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl ViewerSessions {
+    pub fn new(limits: Limits) -> ViewerSessions {
+        ViewerSessions { key: rand::random(), limits, held: Mutex::default() }
+    }
+
+    fn mac(&self, channel_arn: &str, body: &[u8]) -> [u8; MAC_BYTES] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
+        mac.update(channel_arn.as_bytes());
+        mac.update(b"\n");
+        mac.update(body);
+        let full = mac.finalize().into_bytes();
+        full[..MAC_BYTES].try_into().expect("long enough")
+    }
+
+    /// A new session id for a viewer of the channel. Nothing is stored.
+    pub fn issue(&self, channel_arn: &str, low_latency: bool) -> String {
+        let mut body = Vec::with_capacity(NONCE_BYTES + 9);
+        body.extend_from_slice(&rand::random::<[u8; NONCE_BYTES]>());
+        body.extend_from_slice(&unix_seconds().to_be_bytes());
+        body.push(u8::from(low_latency));
+        let mac = self.mac(channel_arn, &body);
+        format!("{}{}", hex::encode(&body), hex::encode(mac))
+    }
+
+    /// Checks a session id against the channel it is used for: `Some(low_latency)` when this
+    /// server issued it for that channel less than [`TOKEN_LIFETIME`] ago.
+    fn verify(&self, id: &str, channel_arn: &str) -> Option<bool> {
+        let bytes = hex::decode(id).ok()?;
+        let (body, mac) = bytes.split_at_checked(NONCE_BYTES + 9)?;
+        let expected = self.mac(channel_arn, body);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(mac, &expected[..])) {
+            return None;
+        }
+        let issued = u64::from_be_bytes(body[NONCE_BYTES..NONCE_BYTES + 8].try_into().ok()?);
+        let age = unix_seconds().saturating_sub(issued);
+        (age < TOKEN_LIFETIME.as_secs()).then_some(body[NONCE_BYTES + 8] == 1)
+    }
+
+    /// The session behind a media request, marked active: held already, or held from now on if
+    /// its token is good and the caps allow.
+    pub fn touch(&self, id: &str, channel_arn: &str, address: IpAddr) -> Result<ViewerSession, Refused> {
+        let now = Instant::now();
+        let mut held = self.held.lock().expect("viewer sessions lock");
+        if let Some(session) = held.sessions.get_mut(id) {
+            if session.channel_arn != channel_arn {
+                return Err(Refused::Unknown);
+            }
+            session.last_seen = now;
+            return Ok(session.clone());
+        }
+        let low_latency = self.verify(id, channel_arn).ok_or(Refused::Unknown)?;
+        held.sweep(now, Duration::from_secs(self.limits.playback_viewer_session_idle));
+        let full = held.sessions.len() >= self.limits.playback_max_viewer_sessions
+            || held.per_channel.get(channel_arn).copied().unwrap_or(0)
+                >= self.limits.playback_max_viewer_sessions_per_channel
+            || held.per_address.get(&address).copied().unwrap_or(0)
+                >= self.limits.playback_max_viewer_sessions_per_address;
+        if full {
+            return Err(Refused::TooMany);
+        }
+        let session = ViewerSession { channel_arn: channel_arn.to_owned(), low_latency, address, last_seen: now };
+        *held.per_channel.entry(channel_arn.to_owned()).or_insert(0) += 1;
+        *held.per_address.entry(address).or_insert(0) += 1;
+        held.sessions.insert(id.to_owned(), session.clone());
+        Ok(session)
+    }
+
+    /// Sessions of a channel that made a request within the idle time (IVS: the last minute).
+    pub fn viewer_count(&self, channel_arn: &str) -> i64 {
+        let mut held = self.held.lock().expect("viewer sessions lock");
+        held.sweep(Instant::now(), Duration::from_secs(self.limits.playback_viewer_session_idle));
+        held.per_channel.get(channel_arn).copied().unwrap_or(0) as i64
+    }
+
+    /// Sessions held now, in all.
+    pub fn held(&self) -> usize {
+        self.held.lock().expect("viewer sessions lock").sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHANNEL: &str = "arn:aws:ivs:us-west-2:123456789012:channel/abc";
+    const OTHER: &str = "arn:aws:ivs:us-west-2:123456789012:channel/xyz";
+
+    fn limits() -> Limits {
+        Limits {
+            playback_max_viewer_sessions: 5,
+            playback_max_viewer_sessions_per_channel: 4,
+            playback_max_viewer_sessions_per_address: 2,
+            ..Limits::default()
+        }
+    }
+
+    #[test]
+    fn issuing_holds_nothing_and_tokens_are_bound_to_their_channel() {
+        let viewers = ViewerSessions::new(limits());
+        let ids: Vec<String> = (0..10_000).map(|_| viewers.issue(CHANNEL, true)).collect();
+        assert_eq!(viewers.held(), 0);
+        let address: IpAddr = [10, 0, 0, 1].into();
+        assert!(viewers.touch(&ids[0], CHANNEL, address).unwrap().low_latency);
+        assert_eq!(viewers.touch(&ids[1], OTHER, address).unwrap_err(), Refused::Unknown);
+        let mut forged = ids[2].clone();
+        forged.replace_range(0..2, if &forged[0..2] == "00" { "01" } else { "00" });
+        assert_eq!(viewers.touch(&forged, CHANNEL, address).unwrap_err(), Refused::Unknown);
+        assert_eq!(viewers.touch("zz", CHANNEL, address).unwrap_err(), Refused::Unknown);
+        assert_eq!(viewers.held(), 1);
+    }
+
+    #[test]
+    fn caps_per_address_channel_and_in_all() {
+        let viewers = ViewerSessions::new(limits());
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let issue = || viewers.issue(CHANNEL, false);
+        let first = issue();
+        viewers.touch(&first, CHANNEL, a).unwrap();
+        viewers.touch(&issue(), CHANNEL, a).unwrap();
+        assert_eq!(viewers.touch(&issue(), CHANNEL, a).unwrap_err(), Refused::TooMany, "per address");
+        // A session already held keeps working.
+        viewers.touch(&first, CHANNEL, a).unwrap();
+        let b: IpAddr = [10, 0, 0, 2].into();
+        viewers.touch(&issue(), CHANNEL, b).unwrap();
+        viewers.touch(&issue(), CHANNEL, b).unwrap();
+        let c: IpAddr = [10, 0, 0, 3].into();
+        assert_eq!(viewers.touch(&issue(), CHANNEL, c).unwrap_err(), Refused::TooMany, "per channel");
+        viewers.touch(&viewers.issue(OTHER, false), OTHER, c).unwrap();
+        let d: IpAddr = [10, 0, 0, 4].into();
+        assert_eq!(viewers.touch(&viewers.issue(OTHER, false), OTHER, d).unwrap_err(), Refused::TooMany, "in all");
+        assert_eq!(viewers.viewer_count(CHANNEL), 4);
+    }
+
+    #[test]
+    fn idle_sessions_are_forgotten() {
+        let viewers = ViewerSessions::new(Limits { playback_viewer_session_idle: 0, ..limits() });
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let id = viewers.issue(CHANNEL, false);
+        viewers.touch(&id, CHANNEL, a).unwrap();
+        // Sweeps run at most once a second.
+        std::thread::sleep(SWEEP_INTERVAL + Duration::from_millis(50));
+        assert_eq!(viewers.viewer_count(CHANNEL), 0);
+        assert_eq!(viewers.held(), 0);
+        // Its token still brings it back.
+        viewers.touch(&id, CHANNEL, a).unwrap();
+    }
+}
