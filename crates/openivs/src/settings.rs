@@ -174,8 +174,8 @@ limits! {
     ingest_setup_timeout: u64 = 10, "OPENIVS_INGEST_SETUP_TIMEOUT";
     /// Seconds without media progress after which a stream ends (IngestTimeout). [default: 30]
     ingest_media_timeout: u64 = 30, "OPENIVS_INGEST_MEDIA_TIMEOUT";
-    /// Largest RTMP message accepted before a publish is authorised, in bytes. [default: 65536]
-    ingest_max_setup_message: usize = 65536, "OPENIVS_INGEST_MAX_SETUP_MESSAGE";
+    /// Largest RTMP message accepted before a publish is authorised, in bytes. [default: 16384]
+    ingest_max_setup_message: usize = 16384, "OPENIVS_INGEST_MAX_SETUP_MESSAGE";
     /// Largest RTMP message (a video frame) accepted from a publisher, in bytes. [default: 8388608]
     ingest_max_message: usize = 8 << 20, "OPENIVS_INGEST_MAX_MESSAGE";
     /// Largest AVC decoder configuration (SPS and PPS) accepted, in bytes. [default: 16384]

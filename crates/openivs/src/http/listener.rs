@@ -34,8 +34,9 @@ use crate::settings::Limits;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub IpAddr);
 
-/// Largest request head (request line and headers) buffered.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Largest request head (request line and headers) buffered; also what a connection can make
+/// the server buffer before its request is authenticated.
+const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// How long open connections may take to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

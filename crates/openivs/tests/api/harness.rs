@@ -43,6 +43,11 @@ impl Server {
             NEXT_DIR.fetch_add(1, Ordering::SeqCst)
         ));
         let _ = std::fs::remove_dir_all(&data_dir);
+        Server::in_data_dir(data_dir, extra_args)
+    }
+
+    /// A server keeping its data in `data_dir` (removed when the server is dropped).
+    pub fn in_data_dir(data_dir: PathBuf, extra_args: &[&str]) -> Server {
         let mut server = Server {
             child: None,
             data_dir,
@@ -104,6 +109,26 @@ impl Server {
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
+    }
+
+    /// Kills the server with SIGKILL (no chance to flush anything) and starts it again.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.launch();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the server runs").id()
+    }
+
+    /// The server's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS in /proc/PID/status");
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
     pub fn stop(&mut self) {

@@ -8,6 +8,7 @@ mod aws_cli;
 mod browser;
 mod channels;
 mod configurations;
+mod faults;
 mod ingest;
 mod playback;
 mod playback_key_pairs;
