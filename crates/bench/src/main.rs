@@ -162,6 +162,9 @@ async fn start_openivs() -> Result<Peer, String> {
         .arg(&data_dir)
         .args(["--rtmp-addr", &format!("127.0.0.1:{rtmp_port}"), "--rtmps-addr", &format!("127.0.0.1:{rtmps_port}")])
         .args(["--log", "warn", "--quota-channels", "1000000"])
+        // Every benchmark client comes from 127.0.0.1: lift the per-address caps that are there
+        // to keep one real client from taking everything.
+        .args(["--http-max-connections-per-address", "100000", "--playback-max-viewer-sessions-per-address", "100000"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -65,14 +65,23 @@ pub fn rtmp_chunks(data: &[u8]) {
     use openivs_media::rtmp::chunk::{ChunkDecoder, Limits};
     let Some((&split, rest)) = data.split_first() else { return };
     let step = usize::from(split).max(1);
-    let limits = Limits { max_message_len: 1 << 16, max_partial_bytes: 1 << 18, max_chunk_streams: 16 };
-    let mut decoder = ChunkDecoder::new(limits);
+    // As the server does: small limits until the first messages (the setup), larger after.
+    let setup = Limits { max_message_len: 1 << 12, max_partial_bytes: 1 << 13, max_chunk_streams: 8 };
+    let publishing = Limits { max_message_len: 1 << 16, max_partial_bytes: 1 << 18, max_chunk_streams: 16 };
+    let mut decoder = ChunkDecoder::new(setup);
     let mut buffer = bytes::BytesMut::new();
+    let mut messages = 0;
     for piece in rest.chunks(step) {
         buffer.extend_from_slice(piece);
         loop {
             match decoder.decode(&mut buffer) {
-                Ok(Some(message)) => media_message(message.type_id, &message.payload),
+                Ok(Some(message)) => {
+                    messages += 1;
+                    if messages == 3 {
+                        decoder.set_limits(publishing);
+                    }
+                    media_message(message.type_id, &message.payload)
+                }
                 Ok(None) => break,
                 Err(_) => return,
             }

@@ -336,7 +336,8 @@ impl Api {
             *written.lock().expect("update result lock") = Some(updated);
             Ok(new_record)
         });
-        let mut change = Change::new().require(Check::Exists { arn: arn.to_owned() }, not_found(R::TYPE.display_name(), arn));
+        let mut change =
+            Change::new().require(Check::Exists { arn: arn.to_owned() }, not_found(R::TYPE.display_name(), arn));
         for (check, error) in conditions {
             change = change.require(check, error);
         }

@@ -273,8 +273,7 @@ async fn perform(tx: &mut SqliteConnection, write: &Write) -> Result<(), ApplyEr
         Write::Put(record) => put_record(tx, record).await.map_err(store_error)?,
         Write::Modify { arn, edit } => {
             let sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE arn = ?");
-            let row =
-                sqlx::query(AssertSqlSafe(sql)).bind(arn).fetch_optional(&mut *tx).await.map_err(store_error)?;
+            let row = sqlx::query(AssertSqlSafe(sql)).bind(arn).fetch_optional(&mut *tx).await.map_err(store_error)?;
             let Some(row) = row else {
                 return Err(ApplyError::Rejected(IvsError::not_found(format!("The resource {arn} was not found"))));
             };
@@ -288,7 +287,11 @@ async fn perform(tx: &mut SqliteConnection, write: &Write) -> Result<(), ApplyEr
                 .execute(&mut *tx)
                 .await
                 .map_err(store_error)?;
-            sqlx::query("DELETE FROM resources WHERE arn = ?").bind(arn).execute(&mut *tx).await.map_err(store_error)?;
+            sqlx::query("DELETE FROM resources WHERE arn = ?")
+                .bind(arn)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
         }
         Write::DeleteChildren { parent_arn } => {
             sqlx::query(

@@ -21,6 +21,7 @@ use openivs_media::rtmp::{Message, message_type};
 
 use crate::harness::{Server, sigv4_headers};
 use crate::ingest::{Publisher, create_channel, pattern_720p, wait_live};
+use crate::playback::path_of;
 
 /// A normal request gets its answer within a second.
 async fn assert_responsive(server: &Server) {
@@ -347,14 +348,8 @@ struct RawPublisher {
 impl RawPublisher {
     /// Connects to the plain RTMP listener and completes the handshake.
     fn connect(server: &Server) -> RawPublisher {
-        let mut stream = TcpStream::connect(&server.rtmp_address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut c0_c1 = vec![3u8];
-        c0_c1.extend([0u8; 1536]);
-        stream.write_all(&c0_c1).unwrap();
-        let mut s0_s1_s2 = [0u8; 3073];
-        stream.read_exact(&mut s0_s1_s2).unwrap();
-        stream.write_all(&[0u8; 1536]).unwrap();
+        let mut stream = crate::ingest::connect(server);
+        crate::ingest::handshake(&mut stream);
         RawPublisher { stream, encoder: ChunkEncoder::new(128) }
     }
 
@@ -378,7 +373,8 @@ impl RawPublisher {
         let app = Value::object([("app", Value::string("app")), ("type", Value::string("nonprivate"))]);
         publisher.command(&[Value::string("connect"), Value::Number(1.0), app], 0).unwrap();
         publisher.command(&[Value::string("createStream"), Value::Number(2.0), Value::Null], 0).unwrap();
-        let publish = [Value::string("publish"), Value::Number(3.0), Value::Null, Value::string(key), Value::string("live")];
+        let publish =
+            [Value::string("publish"), Value::Number(3.0), Value::Null, Value::string(key), Value::string("live")];
         publisher.command(&publish, 1).unwrap();
         let mut received = Vec::new();
         let mut buffer = [0u8; 4096];
@@ -497,11 +493,11 @@ async fn hostile_publishers_cannot_grow_the_server() {
     let mut peak = 0;
     let mut frame = 0u32;
     while started.elapsed() < Duration::from_secs(15) {
-        if publisher.frame(frame, frame % 10 == 0, 50_000).is_err() {
+        if publisher.frame(frame, frame.is_multiple_of(10), 50_000).is_err() {
             break;
         }
         frame += 1;
-        if frame % 10 == 0 {
+        if frame.is_multiple_of(10) {
             peak = peak.max(server.rss_kib());
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -517,7 +513,8 @@ async fn hostile_publishers_cannot_grow_the_server() {
     publisher.sequence_header(&avcc).unwrap();
     let started = Instant::now();
     let mut frame = 0u32;
-    while started.elapsed() < Duration::from_secs(15) && publisher.frame(5_000, frame % 30 == 0, 3_000).is_ok() {
+    while started.elapsed() < Duration::from_secs(15) && publisher.frame(5_000, frame.is_multiple_of(30), 3_000).is_ok()
+    {
         frame += 1;
         std::thread::sleep(Duration::from_millis(33));
     }
@@ -555,11 +552,6 @@ async fn hostile_publishers_cannot_grow_the_server() {
     assert!(server.rss_kib() < bound);
     drop(publisher);
     assert_responsive(&server).await;
-}
-
-fn path_of(url: &str) -> String {
-    let without_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
-    without_scheme.split_once('/').map(|(_, path)| format!("/{path}")).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -636,7 +628,10 @@ async fn a_flood_of_anonymous_viewers_locks_nobody_out() {
     assert_eq!(stream.stream().unwrap().viewer_count(), 0, "sessions that fetched no media count as viewers");
     let rss_after = server.rss_kib();
     eprintln!("playlist flood: RSS {rss_before} KiB before, {rss_after} KiB after {flood} requests");
-    assert!(rss_after < rss_before + 16 * 1024, "{flood} playlist requests grew the server from {rss_before} to {rss_after} KiB");
+    assert!(
+        rss_after < rss_before + 16 * 1024,
+        "{flood} playlist requests grew the server from {rss_before} to {rss_after} KiB"
+    );
 
     // Fetching media: the address holds its cap of sessions, and no more.
     let mut held = 0;

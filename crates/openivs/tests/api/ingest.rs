@@ -364,8 +364,18 @@ async fn channel_type_limits_are_enforced() {
     assert_eq!(ended.code(), Some("IngestBitrateExceeded"));
 }
 
+/// The client side of the RTMP handshake (C0+C1, read S0+S1+S2, C2), on a raw connection.
+pub(crate) fn handshake(stream: &mut TcpStream) {
+    let mut c0_c1 = vec![3u8];
+    c0_c1.extend([0u8; 1536]);
+    stream.write_all(&c0_c1).unwrap();
+    let mut s0_s1_s2 = [0u8; 3073];
+    stream.read_exact(&mut s0_s1_s2).unwrap();
+    stream.write_all(&[0u8; 1536]).unwrap();
+}
+
 /// A raw TCP connection to the plain RTMP listener.
-fn connect(server: &Server) -> TcpStream {
+pub(crate) fn connect(server: &Server) -> TcpStream {
     let stream = TcpStream::connect(&server.rtmp_address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     stream
@@ -398,12 +408,7 @@ async fn hostile_connections_are_closed_and_harm_no_one() {
     assert!(closed_by_server(&mut garbage));
     // … a valid handshake, then an absurd message length …
     let mut absurd = connect(&server);
-    let mut c0_c1 = vec![3u8];
-    c0_c1.extend([0u8; 1536]);
-    absurd.write_all(&c0_c1).unwrap();
-    let mut s0_s1_s2 = [0u8; 3073];
-    absurd.read_exact(&mut s0_s1_s2).unwrap();
-    absurd.write_all(&[0u8; 1536]).unwrap();
+    handshake(&mut absurd);
     absurd.write_all(&[0x03, 0, 0, 0, 0xff, 0xff, 0xff, 0x14, 0, 0, 0, 0]).unwrap();
     assert!(closed_by_server(&mut absurd));
     // … and a real publisher still goes live.

@@ -15,7 +15,7 @@ fn get(server: &Server, path_and_query: &str) -> RawResponse {
     raw_request(server, "GET", path_and_query, &[], "")
 }
 
-fn path_of(url: &str) -> String {
+pub(crate) fn path_of(url: &str) -> String {
     let without_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
     without_scheme.split_once('/').map(|(_, path)| format!("/{path}")).unwrap_or_default()
 }
