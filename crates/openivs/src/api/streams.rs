@@ -86,11 +86,17 @@ pub(super) async fn list(api: &Api, caller: &Caller, request: ListStreamsInput) 
 }
 
 /// Disconnects the publisher; the channel is offline when this returns.
+/// How long StopStream waits for the stream's end to be recorded.
+const STOP_RECORDED_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub(super) async fn stop(api: &Api, caller: &Caller, request: ChannelArnInput) -> Result<Value, IvsError> {
     live_stream(api, caller, &request.channel_arn).await?;
-    if !api.live.stop(&request.channel_arn) {
+    let Some(stopped) = api.live.stop(&request.channel_arn) else {
         return Err(not_broadcasting(&request.channel_arn));
-    }
+    };
+    // Answer once the session's end is recorded, so the channel can be updated or deleted
+    // right away (the ingest task records it as soon as it sees the stop).
+    stopped.wait_finished(STOP_RECORDED_WITHIN).await;
     Ok(json!({}))
 }
 

@@ -64,14 +64,16 @@ impl AppState {
             // Chunked: it may be as large as allowed.
             None => max,
         };
-        let timeout = crate::settings::Limits::seconds(self.limits.http_body_timeout);
-        let share = u32::try_from(declared.max(1)).unwrap_or(u32::MAX);
-        let permit = tokio::time::timeout(timeout, self.body_memory.acquire_many(share))
+        // One deadline for waiting on the shared memory and for the bytes to arrive.
+        let deadline = tokio::time::Instant::now() + crate::settings::Limits::seconds(self.limits.http_body_timeout);
+        let share = declared.clamp(1, self.limits.http_request_body_memory.max(1));
+        let share = u32::try_from(share).unwrap_or(u32::MAX);
+        let permit = tokio::time::timeout_at(deadline, self.body_memory.acquire_many(share))
             .await
             .ok()
             .and_then(Result::ok)
             .ok_or_else(|| IvsError::throttling("The server is receiving too many request bodies; retry"))?;
-        let body = tokio::time::timeout(timeout, axum::body::to_bytes(body, declared))
+        let body = tokio::time::timeout_at(deadline, axum::body::to_bytes(body, declared))
             .await
             .map_err(|_| {
                 IvsError::validation(format!(

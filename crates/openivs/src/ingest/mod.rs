@@ -21,8 +21,11 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::Endpoints;
 use crate::api::stream_keys::stream_key_index;
 use crate::live::LiveRegistry;
+use crate::live::session::SessionRecorder;
 use crate::store::Store;
 
+/// How often a publish is judged again when its channel keeps changing under it.
+const OPEN_ATTEMPTS: usize = 5;
 /// The TLS handshake must finish within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -95,6 +98,40 @@ impl IngestContext {
         let failover_slate_configuration =
             self.referenced(&channel.failover_slate_configuration_arn).await.map_err(fetch)?;
         Ok(Authorized { channel, channel_version, recording_configuration, failover_slate_configuration })
+    }
+
+    /// Opens the stream session of a publish with this key: authorises it, then records the
+    /// session in a store change that requires the channel unchanged since (see
+    /// [`SessionRecorder::create`]). When the channel changed in between, the publish is judged
+    /// again against the channel as it now is.
+    pub async fn open_session(
+        &self,
+        stream_key: &str,
+        secure: bool,
+        stream_id: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<(Channel, SessionRecorder), Refusal> {
+        for _ in 0..OPEN_ATTEMPTS {
+            let authorized = self.authorize(stream_key, secure).await?;
+            let opened = SessionRecorder::create(
+                self.store.clone(),
+                stream_id.to_owned(),
+                authorized.channel.clone(),
+                authorized.channel_version,
+                authorized.recording_configuration,
+                authorized.failover_slate_configuration,
+                now,
+            )
+            .await;
+            match opened {
+                Ok(recorder) => return Ok((authorized.channel, recorder)),
+                Err(Refusal::ChannelChanged) => {
+                    tracing::debug!("ingest: the channel changed while a publish opened; judging it again");
+                }
+                Err(refusal) => return Err(refusal),
+            }
+        }
+        Err(Refusal::ChannelChanged)
     }
 
     async fn referenced<T: serde::de::DeserializeOwned>(

@@ -25,7 +25,7 @@ use openivs_model::resources::{AudioConfiguration, VideoConfiguration};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{Authorized, IngestContext, Refusal};
+use super::{IngestContext, Refusal};
 use crate::live::LiveStream;
 use crate::live::hub::{MediaFrame, TrackConfig, TrackKind};
 use crate::live::session::{HEALTH_CHANGE, STATE_CHANGE, SessionRecorder, new_stream_id};
@@ -228,18 +228,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     async fn run(&mut self, secure: bool, peer: SocketAddr, context: &IngestContext) -> Result<(), String> {
         let setup_timeout = crate::settings::Limits::seconds(context.limits.ingest_setup_timeout);
         let setup = tokio::time::timeout(setup_timeout, self.setup(secure, context)).await;
-        let (authorized, stream_name_id) = match setup {
+        let (stream_key, stream_name_id) = match setup {
             Err(_) => return Err("setup timed out".into()),
             Ok(result) => match result? {
                 Some(ready) => ready,
                 None => return Ok(()),
             },
         };
-        self.publish(authorized, stream_name_id, peer, context).await
+        self.publish(&stream_key, secure, stream_name_id, peer, context).await
     }
 
     /// Handshake and commands up to an accepted `publish`. `None`: the peer left or was refused.
-    async fn setup(&mut self, secure: bool, context: &IngestContext) -> Result<Option<(Authorized, u32)>, String> {
+    async fn setup(&mut self, secure: bool, context: &IngestContext) -> Result<Option<(String, u32)>, String> {
         self.handshake().await?;
         loop {
             while let Some(message) = self.decoder.decode(&mut self.buffer).map_err(|e| e.to_string())? {
@@ -275,7 +275,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         message: &Message,
         secure: bool,
         context: &IngestContext,
-    ) -> Result<Option<Option<(Authorized, u32)>>, String> {
+    ) -> Result<Option<Option<(String, u32)>>, String> {
         let name = values.first().and_then(Value::as_str).unwrap_or("");
         let transaction = values.get(1).and_then(Value::as_f64).unwrap_or(0.0);
         match name {
@@ -347,8 +347,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 // Broadcast tools may append "?query" to the key.
                 let stream_key = stream_name.split('?').next().unwrap_or("");
                 let stream_id = message.stream_id.max(1);
+                // A key that names no channel is refused here; the rest is decided when the
+                // session opens (IngestContext::open_session).
                 return match context.authorize(stream_key, secure).await {
-                    Ok(authorized) => Ok(Some(Some((authorized, stream_id)))),
+                    Ok(_) => Ok(Some(Some((stream_key.to_owned(), stream_id)))),
                     Err(refusal) => {
                         self.refuse(refusal, stream_id).await?;
                         Ok(Some(None))
@@ -369,39 +371,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     async fn publish(
         &mut self,
-        authorized: Authorized,
+        stream_key: &str,
+        secure: bool,
         stream_id: u32,
         peer: SocketAddr,
         context: &IngestContext,
     ) -> Result<(), String> {
-        let channel = authorized.channel;
-        let Some(arn) = openivs_model::Arn::parse(&channel.arn) else {
-            return Err("stored channel without an ARN".into());
-        };
         let now = OffsetDateTime::now_utc();
-        let live = LiveStream::new(&channel.arn, &arn.account, &arn.region, &new_stream_id(), now);
-        // The session opens in the store first: that decides, against concurrent updates and
-        // deletes of the channel and other publishers, whether this publish goes live.
-        let opened = SessionRecorder::create(
-            context.store.clone(),
-            live.stream_id.clone(),
-            channel.clone(),
-            authorized.channel_version,
-            authorized.recording_configuration,
-            authorized.failover_slate_configuration,
-            now,
-        )
-        .await;
-        let recorder = match opened {
-            Ok(recorder) => recorder,
+        let (channel, mut recorder) = match context.open_session(stream_key, secure, &new_stream_id(), now).await {
+            Ok(opened) => opened,
             Err(refusal) => return self.refuse(refusal, stream_id).await,
         };
-        if !context.live.try_start(live.clone()) {
-            // Cannot happen while the store holds the one open session; close ours all the same.
-            let mut recorder = recorder;
+        let arn = openivs_model::Arn::parse(&channel.arn);
+        let live = arn.map(|arn| LiveStream::new(&channel.arn, &arn.account, &arn.region, recorder.stream_id(), now));
+        let Some(live) = live.filter(|live| context.live.try_start(live.clone())) else {
+            // Neither can happen (stored ARNs are valid; the store holds the one open session),
+            // but the session opened must be closed all the same.
             recorder.end_in_background(false, None, OffsetDateTime::now_utc()).await;
-            return self.refuse(Refusal::AlreadyLive, stream_id).await;
-        }
+            return self.refuse(Refusal::Unavailable, stream_id).await;
+        };
         // Packaging starts with the stream, so a viewer who sees it live can play it.
         context
             .playback
@@ -446,7 +434,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         // The stream is over: record it, then free the channel.
         let _ = self.record_ingest_configuration(&mut state).await;
         state.recorder.end_in_background(state.first_media_at.is_some(), code, OffsetDateTime::now_utc()).await;
-        context.live.finish(&live.channel_arn, &live.stream_id);
+        context.live.finish(&live);
         tracing::info!(
             "ingest: {} is offline (stream {}{})",
             live.channel_arn,

@@ -29,6 +29,9 @@ pub struct LiveStream {
     pub stats: Arc<Mutex<IngestStats>>,
     /// Notified by StopStream; the ingest session ends the stream when it fires.
     pub stop: Arc<Notify>,
+    /// Turns true once the session's end is recorded (or its recording has been handed to the
+    /// background retry): StopStream waits for it, so a DeleteChannel right after succeeds.
+    finished: Arc<tokio::sync::watch::Sender<bool>>,
     /// When the last PutMetadata calls arrived (IVS allows 5 per second per channel).
     metadata_calls: Arc<Mutex<std::collections::VecDeque<Instant>>>,
 }
@@ -44,6 +47,7 @@ impl LiveStream {
             hub: Arc::new(Hub::new()),
             stats: Arc::new(Mutex::new(IngestStats::new(Instant::now()))),
             stop: Arc::new(Notify::new()),
+            finished: Arc::new(tokio::sync::watch::Sender::new(false)),
             metadata_calls: Arc::default(),
         }
     }
@@ -63,6 +67,12 @@ impl LiveStream {
 
     pub fn health(&self) -> Health {
         self.stats.lock().expect("stats lock").health(Instant::now())
+    }
+
+    /// Waits (at most `limit`) until the stream's end is recorded.
+    pub async fn wait_finished(&self, limit: std::time::Duration) {
+        let mut finished = self.finished.subscribe();
+        let _ = tokio::time::timeout(limit, finished.wait_for(|done| *done)).await;
     }
 }
 
@@ -92,12 +102,13 @@ impl LiveRegistry {
 
     /// Called once by each session that `try_start` accepted, when it has recorded its end:
     /// removes its stream (only that stream, not a successor).
-    pub fn finish(&self, channel_arn: &str, stream_id: &str) {
+    pub fn finish(&self, stream: &LiveStream) {
         self.active_sessions.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
         let mut streams = self.streams.write().expect("live registry lock");
-        if streams.get(channel_arn).is_some_and(|s| s.stream_id == stream_id) {
-            streams.remove(channel_arn);
+        if streams.get(&stream.channel_arn).is_some_and(|s| s.stream_id == stream.stream_id) {
+            streams.remove(&stream.channel_arn);
         }
+        stream.finished.send_replace(true);
     }
 
     pub fn is_live(&self, channel_arn: &str) -> bool {
@@ -123,16 +134,13 @@ impl LiveRegistry {
     }
 
     /// Ends a channel's stream (StopStream): the channel is offline from now on, and its ingest
-    /// session disconnects the publisher. False if it was not live.
-    pub fn stop(&self, channel_arn: &str) -> bool {
+    /// session disconnects the publisher. The stopped stream, or `None` if it was not live.
+    pub fn stop(&self, channel_arn: &str) -> Option<LiveStream> {
         let removed = self.streams.write().expect("live registry lock").remove(channel_arn);
-        match removed {
-            Some(stream) => {
-                stream.stop.notify_one();
-                true
-            }
-            None => false,
+        if let Some(stream) = &removed {
+            stream.stop.notify_one();
         }
+        removed
     }
 
     /// Waits (up to `limit`) until every session has finished.

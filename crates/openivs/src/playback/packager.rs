@@ -35,6 +35,8 @@ pub const PART_TARGET: f64 = 0.33334;
 /// Completed segments kept: about 16 s, enough for players' hold-back and for delta updates
 /// (CAN-SKIP-UNTIL is 12 s).
 const WINDOW_SEGMENTS: usize = 8;
+/// Frames the bandwidth estimate looks back over at most (10 s of 120 fps video with audio).
+const MAX_BANDWIDTH_FRAMES: usize = 2048;
 /// A part is cut before a frame once it holds this much media, whatever the timestamps say.
 const MAX_PART_BYTES: usize = 2 << 20;
 /// 90 kHz timestamps start here, so PCR and DTS never go below zero.
@@ -283,9 +285,12 @@ impl Packager {
                 }
             },
         }
-        // Bandwidth: bytes over the last 10 s of media.
+        // Bandwidth: bytes over the last 10 s of media (and no more frames than 10 s hold at
+        // high frame rates, whatever the timestamps do).
         self.bytes_in_window.push_back((frame.dts_ms, frame.data.len()));
-        while self.bytes_in_window.front().is_some_and(|(dts, _)| frame.dts_ms - dts > 10_000) {
+        while self.bytes_in_window.len() > MAX_BANDWIDTH_FRAMES
+            || self.bytes_in_window.front().is_some_and(|(dts, _)| frame.dts_ms - dts > 10_000)
+        {
             self.bytes_in_window.pop_front();
         }
     }

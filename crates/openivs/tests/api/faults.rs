@@ -662,6 +662,45 @@ async fn a_flood_of_anonymous_viewers_locks_nobody_out() {
 // Concurrent writers
 
 #[tokio::test]
+async fn a_publish_and_channel_updates_are_ordered_by_the_store() {
+    let server = Server::start();
+    let client = server.client();
+    let channel = create_channel(&server, ChannelType::StandardChannelType, false).await;
+    // Updates hammer the channel while a broadcaster connects: each either lands before the
+    // stream goes live (and the session describes the channel as updated) or is refused.
+    let updater = {
+        let client = client.clone();
+        let arn = channel.arn.clone();
+        tokio::spawn(async move {
+            let mut last_applied = None;
+            for i in 0..2000 {
+                match client.update_channel().arn(&arn).name(format!("u{i}")).send().await {
+                    Ok(_) => last_applied = Some(format!("u{i}")),
+                    Err(error) => {
+                        assert_eq!(crate::harness::error_of::<(), _>(Err(error)).0, "ConflictException");
+                        return last_applied;
+                    }
+                }
+            }
+            panic!("the channel never went live while it was being updated");
+        })
+    };
+    let _broadcaster = Publisher::start(&channel.rtmps_url(), pattern_720p());
+    wait_live(&server, &channel.arn, Duration::from_secs(20)).await;
+    let last_applied = updater.await.unwrap();
+    let session = client.get_stream_session().channel_arn(&channel.arn).send().await.unwrap();
+    let snapshot = session.stream_session().unwrap().channel().unwrap().name().unwrap_or("").to_owned();
+    let current = client.get_channel().arn(&channel.arn).send().await.unwrap();
+    assert_eq!(current.channel().unwrap().name().unwrap_or(""), snapshot, "an update slipped past the publish");
+    assert_eq!(snapshot, last_applied.unwrap_or_default(), "the session describes the last update that landed");
+    // Live: no update or delete. Stopped: both at once, with no wait.
+    assert_eq!(crate::harness::error_of(client.delete_channel().arn(&channel.arn).send().await).0, "ConflictException");
+    client.stop_stream().channel_arn(&channel.arn).send().await.unwrap();
+    client.update_channel().arn(&channel.arn).name("after").send().await.unwrap();
+    client.delete_channel().arn(&channel.arn).send().await.unwrap();
+}
+
+#[tokio::test]
 async fn concurrent_tagging_and_updates_all_succeed() {
     let server = Server::start();
     let client = server.client();
