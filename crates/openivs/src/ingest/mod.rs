@@ -40,9 +40,6 @@ pub struct IngestContext {
 /// What a publish needs once its key is accepted: the channel and what it refers to.
 pub struct Authorized {
     pub channel: Channel,
-    /// The channel record's version when the key was checked; the session opens only if it is
-    /// still that.
-    pub channel_version: i64,
     pub recording_configuration: Option<RecordingConfiguration>,
     pub failover_slate_configuration: Option<FailoverSlateConfiguration>,
 }
@@ -88,7 +85,6 @@ impl IngestContext {
             return Err(Refusal::UnknownStreamKey);
         }
         let channel_record = self.store.get(&key.channel_arn).await.map_err(fetch)?.ok_or(Refusal::UnknownStreamKey)?;
-        let channel_version = channel_record.version;
         let mut channel: Channel = channel_record.decode().map_err(fetch)?;
         crate::api::Resource::present(&mut channel, &self.endpoints);
         if !secure && !channel.insecure_ingest {
@@ -97,38 +93,41 @@ impl IngestContext {
         let recording_configuration = self.referenced(&channel.recording_configuration_arn).await.map_err(fetch)?;
         let failover_slate_configuration =
             self.referenced(&channel.failover_slate_configuration_arn).await.map_err(fetch)?;
-        Ok(Authorized { channel, channel_version, recording_configuration, failover_slate_configuration })
+        Ok(Authorized { channel, recording_configuration, failover_slate_configuration })
     }
 
-    /// Opens the stream session of a publish with this key: authorises it, then records the
-    /// session in a store change that requires the channel unchanged since (see
-    /// [`SessionRecorder::create`]). When the channel changed in between, the publish is judged
-    /// again against the channel as it now is.
+    /// Opens the stream session of a publish that `authorized` let through: records the session
+    /// in a store change that decides, against concurrent writers, whether it goes live (see
+    /// [`SessionRecorder::create`]). When the channel's configurations changed in between, the
+    /// key is authorised again. The session describes the channel as it went live.
     pub async fn open_session(
         &self,
+        authorized: Authorized,
         stream_key: &str,
         secure: bool,
         stream_id: &str,
         now: time::OffsetDateTime,
-    ) -> Result<(Channel, SessionRecorder), Refusal> {
+    ) -> Result<SessionRecorder, Refusal> {
+        let mut first = Some(authorized);
         for _ in 0..OPEN_ATTEMPTS {
-            let authorized = self.authorize(stream_key, secure).await?;
+            let authorized = match first.take() {
+                Some(authorized) => authorized,
+                None => self.authorize(stream_key, secure).await?,
+            };
             let opened = SessionRecorder::create(
                 self.store.clone(),
                 stream_id.to_owned(),
-                authorized.channel.clone(),
-                authorized.channel_version,
-                authorized.recording_configuration,
-                authorized.failover_slate_configuration,
+                authorized,
+                self.endpoints.clone(),
+                secure,
                 now,
             )
             .await;
             match opened {
-                Ok(recorder) => return Ok((authorized.channel, recorder)),
                 Err(Refusal::ChannelChanged) => {
                     tracing::debug!("ingest: the channel changed while a publish opened; judging it again");
                 }
-                Err(refusal) => return Err(refusal),
+                other => return other,
             }
         }
         Err(Refusal::ChannelChanged)

@@ -25,7 +25,7 @@ use openivs_model::resources::{AudioConfiguration, VideoConfiguration};
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::{IngestContext, Refusal};
+use super::{Authorized, IngestContext, Refusal};
 use crate::live::LiveStream;
 use crate::live::hub::{MediaFrame, TrackConfig, TrackKind};
 use crate::live::session::{HEALTH_CHANGE, STATE_CHANGE, SessionRecorder, new_stream_id};
@@ -228,18 +228,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     async fn run(&mut self, secure: bool, peer: SocketAddr, context: &IngestContext) -> Result<(), String> {
         let setup_timeout = crate::settings::Limits::seconds(context.limits.ingest_setup_timeout);
         let setup = tokio::time::timeout(setup_timeout, self.setup(secure, context)).await;
-        let (stream_key, stream_name_id) = match setup {
+        let (authorized, stream_key, stream_name_id) = match setup {
             Err(_) => return Err("setup timed out".into()),
             Ok(result) => match result? {
                 Some(ready) => ready,
                 None => return Ok(()),
             },
         };
-        self.publish(&stream_key, secure, stream_name_id, peer, context).await
+        self.publish(authorized, &stream_key, secure, stream_name_id, peer, context).await
     }
 
     /// Handshake and commands up to an accepted `publish`. `None`: the peer left or was refused.
-    async fn setup(&mut self, secure: bool, context: &IngestContext) -> Result<Option<(String, u32)>, String> {
+    async fn setup(
+        &mut self,
+        secure: bool,
+        context: &IngestContext,
+    ) -> Result<Option<(Authorized, String, u32)>, String> {
         self.handshake().await?;
         loop {
             while let Some(message) = self.decoder.decode(&mut self.buffer).map_err(|e| e.to_string())? {
@@ -275,7 +279,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         message: &Message,
         secure: bool,
         context: &IngestContext,
-    ) -> Result<Option<Option<(String, u32)>>, String> {
+    ) -> Result<Option<Option<(Authorized, String, u32)>>, String> {
         let name = values.first().and_then(Value::as_str).unwrap_or("");
         let transaction = values.get(1).and_then(Value::as_f64).unwrap_or(0.0);
         match name {
@@ -350,7 +354,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 // A key that names no channel is refused here; the rest is decided when the
                 // session opens (IngestContext::open_session).
                 return match context.authorize(stream_key, secure).await {
-                    Ok(_) => Ok(Some(Some((stream_key.to_owned(), stream_id)))),
+                    Ok(authorized) => Ok(Some(Some((authorized, stream_key.to_owned(), stream_id)))),
                     Err(refusal) => {
                         self.refuse(refusal, stream_id).await?;
                         Ok(Some(None))
@@ -371,6 +375,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 
     async fn publish(
         &mut self,
+        authorized: Authorized,
         stream_key: &str,
         secure: bool,
         stream_id: u32,
@@ -378,10 +383,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         context: &IngestContext,
     ) -> Result<(), String> {
         let now = OffsetDateTime::now_utc();
-        let (channel, mut recorder) = match context.open_session(stream_key, secure, &new_stream_id(), now).await {
-            Ok(opened) => opened,
+        let opened = context.open_session(authorized, stream_key, secure, &new_stream_id(), now).await;
+        let mut recorder = match opened {
+            Ok(recorder) => recorder,
             Err(refusal) => return self.refuse(refusal, stream_id).await,
         };
+        let channel = recorder.channel().clone();
         let arn = openivs_model::Arn::parse(&channel.arn);
         let live = arn.map(|arn| LiveStream::new(&channel.arn, &arn.account, &arn.region, recorder.stream_id(), now));
         let Some(live) = live.filter(|live| context.live.try_start(live.clone())) else {

@@ -6,14 +6,17 @@
 use std::sync::Arc;
 
 use openivs_model::resources::{
-    AudioConfiguration, Channel, FailoverSlateConfiguration, IngestConfiguration, IngestConfigurations,
-    RecordingConfiguration, StreamEvent, StreamSession, VideoConfiguration,
+    AudioConfiguration, Channel, IngestConfiguration, IngestConfigurations, StreamEvent, StreamSession,
+    VideoConfiguration,
 };
 use openivs_model::{IvsError, timestamp};
 use time::OffsetDateTime;
 
-use crate::ingest::Refusal;
-use crate::store::{ApplyError, Change, Check, Store, StreamSessionRecord, Write};
+use std::sync::Mutex;
+
+use crate::api::Endpoints;
+use crate::ingest::{Authorized, Refusal};
+use crate::store::{ApplyError, Change, Check, FromRecord, Record, Store, StreamSessionRecord, Write};
 
 /// How often the end of a session is written again while the store refuses writes (a full disk).
 const END_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -39,58 +42,90 @@ pub struct SessionRecorder {
 }
 
 impl SessionRecorder {
-    /// Opens a session, recording "Session Created", in one store change that also requires the
-    /// channel to be unchanged since the publish was authorised (`channel_version`) and nobody
-    /// else to be publishing to it. That change is what makes the channel live in the store, so
-    /// a concurrent UpdateChannel or DeleteChannel either lands first (and this publish is
-    /// refused) or is refused itself.
+    /// Opens a session, recording "Session Created", in one store change that requires nobody
+    /// else to be publishing to the channel and describes the channel as it is stored when the
+    /// change applies. That change is what makes the channel live in the store, so a concurrent
+    /// UpdateChannel either lands first (and the session shows it) or is refused, and a
+    /// concurrent DeleteChannel either lands first (and this publish is refused) or is refused.
+    /// The publish is judged again against the channel as stored: plain RTMP needs
+    /// `insecureIngest`, and the configurations it was authorised with must still be the
+    /// channel's (else [`Refusal::ChannelChanged`]: authorise again).
     pub async fn create(
         store: Arc<dyn Store>,
         stream_id: String,
-        channel: Channel,
-        channel_version: i64,
-        recording_configuration: Option<RecordingConfiguration>,
-        failover_slate_configuration: Option<FailoverSlateConfiguration>,
+        authorized: Authorized,
+        endpoints: Endpoints,
+        secure: bool,
         now: OffsetDateTime,
     ) -> Result<SessionRecorder, Refusal> {
-        let channel_arn = channel.arn.clone();
-        let mut recorder = SessionRecorder {
-            store,
-            session: StreamSession {
-                stream_id,
+        let channel_arn = authorized.channel.arn.clone();
+        let opened: Arc<Mutex<Option<Result<StreamSession, Refusal>>>> = Arc::default();
+        let outcome = opened.clone();
+        let build = FromRecord::new(move |record: Record| {
+            let mut channel: Channel = record.decode()?;
+            crate::api::Resource::present(&mut channel, &endpoints);
+            let refusal = if !secure && !channel.insecure_ingest {
+                Some(Refusal::InsecureIngestNotAllowed)
+            } else if channel.recording_configuration_arn != authorized.channel.recording_configuration_arn
+                || channel.failover_slate_configuration_arn != authorized.channel.failover_slate_configuration_arn
+            {
+                Some(Refusal::ChannelChanged)
+            } else {
+                None
+            };
+            if let Some(refusal) = refusal {
+                *outcome.lock().expect("session outcome lock") = Some(Err(refusal));
+                return Err(IvsError::conflict("publish refused"));
+            }
+            let mut session = StreamSession {
+                stream_id: stream_id.clone(),
                 start_time: timestamp::format(now),
                 end_time: None,
                 channel,
                 ingest_configuration: None,
                 ingest_configurations: None,
-                recording_configuration,
+                recording_configuration: authorized.recording_configuration.clone(),
                 truncated_events: Vec::new(),
-                failover_slate_configuration,
-            },
-            channel_arn: channel_arn.clone(),
-            has_error_event: false,
-            ended: false,
-        };
-        recorder.push_event("Session Created", STATE_CHANGE, None, now);
-        let record = recorder.record().map_err(|_| Refusal::Unavailable)?;
+                failover_slate_configuration: authorized.failover_slate_configuration.clone(),
+            };
+            push_event(&mut session, "Session Created", STATE_CHANGE, None, now);
+            let body = serde_json::to_string(&session).map_err(|e| IvsError::internal(e.to_string()))?;
+            *outcome.lock().expect("session outcome lock") = Some(Ok(session));
+            Ok(StreamSessionRecord {
+                seq: 0,
+                stream_id: stream_id.clone(),
+                channel_arn: record.arn.clone(),
+                ended: false,
+                has_error_event: false,
+                body,
+            })
+        });
         let change = Change::new()
-            .require(
-                Check::Version { arn: channel_arn.clone(), version: channel_version },
-                IvsError::conflict("the channel changed"),
-            )
             .require(Check::NotLive { channel_arn: channel_arn.clone() }, IvsError::conflict("already live"))
-            .write(Write::PutStreamSession(record));
-        match recorder.store.apply(change).await {
-            Ok(()) => Ok(recorder),
-            // Updated or deleted since the key was checked: the encoder retries, and is judged
-            // again against the channel as it now is.
-            Err(ApplyError::Stale) => Err(Refusal::ChannelChanged),
-            Err(ApplyError::Rejected(_)) => Err(Refusal::AlreadyLive),
-            Err(ApplyError::Backend(error)) => {
+            .write(Write::OpenStreamSession { channel_arn: channel_arn.clone(), build });
+        let applied = store.apply(change).await;
+        let built = opened.lock().expect("session outcome lock").take();
+        match (applied, built) {
+            (Ok(()), Some(Ok(session))) => {
+                Ok(SessionRecorder { store, session, channel_arn, has_error_event: false, ended: false })
+            }
+            (Err(ApplyError::Rejected(_)), Some(Err(refusal))) => Err(refusal),
+            // Deleted since the key was checked: judged again (the key is gone with it).
+            (Err(ApplyError::Rejected(error)), _) if error.kind == openivs_model::ErrorKind::ResourceNotFound => {
+                Err(Refusal::ChannelChanged)
+            }
+            (Err(ApplyError::Rejected(_) | ApplyError::Stale), _) => Err(Refusal::AlreadyLive),
+            (Err(ApplyError::Backend(error)), _) => {
                 tracing::error!("ingest: cannot record a stream session for {channel_arn}: {error}");
                 Err(Refusal::Unavailable)
             }
+            (Ok(()), _) => Err(Refusal::Unavailable),
         }
+    }
+
+    /// The channel as the session describes it: as stored when the stream went live.
+    pub fn channel(&self) -> &Channel {
+        &self.session.channel
     }
 
     pub fn stream_id(&self) -> &str {
@@ -98,16 +133,7 @@ impl SessionRecorder {
     }
 
     fn push_event(&mut self, name: &str, event_type: &str, code: Option<&str>, at: OffsetDateTime) {
-        self.session.truncated_events.insert(
-            0,
-            StreamEvent {
-                name: name.to_owned(),
-                event_type: event_type.to_owned(),
-                event_time: timestamp::format(at),
-                code: code.map(str::to_owned),
-            },
-        );
-        self.session.truncated_events.truncate(MAX_EVENTS);
+        push_event(&mut self.session, name, event_type, code, at);
     }
 
     /// Records an event (newest first) and persists the session.
@@ -202,6 +228,20 @@ impl SessionRecorder {
     async fn persist(&self) -> Result<(), IvsError> {
         self.store.put_stream_session(&self.record()?).await
     }
+}
+
+/// Adds an event to a session, newest first, keeping the newest [`MAX_EVENTS`].
+fn push_event(session: &mut StreamSession, name: &str, event_type: &str, code: Option<&str>, at: OffsetDateTime) {
+    session.truncated_events.insert(
+        0,
+        StreamEvent {
+            name: name.to_owned(),
+            event_type: event_type.to_owned(),
+            event_time: timestamp::format(at),
+            code: code.map(str::to_owned),
+        },
+    );
+    session.truncated_events.truncate(MAX_EVENTS);
 }
 
 /// Ends the sessions a previous run left open (it stopped while they were live): their publishers

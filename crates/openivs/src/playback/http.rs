@@ -51,6 +51,11 @@ fn not_found(what: &str) -> Response {
     response(StatusCode::NOT_FOUND, "text/plain", "no-cache", format!("{what}\n"))
 }
 
+/// IVS's answer when the concurrent-viewer quota is reached.
+fn too_many_viewers() -> Response {
+    response(StatusCode::TOO_MANY_REQUESTS, "text/plain", "no-cache", "Too many viewers\n")
+}
+
 fn bad_request(what: &str) -> Response {
     response(StatusCode::BAD_REQUEST, "text/plain", "no-cache", format!("{what}\n"))
 }
@@ -81,7 +86,11 @@ async fn wait_until(playback: &ChannelPlayback, limit: Duration, ready: impl Fn(
     waited.is_ok() && ready(&playback.state.read().expect("playlist lock"))
 }
 
-pub async fn multivariant(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+pub async fn multivariant(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Extension(ClientAddress(address)): Extension<ClientAddress>,
+) -> Response {
     let Some(arn) = channel_arn_of(&name) else { return not_found("No such channel") };
     if !state.api.live.is_live(&arn) {
         return not_found("The channel is not broadcasting");
@@ -92,6 +101,9 @@ pub async fn multivariant(State(state): State<Arc<AppState>>, Path(name): Path<S
     // A stream that just started has no complete segment yet (so no measured bandwidth, and
     // nothing to play): give it the moment it takes.
     wait_until(&playback, Duration::from_secs(5), |s| !s.segments.is_empty()).await;
+    if !state.api.playback.viewers.would_admit(&arn, address) {
+        return too_many_viewers();
+    }
     // The session is a signed token: nothing is held until it fetches media.
     let session = state.api.playback.viewers.issue(&arn, channel.latency_mode == "LOW");
     let (codecs, resolution, bandwidth, frame_rate) = {
@@ -134,10 +146,7 @@ pub async fn media(
     let viewer = match state.api.playback.viewers.touch(&session, &channel_arn, address) {
         Ok(viewer) => viewer,
         Err(Refused::Unknown) => return not_found("No such playback session"),
-        // IVS's answer when the concurrent-viewer quota is reached.
-        Err(Refused::TooMany) => {
-            return response(StatusCode::TOO_MANY_REQUESTS, "text/plain", "no-cache", "Too many viewers\n");
-        }
+        Err(Refused::TooMany) => return too_many_viewers(),
     };
     let Some(playback) = state.api.playback.channel(&viewer.channel_arn) else {
         return not_found("The channel is not broadcasting");

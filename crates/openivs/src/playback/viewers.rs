@@ -149,12 +149,7 @@ impl ViewerSessions {
         }
         let low_latency = self.verify(id, channel_arn).ok_or(Refused::Unknown)?;
         held.sweep(now, Duration::from_secs(self.limits.playback_viewer_session_idle));
-        let full = held.sessions.len() >= self.limits.playback_max_viewer_sessions
-            || held.per_channel.get(channel_arn).copied().unwrap_or(0)
-                >= self.limits.playback_max_viewer_sessions_per_channel
-            || held.per_address.get(&address).copied().unwrap_or(0)
-                >= self.limits.playback_max_viewer_sessions_per_address;
-        if full {
+        if self.full(&held, channel_arn, address) {
             return Err(Refused::TooMany);
         }
         let session = ViewerSession { channel_arn: channel_arn.to_owned(), low_latency, address, last_seen: now };
@@ -162,6 +157,22 @@ impl ViewerSessions {
         *held.per_address.entry(address).or_insert(0) += 1;
         held.sessions.insert(id.to_owned(), session.clone());
         Ok(session)
+    }
+
+    /// Whether a new session of this channel from this address would be held now (the
+    /// multivariant playlist answers 429 at once when it would not, as IVS does).
+    pub fn would_admit(&self, channel_arn: &str, address: IpAddr) -> bool {
+        let mut held = self.held.lock().expect("viewer sessions lock");
+        held.sweep(Instant::now(), Duration::from_secs(self.limits.playback_viewer_session_idle));
+        !self.full(&held, channel_arn, address)
+    }
+
+    fn full(&self, held: &Held, channel_arn: &str, address: IpAddr) -> bool {
+        held.sessions.len() >= self.limits.playback_max_viewer_sessions
+            || held.per_channel.get(channel_arn).copied().unwrap_or(0)
+                >= self.limits.playback_max_viewer_sessions_per_channel
+            || held.per_address.get(&address).copied().unwrap_or(0)
+                >= self.limits.playback_max_viewer_sessions_per_address
     }
 
     /// Sessions of a channel that made a request within the idle time (IVS: the last minute).
@@ -216,6 +227,7 @@ mod tests {
         let first = issue();
         viewers.touch(&first, CHANNEL, a).unwrap();
         viewers.touch(&issue(), CHANNEL, a).unwrap();
+        assert!(!viewers.would_admit(CHANNEL, a));
         assert_eq!(viewers.touch(&issue(), CHANNEL, a).unwrap_err(), Refused::TooMany, "per address");
         // A session already held keeps working.
         viewers.touch(&first, CHANNEL, a).unwrap();

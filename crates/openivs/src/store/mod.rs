@@ -127,6 +127,13 @@ pub enum Write {
     },
     /// Inserts or replaces a stream session (by stream id).
     PutStreamSession(StreamSessionRecord),
+    /// Inserts a new stream session built from its channel as stored when the change applies, so
+    /// the session describes the channel exactly as it was when it went live. A missing channel
+    /// refuses the change (`ResourceNotFoundException`), as does an error from `build`.
+    OpenStreamSession {
+        channel_arn: String,
+        build: FromRecord<StreamSessionRecord>,
+    },
     /// Records a viewer-session revocation; a later one raises the version, never lowers it.
     RevokeViewer(ViewerRevocation),
     /// Sets a server setting unless it is set already.
@@ -136,24 +143,33 @@ pub enum Write {
     },
 }
 
+/// A computation over a resource as it is stored when a change is applied, inside the change:
+/// the stored record in, what to write out (or an error that refuses the change).
+pub struct FromRecord<T>(pub Arc<dyn Fn(Record) -> Result<T, IvsError> + Send + Sync>);
+
 /// The edit of a [`Write::Modify`]: the stored record in, the record to store out.
-#[derive(Clone)]
-pub struct Edit(pub Arc<dyn Fn(Record) -> Result<Record, IvsError> + Send + Sync>);
+pub type Edit = FromRecord<Record>;
 
-impl Edit {
-    pub fn new(edit: impl Fn(Record) -> Result<Record, IvsError> + Send + Sync + 'static) -> Edit {
-        Edit(Arc::new(edit))
+impl<T> FromRecord<T> {
+    pub fn new(compute: impl Fn(Record) -> Result<T, IvsError> + Send + Sync + 'static) -> FromRecord<T> {
+        FromRecord(Arc::new(compute))
     }
 }
 
-impl std::fmt::Debug for Edit {
+impl<T> Clone for FromRecord<T> {
+    fn clone(&self) -> Self {
+        FromRecord(self.0.clone())
+    }
+}
+
+impl<T> std::fmt::Debug for FromRecord<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Edit(..)")
+        f.write_str("FromRecord(..)")
     }
 }
 
-impl PartialEq for Edit {
-    fn eq(&self, other: &Edit) -> bool {
+impl<T> PartialEq for FromRecord<T> {
+    fn eq(&self, other: &FromRecord<T>) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
     }
 }

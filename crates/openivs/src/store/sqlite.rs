@@ -268,18 +268,43 @@ async fn put_record(tx: &mut SqliteConnection, record: &Record) -> Result<(), sq
     Ok(())
 }
 
+/// A resource as stored, inside the transaction; a missing one refuses the change.
+async fn stored_record(tx: &mut SqliteConnection, arn: &str) -> Result<Record, ApplyError> {
+    let sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE arn = ?");
+    let row = sqlx::query(AssertSqlSafe(sql)).bind(arn).fetch_optional(&mut *tx).await.map_err(store_error)?;
+    let Some(row) = row else {
+        return Err(ApplyError::Rejected(IvsError::not_found(format!("The resource {arn} was not found"))));
+    };
+    record_from_row(&row).map_err(|e| ApplyError::Backend(e.message))
+}
+
+async fn put_stream_session(tx: &mut SqliteConnection, session: &StreamSessionRecord) -> Result<(), ApplyError> {
+    sqlx::query(
+        "INSERT INTO stream_sessions (stream_id, channel_arn, ended, has_error_event, body) VALUES (?, ?, ?, ?, ?) \
+         ON CONFLICT (stream_id) DO UPDATE SET ended = excluded.ended, \
+         has_error_event = excluded.has_error_event, body = excluded.body",
+    )
+    .bind(&session.stream_id)
+    .bind(&session.channel_arn)
+    .bind(session.ended)
+    .bind(session.has_error_event)
+    .bind(&session.body)
+    .execute(&mut *tx)
+    .await
+    .map_err(store_error)?;
+    Ok(())
+}
+
 async fn perform(tx: &mut SqliteConnection, write: &Write) -> Result<(), ApplyError> {
     match write {
         Write::Put(record) => put_record(tx, record).await.map_err(store_error)?,
         Write::Modify { arn, edit } => {
-            let sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE arn = ?");
-            let row = sqlx::query(AssertSqlSafe(sql)).bind(arn).fetch_optional(&mut *tx).await.map_err(store_error)?;
-            let Some(row) = row else {
-                return Err(ApplyError::Rejected(IvsError::not_found(format!("The resource {arn} was not found"))));
-            };
-            let current = record_from_row(&row).map_err(|e| ApplyError::Backend(e.message))?;
-            let updated = (edit.0)(current).map_err(ApplyError::Rejected)?;
+            let updated = (edit.0)(stored_record(tx, arn).await?).map_err(ApplyError::Rejected)?;
             put_record(tx, &updated).await.map_err(store_error)?;
+        }
+        Write::OpenStreamSession { channel_arn, build } => {
+            let session = (build.0)(stored_record(tx, channel_arn).await?).map_err(ApplyError::Rejected)?;
+            put_stream_session(tx, &session).await?;
         }
         Write::Delete { arn } => {
             sqlx::query("DELETE FROM resource_references WHERE from_arn = ?")
@@ -307,21 +332,7 @@ async fn perform(tx: &mut SqliteConnection, write: &Write) -> Result<(), ApplyEr
                 .await
                 .map_err(store_error)?;
         }
-        Write::PutStreamSession(session) => {
-            sqlx::query(
-                "INSERT INTO stream_sessions (stream_id, channel_arn, ended, has_error_event, body) VALUES (?, ?, ?, ?, ?) \
-                 ON CONFLICT (stream_id) DO UPDATE SET ended = excluded.ended, \
-                 has_error_event = excluded.has_error_event, body = excluded.body",
-            )
-            .bind(&session.stream_id)
-            .bind(&session.channel_arn)
-            .bind(session.ended)
-            .bind(session.has_error_event)
-            .bind(&session.body)
-            .execute(&mut *tx)
-            .await
-            .map_err(store_error)?;
-        }
+        Write::PutStreamSession(session) => put_stream_session(tx, session).await?,
         Write::RevokeViewer(revocation) => {
             sqlx::query(
                 "INSERT INTO viewer_revocations (channel_arn, viewer_id, max_version) VALUES (?, ?, ?) \

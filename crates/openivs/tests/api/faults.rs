@@ -644,6 +644,8 @@ async fn a_flood_of_anonymous_viewers_locks_nobody_out() {
         }
     }
     assert_eq!((held, refused), (50, 30));
+    // Its next playlist request is refused at once, as IVS refuses at the playbackUrl.
+    assert_eq!(connections[1].get(&playback_path).0, 429);
 
     // Another viewer still gets in, and plays.
     let mut viewer = KeepAlive::open([127, 0, 0, 6], server.port).await;
