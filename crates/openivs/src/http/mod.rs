@@ -6,6 +6,8 @@
 
 pub mod listener;
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,6 +24,7 @@ use time::OffsetDateTime;
 use crate::api::Api;
 use crate::auth::Authenticator;
 use crate::auth::sigv4::RequestParts;
+use listener::ClientAddress;
 
 pub struct AppState {
     pub api: Api,
@@ -29,13 +32,53 @@ pub struct AppState {
     pub limits: crate::settings::Limits,
     /// Bytes of request bodies being received, over all connections (`http_request_body_memory`);
     /// a request holds its share (its Content-Length) while its body arrives and is handled.
-    pub body_memory: tokio::sync::Semaphore,
+    body_memory: tokio::sync::Semaphore,
+    /// The same bytes by client address: one address may hold at most an eighth of the budget,
+    /// so a client that stalls bodies cannot throttle everyone else.
+    body_memory_by_address: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// An address's share of the body memory, given back on drop.
+struct AddressBodyShare<'a> {
+    held: &'a std::sync::Mutex<HashMap<IpAddr, usize>>,
+    address: IpAddr,
+    bytes: usize,
+}
+
+impl Drop for AddressBodyShare<'_> {
+    fn drop(&mut self) {
+        let mut held = self.held.lock().expect("body memory lock");
+        if let Some(bytes) = held.get_mut(&self.address) {
+            *bytes -= self.bytes;
+            if *bytes == 0 {
+                held.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// What a request holds of the body memory while it is handled.
+pub struct BodyMemory<'a> {
+    _total: tokio::sync::SemaphorePermit<'a>,
+    _address: AddressBodyShare<'a>,
 }
 
 impl AppState {
     pub fn new(api: Api, auth: Authenticator, limits: crate::settings::Limits) -> AppState {
         let body_memory = tokio::sync::Semaphore::new(limits.http_request_body_memory.min(u32::MAX as usize));
-        AppState { api, auth, limits, body_memory }
+        AppState { api, auth, limits, body_memory, body_memory_by_address: Default::default() }
+    }
+
+    /// Reserves `bytes` for `address`, within its eighth of the body memory.
+    fn reserve_for_address(&self, address: IpAddr, bytes: usize) -> Option<AddressBodyShare<'_>> {
+        let cap = (self.limits.http_request_body_memory / 8).max(self.limits.http_max_request_body);
+        let mut held = self.body_memory_by_address.lock().expect("body memory lock");
+        let current = held.entry(address).or_insert(0);
+        if *current + bytes > cap {
+            return None;
+        }
+        *current += bytes;
+        Some(AddressBodyShare { held: &self.body_memory_by_address, address, bytes })
     }
 
     /// The request's body, read within its limits: at most `http_max_request_body` bytes
@@ -45,8 +88,9 @@ impl AppState {
     async fn read_body(
         &self,
         headers: &axum::http::HeaderMap,
+        address: IpAddr,
         body: Body,
-    ) -> Result<(Bytes, tokio::sync::SemaphorePermit<'_>), IvsError> {
+    ) -> Result<(Bytes, BodyMemory<'_>), IvsError> {
         let max = self.limits.http_max_request_body;
         let too_large = || IvsError::validation(format!("Request body must be at most {max} bytes"));
         let declared = match headers.get(header::CONTENT_LENGTH) {
@@ -67,12 +111,14 @@ impl AppState {
         // One deadline for waiting on the shared memory and for the bytes to arrive.
         let deadline = tokio::time::Instant::now() + crate::settings::Limits::seconds(self.limits.http_body_timeout);
         let share = declared.clamp(1, self.limits.http_request_body_memory.max(1));
-        let share = u32::try_from(share).unwrap_or(u32::MAX);
-        let permit = tokio::time::timeout_at(deadline, self.body_memory.acquire_many(share))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .ok_or_else(|| IvsError::throttling("The server is receiving too many request bodies; retry"))?;
+        let throttled = || IvsError::throttling("The server is receiving too many request bodies; retry");
+        let for_address = self.reserve_for_address(address, share).ok_or_else(throttled)?;
+        let total =
+            tokio::time::timeout_at(deadline, self.body_memory.acquire_many(u32::try_from(share).unwrap_or(u32::MAX)))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or_else(throttled)?;
         let body = tokio::time::timeout_at(deadline, axum::body::to_bytes(body, declared))
             .await
             .map_err(|_| {
@@ -82,7 +128,7 @@ impl AppState {
                 ))
             })?
             .map_err(|_| too_large())?;
-        Ok((body, permit))
+        Ok((body, BodyMemory { _total: total, _address: for_address }))
     }
 }
 
@@ -195,7 +241,8 @@ async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> 
         };
         // Who is asking, as far as the headers tell, before any of the body is buffered.
         state.auth.precheck(&signed, OffsetDateTime::now_utc())?;
-        let (body, _body_memory) = state.read_body(&parts.headers, body).await?;
+        let address = parts.extensions.get::<ClientAddress>().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.0);
+        let (body, _body_memory) = state.read_body(&parts.headers, address, body).await?;
         signed.body = &body;
         let caller = state.auth.authenticate(&signed, OffsetDateTime::now_utc())?;
         let input = gather_input(operation, label, parts.uri.query(), &body)?;
