@@ -1,16 +1,16 @@
 //! AMF0 (Action Message Format 0): the encoding of RTMP command messages (`connect`,
 //! `publish`, …) and of metadata (`onMetaData`). Decoding is bounded: nesting is limited, every
-//! length is checked against the bytes actually present, and one message decodes to at most
-//! [`MAX_VALUES`] values (a value takes one byte on the wire but tens in memory, so without a
-//! count a message of a few MB could expand to hundreds). Hostile input costs at most its own
-//! size plus a fixed amount.
+//! length is checked against the bytes actually present, and one message decodes to at most a
+//! given number of values ([`decode_all_bounded`]; [`MAX_VALUES`] by default): a value takes one
+//! byte on the wire but tens in memory, so without a count a message of a few MB could expand to
+//! hundreds. Hostile input costs at most its own size plus a fixed amount.
 
 use crate::{ParseError, Result};
 
 /// Deepest nesting of objects and arrays accepted.
 const MAX_DEPTH: usize = 16;
-/// Most values (and object properties) one message may decode to. Commands hold about ten,
-/// `onMetaData` a few dozen.
+/// Most values (and object properties) one message decodes to by default. Commands hold about
+/// ten, `onMetaData` a few dozen.
 pub const MAX_VALUES: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -148,9 +148,16 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Decodes every value in `bytes` (a command message is a sequence of values).
+/// Decodes every value in `bytes` (a command message is a sequence of values), at most
+/// [`MAX_VALUES`] of them.
 pub fn decode_all(bytes: &[u8]) -> Result<Vec<Value>> {
-    let mut reader = Reader { bytes, budget: MAX_VALUES };
+    decode_all_bounded(bytes, MAX_VALUES)
+}
+
+/// Decodes every value in `bytes`, refusing input that holds more than `max_values` values
+/// (nested ones and object properties included).
+pub fn decode_all_bounded(bytes: &[u8], max_values: usize) -> Result<Vec<Value>> {
+    let mut reader = Reader { bytes, budget: max_values };
     let mut values = Vec::new();
     while !reader.bytes.is_empty() {
         values.push(reader.value(0)?);

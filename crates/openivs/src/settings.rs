@@ -157,6 +157,9 @@ limits! {
     /// Seconds a connection may take to send a request's headers, counted from when it connected
     /// or its previous response was sent (so also the keep-alive idle time). [default: 30]
     http_header_timeout: u64 = 30, "OPENIVS_HTTP_HEADER_TIMEOUT";
+    /// Largest request head (request line and headers) buffered, in bytes; at least 8192.
+    /// [default: 16384]
+    http_max_header_bytes: usize = 16384, "OPENIVS_HTTP_MAX_HEADER_BYTES";
     /// Seconds a request's body may take to arrive once its headers have. [default: 10]
     http_body_timeout: u64 = 10, "OPENIVS_HTTP_BODY_TIMEOUT";
     /// Seconds a response may stall (the client reads nothing) before the connection is closed.
@@ -170,6 +173,8 @@ limits! {
     http_request_body_memory: usize = 32 << 20, "OPENIVS_HTTP_REQUEST_BODY_MEMORY";
     /// RTMP (and, separately, RTMPS) connections held at once; more are closed. [default: 4096]
     ingest_max_connections: usize = 4096, "OPENIVS_INGEST_MAX_CONNECTIONS";
+    /// Seconds an RTMPS connection may take to complete its TLS handshake. [default: 10]
+    ingest_tls_handshake_timeout: u64 = 10, "OPENIVS_INGEST_TLS_HANDSHAKE_TIMEOUT";
     /// Seconds from connecting to an accepted publish (handshake, connect, publish). [default: 10]
     ingest_setup_timeout: u64 = 10, "OPENIVS_INGEST_SETUP_TIMEOUT";
     /// Seconds without media progress after which a stream ends (IngestTimeout). [default: 30]
@@ -178,6 +183,8 @@ limits! {
     ingest_max_setup_message: usize = 16384, "OPENIVS_INGEST_MAX_SETUP_MESSAGE";
     /// Largest RTMP message (a video frame) accepted from a publisher, in bytes. [default: 8388608]
     ingest_max_message: usize = 8 << 20, "OPENIVS_INGEST_MAX_MESSAGE";
+    /// Most AMF0 values (commands, metadata) one RTMP message may decode to. [default: 4096]
+    ingest_max_amf0_values: usize = 4096, "OPENIVS_INGEST_MAX_AMF0_VALUES";
     /// Largest AVC decoder configuration (SPS and PPS) accepted, in bytes. [default: 16384]
     ingest_max_decoder_configuration: usize = 16384, "OPENIVS_INGEST_MAX_DECODER_CONFIGURATION";
     /// Longest segment, in seconds of media or of arrival time: a segment without a keyframe
@@ -185,6 +192,8 @@ limits! {
     playback_max_segment_duration: u64 = 12, "OPENIVS_PLAYBACK_MAX_SEGMENT_DURATION";
     /// Largest segment, in bytes: a segment this large is cut anyway. [default: 16777216]
     playback_max_segment_bytes: usize = 16 << 20, "OPENIVS_PLAYBACK_MAX_SEGMENT_BYTES";
+    /// Largest low-latency part, in bytes: a part this large is cut anyway. [default: 2097152]
+    playback_max_part_bytes: usize = 2 << 20, "OPENIVS_PLAYBACK_MAX_PART_BYTES";
     /// Bytes of completed segments a live channel keeps in memory (the playlist window).
     /// [default: 41943040]
     playback_max_window_bytes: usize = 40 << 20, "OPENIVS_PLAYBACK_MAX_WINDOW_BYTES";

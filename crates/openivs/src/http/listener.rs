@@ -5,7 +5,7 @@
 //! - a header timeout, counted from when the connection is idle (just accepted, or its previous
 //!   response sent) to the end of the next request's headers: it bounds slow headers and idle
 //!   keep-alive alike;
-//! - a bounded header buffer;
+//! - a bounded header buffer (`http_max_header_bytes`);
 //! - a send timeout ([`StallGuard`]): a response the client stops reading closes the connection.
 //!
 //! Request bodies are bounded in the control-plane pipeline (`http::control_plane`): size,
@@ -34,9 +34,8 @@ use crate::settings::Limits;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub IpAddr);
 
-/// Largest request head (request line and headers) buffered; also what a connection can make
-/// the server buffer before its request is authenticated.
-const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// hyper's smallest read buffer: `http_max_header_bytes` is raised to it.
+const MIN_HEAD_BYTES: usize = 8192;
 /// How long open connections may take to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -89,7 +88,8 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(Limits::seconds(limits.http_header_timeout))
-        .max_buf_size(MAX_HEAD_BYTES);
+        // Also what a connection can make the server buffer before its request is authenticated.
+        .max_buf_size(limits.http_max_header_bytes.max(MIN_HEAD_BYTES));
     let builder = Arc::new(builder);
     tokio::pin!(shutdown);
     loop {

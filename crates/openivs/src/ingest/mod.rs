@@ -26,8 +26,6 @@ use crate::store::Store;
 
 /// How often a publish is judged again when its channel keeps changing under it.
 const OPEN_ATTEMPTS: usize = 5;
-/// The TLS handshake must finish within this.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct IngestContext {
     pub store: Arc<dyn Store>,
@@ -157,6 +155,7 @@ pub async fn run_listener(
 ) {
     let slots = Arc::new(Semaphore::new(context.limits.ingest_max_connections));
     let secure = tls.is_some();
+    let tls_handshake_timeout = crate::settings::Limits::seconds(context.limits.ingest_tls_handshake_timeout);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -181,7 +180,7 @@ pub async fn run_listener(
         tokio::spawn(async move {
             let _slot = slot;
             match tls {
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                Some(acceptor) => match tokio::time::timeout(tls_handshake_timeout, acceptor.accept(socket)).await {
                     Ok(Ok(stream)) => rtmp::serve(stream, secure, peer, context).await,
                     Ok(Err(error)) => tracing::debug!("ingest: TLS handshake with {peer} failed: {error}"),
                     Err(_) => tracing::debug!("ingest: TLS handshake with {peer} timed out"),

@@ -251,7 +251,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     message_type::WINDOW_ACK_SIZE => self.note_window(&message),
                     message_type::COMMAND_AMF0 | message_type::COMMAND_AMF3 => {
                         let payload = amf_payload(&message);
-                        let values = amf0::decode_all(payload).map_err(|e| e.to_string())?;
+                        let values = amf0::decode_all_bounded(payload, context.limits.ingest_max_amf0_values)
+                            .map_err(|e| e.to_string())?;
                         if let Some(done) = self.setup_command(&values, &message, secure, context).await? {
                             return Ok(done);
                         }
@@ -573,13 +574,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             message_type::VIDEO => self.on_video(state, &message).await,
             message_type::AUDIO => self.on_audio(state, &message).await,
             message_type::DATA_AMF0 | message_type::DATA_AMF3 => {
-                if let Ok(values) = amf0::decode_all(amf_payload(&message)) {
+                if let Ok(values) = amf0::decode_all_bounded(amf_payload(&message), state.bounds.ingest_max_amf0_values)
+                {
                     on_data(state, &values);
                 }
                 Ok(None)
             }
             message_type::COMMAND_AMF0 | message_type::COMMAND_AMF3 => {
-                let values = amf0::decode_all(amf_payload(&message)).unwrap_or_default();
+                let values = amf0::decode_all_bounded(amf_payload(&message), state.bounds.ingest_max_amf0_values)
+                    .unwrap_or_default();
                 match values.first().and_then(Value::as_str) {
                     Some("FCUnpublish" | "deleteStream" | "closeStream") => Ok(Some((Ok(()), None))),
                     _ => Ok(None),

@@ -8,7 +8,7 @@
 //! What a publisher sends cannot make the window grow without bound: a segment that reaches
 //! `playback_max_segment_duration` (of media time, or of arrival time when timestamps do not
 //! advance) or `playback_max_segment_bytes` without a keyframe is cut anyway, a part is cut at
-//! [`MAX_PART_BYTES`], and completed segments are dropped once the window holds more than
+//! `playback_max_part_bytes`, and completed segments are dropped once the window holds more than
 //! [`WINDOW_SEGMENTS`] or `playback_max_window_bytes`.
 
 use std::collections::VecDeque;
@@ -37,8 +37,6 @@ pub const PART_TARGET: f64 = 0.33334;
 const WINDOW_SEGMENTS: usize = 8;
 /// Frames the bandwidth estimate looks back over at most (10 s of 120 fps video with audio).
 const MAX_BANDWIDTH_FRAMES: usize = 2048;
-/// A part is cut before a frame once it holds this much media, whatever the timestamps say.
-const MAX_PART_BYTES: usize = 2 << 20;
 /// 90 kHz timestamps start here, so PCR and DTS never go below zero.
 const TIMESTAMP_OFFSET_MS: i64 = 1000;
 
@@ -254,7 +252,9 @@ impl Packager {
             self.close_segment(&mut state, frame.dts_ms);
             self.open_segment(&mut state, frame);
         } else if let Some(mut open) = state.open.take() {
-            if (is_video && frame.dts_ms - open.part_start_dts >= PART_CUT) || open.part_bytes >= MAX_PART_BYTES {
+            if (is_video && frame.dts_ms - open.part_start_dts >= PART_CUT)
+                || open.part_bytes >= self.limits.playback_max_part_bytes
+            {
                 self.close_part(&mut open, frame.dts_ms, false);
             }
             state.open = Some(open);

@@ -227,6 +227,15 @@ async fn slow_idle_and_stalled_http_clients_are_cut_off() {
     assert!(trickled_for < Duration::from_secs(5), "slow headers were accepted for {trickled_for:?}");
     assert_responsive(&server).await;
 
+    // Headers larger than the header buffer (16 KiB) are refused, not buffered.
+    let mut huge_head = connect_from(attacker, port).await.unwrap();
+    let padding = "a".repeat(20_000);
+    let _ = huge_head.write_all(format!("GET /x HTTP/1.1\r\nhost: x\r\nx-pad: {padding}\r\n\r\n").as_bytes());
+    let (answer, took) = read_until_closed(&mut huge_head);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(took < Duration::from_secs(1));
+
     // A body without credentials is refused from the headers, before any of it is read.
     let mut unsigned = connect_from(attacker, port).await.unwrap();
     unsigned
