@@ -429,7 +429,21 @@ fn backend_message(error: &ApplyError) -> String {
     }
 }
 
+/// A statement's failure: a constraint the change breaks refuses that change alone (SQLite
+/// undoes just the statement); anything else is a storage failure, which fails the group.
 fn store_error(error: sqlx::Error) -> ApplyError {
+    use sqlx::error::ErrorKind;
+    if let sqlx::Error::Database(database) = &error
+        && matches!(
+            database.kind(),
+            ErrorKind::UniqueViolation
+                | ErrorKind::ForeignKeyViolation
+                | ErrorKind::NotNullViolation
+                | ErrorKind::CheckViolation
+        )
+    {
+        return ApplyError::Rejected(IvsError::internal(format!("the store refused the change: {error}")));
+    }
     ApplyError::Backend(format!("store error: {error}"))
 }
 
@@ -730,6 +744,26 @@ mod tests {
         let query =
             ListQuery { account: "123456789012".into(), region: "us-west-2".into(), limit: 100, ..Default::default() };
         assert_eq!(store.list(&query).await.unwrap().len(), 10);
+        store.close().await;
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_broken_constraint_refuses_only_its_change() {
+        let (store, dir) = temp_store("constraint").await;
+        let mut first = record("arn:u1");
+        first.unique_key = Some("k".into());
+        store.apply(Change::new().write(Write::Put(first))).await.unwrap();
+        let mut twin = record("arn:u2");
+        twin.unique_key = Some("k".into());
+        let (refused, fine) = tokio::join!(
+            store.apply(Change::new().write(Write::Put(twin))),
+            store.apply(Change::new().write(Write::Put(record("arn:u3"))))
+        );
+        assert!(matches!(refused, Err(ApplyError::Rejected(_))), "{refused:?}");
+        fine.unwrap();
+        assert!(store.get("arn:u2").await.unwrap().is_none());
+        assert!(store.get("arn:u3").await.unwrap().is_some());
         store.close().await;
         std::fs::remove_dir_all(dir).ok();
     }
