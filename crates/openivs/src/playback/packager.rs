@@ -252,10 +252,16 @@ impl Packager {
             self.close_segment(&mut state, frame.dts_ms);
             self.open_segment(&mut state, frame);
         } else if let Some(mut open) = state.open.take() {
-            if (is_video && frame.dts_ms - open.part_start_dts >= PART_CUT)
+            // A keyframe starts a part of its own, so every part that begins with one can be
+            // marked INDEPENDENT (and played from) as a whole.
+            if keyframe
+                || (is_video && frame.dts_ms - open.part_start_dts >= PART_CUT)
                 || open.part_bytes >= self.limits.playback_max_part_bytes
             {
                 self.close_part(&mut open, frame.dts_ms, false);
+            }
+            if keyframe && open.part_bytes == 0 {
+                open.part_independent = true;
             }
             state.open = Some(open);
         }
@@ -313,7 +319,8 @@ impl Packager {
             open.part_data = fmp4_fragment(frames, *fragment_sequence, audio_time, self.audio.as_ref(), end_dts);
             frames.clear();
         }
-        if open.part_data.is_empty() {
+        // Nothing of the media in it yet (a TS part already holds its PAT and PMT).
+        if open.part_bytes == 0 {
             return;
         }
         let duration = (end_dts - open.part_start_dts).max(1) as f64 / 1000.0;
@@ -324,6 +331,10 @@ impl Packager {
         open.part_bytes = 0;
         if !segment_end {
             open.part_data = Vec::with_capacity(32 * 1024);
+            // Every TS part starts with the tables, so a player can demux it on its own.
+            if let Writer::Ts(muxer) = &mut self.writer {
+                muxer.write_tables(&mut open.part_data);
+            }
         }
         self.completed = true;
     }

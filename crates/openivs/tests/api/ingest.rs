@@ -22,22 +22,33 @@ struct Pattern {
     rate: u32,
     video_bitrate: &'static str,
     seconds: u32,
+    /// Frames from one keyframe to the next.
+    keyframe_interval: u32,
 }
 
-const PATTERN_720P: Pattern = Pattern { size: "1280x720", rate: 30, video_bitrate: "2500k", seconds: 10 };
-const PATTERN_720P_6M: Pattern = Pattern { size: "1280x720", rate: 30, video_bitrate: "6000k", seconds: 10 };
-const PATTERN_1440P: Pattern = Pattern { size: "2560x1440", rate: 10, video_bitrate: "3000k", seconds: 2 };
+const PATTERN_720P: Pattern =
+    Pattern { size: "1280x720", rate: 30, video_bitrate: "2500k", seconds: 10, keyframe_interval: 60 };
+const PATTERN_720P_1S_GOP: Pattern =
+    Pattern { size: "1280x720", rate: 30, video_bitrate: "2500k", seconds: 10, keyframe_interval: 30 };
+const PATTERN_720P_6M: Pattern =
+    Pattern { size: "1280x720", rate: 30, video_bitrate: "6000k", seconds: 10, keyframe_interval: 60 };
+const PATTERN_1440P: Pattern =
+    Pattern { size: "2560x1440", rate: 10, video_bitrate: "3000k", seconds: 2, keyframe_interval: 20 };
 
 fn encode(pattern: &Pattern) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("openivs-test-media-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(format!("pattern-{}-{}-{}.flv", pattern.size, pattern.rate, pattern.video_bitrate));
+    let path = dir.join(format!(
+        "pattern-{}-{}-{}-g{}.flv",
+        pattern.size, pattern.rate, pattern.video_bitrate, pattern.keyframe_interval
+    ));
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(["-f", "lavfi", "-i", &format!("testsrc2=size={}:rate={}", pattern.size, pattern.rate)])
         .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
         .args(["-t", &pattern.seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", &(2 * pattern.rate).to_string()])
+        .args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"])
+        .args(["-g", &pattern.keyframe_interval.to_string(), "-keyint_min", &pattern.keyframe_interval.to_string()])
         .args(["-b:v", pattern.video_bitrate, "-maxrate", pattern.video_bitrate, "-bufsize", pattern.video_bitrate])
         .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "flv"])
         .arg(&path)
@@ -50,6 +61,12 @@ fn encode(pattern: &Pattern) -> PathBuf {
 pub(crate) fn pattern_720p() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| encode(&PATTERN_720P))
+}
+
+/// The 720p pattern with a keyframe every second (two in each 2 s segment).
+pub(crate) fn pattern_720p_1s_gop() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| encode(&PATTERN_720P_1S_GOP))
 }
 
 /// An ffmpeg process publishing a file in real time, in a loop; killed on drop.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ivs::types::{ChannelLatencyMode, ChannelType, ContainerFormat};
 
 use crate::harness::{RawResponse, Server, raw_request};
-use crate::ingest::{Publisher, pattern_720p, wait_live, wait_offline};
+use crate::ingest::{Publisher, pattern_720p, pattern_720p_1s_gop, wait_live, wait_offline};
 
 fn get(server: &Server, path_and_query: &str) -> RawResponse {
     raw_request(server, "GET", path_and_query, &[], "")
@@ -26,12 +26,21 @@ async fn live_channel(
     latency: ChannelLatencyMode,
     container: ContainerFormat,
 ) -> (String, String, Publisher) {
+    live_channel_with(server, latency, container, pattern_720p()).await
+}
+
+async fn live_channel_with(
+    server: &Server,
+    latency: ChannelLatencyMode,
+    container: ContainerFormat,
+    media: &std::path::Path,
+) -> (String, String, Publisher) {
     let out = server.client().create_channel().latency_mode(latency).container_format(container).send().await.unwrap();
     let channel = out.channel().unwrap();
     let arn = channel.arn().unwrap().to_owned();
     let url =
         format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
-    let publisher = Publisher::start(&url, pattern_720p());
+    let publisher = Publisher::start(&url, media);
     wait_live(server, &arn, Duration::from_secs(15)).await;
     (arn, channel.playback_url().unwrap().to_owned(), publisher)
 }
@@ -98,6 +107,49 @@ fn decode(url: &str, seconds: u32) -> String {
     // `-v error`: anything printed is a decoding error.
     assert!(errors.trim().is_empty(), "ffmpeg reported errors while decoding {url}: {errors}");
     errors
+}
+
+/// Every MPEG-TS part can be read on its own (players such as Shaka's transmuxer, or VHS
+/// starting mid-segment, demux each part alone): each starts with PAT and PMT, and each part
+/// marked INDEPENDENT starts with a keyframe with its SPS and PPS, and decodes by itself. A
+/// keyframe in the middle of a segment starts a part.
+#[tokio::test]
+async fn low_latency_ts_parts_decode_on_their_own() {
+    let server = Server::start();
+    let (_arn, playback_url, _publisher) =
+        live_channel_with(&server, ChannelLatencyMode::LowLatency, ContainerFormat::Ts, pattern_720p_1s_gop()).await;
+    let media = open_session(&server, &playback_url);
+    let base = base_of(&media).to_owned();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let playlist = get(&server, &media).body;
+    let dir = std::env::temp_dir().join(format!("openivs-parts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut independent_mid_segment = 0;
+    let mut checked = 0;
+    for line in playlist.lines().filter_map(|l| l.strip_prefix("#EXT-X-PART:")) {
+        let uri = line.split("URI=\"").nth(1).unwrap().split('"').next().unwrap();
+        let independent = line.contains("INDEPENDENT=YES");
+        let part = get(&server, &format!("{base}/{uri}"));
+        assert_eq!(part.status, 200);
+        // Sync byte, then PID 0 (the PAT) with payload_unit_start.
+        assert_eq!(&part.body_bytes[..3], &[0x47, 0x40, 0x00], "{uri} does not start with a PAT");
+        let file = dir.join(uri);
+        std::fs::write(&file, &part.body_bytes).unwrap();
+        let path = file.to_str().unwrap();
+        let streams = ffprobe_streams(path);
+        assert!(streams.contains("codec_name=h264"), "{uri} has no PMT naming its video: {streams}");
+        if independent {
+            assert!(streams.contains("width=1280|height=720"), "{uri}: {streams}");
+            decode(path, 1);
+            if !uri.ends_with(".0.ts") {
+                independent_mid_segment += 1;
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 6, "too few parts listed: {playlist}");
+    assert!(independent_mid_segment > 0, "no mid-segment keyframe started a part: {playlist}");
+    std::fs::remove_dir_all(dir).ok();
 }
 
 #[tokio::test]
