@@ -1,7 +1,9 @@
-//! hls.js in a real browser (Debian's headless Chromium, driven by playwright-core): every
-//! combination of container format and latency mode plays for 20 s with `currentTime`
-//! advancing, no fatal error and `EXT-X-PROGRAM-DATE-TIME` seen; the glass-to-glass latency
-//! hls.js sees is reported (`-- --nocapture`).
+//! Real web players in a real browser (Debian's headless Chromium, driven by playwright-core):
+//! hls.js, Shaka Player and video.js (VHS) each play every combination of container format and
+//! latency mode for 20 s with `currentTime` advancing and no fatal error (hls.js also sees
+//! `EXT-X-PROGRAM-DATE-TIME`); the latency each player sees and its longest stall are reported
+//! (`-- --nocapture`). Shaka and video.js on MPEG-TS low-latency channels are known to fail
+//! (issue 8): their results are reported, not asserted, until that is fixed.
 //!
 //! Needs Node.js, `/usr/bin/chromium` and `tests/browser/node_modules` (scripts/test installs
 //! them, .ci/run installs Chromium); fails, not skips, without them.
@@ -17,8 +19,28 @@ use crate::ingest::{Publisher, pattern_720p, wait_live};
 
 const SECONDS: u32 = 20;
 
+/// Runs play.mjs: `player` plays every URL for [`SECONDS`] in headless Chromium.
+fn play(player: &str, urls: &[&str]) -> Vec<serde_json::Value> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/play.mjs");
+    let output = Command::new("node")
+        .arg(&script)
+        .arg(player)
+        .arg(SECONDS.to_string())
+        .args(urls)
+        .output()
+        .expect("Node.js must be installed to run the browser test");
+    assert!(
+        output.status.success(),
+        "the browser run failed (is Chromium at /usr/bin/chromium and tests/browser/node_modules installed?): {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("play.mjs prints JSON");
+    assert_eq!(results.len(), urls.len());
+    results
+}
+
 #[tokio::test]
-async fn hls_js_plays_every_container_and_latency_mode() {
+async fn web_players_play_every_container_and_latency_mode() {
     let server = Server::start();
     let client = server.client();
     let mut publishers = Vec::new();
@@ -50,37 +72,35 @@ async fn hls_js_plays_every_container_and_latency_mode() {
     for (arn, ..) in &cases {
         wait_live(&server, arn, Duration::from_secs(20)).await;
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/play.mjs");
-    let output = Command::new("node")
-        .arg(&script)
-        .arg(SECONDS.to_string())
-        .args(cases.iter().map(|(_, url, ..)| url))
-        .output()
-        .expect("Node.js must be installed to run the browser test");
-    assert!(
-        output.status.success(),
-        "the browser run failed (is Chromium at /usr/bin/chromium and tests/browser/node_modules installed?): {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let results: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("play.mjs prints JSON");
-    assert_eq!(results.len(), cases.len());
-    for (result, (_, url, container, latency)) in results.iter().zip(&cases) {
-        let label = format!("{container:?}/{latency:?} {url}");
-        assert_eq!(result["supported"], true, "{label}: MSE unsupported");
-        assert_eq!(result["mse_h264_aac"], true, "{label}: H.264/AAC unsupported in this Chromium");
-        assert_eq!(result["fatal"], serde_json::json!([]), "{label}");
-        let start = result["start_time"].as_f64().unwrap_or(0.0);
-        let end = result["end_time"].as_f64().unwrap_or(0.0);
-        assert!(start > 0.0, "{label}: playback never started: {result}");
-        assert!(end - start >= f64::from(SECONDS) * 0.75, "{label}: currentTime went from {start} to {end}");
-        let mut latencies: Vec<f64> =
-            result["latencies_ms"].as_array().unwrap().iter().filter_map(|v| v.as_f64()).collect();
-        assert!(!latencies.is_empty(), "{label}: no EXT-X-PROGRAM-DATE-TIME seen by hls.js");
-        latencies.sort_by(f64::total_cmp);
-        let median = latencies[latencies.len() / 2];
-        // Reported, not asserted: a timing figure on a shared 2-core machine is a measurement
-        // (BENCHMARKS.md), not a pass/fail criterion.
-        println!("hls.js glass-to-glass latency, {label}: median {median:.0} ms");
+    let urls: Vec<&str> = cases.iter().map(|(_, url, ..)| url.as_str()).collect();
+    for player in ["hls.js", "shaka", "videojs"] {
+        let results = play(player, &urls);
+        for (result, (_, url, container, latency)) in results.iter().zip(&cases) {
+            let label = format!("{player} {container:?}/{latency:?} {url}");
+            let stall = result["longest_stall_ms"].as_f64().unwrap_or(0.0);
+            let mut latencies: Vec<f64> =
+                result["latencies_ms"].as_array().unwrap().iter().filter_map(|v| v.as_f64()).collect();
+            latencies.sort_by(f64::total_cmp);
+            let median = latencies.get(latencies.len() / 2).map_or("-".to_owned(), |m| format!("{m:.0} ms"));
+            // Latency and stalls are reported, not asserted: timing on a shared 2-core machine
+            // is a measurement (BENCHMARKS.md), not a pass/fail criterion.
+            println!("{label}: latency median {median}, longest stall {stall:.0} ms, fatal {}", result["fatal"]);
+            let known_failure =
+                player != "hls.js" && *container == ContainerFormat::Ts && *latency == ChannelLatencyMode::LowLatency;
+            if known_failure {
+                continue;
+            }
+            assert_eq!(result["supported"], true, "{label}: MSE unsupported");
+            assert_eq!(result["mse_h264_aac"], true, "{label}: H.264/AAC unsupported in this Chromium");
+            assert_eq!(result["fatal"], serde_json::json!([]), "{label}");
+            let start = result["start_time"].as_f64().unwrap_or(0.0);
+            let end = result["end_time"].as_f64().unwrap_or(0.0);
+            assert!(start > 0.0, "{label}: playback never started: {result}");
+            assert!(end - start >= f64::from(SECONDS) * 0.75, "{label}: currentTime went from {start} to {end}");
+            if player == "hls.js" {
+                assert!(!latencies.is_empty(), "{label}: no EXT-X-PROGRAM-DATE-TIME seen by hls.js");
+            }
+        }
     }
     drop(publishers);
 }
