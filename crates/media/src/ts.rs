@@ -227,13 +227,21 @@ impl TsMuxer {
 }
 
 /// Converts a length-prefixed AVC sample to Annex B, starting with an access unit delimiter,
-/// with the SPS and PPS in front of keyframes so every segment can start decoding.
-pub fn avc_to_annex_b(sample: &[u8], nal_length_size: u8, keyframe: bool, sps: &[Vec<u8>], pps: &[Vec<u8>]) -> Vec<u8> {
+/// with the SPS and PPS in front when `with_parameter_sets` (keyframes, so every segment can
+/// start decoding, and the first picture of every low-latency part, so players that transmux
+/// each part alone find them there).
+pub fn avc_to_annex_b(
+    sample: &[u8],
+    nal_length_size: u8,
+    with_parameter_sets: bool,
+    sps: &[Vec<u8>],
+    pps: &[Vec<u8>],
+) -> Vec<u8> {
     const START: [u8; 4] = [0, 0, 0, 1];
     let mut out = Vec::with_capacity(sample.len() + 64);
     out.extend_from_slice(&START);
     out.extend_from_slice(&[0x09, 0xf0]);
-    if keyframe {
+    if with_parameter_sets {
         for set in sps.iter().chain(pps) {
             out.extend_from_slice(&START);
             out.extend_from_slice(set);
@@ -246,7 +254,7 @@ pub fn avc_to_annex_b(sample: &[u8], nal_length_size: u8, keyframe: bool, sps: &
         let Some(nal) = rest.get(size..size + len) else { break };
         // Encoders' own delimiters and parameter sets are replaced by ours.
         let nal_type = nal.first().map(|b| b & 0x1f);
-        let replaced = matches!(nal_type, Some(9)) || (keyframe && matches!(nal_type, Some(7 | 8)));
+        let replaced = matches!(nal_type, Some(9)) || (with_parameter_sets && matches!(nal_type, Some(7 | 8)));
         if !replaced {
             out.extend_from_slice(&START);
             out.extend_from_slice(nal);

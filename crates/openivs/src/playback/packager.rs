@@ -101,6 +101,8 @@ pub struct OpenSegment {
     opened_at: Instant,
     bytes: usize,
     part_bytes: usize,
+    /// The open part holds a picture already (the first one carries the parameter sets).
+    part_has_video: bool,
 }
 
 /// What the playback handlers read.
@@ -273,8 +275,12 @@ impl Packager {
             Writer::Ts(muxer) => match frame.kind {
                 TrackKind::Video => {
                     let Some((avcc, _)) = &self.video else { return };
+                    // Parameter sets lead every keyframe and every part's first picture: players
+                    // such as Shaka transmux each part alone and need them in it.
+                    let with_parameter_sets = frame.keyframe || !open.part_has_video;
+                    open.part_has_video = true;
                     let annex_b =
-                        avc_to_annex_b(&frame.data, avcc.nal_length_size, frame.keyframe, &avcc.sps, &avcc.pps);
+                        avc_to_annex_b(&frame.data, avcc.nal_length_size, with_parameter_sets, &avcc.sps, &avcc.pps);
                     muxer.write_video(
                         ticks(frame.pts_ms),
                         ticks(frame.dts_ms),
@@ -329,6 +335,7 @@ impl Packager {
         open.part_start_dts = end_dts;
         open.part_independent = false;
         open.part_bytes = 0;
+        open.part_has_video = false;
         if !segment_end {
             open.part_data = Vec::with_capacity(32 * 1024);
             // Every TS part starts with the tables, so a player can demux it on its own.
@@ -373,6 +380,7 @@ impl Packager {
             opened_at: frame.arrival,
             bytes: 0,
             part_bytes: 0,
+            part_has_video: false,
         });
         if let Some((_, config)) = &self.video {
             state.codecs = match &self.audio {
