@@ -3,7 +3,7 @@
 //! leaves. Every update is written to the store before the session moves on, so GetStreamSession
 //! and ListStreamSessions describe it while it is live and after a restart.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openivs_model::resources::{
     AudioConfiguration, Channel, IngestConfiguration, IngestConfigurations, StreamEvent, StreamSession,
@@ -11,8 +11,6 @@ use openivs_model::resources::{
 };
 use openivs_model::{IvsError, timestamp};
 use time::OffsetDateTime;
-
-use std::sync::Mutex;
 
 use crate::api::Endpoints;
 use crate::ingest::{Authorized, Refusal};
@@ -89,16 +87,9 @@ impl SessionRecorder {
                 failover_slate_configuration: authorized.failover_slate_configuration.clone(),
             };
             push_event(&mut session, "Session Created", STATE_CHANGE, None, now);
-            let body = serde_json::to_string(&session).map_err(|e| IvsError::internal(e.to_string()))?;
+            let stored = session_record(&session, &record.arn, false, false)?;
             *outcome.lock().expect("session outcome lock") = Some(Ok(session));
-            Ok(StreamSessionRecord {
-                seq: 0,
-                stream_id: stream_id.clone(),
-                channel_arn: record.arn.clone(),
-                ended: false,
-                has_error_event: false,
-                body,
-            })
+            Ok(stored)
         });
         let change = Change::new()
             .require(Check::NotLive { channel_arn: channel_arn.clone() }, IvsError::conflict("already live"))
@@ -215,19 +206,29 @@ impl SessionRecorder {
     }
 
     fn record(&self) -> Result<StreamSessionRecord, IvsError> {
-        Ok(StreamSessionRecord {
-            seq: 0,
-            stream_id: self.session.stream_id.clone(),
-            channel_arn: self.channel_arn.clone(),
-            ended: self.ended,
-            has_error_event: self.has_error_event,
-            body: serde_json::to_string(&self.session).map_err(|e| IvsError::internal(e.to_string()))?,
-        })
+        session_record(&self.session, &self.channel_arn, self.ended, self.has_error_event)
     }
 
     async fn persist(&self) -> Result<(), IvsError> {
         self.store.put_stream_session(&self.record()?).await
     }
+}
+
+/// A session as the store keeps it.
+fn session_record(
+    session: &StreamSession,
+    channel_arn: &str,
+    ended: bool,
+    has_error_event: bool,
+) -> Result<StreamSessionRecord, IvsError> {
+    Ok(StreamSessionRecord {
+        seq: 0,
+        stream_id: session.stream_id.clone(),
+        channel_arn: channel_arn.to_owned(),
+        ended,
+        has_error_event,
+        body: serde_json::to_string(session).map_err(|e| IvsError::internal(e.to_string()))?,
+    })
 }
 
 /// Adds an event to a session, newest first, keeping the newest [`MAX_EVENTS`].
