@@ -1,24 +1,56 @@
 // Plays HLS URLs with a real web player in headless Chromium and reports, per URL, whether
-// playback ran: currentTime advancing, fatal errors, the longest stall, and the glass-to-glass
-// latency the player sees (Date.now() minus the program date time of the frame playing, where
-// the player exposes it).
+// playback ran and how far behind the broadcaster it ran, measured from the picture itself.
 //
-// Players: hls.js, shaka (Shaka Player), videojs (video.js with its VHS engine).
+// The publisher burns the wall clock into every frame (crates/openivs/tests/players/clock.rs):
+// CLOCK_BITS boxes of CLOCK_BOX px along the top edge, box k white when bit k of
+// floor(epoch_ms / 10) is set. The page reads them back from the playing video every
+// SAMPLE_MS: the latency is now minus the time in the picture, and the picture's own progress
+// tells stalls apart from playback (currentTime is reported too, players' own latency estimates
+// beside it).
+//
+// Players: hls.js, shaka (Shaka Player), videojs (video.js with its VHS engine; videojs-segments
+// is the same with VHS's part loading off), ivs (the
+// Amazon IVS Player Web SDK, bundled here with esbuild; its wasm worker is served from the
+// page's origin, as the SDK requires).
 // Usage: node play.mjs PLAYER SECONDS URL [URL…]   → prints one JSON array on stdout.
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildSync } from 'esbuild';
 
 const [player, seconds, ...urls] = process.argv.slice(2);
 const here = dirname(fileURLToPath(import.meta.url));
-const sources = {
-  'hls.js': 'node_modules/hls.js/dist/hls.min.js',
-  shaka: 'node_modules/shaka-player/dist/shaka-player.compiled.js',
-  videojs: 'node_modules/video.js/dist/video.min.js',
-};
-if (!sources[player]) throw new Error(`unknown player ${player}: one of ${Object.keys(sources).join(', ')}`);
-const playerSource = readFileSync(join(here, sources[player]), 'utf8');
+const ORIGIN = 'http://localhost:9';
+const ivsAssets = join(here, 'node_modules/amazon-ivs-player/dist/assets');
+
+function playerSource(name) {
+  const files = {
+    'hls.js': 'node_modules/hls.js/dist/hls.min.js',
+    // PLAY_DEBUG: Shaka's debug build, which logs.
+    shaka: process.env.PLAY_DEBUG
+      ? 'node_modules/shaka-player/dist/shaka-player.compiled.debug.js'
+      : 'node_modules/shaka-player/dist/shaka-player.compiled.js',
+    videojs: 'node_modules/video.js/dist/video.min.js',
+    'videojs-segments': 'node_modules/video.js/dist/video.min.js',
+  };
+  if (files[name]) return readFileSync(join(here, files[name]), 'utf8');
+  if (name === 'ivs') {
+    // The SDK's npm build is CommonJS: bundle it (with its dependencies) into one script.
+    const built = buildSync({
+      stdin: { contents: "window.IVSPlayer = require('amazon-ivs-player');", resolveDir: here },
+      bundle: true,
+      format: 'iife',
+      platform: 'browser',
+      write: false,
+      define: { 'process.env.NODE_ENV': '"production"', global: 'window' },
+      logLevel: 'error',
+    });
+    return built.outputFiles[0].text;
+  }
+  throw new Error(`unknown player ${name}: one of hls.js, shaka, videojs, videojs-segments, ivs`);
+}
+const source = playerSource(player);
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
@@ -26,14 +58,47 @@ const browser = await chromium.launch({
     '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
     '--autoplay-policy=no-user-gesture-required',
+    // The page's origin is served by playwright, so Chromium cannot tell it is local too: let it
+    // reach the server on 127.0.0.1 (Local Network Access would refuse the page otherwise).
+    '--disable-features=LocalNetworkAccessChecks',
   ],
 });
 
+// The test page's origin exists only inside the browser: every request to it is answered here.
+async function servePage(page) {
+  await page.route(`${ORIGIN}/**`, (route) => {
+    const path = new URL(route.request().url()).pathname;
+    if (path === '/') {
+      return route.fulfill({
+        contentType: 'text/html',
+        body: '<!doctype html><video id="v" muted autoplay playsinline></video><script src="/player.js"></script>',
+      });
+    }
+    if (path === '/player.js') return route.fulfill({ contentType: 'text/javascript', body: source });
+    if (path.startsWith('/ivs/')) {
+      const name = path.slice('/ivs/'.length).replace(/[^A-Za-z0-9.-]/g, '');
+      const type = name.endsWith('.wasm') ? 'application/wasm' : 'text/javascript';
+      return route.fulfill({ contentType: type, body: readFileSync(join(ivsAssets, name)) });
+    }
+    return route.fulfill({ status: 404, body: 'not found' });
+  });
+}
+
 async function play(url) {
   const page = await browser.newPage();
-  await page.setContent('<!doctype html><video id="v" muted autoplay playsinline></video>');
-  await page.addScriptTag({ content: playerSource });
-  return page.evaluate(async ({ player, url, seconds }) => {
+  // PLAY_DEBUG=1 prints the page's console and its failed requests (on stderr).
+  if (process.env.PLAY_DEBUG) {
+    const t0 = Date.now();
+    page.on('console', (message) => console.error(Date.now() - t0, message.type(), message.text().slice(0, 400)));
+    page.on('requestfailed', (request) => console.error(Date.now() - t0, 'failed', request.url(), request.failure().errorText));
+    page.on('request', (request) => console.error(Date.now() - t0, 'request', request.url()));
+  }
+  await servePage(page);
+  await page.goto(`${ORIGIN}/`);
+  return page.evaluate(async ({ player, url, seconds, debug }) => {
+    const CLOCK_BITS = 20;
+    const CLOCK_BOX = 24;
+    const SAMPLE_MS = 50;
     let video = document.getElementById('v');
     const result = {
       url,
@@ -41,13 +106,17 @@ async function play(url) {
       supported: true,
       mse_h264_aac: MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'),
       fatal: [],
+      startup_ms: null,
       start_time: null,
       end_time: null,
       longest_stall_ms: 0,
-      latencies_ms: [],
+      picture_seconds: 0,
+      picture_latencies_ms: [],
+      player_latencies_ms: [],
+      live_low_latency: null,
     };
-    // Each player: start it, report fatal errors, and tell the date of the frame playing.
-    let playingDate = () => null;
+    // Each player: start it, report fatal errors, and give its own latency estimate (ms).
+    let playerLatency = () => null;
     let destroy = () => {};
     if (player === 'hls.js') {
       result.supported = window.Hls.isSupported();
@@ -58,10 +127,11 @@ async function play(url) {
       });
       hls.loadSource(url);
       hls.attachMedia(video);
-      playingDate = () => hls.playingDate;
+      playerLatency = () => (hls.playingDate ? Date.now() - hls.playingDate.getTime() : null);
       destroy = () => hls.destroy();
     } else if (player === 'shaka') {
       window.shaka.polyfill.installAll();
+      if (debug && window.shaka.log.setLevel) window.shaka.log.setLevel(window.shaka.log.Level.DEBUG);
       result.supported = window.shaka.Player.isBrowserSupported();
       if (!result.supported) return result;
       const shakaPlayer = new window.shaka.Player();
@@ -77,45 +147,125 @@ async function play(url) {
       } catch (error) {
         result.fatal.push(`shaka load ${error.code}`);
       }
-      playingDate = () => shakaPlayer.getPlayheadTimeAsDate();
+      playerLatency = () => {
+        const date = shakaPlayer.getPlayheadTimeAsDate();
+        return date ? Date.now() - date.getTime() : null;
+      };
       destroy = () => shakaPlayer.destroy();
-    } else if (player === 'videojs') {
-      const vjs = window.videojs(video, { autoplay: true, muted: true, liveui: true });
+    } else if (player === 'videojs' || player === 'videojs-segments') {
+      if (debug) window.videojs.log.level('debug');
+      // videojs-segments: VHS with its low-latency (part) loading off, as the README advises
+      // for MPEG-TS low-latency channels (VHS cannot transmux parts that start mid-GOP).
+      const vhs = player === 'videojs-segments' ? { llhls: false } : {};
+      const vjs = window.videojs(video, { autoplay: true, muted: true, liveui: true, html5: { vhs } });
       vjs.on('error', () => {
         const error = vjs.error();
         result.fatal.push(`videojs ${error && error.code}: ${error && error.message}`);
       });
       vjs.src({ src: url, type: 'application/x-mpegURL' });
       video = vjs.tech(true).el();
+      playerLatency = () => {
+        const seekable = vjs.seekable();
+        return seekable.length ? (seekable.end(seekable.length - 1) - vjs.currentTime()) * 1000 : null;
+      };
       destroy = () => vjs.dispose();
+    } else if (player === 'ivs') {
+      const IVS = window.IVSPlayer;
+      result.supported = IVS.isPlayerSupported;
+      if (!result.supported) return result;
+      const ivsPlayer = IVS.create({
+        wasmWorker: new URL('/ivs/amazon-ivs-wasmworker.min.js', location.href).href,
+        wasmBinary: new URL('/ivs/amazon-ivs-wasmworker.min.wasm', location.href).href,
+      });
+      ivsPlayer.attachHTMLVideoElement(video);
+      ivsPlayer.addEventListener(IVS.PlayerEventType.ERROR, (error) => {
+        result.fatal.push(`ivs ${error.type} ${error.code} (${error.source}): ${error.message}`);
+      });
+      ivsPlayer.setMuted(true);
+      ivsPlayer.setAutoplay(true);
+      ivsPlayer.load(url);
+      ivsPlayer.play();
+      playerLatency = () => ivsPlayer.getLiveLatency() * 1000;
+      destroy = () => {
+        result.live_low_latency = ivsPlayer.isLiveLowLatency();
+        ivsPlayer.delete();
+      };
     }
     video.play().catch(() => {});
-    // Wait for playback to start (at most 15 s), then watch it for the given time.
+
+    // Reads the clock in the picture on screen: floor(epoch_ms / 10) mod 2^CLOCK_BITS, or null
+    // before the first frame.
+    const canvas = document.createElement('canvas');
+    canvas.width = CLOCK_BITS * CLOCK_BOX;
+    canvas.height = CLOCK_BOX;
+    const context = canvas.getContext('2d', { willReadFrequently: true });
+    const readClock = () => {
+      if (!video.videoWidth) return null;
+      // The boxes are laid out for a 640-pixel-wide picture; scale with the real one.
+      const scale = video.videoWidth / 640;
+      context.drawImage(video, 0, 0, canvas.width * scale, canvas.height * scale, 0, 0, canvas.width, canvas.height);
+      const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+      let value = 0;
+      for (let bit = 0; bit < CLOCK_BITS; bit += 1) {
+        const offset = ((CLOCK_BOX >> 1) * canvas.width + bit * CLOCK_BOX + (CLOCK_BOX >> 1)) * 4;
+        if (pixels[offset] > 128) value += 2 ** bit;
+      }
+      return value;
+    };
+    const clockPeriod = 2 ** CLOCK_BITS;
+    const latencyOf = (clock, now) => (((Math.floor(now / 10) - clock) % clockPeriod) + clockPeriod) % clockPeriod * 10;
+
+    // Wait for the picture to start moving (at most 20 s), let the player settle for SETTLE_MS
+    // (players seek to their live position and adjust their buffer just after starting), then
+    // watch it for the given time.
+    const SETTLE_MS = 3000;
     const started = Date.now();
-    while (video.currentTime === 0 && Date.now() - started < 15000 && result.fatal.length === 0) {
-      await new Promise((r) => setTimeout(r, 100));
+    let firstClock = readClock();
+    while (Date.now() - started < 20000 && result.fatal.length === 0) {
+      await new Promise((r) => setTimeout(r, SAMPLE_MS));
+      const clock = readClock();
+      if (clock !== null && firstClock !== null && clock !== firstClock && video.currentTime > 0) break;
+      if (firstClock === null) firstClock = clock;
     }
+    result.startup_ms = Date.now() - started;
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
     result.start_time = video.currentTime;
     const until = Date.now() + seconds * 1000;
-    let lastTime = video.currentTime;
-    let lastAdvance = Date.now();
-    let ticks = 0;
+    let lastClock = readClock();
+    let lastChange = Date.now();
+    let pictureSeconds = 0;
+    let samples = 0;
     while (Date.now() < until && result.fatal.length === 0) {
-      ticks += 1;
-      await new Promise((r) => setTimeout(r, 100));
-      if (video.currentTime !== lastTime) {
-        lastTime = video.currentTime;
-        lastAdvance = Date.now();
+      samples += 1;
+      await new Promise((r) => setTimeout(r, SAMPLE_MS));
+      const now = Date.now();
+      const clock = readClock();
+      if (clock === null) continue;
+      if (clock !== lastClock) {
+        // A forward step of the picture's clock (a misread or a jump back counts for nothing).
+        const step = lastClock === null ? 0 : ((clock - lastClock) % clockPeriod + clockPeriod) % clockPeriod;
+        if (step > 0 && step < 500) pictureSeconds += step / 100;
+        lastClock = clock;
+        lastChange = now;
       } else {
-        result.longest_stall_ms = Math.max(result.longest_stall_ms, Date.now() - lastAdvance);
+        result.longest_stall_ms = Math.max(result.longest_stall_ms, now - lastChange);
       }
-      const date = playingDate();
-      if (date && ticks % 10 === 0) result.latencies_ms.push(Date.now() - date.getTime());
+      if (samples % 4 === 0) {
+        const latency = latencyOf(clock, now);
+        if (latency < 60000) result.picture_latencies_ms.push(latency);
+        const estimate = playerLatency();
+        if (estimate !== null && Number.isFinite(estimate)) result.player_latencies_ms.push(Math.round(estimate));
+      }
     }
+    result.picture_seconds = Math.round(pictureSeconds * 100) / 100;
     result.end_time = video.currentTime;
+    if (debug) {
+      result.buffered = [];
+      for (let i = 0; i < video.buffered.length; i += 1) result.buffered.push([video.buffered.start(i), video.buffered.end(i)]);
+    }
     destroy();
     return result;
-  }, { player, url, seconds: Number(seconds) });
+  }, { player, url, seconds: Number(seconds), debug: Boolean(process.env.PLAY_DEBUG) });
 }
 
 try {

@@ -57,11 +57,16 @@ pub struct LowLatency {
     pub part_target: f64,
     pub part_hold_back: f64,
     pub can_skip_until: f64,
-    /// Parts of the segment in progress, and the initialisation section they need.
+    /// Parts of the segment in progress, the initialisation section they need, and whether
+    /// that segment follows a discontinuity.
     pub pending_parts: Vec<Part>,
     pub pending_map_uri: Option<String>,
+    pub pending_discontinuity: bool,
     /// `EXT-X-PRELOAD-HINT` for the next part.
     pub preload_hint: Option<String>,
+    /// `EXT-X-PREFETCH` segments (LHLS, as the Amazon IVS Player reads them): the segment in
+    /// progress and the next, whose URLs stream the segments while they are written.
+    pub prefetch: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,7 +140,13 @@ impl MediaPlaylist {
             let _ = write!(out, "#EXTINF:{:.5},\n{}\n", segment.duration, segment.uri);
         }
         if let Some(ll) = &self.low_latency {
-            if !ll.pending_parts.is_empty() {
+            // The segment in progress: its discontinuity and map precede its parts and its
+            // prefetch line alike.
+            let pending = !ll.pending_parts.is_empty() || !ll.prefetch.is_empty();
+            if pending && ll.pending_discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if pending {
                 write_map(&mut out, ll.pending_map_uri.as_deref());
             }
             for part in &ll.pending_parts {
@@ -143,6 +154,9 @@ impl MediaPlaylist {
             }
             if let Some(hint) = &ll.preload_hint {
                 let _ = writeln!(out, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"");
+            }
+            for uri in &ll.prefetch {
+                let _ = writeln!(out, "#EXT-X-PREFETCH:{uri}");
             }
         }
         if self.ended {
@@ -183,7 +197,9 @@ mod tests {
                 can_skip_until: 12.0,
                 pending_parts: vec![Part { duration: 0.33, uri: "part4.0.ts".into(), independent: true }],
                 pending_map_uri: None,
+                pending_discontinuity: false,
                 preload_hint: Some("part4.1.ts".into()),
+                prefetch: vec!["seg4.ts".into(), "seg5.ts".into()],
             }),
             ended: false,
             skip_segments: 1,
@@ -195,7 +211,10 @@ mod tests {
         assert!(!text.contains("seg1.ts"));
         assert!(text.contains("#EXT-X-DISCONTINUITY\n#EXT-X-PROGRAM-DATE-TIME"));
         assert!(text.contains("#EXT-X-PART:DURATION=0.33333,URI=\"part2.0.ts\",INDEPENDENT=YES\n"));
-        assert!(text.ends_with("#EXT-X-PART:DURATION=0.33000,URI=\"part4.0.ts\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part4.1.ts\"\n"));
+        assert!(text.ends_with(
+            "#EXT-X-PART:DURATION=0.33000,URI=\"part4.0.ts\",INDEPENDENT=YES\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part4.1.ts\"\n\
+             #EXT-X-PREFETCH:seg4.ts\n#EXT-X-PREFETCH:seg5.ts\n"
+        ));
     }
 
     #[test]

@@ -399,9 +399,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             return self.refuse(Refusal::Unavailable, stream_id).await;
         };
         // Packaging starts with the stream, so a viewer who sees it live can play it.
-        context
-            .playback
-            .start_stream(&live, crate::playback::packager::Container::of_channel(&channel.container_format));
+        context.playback.start_stream(
+            &live,
+            crate::playback::packager::Packaging::of_channel(&channel.container_format, &channel.latency_mode),
+        );
         let limits = IngestLimits::for_channel_type(&channel.channel_type);
         tracing::info!("ingest: {} is live (stream {}, from {peer})", live.channel_arn, live.stream_id);
         // The publisher is known now: frames may be as large as a keyframe gets.

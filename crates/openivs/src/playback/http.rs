@@ -9,6 +9,11 @@
 //! - `GET /playback/{session}/{channel}/{stream}-{msn}.ts` and `…-{msn}.{part}.ts`: segments and
 //!   parts, from memory, cacheable and immutable, with byte ranges. A request for the hinted
 //!   next part waits until it exists.
+//! - Prefetch segments, the low-latency form of the Amazon IVS Player (Twitch's LHLS): LOW
+//!   channels' media playlists also name the segment being cut and the one after it with
+//!   `#EXT-X-PREFETCH`. Requested, such a segment answers at once and streams its bytes as
+//!   they are packaged (chunked transfer), ending when the segment is complete; its URL is the
+//!   segment's own, so the bytes are the same whichever way they are fetched.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +28,7 @@ use openivs_media::hls::{self, LowLatency, MediaPlaylist, Part, Segment, Variant
 use openivs_model::resources::Channel;
 use serde::Deserialize;
 
-use super::packager::{ChannelPlayback, Container, PART_TARGET, PlaylistState};
+use super::packager::{ChannelPlayback, Container, PART_TARGET, PlaylistState, SegmentCursor, SegmentProgress};
 use super::viewers::Refused;
 use crate::http::AppState;
 use crate::http::listener::ClientAddress;
@@ -33,6 +38,8 @@ const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
 const ADVANCE_PART_LIMIT: usize = 3;
 /// Segments of hold-back a delta update keeps (CAN-SKIP-UNTIL = 6 target durations).
 const SKIP_TARGET_DURATIONS: f64 = 6.0;
+/// Prefetch segments listed: the one being cut and the next (as IVS and Twitch list them).
+const PREFETCH_SEGMENTS: u64 = 2;
 
 fn response(status: StatusCode, content_type: &str, cache: &str, body: impl Into<Body>) -> Response {
     let mut response = Response::new(body.into());
@@ -293,6 +300,15 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
             _ => (Vec::new(), None),
         };
         let pending_map_uri = state.open.as_ref().and_then(|open| map_uri(&open.stream_id, container));
+        let pending_discontinuity = state.open.as_ref().is_some_and(|open| open.discontinuity);
+        // The segment being cut and the next one, for players that fetch segments as they are
+        // written (the IVS player) rather than part by part.
+        let prefetch = match &state.open {
+            Some(open) if !state.ended => (open.sequence..open.sequence + PREFETCH_SEGMENTS)
+                .map(|sequence| segment_uri(&open.stream_id, sequence, container))
+                .collect(),
+            _ => Vec::new(),
+        };
         // PART-HOLD-BACK must be at least three part targets: rounded up, not to nearest.
         let part_hold_back = (3.0 * PART_TARGET * 1000.0).ceil() / 1000.0;
         LowLatency {
@@ -301,7 +317,9 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
             can_skip_until,
             pending_parts,
             pending_map_uri,
+            pending_discontinuity,
             preload_hint,
+            prefetch,
         }
     });
     MediaPlaylist {
@@ -318,7 +336,7 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
 
 /// A segment or part's bytes (as buffers, not copied), if the window holds them.
 fn find(state: &PlaylistState, stream_id: &str, sequence: u64, part: Option<usize>) -> Option<Vec<Bytes>> {
-    if let Some(segment) = state.segments.iter().find(|s| s.sequence == sequence && &*s.stream_id == stream_id) {
+    if let Some(segment) = state.segment(stream_id, sequence) {
         return match part {
             None => Some(segment.pieces()),
             Some(index) => segment.parts.get(index).map(|p| vec![p.data.clone()]),
@@ -329,7 +347,7 @@ fn find(state: &PlaylistState, stream_id: &str, sequence: u64, part: Option<usiz
 }
 
 async fn media_file(
-    playback: &ChannelPlayback,
+    playback: &Arc<ChannelPlayback>,
     stream_id: &str,
     sequence: u64,
     part: Option<usize>,
@@ -338,6 +356,7 @@ async fn media_file(
     let found = find(&playback.state.read().expect("playlist lock"), stream_id, sequence, part);
     let data = match found {
         Some(data) => data,
+        None if part.is_none() => return prefetch_segment(playback, stream_id, sequence),
         None => {
             // The hinted next part (or the first of the next segment): wait for it.
             let hinted = {
@@ -362,6 +381,78 @@ async fn media_file(
         }
     };
     serve_bytes(data, playback.container.media_type(), headers)
+}
+
+/// A segment still being cut, or the next one: answered at once, its bytes streamed as they are
+/// packaged until it is complete (chunked transfer, no Content-Length). 404 if the window has no
+/// such segment coming; a stream that ends first aborts the response, so a client never takes a
+/// cut-short segment for a whole one.
+fn prefetch_segment(playback: &Arc<ChannelPlayback>, stream_id: &str, sequence: u64) -> Response {
+    let mut cursor = SegmentCursor::default();
+    let first = playback.state.read().expect("playlist lock").read_segment(stream_id, sequence, &mut cursor);
+    let first = match first {
+        SegmentProgress::Gone => return not_found("No such segment"),
+        SegmentProgress::NotBegun => None,
+        SegmentProgress::Bytes { pieces, complete } => Some((pieces, complete)),
+    };
+    struct Reader {
+        playback: Arc<ChannelPlayback>,
+        appended: tokio::sync::watch::Receiver<u64>,
+        stream_id: String,
+        sequence: u64,
+        cursor: SegmentCursor,
+        /// Bytes read but not yet sent, and whether the segment was complete after them.
+        ready: Option<(Vec<Bytes>, bool)>,
+        done: bool,
+    }
+    let reader = Reader {
+        appended: playback.appended.subscribe(),
+        playback: playback.clone(),
+        stream_id: stream_id.to_owned(),
+        sequence,
+        cursor,
+        ready: first,
+        done: false,
+    };
+    // No new byte for this long means the stream stopped without ending: give up.
+    let idle_limit = Duration::from_secs(3 * playback.state.read().expect("playlist lock").target_duration().max(1));
+    let chunks = futures_util::stream::unfold(reader, move |mut reader| async move {
+        loop {
+            if reader.done {
+                return None;
+            }
+            if let Some((pieces, complete)) = reader.ready.take() {
+                reader.done = complete;
+                if !pieces.is_empty() {
+                    let chunk: Bytes = if pieces.len() == 1 { pieces[0].clone() } else { pieces.concat().into() };
+                    return Some((Ok(chunk), reader));
+                }
+                continue;
+            }
+            if tokio::time::timeout(idle_limit, reader.appended.changed()).await.is_err() {
+                return Some((
+                    Err(std::io::Error::other("the segment stopped growing")),
+                    Reader { done: true, ..reader },
+                ));
+            }
+            let progress = reader.playback.state.read().expect("playlist lock").read_segment(
+                &reader.stream_id,
+                reader.sequence,
+                &mut reader.cursor,
+            );
+            match progress {
+                SegmentProgress::Bytes { pieces, complete } => reader.ready = Some((pieces, complete)),
+                SegmentProgress::NotBegun => {}
+                SegmentProgress::Gone => {
+                    return Some((
+                        Err(std::io::Error::other("the stream ended first")),
+                        Reader { done: true, ..reader },
+                    ));
+                }
+            }
+        }
+    });
+    response(StatusCode::OK, playback.container.media_type(), "no-cache", Body::from_stream(chunks))
 }
 
 /// Serves immutable media (a list of buffers, streamed without copying), honouring a single

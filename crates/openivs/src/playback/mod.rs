@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use packager::{ChannelPlayback, Container};
+use packager::{ChannelPlayback, Packaging};
 use viewers::ViewerSessions;
 
 use crate::live::LiveStream;
@@ -33,16 +33,16 @@ impl Playback {
         Playback { channels: RwLock::default(), viewers: ViewerSessions::new(limits), limits }
     }
 
-    /// Starts packaging a stream that just went live, in the channel's container format. A new
-    /// stream continues the channel's lingering playlist (after a discontinuity) when the format
-    /// is the same, and replaces it otherwise.
-    pub fn start_stream(self: &Arc<Self>, stream: &LiveStream, container: Container) {
+    /// Starts packaging a stream that just went live, as the channel's container format and
+    /// latency mode say. A new stream continues the channel's lingering playlist (after a
+    /// discontinuity) when the packaging is the same, and replaces it otherwise.
+    pub fn start_stream(self: &Arc<Self>, stream: &LiveStream, packaging: Packaging) {
         let channel = {
             let mut channels = self.channels.write().expect("playback lock");
             let entry =
-                channels.entry(stream.channel_arn.clone()).or_insert_with(|| Arc::new(ChannelPlayback::new(container)));
-            if entry.container != container {
-                *entry = Arc::new(ChannelPlayback::new(container));
+                channels.entry(stream.channel_arn.clone()).or_insert_with(|| Arc::new(ChannelPlayback::new(packaging)));
+            if entry.packaging() != packaging {
+                *entry = Arc::new(ChannelPlayback::new(packaging));
             }
             entry.clone()
         };

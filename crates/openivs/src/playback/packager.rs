@@ -1,5 +1,6 @@
 //! The HLS packager of one channel: subscribed to the channel's hub, it cuts the stream into
-//! segments at keyframes (about [`SEGMENT_TARGET`] long) and each segment into parts of at most
+//! segments at keyframes (at the first keyframe after [`Packaging::segment_target`]: 0.9 s on
+//! LOW latency channels, 1.9 s on NORMAL ones) and each segment into parts of at most
 //! [`PART_TARGET`] (for low-latency HLS), muxes them into MPEG-TS or fragmented MP4 (the
 //! channel's `containerFormat`), and keeps a window of them in memory, from which the playback
 //! handlers answer. Every new part, segment or end bumps a watch
@@ -8,8 +9,9 @@
 //! What a publisher sends cannot make the window grow without bound: a segment that reaches
 //! `playback_max_segment_duration` (of media time, or of arrival time when timestamps do not
 //! advance) or `playback_max_segment_bytes` without a keyframe is cut anyway, a part is cut at
-//! `playback_max_part_bytes`, and completed segments are dropped once the window holds more than
-//! [`WINDOW_SEGMENTS`] or `playback_max_window_bytes`.
+//! `playback_max_part_bytes`, and completed segments leave the playlist once it lists more than
+//! [`WINDOW`] of media (or [`MAX_WINDOW_SEGMENTS`]), and memory once they have been out of it as
+//! long again, or sooner past `playback_max_window_bytes`.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
@@ -25,20 +27,41 @@ use tokio::sync::{broadcast, watch};
 
 use crate::live::hub::{MediaFrame, Subscription, TrackConfig, TrackKind};
 
-/// Segments are cut at the first keyframe after this much media.
-pub const SEGMENT_TARGET: Duration = Duration::from_millis(1900);
-/// Parts are cut before a video frame once they hold this much (parts stay under 1/3 s at
-/// common frame rates: 30 fps → 10 frames = 333 ms).
-const PART_CUT: i64 = 300;
-/// Declared `PART-TARGET`: the longest part at 24–60 fps.
-pub const PART_TARGET: f64 = 0.33334;
-/// Completed segments kept: about 16 s, enough for players' hold-back and for delta updates
-/// (CAN-SKIP-UNTIL is 12 s).
-const WINDOW_SEGMENTS: usize = 8;
+/// Segments of LOW latency channels are cut at the first keyframe after this much media: short
+/// segments keep players that fetch whole (prefetch) segments, as the IVS player does, close to
+/// live when the broadcaster sends a keyframe every second (IVS's advice for low latency).
+pub const SEGMENT_TARGET_LOW: Duration = Duration::from_millis(900);
+/// Segments of NORMAL latency channels: about 2 s with IVS's recommended 2 s keyframe interval.
+pub const SEGMENT_TARGET_NORMAL: Duration = Duration::from_millis(1900);
+/// Declared `PART-TARGET`, in seconds: the longest a part gets. A part is cut before the video
+/// frame that would take it past this (with millisecond timestamps, 10 frames at 30 fps span 333
+/// or 334 ms), so that segments of whole seconds split into equal parts (no short last part,
+/// which players that assume hinted parts last PART-TARGET, as Shaka does, stumble over).
+pub const PART_TARGET: f64 = 0.334;
+const PART_TARGET_MS: i64 = 334;
+/// Media the playlist lists: enough for players' hold-back and for delta updates (CAN-SKIP-UNTIL
+/// is 6 target durations).
+pub const WINDOW: Duration = Duration::from_secs(16);
+/// Segments the playlist lists at most, however short they are.
+pub const MAX_WINDOW_SEGMENTS: usize = 64;
 /// Frames the bandwidth estimate looks back over at most (10 s of 120 fps video with audio).
 const MAX_BANDWIDTH_FRAMES: usize = 2048;
 /// 90 kHz timestamps start here, so PCR and DTS never go below zero.
 const TIMESTAMP_OFFSET_MS: i64 = 1000;
+
+/// How a channel's streams are packaged: from its `containerFormat` and `latencyMode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packaging {
+    pub container: Container,
+    pub segment_target: Duration,
+}
+
+impl Packaging {
+    pub fn of_channel(container_format: &str, latency_mode: &str) -> Packaging {
+        let segment_target = if latency_mode == "NORMAL" { SEGMENT_TARGET_NORMAL } else { SEGMENT_TARGET_LOW };
+        Packaging { container: Container::of_channel(container_format), segment_target }
+    }
+}
 
 /// The channel's `containerFormat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +131,13 @@ pub struct OpenSegment {
 /// What the playback handlers read.
 #[derive(Debug, Default)]
 pub struct PlaylistState {
+    /// The completed segments the playlist lists, oldest first.
     pub segments: VecDeque<StoredSegment>,
+    /// Segments that have left the playlist but are still served: RFC 8216 6.2.2 keeps a
+    /// segment available for its duration plus that of the longest playlist that listed it
+    /// (players probe old segments, and a playlist fetched just before the window moved still
+    /// names them).
+    retired: VecDeque<StoredSegment>,
     pub open: Option<OpenSegment>,
     pub next_sequence: u64,
     /// Discontinuities that have left the window (`EXT-X-DISCONTINUITY-SEQUENCE`).
@@ -142,6 +171,12 @@ impl PlaylistState {
         self.segments.back().map(|s| s.sequence)
     }
 
+    /// Completed segment `sequence` of `stream_id`, listed or retired.
+    pub fn segment(&self, stream_id: &str, sequence: u64) -> Option<&StoredSegment> {
+        let matches = |s: &&StoredSegment| s.sequence == sequence && &*s.stream_id == stream_id;
+        self.segments.iter().rev().find(matches).or_else(|| self.retired.iter().find(matches))
+    }
+
     /// Whether segment `sequence` (and, with `part`, that part of it) is available.
     pub fn has(&self, sequence: u64, part: Option<usize>) -> bool {
         if self.segments.iter().any(|s| s.sequence == sequence) {
@@ -156,26 +191,100 @@ impl PlaylistState {
     /// `EXT-X-TARGETDURATION`: every segment's duration, rounded to the nearest second, fits
     /// under it (RFC 8216 4.3.3.1).
     pub fn target_duration(&self) -> u64 {
-        let longest = self.segments.iter().map(|s| s.duration).fold(SEGMENT_TARGET.as_secs_f64(), f64::max);
+        let longest = self.segments.iter().map(|s| s.duration).fold(0.0, f64::max);
         (longest.round() as u64).max(1)
+    }
+}
+
+/// Where a reader of a segment in progress has got to: the part it is in, and how many of that
+/// part's bytes it has had (a part's bytes only ever grow while it is open, and are kept as they
+/// are when it closes).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SegmentCursor {
+    pub part: usize,
+    pub offset: usize,
+}
+
+/// What a segment in progress has for a reader beyond its cursor.
+#[derive(Debug)]
+pub enum SegmentProgress {
+    /// New bytes (possibly none yet), and whether the segment is now complete.
+    Bytes { pieces: Vec<Bytes>, complete: bool },
+    /// The segment has not begun yet (it is the one after the segment being cut).
+    NotBegun,
+    /// The segment will never (or no longer) be available: the stream ended first, another
+    /// stream took the channel, or it left the window.
+    Gone,
+}
+
+impl PlaylistState {
+    /// The bytes of segment `sequence` of `stream_id` past `cursor`, which moves past them. The
+    /// bytes read this way, end to end, are the segment's bytes.
+    pub fn read_segment(&self, stream_id: &str, sequence: u64, cursor: &mut SegmentCursor) -> SegmentProgress {
+        let mut take = |parts: &[StoredPart], open_part: Option<&[u8]>| {
+            let mut pieces = Vec::new();
+            while let Some(part) = parts.get(cursor.part) {
+                if cursor.offset < part.data.len() {
+                    pieces.push(part.data.slice(cursor.offset..));
+                }
+                cursor.part += 1;
+                cursor.offset = 0;
+            }
+            if let Some(open_part) = open_part
+                && cursor.offset < open_part.len()
+            {
+                pieces.push(Bytes::copy_from_slice(&open_part[cursor.offset..]));
+                cursor.offset = open_part.len();
+            }
+            pieces
+        };
+        if let Some(segment) = self.segment(stream_id, sequence) {
+            return SegmentProgress::Bytes { pieces: take(&segment.parts, None), complete: true };
+        }
+        match &self.open {
+            Some(open) if &*open.stream_id == stream_id && !self.ended => {
+                if open.sequence == sequence {
+                    SegmentProgress::Bytes { pieces: take(&open.parts, Some(&open.part_data)), complete: false }
+                } else if open.sequence + 1 == sequence {
+                    SegmentProgress::NotBegun
+                } else {
+                    SegmentProgress::Gone
+                }
+            }
+            _ => SegmentProgress::Gone,
+        }
     }
 }
 
 /// The playback state of one channel, shared by its packager and the playback handlers.
 pub struct ChannelPlayback {
     pub container: Container,
+    pub segment_target: Duration,
     pub state: RwLock<PlaylistState>,
     /// Bumped on every change (new part, segment, end); blocking reloads wait on it.
     pub changed: watch::Sender<u64>,
+    /// Bumped on every frame packaged as well: readers of segments in progress wait on it.
+    pub appended: watch::Sender<u64>,
 }
 
 impl ChannelPlayback {
-    pub fn new(container: Container) -> ChannelPlayback {
-        ChannelPlayback { container, state: RwLock::new(PlaylistState::default()), changed: watch::Sender::new(0) }
+    pub fn new(packaging: Packaging) -> ChannelPlayback {
+        ChannelPlayback {
+            container: packaging.container,
+            segment_target: packaging.segment_target,
+            state: RwLock::new(PlaylistState::default()),
+            changed: watch::Sender::new(0),
+            appended: watch::Sender::new(0),
+        }
+    }
+
+    pub fn packaging(&self) -> Packaging {
+        Packaging { container: self.container, segment_target: self.segment_target }
     }
 
     fn notify(&self) {
         self.changed.send_modify(|version| *version += 1);
+        self.appended.send_modify(|version| *version += 1);
     }
 
     /// A new stream starts on this channel: its first segment follows a discontinuity.
@@ -209,6 +318,12 @@ struct Packager {
     bytes_in_window: VecDeque<(i64, usize)>,
     /// A part or segment was completed since the last notification.
     completed: bool,
+    /// The last video frame's decode time, and the interval before it (the expected duration of
+    /// the next one).
+    last_video_dts: Option<i64>,
+    video_frame_ms: i64,
+    /// The stream's first frame: its decode time and the wall clock when it arrived.
+    clock_anchor: Option<(i64, time::OffsetDateTime)>,
     limits: crate::settings::Limits,
 }
 
@@ -240,13 +355,21 @@ impl Packager {
             }
             self.waiting_for_keyframe = false;
         }
+        if is_video {
+            if let Some(last) = self.last_video_dts
+                && frame.dts_ms > last
+            {
+                self.video_frame_ms = (frame.dts_ms - last).min(PART_TARGET_MS);
+            }
+            self.last_video_dts = Some(frame.dts_ms);
+        }
         let playback = self.playback.clone();
         let mut state = playback.state.write().expect("playlist lock");
         let keyframe = is_video && frame.keyframe;
         let cut_segment = match state.open.as_ref() {
             None => keyframe,
             Some(open) => {
-                (keyframe && frame.dts_ms - open.start_dts >= SEGMENT_TARGET.as_millis() as i64)
+                (keyframe && frame.dts_ms - open.start_dts >= self.playback.segment_target.as_millis() as i64)
                     || self.segment_overgrown(open, frame)
             }
         };
@@ -257,7 +380,7 @@ impl Packager {
             // A keyframe starts a part of its own, so every part that begins with one can be
             // marked INDEPENDENT (and played from) as a whole.
             if keyframe
-                || (is_video && frame.dts_ms - open.part_start_dts >= PART_CUT)
+                || (is_video && frame.dts_ms + self.video_frame_ms - open.part_start_dts > PART_TARGET_MS)
                 || open.part_bytes >= self.limits.playback_max_part_bytes
             {
                 self.close_part(&mut open, frame.dts_ms, false);
@@ -305,6 +428,15 @@ impl Packager {
         {
             self.bytes_in_window.pop_front();
         }
+    }
+
+    /// `EXT-X-PROGRAM-DATE-TIME` of a segment starting with `frame`: the arrival time of the
+    /// stream's first frame, advanced by media time. Dates that run with the media (not with each
+    /// frame's arrival, which jitters) keep the segments' dates and durations consistent, which
+    /// players that place segments by date (Shaka) need to keep their timeline steady.
+    fn program_date_time(&mut self, frame: &MediaFrame) -> time::OffsetDateTime {
+        let (anchor_dts, anchor_wall) = *self.clock_anchor.get_or_insert((frame.dts_ms, frame.arrival_wall));
+        anchor_wall + time::Duration::milliseconds(frame.dts_ms - anchor_dts)
     }
 
     /// The open segment is past a bound that a keyframe should have ended it by: it is cut
@@ -370,7 +502,7 @@ impl Packager {
         state.open = Some(OpenSegment {
             sequence,
             start_dts: frame.dts_ms,
-            program_date_time: timestamp::format(frame.arrival_wall),
+            program_date_time: timestamp::format(self.program_date_time(frame)),
             discontinuity,
             parts: Vec::new(),
             stream_id: self.stream_id.clone(),
@@ -404,15 +536,36 @@ impl Packager {
             parts: open.parts,
             stream_id: open.stream_id,
         });
-        let mut window_bytes: usize = state.segments.iter().map(StoredSegment::size).sum();
-        while state.segments.len() > WINDOW_SEGMENTS
-            || (state.segments.len() > 1 && window_bytes > self.limits.playback_max_window_bytes)
+        // Memory holds the listed window and the retired segments; past the byte limit, retired
+        // segments go first.
+        let limit = self.limits.playback_max_window_bytes;
+        let mut listed: f64 = state.segments.iter().map(|s| s.duration).sum();
+        let mut listed_bytes: usize = state.segments.iter().map(StoredSegment::size).sum();
+        while let Some(oldest) = state.segments.front()
+            && state.segments.len() > 1
+            && (listed - oldest.duration >= WINDOW.as_secs_f64()
+                || state.segments.len() > MAX_WINDOW_SEGMENTS
+                || listed_bytes > limit)
         {
-            let Some(dropped) = state.segments.pop_front() else { break };
-            window_bytes -= dropped.size();
-            if dropped.discontinuity {
+            let Some(retired) = state.segments.pop_front() else { break };
+            listed -= retired.duration;
+            listed_bytes -= retired.size();
+            if retired.discontinuity {
                 state.discontinuity_sequence += 1;
             }
+            state.retired.push_back(retired);
+        }
+        // Retired segments stay as long as the playlist's span again (RFC 8216 6.2.2).
+        let mut retired: f64 = state.retired.iter().map(|s| s.duration).sum();
+        let mut kept_bytes = listed_bytes + state.retired.iter().map(StoredSegment::size).sum::<usize>();
+        while let Some(oldest) = state.retired.front()
+            && (retired - oldest.duration >= WINDOW.as_secs_f64()
+                || state.retired.len() > MAX_WINDOW_SEGMENTS
+                || kept_bytes > limit)
+        {
+            retired -= oldest.duration;
+            kept_bytes -= oldest.size();
+            state.retired.pop_front();
         }
         let window_ms =
             self.bytes_in_window.back().map_or(0, |b| b.0) - self.bytes_in_window.front().map_or(0, |f| f.0);
@@ -493,6 +646,9 @@ pub async fn run(
         waiting_for_keyframe: true,
         bytes_in_window: VecDeque::new(),
         completed: false,
+        last_video_dts: None,
+        video_frame_ms: 0,
+        clock_anchor: None,
         limits,
     };
     loop {
@@ -503,6 +659,8 @@ pub async fn run(
                     packager.on_frame(&frame);
                     if std::mem::take(&mut packager.completed) {
                         playback.notify();
+                    } else {
+                        playback.appended.send_modify(|version| *version += 1);
                     }
                 }
                 // Too slow for the ring: resume at the next keyframe.

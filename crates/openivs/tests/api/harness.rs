@@ -326,3 +326,27 @@ pub const P256_PUBLIC_KEY: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAER8P2rf0t3CebEUvTOedbuHZwoLGj
 ewVL0yitprn0Kjm4zHuerBRkXEXsh68rmdXdHo7f9FML2WFXtU1mAx7vfw==
 -----END PUBLIC KEY-----";
+
+/// Waits until GetStream finds the channel live (at most `limit`).
+pub(crate) async fn wait_live(server: &Server, arn: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if server.client().get_stream().channel_arn(arn).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{arn} did not go live within {limit:?}; log:\n{}", server.log_text());
+}
+
+/// Waits until GetStream no longer finds the channel live (at most `limit`).
+pub(crate) async fn wait_offline(server: &Server, arn: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if server.client().get_stream().channel_arn(arn).send().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{arn} was still live after {limit:?}");
+}

@@ -15,6 +15,7 @@ use aws_sdk_ivs::types::{ChannelType, StreamHealth, StreamState};
 
 use crate::assert_error;
 use crate::harness::Server;
+pub(crate) use crate::harness::{wait_live, wait_offline};
 
 /// A test pattern, encoded once per test run.
 struct Pattern {
@@ -28,8 +29,9 @@ struct Pattern {
 
 const PATTERN_720P: Pattern =
     Pattern { size: "1280x720", rate: 30, video_bitrate: "2500k", seconds: 10, keyframe_interval: 60 };
-const PATTERN_720P_1S_GOP: Pattern =
-    Pattern { size: "1280x720", rate: 30, video_bitrate: "2500k", seconds: 10, keyframe_interval: 30 };
+/// A keyframe every half second: low-latency segments (cut after 0.9 s) hold two.
+const PATTERN_720P_SHORT_GOP: Pattern =
+    Pattern { size: "1280x720", rate: 30, video_bitrate: "2500k", seconds: 10, keyframe_interval: 15 };
 const PATTERN_720P_6M: Pattern =
     Pattern { size: "1280x720", rate: 30, video_bitrate: "6000k", seconds: 10, keyframe_interval: 60 };
 const PATTERN_1440P: Pattern =
@@ -63,10 +65,10 @@ pub(crate) fn pattern_720p() -> &'static Path {
     PATH.get_or_init(|| encode(&PATTERN_720P))
 }
 
-/// The 720p pattern with a keyframe every second (two in each 2 s segment).
-pub(crate) fn pattern_720p_1s_gop() -> &'static Path {
+/// The 720p pattern with a keyframe every half second (two in each low-latency segment).
+pub(crate) fn pattern_720p_short_gop() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| encode(&PATTERN_720P_1S_GOP))
+    PATH.get_or_init(|| encode(&PATTERN_720P_SHORT_GOP))
 }
 
 /// An ffmpeg process publishing a file in real time, in a loop; killed on drop.
@@ -135,28 +137,6 @@ impl Channel {
     pub(crate) fn rtmp_url(&self, server: &Server) -> String {
         format!("rtmp://{}/app/{}", server.rtmp_address, self.key)
     }
-}
-
-pub(crate) async fn wait_live(server: &Server, arn: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if server.client().get_stream().channel_arn(arn).send().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{arn} did not go live within {limit:?}; log:\n{}", server.log_text());
-}
-
-pub(crate) async fn wait_offline(server: &Server, arn: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if server.client().get_stream().channel_arn(arn).send().await.is_err() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{arn} was still live after {limit:?}");
 }
 
 /// The id of a live channel's stream (GetStream).

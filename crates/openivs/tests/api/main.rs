@@ -5,7 +5,6 @@ mod harness;
 
 mod auth;
 mod aws_cli;
-mod browser;
 mod channels;
 mod configurations;
 mod faults;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ivs::types::{ChannelLatencyMode, ChannelType, ContainerFormat};
 
 use crate::harness::{RawResponse, Server, raw_request};
-use crate::ingest::{Publisher, pattern_720p, pattern_720p_1s_gop, wait_live, wait_offline};
+use crate::ingest::{Publisher, pattern_720p, pattern_720p_short_gop, wait_live, wait_offline};
 
 fn get(server: &Server, path_and_query: &str) -> RawResponse {
     raw_request(server, "GET", path_and_query, &[], "")
@@ -117,7 +117,7 @@ fn decode(url: &str, seconds: u32) -> String {
 async fn low_latency_ts_parts_decode_on_their_own() {
     let server = Server::start();
     let (_arn, playback_url, _publisher) =
-        live_channel_with(&server, ChannelLatencyMode::LowLatency, ContainerFormat::Ts, pattern_720p_1s_gop()).await;
+        live_channel_with(&server, ChannelLatencyMode::LowLatency, ContainerFormat::Ts, pattern_720p_short_gop()).await;
     let media = open_session(&server, &playback_url);
     let base = base_of(&media).to_owned();
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -339,4 +339,127 @@ async fn a_new_stream_continues_the_playlist_after_a_discontinuity() {
     assert_eq!(playlist.status, 200);
     assert!(playlist.body.contains("#EXT-X-DISCONTINUITY\n"), "{}", playlist.body);
     assert!(!playlist.body.contains("#EXT-X-ENDLIST"));
+}
+
+/// GETs `path` and times it: when the response head arrived, when the body ended, and the body
+/// (chunked transfer decoded).
+fn timed_get(server: &Server, path: &str) -> (u16, String, Duration, Duration, Vec<u8>) {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n").unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 16384];
+    let mut head_at = None;
+    loop {
+        let n = stream.read(&mut buffer).unwrap();
+        if n == 0 {
+            break;
+        }
+        received.extend_from_slice(&buffer[..n]);
+        if head_at.is_none() && received.windows(4).any(|w| w == b"\r\n\r\n") {
+            head_at = Some(started.elapsed());
+        }
+    }
+    let ended_at = started.elapsed();
+    let head_end = received.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&received[..head_end]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut body = received[head_end..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        let mut decoded = Vec::new();
+        let mut rest = &body[..];
+        loop {
+            let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap();
+            if size == 0 {
+                break;
+            }
+            decoded.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+            rest = &rest[line_end + 2 + size + 2..];
+        }
+        body = decoded;
+    }
+    (status, head, head_at.unwrap_or(ended_at), ended_at, body)
+}
+
+/// The sequence number in a segment URI (`{stream}-{msn}.ts`).
+fn sequence_of(uri: &str) -> u64 {
+    uri.rsplit_once('-').unwrap().1.split('.').next().unwrap().parse().unwrap()
+}
+
+/// The Amazon IVS Player's low-latency path (LHLS prefetch segments, beside Apple's parts): a LOW
+/// channel's playlist names the segment being cut and the next with `#EXT-X-PREFETCH`; such a
+/// segment answers at once and streams its bytes while they are packaged, ending when it is
+/// complete, and those bytes are the segment's. NORMAL channels list none. Segments stay
+/// served for a while after they leave the playlist (RFC 8216 6.2.2).
+#[tokio::test]
+async fn prefetch_segments_stream_while_they_are_written() {
+    let server = Server::start();
+    let (_arn, playback_url, _publisher) =
+        live_channel(&server, ChannelLatencyMode::LowLatency, ContainerFormat::Ts).await;
+    let media = open_session(&server, &playback_url);
+    let base = base_of(&media).to_owned();
+    let playlist = get(&server, &media).body;
+    let first_listed = parse(&playlist).segments[0].clone();
+    let last_complete = sequence_of(parse(&playlist).segments.last().unwrap());
+    let prefetch: Vec<&str> = playlist.lines().filter_map(|l| l.strip_prefix("#EXT-X-PREFETCH:")).collect();
+    assert_eq!(prefetch.len(), 2, "{playlist}");
+    assert_eq!(sequence_of(prefetch[0]), last_complete + 1, "{playlist}");
+    assert_eq!(sequence_of(prefetch[1]), last_complete + 2, "{playlist}");
+    // After the parts and the preload hint: players that know the one ignore the other.
+    assert!(playlist.trim_end().ends_with(prefetch[1]), "{playlist}");
+
+    // The next segment has not begun: its response starts at once and lasts as long as the
+    // segment takes to be written (2 s with this pattern's keyframe interval).
+    let (status, head, head_at, ended_at, body) = timed_get(&server, &format!("{base}/{}", prefetch[1]));
+    assert_eq!(status, 200, "{head}");
+    assert!(head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("content-type: video/mp2t"), "{head}");
+    assert!(head_at < Duration::from_millis(500), "the head took {head_at:?}");
+    assert!(ended_at > head_at + Duration::from_millis(1000), "head at {head_at:?}, end at {ended_at:?}");
+    // The same URI, now complete, answers the same bytes with a length.
+    let complete = get(&server, &format!("{base}/{}", prefetch[1]));
+    assert_eq!(complete.status, 200);
+    assert!(complete.header("content-length").is_some());
+    assert_eq!(complete.body_bytes, body, "the streamed bytes are not the segment's");
+    let file = std::env::temp_dir().join(format!("openivs-prefetch-{}.ts", std::process::id()));
+    std::fs::write(&file, &body).unwrap();
+    let streams = ffprobe_streams(file.to_str().unwrap());
+    assert!(streams.contains("codec_name=h264") && streams.contains("codec_name=aac"), "{streams}");
+    decode(file.to_str().unwrap(), 2);
+    std::fs::remove_file(&file).ok();
+
+    // Far beyond the segment being cut: nothing to stream.
+    assert_eq!(
+        get(
+            &server,
+            &format!(
+                "{base}/{}",
+                prefetch[1].replace(&format!("-{}.", last_complete + 2), &format!("-{}.", last_complete + 9))
+            )
+        )
+        .status,
+        404
+    );
+
+    // A segment that left the playlist is still served for as long again.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let now_listed = parse(&get(&server, &media).body).segments;
+        if !now_listed.contains(&first_listed) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{first_listed} never left the playlist");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(get(&server, &format!("{base}/{first_listed}")).status, 200, "{first_listed} is gone already");
+
+    // NORMAL channels: no prefetch.
+    let (_arn, normal_url, _normal_publisher) =
+        live_channel(&server, ChannelLatencyMode::NormalLatency, ContainerFormat::Ts).await;
+    let normal_media = open_session(&server, &normal_url);
+    let normal = get(&server, &normal_media).body;
+    assert!(!normal.contains("#EXT-X-PREFETCH"), "{normal}");
 }

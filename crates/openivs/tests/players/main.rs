@@ -1,0 +1,19 @@
+//! The web players IVS applications embed, playing openivs channels in a real browser (Debian's
+//! headless Chromium, driven by playwright-core through `tests/browser/play.mjs`): hls.js, Shaka
+//! Player, video.js (VHS) and the Amazon IVS Player. The broadcaster burns the wall clock into
+//! its picture ([`clock`]), so the page measures glass-to-glass latency and stalls from what is
+//! on screen.
+//!
+//! A test binary of its own: cargo runs test binaries one after another, so the players get the
+//! machine's cores to themselves rather than sharing them with the API suite (a stall measured
+//! on a starved machine would say nothing about the server).
+//!
+//! Needs Node.js, ffmpeg, `/usr/bin/chromium` and `tests/browser/node_modules` (scripts/test
+//! installs them); fails, not skips, without them.
+
+#[path = "../api/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+mod clock;
+mod web_players;
