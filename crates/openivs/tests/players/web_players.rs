@@ -167,7 +167,7 @@ async fn every_player_plays_every_container_and_latency_mode() {
 
 /// The latency table of BENCHMARKS.md: each player watches each channel alone for 30 s, and
 /// the latency read from the picture is printed as a Markdown table. Run it by hand:
-/// `cargo test --release -p openivs --test players -- --ignored --nocapture latency_table`.
+/// `cargo test -p openivs --test players -- --ignored --nocapture latency_table`.
 #[tokio::test]
 #[ignore]
 async fn latency_table() {
