@@ -388,6 +388,8 @@ async fn media_file(
 /// such segment coming; a stream that ends first aborts the response, so a client never takes a
 /// cut-short segment for a whole one.
 fn prefetch_segment(playback: &Arc<ChannelPlayback>, stream_id: &str, sequence: u64) -> Response {
+    // Subscribed before the first read, so no change between the two goes unnoticed.
+    let appended = playback.appended.subscribe();
     let mut cursor = SegmentCursor::default();
     let first = playback.state.read().expect("playlist lock").read_segment(stream_id, sequence, &mut cursor);
     let first = match first {
@@ -406,7 +408,7 @@ fn prefetch_segment(playback: &Arc<ChannelPlayback>, stream_id: &str, sequence: 
         done: bool,
     }
     let reader = Reader {
-        appended: playback.appended.subscribe(),
+        appended,
         playback: playback.clone(),
         stream_id: stream_id.to_owned(),
         sequence,
