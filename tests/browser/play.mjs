@@ -212,8 +212,10 @@ async function play(url) {
       }
       return value;
     };
+    // How far the clock runs from `from` to `to` (in its 10 ms units, across its wrap).
     const clockPeriod = 2 ** CLOCK_BITS;
-    const latencyOf = (clock, now) => (((Math.floor(now / 10) - clock) % clockPeriod) + clockPeriod) % clockPeriod * 10;
+    const clockAhead = (from, to) => (((to - from) % clockPeriod) + clockPeriod) % clockPeriod;
+    const latencyOf = (clock, now) => clockAhead(clock, Math.floor(now / 10)) * 10;
 
     // Wait for the picture to start moving (at most 20 s), let the player settle for SETTLE_MS
     // (players seek to their live position and adjust their buffer just after starting), then
@@ -243,7 +245,7 @@ async function play(url) {
       if (clock === null) continue;
       if (clock !== lastClock) {
         // A forward step of the picture's clock (a misread or a jump back counts for nothing).
-        const step = lastClock === null ? 0 : ((clock - lastClock) % clockPeriod + clockPeriod) % clockPeriod;
+        const step = lastClock === null ? 0 : clockAhead(lastClock, clock);
         if (step > 0 && step < 500) pictureSeconds += step / 100;
         lastClock = clock;
         lastChange = now;

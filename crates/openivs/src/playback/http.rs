@@ -170,7 +170,7 @@ pub async fn media(
             None => not_found("No such file"),
         };
     }
-    match parse_media_name(&file, playback.container) {
+    match parse_media_name(&file, playback.packaging.container) {
         Some((stream_id, sequence, part)) => media_file(&playback, &stream_id, sequence, part, &headers).await,
         None => not_found("No such file"),
     }
@@ -219,7 +219,7 @@ async fn media_playlist(playback: &ChannelPlayback, low_latency: bool, query: &P
     }
     let state = playback.state.read().expect("playlist lock");
     let skip_requested = low_latency && query.skip.as_deref() == Some("YES");
-    let body = render(&state, playback.container, low_latency, skip_requested);
+    let body = render(&state, playback.packaging.container, low_latency, skip_requested);
     response(StatusCode::OK, PLAYLIST_TYPE, "no-cache", body)
 }
 
@@ -380,7 +380,7 @@ async fn media_file(
             }
         }
     };
-    serve_bytes(data, playback.container.media_type(), headers)
+    serve_bytes(data, playback.packaging.container.media_type(), headers)
 }
 
 /// A segment still being cut, or the next one: answered at once, its bytes streamed as they are
@@ -454,7 +454,7 @@ fn prefetch_segment(playback: &Arc<ChannelPlayback>, stream_id: &str, sequence: 
             }
         }
     });
-    response(StatusCode::OK, playback.container.media_type(), "no-cache", Body::from_stream(chunks))
+    response(StatusCode::OK, playback.packaging.container.media_type(), "no-cache", Body::from_stream(chunks))
 }
 
 /// Serves immutable media (a list of buffers, streamed without copying), honouring a single

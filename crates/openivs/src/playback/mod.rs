@@ -41,7 +41,7 @@ impl Playback {
             let mut channels = self.channels.write().expect("playback lock");
             let entry =
                 channels.entry(stream.channel_arn.clone()).or_insert_with(|| Arc::new(ChannelPlayback::new(packaging)));
-            if entry.packaging() != packaging {
+            if entry.packaging != packaging {
                 *entry = Arc::new(ChannelPlayback::new(packaging));
             }
             entry.clone()

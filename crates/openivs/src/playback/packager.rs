@@ -258,8 +258,7 @@ impl PlaylistState {
 
 /// The playback state of one channel, shared by its packager and the playback handlers.
 pub struct ChannelPlayback {
-    pub container: Container,
-    pub segment_target: Duration,
+    pub packaging: Packaging,
     pub state: RwLock<PlaylistState>,
     /// Bumped on every change (new part, segment, end); blocking reloads wait on it.
     pub changed: watch::Sender<u64>,
@@ -270,16 +269,11 @@ pub struct ChannelPlayback {
 impl ChannelPlayback {
     pub fn new(packaging: Packaging) -> ChannelPlayback {
         ChannelPlayback {
-            container: packaging.container,
-            segment_target: packaging.segment_target,
+            packaging,
             state: RwLock::new(PlaylistState::default()),
             changed: watch::Sender::new(0),
             appended: watch::Sender::new(0),
         }
-    }
-
-    pub fn packaging(&self) -> Packaging {
-        Packaging { container: self.container, segment_target: self.segment_target }
     }
 
     fn notify(&self) {
@@ -369,7 +363,7 @@ impl Packager {
         let cut_segment = match state.open.as_ref() {
             None => keyframe,
             Some(open) => {
-                (keyframe && frame.dts_ms - open.start_dts >= self.playback.segment_target.as_millis() as i64)
+                (keyframe && frame.dts_ms - open.start_dts >= self.playback.packaging.segment_target.as_millis() as i64)
                     || self.segment_overgrown(open, frame)
             }
         };
@@ -636,7 +630,7 @@ pub async fn run(
     let mut packager = Packager {
         playback: playback.clone(),
         stream_id: stream_id.into(),
-        writer: match playback.container {
+        writer: match playback.packaging.container {
             Container::Ts => Writer::Ts(TsMuxer::new(Tracks { video: true, audio: true, metadata: false })),
             Container::Fmp4 => Writer::Fmp4 { frames: Vec::new(), fragment_sequence: 0, audio_time: None },
         },

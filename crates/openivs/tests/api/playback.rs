@@ -402,8 +402,9 @@ async fn prefetch_segments_stream_while_they_are_written() {
     let media = open_session(&server, &playback_url);
     let base = base_of(&media).to_owned();
     let playlist = get(&server, &media).body;
-    let first_listed = parse(&playlist).segments[0].clone();
-    let last_complete = sequence_of(parse(&playlist).segments.last().unwrap());
+    let listed = parse(&playlist).segments;
+    let first_listed = listed[0].clone();
+    let last_complete = sequence_of(listed.last().unwrap());
     let prefetch: Vec<&str> = playlist.lines().filter_map(|l| l.strip_prefix("#EXT-X-PREFETCH:")).collect();
     assert_eq!(prefetch.len(), 2, "{playlist}");
     assert_eq!(sequence_of(prefetch[0]), last_complete + 1, "{playlist}");
