@@ -14,6 +14,7 @@ use crate::ingest::{IngestContext, run_listener, tls};
 use crate::live::LiveRegistry;
 use crate::live::session::end_orphaned_sessions;
 use crate::playback::Playback;
+use crate::playback::access::Access;
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -52,10 +53,14 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         srt_port: SRT_PORT,
     };
     let live = Arc::new(LiveRegistry::new());
-    let playback = Arc::new(Playback::new(settings.limits));
+    let access = Access::new(settings.geoip_database.as_deref(), settings.trusted_proxies.clone())?;
+    let playback = Arc::new(Playback::new(settings.limits, access));
     let api = Api::new(store.clone(), live.clone(), playback.clone(), settings.quotas, endpoints.clone())
         .await
         .map_err(|e| e.to_string())?;
+    if !playback.access.has_geoip() {
+        playback.access.warn_if_countries_unenforced(store.as_ref()).await;
+    }
     let state = Arc::new(AppState::new(api, Authenticator::new(&settings.credentials), settings.limits));
     let ingest = Arc::new(IngestContext {
         store: store.clone(),

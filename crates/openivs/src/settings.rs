@@ -73,6 +73,18 @@ pub struct ServeArgs {
     #[arg(long, env = "OPENIVS_PUBLIC_HOST")]
     pub public_host: Option<String>,
 
+    /// A GeoIP database in MaxMind's mmdb format (GeoLite2-Country, GeoIP2-Country, DB-IP …),
+    /// with which the `allowedCountries` of playback restriction policies are enforced. Without
+    /// one, country lists are not enforced (a warning says so).
+    #[arg(long, env = "OPENIVS_GEOIP_DATABASE")]
+    pub geoip_database: Option<PathBuf>,
+
+    /// Proxies (load balancers, CDNs) whose `X-Forwarded-For` is believed, as addresses or CIDR
+    /// blocks separated by commas: a viewer's address is then the rightmost address of the
+    /// header that is not one of them. [default: none; the peer's address is the viewer's]
+    #[arg(long, env = "OPENIVS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<String>,
+
     /// An API credential as ACCESS_KEY_ID:SECRET_ACCESS_KEY:ACCOUNT_ID; repeat the flag (or
     /// separate with commas in the variable) for several. With none, the local-development pair
     /// test/test for account 123456789012 is accepted. Prefer the config file or the environment
@@ -223,6 +235,8 @@ struct FileSettings {
     tls_certificate: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     public_host: Option<String>,
+    geoip_database: Option<PathBuf>,
+    trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     credentials: Vec<FileCredential>,
     allow_dev_credentials_on_network: Option<bool>,
@@ -286,6 +300,8 @@ pub struct Settings {
     pub tls_certificate: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub public_host: String,
+    pub geoip_database: Option<PathBuf>,
+    pub trusted_proxies: Vec<crate::playback::access::Cidr>,
     pub credentials: Vec<Credential>,
     /// True when no credential was configured and test/test is in force.
     pub dev_credentials: bool,
@@ -312,6 +328,16 @@ impl Settings {
                 credentials.push(checked_credential(c.access_key_id, c.secret_access_key, c.account_id)?);
             }
         }
+        let proxy_texts = if args.trusted_proxies.is_empty() {
+            file.trusted_proxies.clone().unwrap_or_default()
+        } else {
+            args.trusted_proxies.clone()
+        };
+        let trusted_proxies = proxy_texts
+            .iter()
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| crate::playback::access::Cidr::parse(t).map_err(|e| format!("--trusted-proxies: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
         let dev_credentials = credentials.is_empty();
         if dev_credentials {
             credentials.push(Credential {
@@ -328,6 +354,8 @@ impl Settings {
             tls_certificate: args.tls_certificate.or(file.tls_certificate),
             tls_key: args.tls_key.or(file.tls_key),
             public_host: args.public_host.or(file.public_host).unwrap_or_else(|| "127.0.0.1".into()),
+            geoip_database: args.geoip_database.or(file.geoip_database),
+            trusted_proxies,
             credentials,
             dev_credentials,
             allow_dev_credentials_on_network: args

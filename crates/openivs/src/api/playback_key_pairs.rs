@@ -67,6 +67,7 @@ pub(super) async fn import(api: &Api, caller: &Caller, request: ImportPlaybackKe
         .require(quota_check, quota_error)
         .write(Write::Put(super::record_of(&key_pair)?));
     api.store.apply(change).await?;
+    api.playback.access.keys_changed(&caller.account, &caller.region);
     Ok(json!({ "keyPair": output(key_pair.public_view())? }))
 }
 
@@ -77,6 +78,7 @@ pub(super) async fn get(api: &Api, caller: &Caller, request: ArnInput) -> Result
 
 pub(super) async fn delete(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {
     api.delete_unreferenced(caller, &request.arn, ResourceType::PlaybackKeyPair).await?;
+    api.playback.access.keys_changed(&caller.account, &caller.region);
     Ok(json!({}))
 }
 

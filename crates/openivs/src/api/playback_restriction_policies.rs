@@ -45,6 +45,7 @@ pub(super) async fn create(
     };
     apply_settings(&mut policy, request.settings);
     api.create(caller, &policy, api.quotas.playback_restriction_policies).await?;
+    api.playback.access.warn_if_country_list_unenforced(&policy.arn, &policy.allowed_countries);
     Ok(json!({ "playbackRestrictionPolicy": output(&policy)? }))
 }
 
@@ -64,7 +65,20 @@ pub(super) async fn update(
             Ok(policy)
         })
         .await?;
+    api.playback.access.warn_if_country_list_unenforced(&policy.arn, &policy.allowed_countries);
     Ok(json!({ "playbackRestrictionPolicy": output(&policy)? }))
+}
+
+/// Warns when a channel is given a policy whose countries cannot be enforced (no GeoIP database).
+pub(super) async fn warn_if_attached_countries_unenforced(api: &Api, policy_arn: &str) {
+    if policy_arn.is_empty() || api.playback.access.has_geoip() {
+        return;
+    }
+    if let Ok(Some(record)) = api.store.get(policy_arn).await
+        && let Ok(policy) = record.decode::<PlaybackRestrictionPolicy>()
+    {
+        api.playback.access.warn_if_country_list_unenforced(&policy.arn, &policy.allowed_countries);
+    }
 }
 
 pub(super) async fn delete(api: &Api, caller: &Caller, request: ArnInput) -> Result<Value, IvsError> {

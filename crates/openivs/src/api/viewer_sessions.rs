@@ -1,6 +1,7 @@
 //! Viewer-session revocation: StartViewerSessionRevocation and its batch form. A revocation
-//! is stored (channel, viewer id, highest revoked version); the playback path refuses sessions of
-//! that viewer whose token carries a version at or below it.
+//! is stored (channel, viewer id, highest revoked version) until no playback token it matches can
+//! be valid; the playback path ends the open sessions of that viewer whose token carried a version
+//! at or below it, and refuses such tokens from then on.
 
 use openivs_model::requests::{BatchStartViewerSessionRevocationInput, ViewerSessionRevocation};
 use openivs_model::resources::Channel;
@@ -9,16 +10,24 @@ use serde_json::{Value, json};
 
 use super::Api;
 use crate::auth::Caller;
-use crate::store::ViewerRevocation;
+use crate::playback::access::{SHORT_TOKEN_LIFETIME, unix_now};
+use crate::store::{Change, ViewerRevocation, Write};
 
 async fn revoke(api: &Api, caller: &Caller, request: &ViewerSessionRevocation) -> Result<(), IvsError> {
     api.load::<Channel>(caller, &request.channel_arn).await?;
+    let now = unix_now();
     let revocation = ViewerRevocation {
         channel_arn: request.channel_arn.clone(),
         viewer_id: request.viewer_id.clone(),
         max_version: request.viewer_session_versions_less_than_or_equal_to.unwrap_or(0),
+        // Tokens with a viewer id expire within SHORT_TOKEN_LIFETIME: after that none it
+        // matches can open a session (sessions already open are refused by the playback path,
+        // which keeps the revocation in memory as long as their ids are valid).
+        expires_at: now + SHORT_TOKEN_LIFETIME + 60,
     };
-    api.store.revoke_viewer_sessions(&revocation).await
+    api.store.apply(Change::new().write(Write::RevokeViewer { revocation: revocation.clone(), now })).await?;
+    api.playback.viewers.revoke(&revocation.channel_arn, &revocation.viewer_id, revocation.max_version);
+    Ok(())
 }
 
 pub(super) async fn start(api: &Api, caller: &Caller, request: ViewerSessionRevocation) -> Result<Value, IvsError> {

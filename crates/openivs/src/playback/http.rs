@@ -3,6 +3,9 @@
 //! - `GET /api/video/v1/{region}.{account}.channel.{id}.m3u8` (the channel's `playbackUrl`): the
 //!   multivariant playlist, whose variant carries BANDWIDTH, CODECS, RESOLUTION and FRAME-RATE
 //!   of the real stream and points into a new viewer session; 404 while the channel is offline.
+//!   A private channel's needs `?token=`, and a restriction policy may refuse the viewer: both
+//!   are decided by [`super::access`], and a refusal answers 403 with a JSON body
+//!   `{"error_code": …, "message": …}` (and nothing of the stream).
 //! - `GET /playback/{session}/{channel}/media.m3u8`: the media playlist; for LOW latency channels
 //!   low-latency HLS with parts, blocking reload (`_HLS_msn`, `_HLS_part`), delta updates
 //!   (`_HLS_skip=YES`) and a preload hint.
@@ -28,6 +31,7 @@ use openivs_media::hls::{self, LowLatency, MediaPlaylist, Part, Segment, Variant
 use openivs_model::resources::Channel;
 use serde::Deserialize;
 
+use super::access::{Denial, Visitor};
 use super::packager::{ChannelPlayback, Container, PART_TARGET, PlaylistState, SegmentCursor, SegmentProgress};
 use super::viewers::Refused;
 use crate::http::AppState;
@@ -63,6 +67,30 @@ fn too_many_viewers() -> Response {
     response(StatusCode::TOO_MANY_REQUESTS, "text/plain", "no-cache", "Too many viewers\n")
 }
 
+/// A refusal of the access rules: 403 (500 when the store failed), with a JSON body the player
+/// or application can read. CORS allows any origin here, so a refused page learns why.
+pub fn denied(denial: &Denial) -> Response {
+    let status = match denial {
+        Denial::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::FORBIDDEN,
+    };
+    let body = serde_json::json!({ "error_code": denial.code(), "message": denial.message() });
+    response(status, "application/json", "no-cache", body.to_string())
+}
+
+/// Puts the session's `Access-Control-Allow-Origin` on a response (`*` is already there).
+fn allow_origin(mut response: Response, origin: Option<String>) -> Response {
+    if let Some(value) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        response.headers_mut().insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+fn origin_of(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
+}
+
 fn bad_request(what: &str) -> Response {
     response(StatusCode::BAD_REQUEST, "text/plain", "no-cache", format!("{what}\n"))
 }
@@ -93,26 +121,49 @@ async fn wait_until(playback: &ChannelPlayback, limit: Duration, ready: impl Fn(
     waited.is_ok() && ready(&playback.state.read().expect("playlist lock"))
 }
 
+#[derive(Debug, Default, Deserialize)]
+pub struct MultivariantQuery {
+    token: Option<String>,
+}
+
 pub async fn multivariant(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    Extension(ClientAddress(address)): Extension<ClientAddress>,
+    Query(query): Query<MultivariantQuery>,
+    Extension(ClientAddress(peer)): Extension<ClientAddress>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(arn) = channel_arn_of(&name) else { return not_found("No such channel") };
-    if !state.api.live.is_live(&arn) {
-        return not_found("The channel is not broadcasting");
-    }
-    let Some(playback) = state.api.playback.channel(&arn) else { return not_found("The channel is not broadcasting") };
     let Ok(Some(record)) = state.api.store.get(&arn).await else { return not_found("No such channel") };
     let Ok(channel) = record.decode::<Channel>() else { return not_found("No such channel") };
-    // A stream that just started has no complete segment yet (so no measured bandwidth, and
-    // nothing to play): give it the moment it takes.
-    wait_until(&playback, Duration::from_secs(5), |s| !s.segments.is_empty()).await;
+    let playback = state.api.playback.channel(&arn).filter(|_| state.api.live.is_live(&arn));
+    if let Some(playback) = &playback {
+        // A stream that just started has no complete segment yet (so no measured bandwidth and
+        // size, and nothing to play): give it the moment it takes.
+        wait_until(playback, Duration::from_secs(5), |s| !s.segments.is_empty()).await;
+    }
+    let source_height =
+        playback.as_ref().and_then(|p| p.state.read().expect("playlist lock").resolution).map(|(w, h)| w.min(h));
+    let origin = origin_of(&headers);
+    let access = &state.api.playback.access;
+    let address = access.viewer_address(peer, &headers);
+    // The door comes before "offline": a viewer without the right to watch learns nothing.
+    let visitor = Visitor { channel: &channel, token: query.token.as_deref(), origin, address, source_height };
+    let admission = match access.admit(state.api.store.as_ref(), &visitor).await {
+        Ok(admission) => admission,
+        Err(denial) => return denied(&denial),
+    };
+    let Some(playback) = playback else { return not_found("The channel is not broadcasting") };
     if !state.api.playback.viewers.would_admit(&arn, address) {
         return too_many_viewers();
     }
+    if let Some((uuid, expires_at)) = &admission.single_use
+        && let Err(denial) = access.use_single_use(state.api.store.as_ref(), uuid, *expires_at).await
+    {
+        return denied(&denial);
+    }
     // The session is a signed token: nothing is held until it fetches media.
-    let session = state.api.playback.viewers.issue(&arn, channel.latency_mode == "LOW");
+    let session = state.api.playback.viewers.issue(&arn, channel.latency_mode == "LOW", &admission.rules);
     let (codecs, resolution, bandwidth, frame_rate) = {
         let playlist = playback.state.read().expect("playlist lock");
         (playlist.codecs.clone(), playlist.resolution, playlist.bandwidth.max(1), playlist.frame_rate)
@@ -127,7 +178,8 @@ pub async fn multivariant(
         resolution,
         frame_rate: frame_rate.filter(|r| *r > 0.0),
     }]);
-    response(StatusCode::OK, PLAYLIST_TYPE, "no-cache", body)
+    let response = response(StatusCode::OK, PLAYLIST_TYPE, "no-cache", body);
+    allow_origin(response, admission.rules.allow_origin_header(origin))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,34 +196,53 @@ pub async fn media(
     State(state): State<Arc<AppState>>,
     Path((session, channel, file)): Path<(String, String, String)>,
     Query(query): Query<PlaylistQuery>,
-    Extension(ClientAddress(address)): Extension<ClientAddress>,
+    Extension(ClientAddress(peer)): Extension<ClientAddress>,
     headers: HeaderMap,
 ) -> Response {
     let Some(channel_arn) = channel_arn_of(&format!("{channel}.m3u8")) else {
         return not_found("No such playback session");
     };
+    let address = state.api.playback.access.viewer_address(peer, &headers);
     let viewer = match state.api.playback.viewers.touch(&session, &channel_arn, address) {
         Ok(viewer) => viewer,
         Err(Refused::Unknown) => return not_found("No such playback session"),
         Err(Refused::TooMany) => return too_many_viewers(),
+        Err(Refused::Revoked) => return denied(&Denial::SessionRevoked),
     };
-    let Some(playback) = state.api.playback.channel(&viewer.channel_arn) else {
+    let origin = origin_of(&headers);
+    if !viewer.rules.allows_request_from(origin) {
+        return denied(&Denial::OriginNotAllowed);
+    }
+    let response = media_response(&state, &viewer.channel_arn, viewer.low_latency, &file, &query, &headers).await;
+    allow_origin(response, viewer.rules.allow_origin_header(origin))
+}
+
+/// A session's media playlist, init section, segment or part.
+async fn media_response(
+    state: &AppState,
+    channel_arn: &str,
+    low_latency: bool,
+    file: &str,
+    query: &PlaylistQuery,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(playback) = state.api.playback.channel(channel_arn) else {
         return not_found("The channel is not broadcasting");
     };
     if file == "media.m3u8" {
-        return media_playlist(&playback, viewer.low_latency, &query).await;
+        return media_playlist(&playback, low_latency, query).await;
     }
     if let Some(stream_id) = file.strip_suffix("-init.mp4") {
         let state = playback.state.read().expect("playlist lock");
         let init = state.inits.iter().find(|(id, _)| &**id == stream_id).map(|(_, init)| init.clone());
         drop(state);
         return match init {
-            Some(init) => serve_bytes(vec![init], "video/mp4", &headers),
+            Some(init) => serve_bytes(vec![init], "video/mp4", headers),
             None => not_found("No such file"),
         };
     }
-    match parse_media_name(&file, playback.packaging.container) {
-        Some((stream_id, sequence, part)) => media_file(&playback, &stream_id, sequence, part, &headers).await,
+    match parse_media_name(file, playback.packaging.container) {
+        Some((stream_id, sequence, part)) => media_file(&playback, &stream_id, sequence, part, headers).await,
         None => not_found("No such file"),
     }
 }

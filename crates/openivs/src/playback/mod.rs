@@ -2,8 +2,10 @@
 //! playlist window in memory; the HTTP handlers ([`http`]) serve the multivariant playlist at the
 //! channel's `playbackUrl`, and media playlists, segments and parts under per-viewer-session URLs
 //! (`/playback/{session}/…`), as IVS does. Sessions ([`viewers`]) count as viewers while they
-//! fetch.
+//! fetch. Who may open a session, and on what terms (private channels' tokens, restriction
+//! policies), is decided by [`access`].
 
+pub mod access;
 pub mod http;
 pub mod packager;
 pub mod viewers;
@@ -12,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use access::Access;
 use packager::{ChannelPlayback, Packaging};
 use viewers::ViewerSessions;
 
@@ -25,12 +28,13 @@ pub const LINGER: Duration = Duration::from_secs(20);
 pub struct Playback {
     channels: RwLock<HashMap<String, Arc<ChannelPlayback>>>,
     pub viewers: ViewerSessions,
+    pub access: Access,
     limits: Limits,
 }
 
 impl Playback {
-    pub fn new(limits: Limits) -> Playback {
-        Playback { channels: RwLock::default(), viewers: ViewerSessions::new(limits), limits }
+    pub fn new(limits: Limits, access: Access) -> Playback {
+        Playback { channels: RwLock::default(), viewers: ViewerSessions::new(limits), access, limits }
     }
 
     /// Starts packaging a stream that just went live, as the channel's container format and

@@ -1,22 +1,28 @@
 //! Viewer sessions: the `{session}` in every playback URL below the multivariant playlist.
 //!
 //! Opening a session costs nothing: the multivariant playlist hands out a session id that is a
-//! signed token (a random nonce, when it was issued, the latency mode, and an HMAC over them and
-//! the channel), and the server keeps no state for it. A session is held only from its first
+//! signed token (a random nonce, when it was issued, the latency mode, the session's access rules
+//! from [`super::access`], and an HMAC over them and the channel), and the server keeps no state
+//! for it. A session is held only from its first
 //! media request on, and only within caps: in all, per channel and per client address (past
 //! any of them the request answers 429, as IVS does at its concurrent-viewer quota). A held
 //! session is forgotten `playback_viewer_session_idle` after its last request (it comes back on
 //! its next request, while its token is valid). So a flood of anonymous playlist requests holds
-//! nothing, and one client can hold at most its own address's share.
+//! nothing, and one client can hold at most its own address's share. A revoked viewer's sessions
+//! are dropped at once and refused from then on (the revocation is also kept here, in memory, as
+//! long as a session id it matches can be valid).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use super::access::SessionRules;
 use crate::settings::Limits;
 
 /// A session token is accepted this long after it was issued.
@@ -25,6 +31,9 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const NONCE_BYTES: usize = 8;
 const MAC_BYTES: usize = 10;
+/// Nonce, issue time (8 bytes) and flags come before the rules.
+const FIXED_BYTES: usize = NONCE_BYTES + 9;
+const FLAG_LOW_LATENCY: u8 = 1;
 
 #[derive(Debug, Clone)]
 pub struct ViewerSession {
@@ -33,6 +42,7 @@ pub struct ViewerSession {
     pub low_latency: bool,
     pub address: IpAddr,
     pub last_seen: Instant,
+    pub rules: Arc<SessionRules>,
 }
 
 /// Why a media request has no session.
@@ -42,6 +52,8 @@ pub enum Refused {
     Unknown,
     /// A cap is full: the server, the channel or the client's address holds all it may.
     TooMany,
+    /// The viewer's sessions were revoked (StartViewerSessionRevocation).
+    Revoked,
 }
 
 #[derive(Default)]
@@ -49,6 +61,8 @@ struct Held {
     sessions: HashMap<String, ViewerSession>,
     per_channel: HashMap<String, usize>,
     per_address: HashMap<IpAddr, usize>,
+    /// Revocations by (channel, viewer id): the highest revoked version, and when it was made.
+    revoked: HashMap<(String, String), (i64, Instant)>,
     last_sweep: Option<Instant>,
 }
 
@@ -75,6 +89,16 @@ impl Held {
                 self.remove_counts(&session);
             }
         }
+        // Past a session id's lifetime no id that a revocation matches is valid.
+        self.revoked.retain(|_, (_, at)| now.duration_since(*at) < TOKEN_LIFETIME);
+    }
+
+    fn is_revoked(&self, channel_arn: &str, rules: &SessionRules) -> bool {
+        rules.viewer.as_ref().is_some_and(|(viewer_id, version)| {
+            self.revoked
+                .get(&(channel_arn.to_owned(), viewer_id.clone()))
+                .is_some_and(|(revoked, _)| version <= revoked)
+        })
     }
 }
 
@@ -112,27 +136,61 @@ impl ViewerSessions {
     }
 
     /// A new session id for a viewer of the channel. Nothing is stored.
-    pub fn issue(&self, channel_arn: &str, low_latency: bool) -> String {
-        let mut body = Vec::with_capacity(NONCE_BYTES + 9);
+    pub fn issue(&self, channel_arn: &str, low_latency: bool, rules: &SessionRules) -> String {
+        let mut body = Vec::with_capacity(FIXED_BYTES + MAC_BYTES);
         body.extend_from_slice(&rand::random::<[u8; NONCE_BYTES]>());
         body.extend_from_slice(&unix_seconds().to_be_bytes());
-        body.push(u8::from(low_latency));
+        body.push(if low_latency { FLAG_LOW_LATENCY } else { 0 });
+        if *rules != SessionRules::default() {
+            body.extend_from_slice(&serde_json::to_vec(rules).expect("rules serialize"));
+        }
         let mac = self.mac(channel_arn, &body);
-        format!("{}{}", hex::encode(&body), hex::encode(mac))
+        body.extend_from_slice(&mac);
+        URL_SAFE_NO_PAD.encode(body)
     }
 
-    /// Checks a session id against the channel it is used for: `Some(low_latency)` when this
-    /// server issued it for that channel less than [`TOKEN_LIFETIME`] ago.
-    fn verify(&self, id: &str, channel_arn: &str) -> Option<bool> {
-        let bytes = hex::decode(id).ok()?;
-        let (body, mac) = bytes.split_at_checked(NONCE_BYTES + 9)?;
+    /// Checks a session id against the channel it is used for: its latency mode and rules when
+    /// this server issued it for that channel less than [`TOKEN_LIFETIME`] ago.
+    fn verify(&self, id: &str, channel_arn: &str) -> Option<(bool, SessionRules)> {
+        let bytes = URL_SAFE_NO_PAD.decode(id).ok()?;
+        let (body, mac) = bytes.split_at_checked(bytes.len().checked_sub(MAC_BYTES)?)?;
+        if body.len() < FIXED_BYTES {
+            return None;
+        }
         let expected = self.mac(channel_arn, body);
         if !bool::from(subtle::ConstantTimeEq::ct_eq(mac, &expected[..])) {
             return None;
         }
         let issued = u64::from_be_bytes(body[NONCE_BYTES..NONCE_BYTES + 8].try_into().ok()?);
         let age = unix_seconds().saturating_sub(issued);
-        (age < TOKEN_LIFETIME.as_secs()).then_some(body[NONCE_BYTES + 8] == 1)
+        if age >= TOKEN_LIFETIME.as_secs() {
+            return None;
+        }
+        let rules = match &body[FIXED_BYTES..] {
+            [] => SessionRules::default(),
+            json => serde_json::from_slice(json).ok()?,
+        };
+        Some((body[FIXED_BYTES - 1] & FLAG_LOW_LATENCY != 0, rules))
+    }
+
+    /// Revokes a viewer's sessions of a channel with a version at or below `max_version`: those
+    /// held are dropped now, and none of them is held again.
+    pub fn revoke(&self, channel_arn: &str, viewer_id: &str, max_version: i64) {
+        let mut held = self.held.lock().expect("viewer sessions lock");
+        let entry =
+            held.revoked.entry((channel_arn.to_owned(), viewer_id.to_owned())).or_insert((max_version, Instant::now()));
+        *entry = (entry.0.max(max_version), Instant::now());
+        let dropped: Vec<String> = held
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.channel_arn == channel_arn && held.is_revoked(channel_arn, &s.rules))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in dropped {
+            if let Some(session) = held.sessions.remove(&id) {
+                held.remove_counts(&session);
+            }
+        }
     }
 
     /// The session behind a media request, marked active: held already, or held from now on if
@@ -147,12 +205,21 @@ impl ViewerSessions {
             session.last_seen = now;
             return Ok(session.clone());
         }
-        let low_latency = self.verify(id, channel_arn).ok_or(Refused::Unknown)?;
+        let (low_latency, rules) = self.verify(id, channel_arn).ok_or(Refused::Unknown)?;
         held.sweep(now, Duration::from_secs(self.limits.playback_viewer_session_idle));
+        if held.is_revoked(channel_arn, &rules) {
+            return Err(Refused::Revoked);
+        }
         if self.full(&held, channel_arn, address) {
             return Err(Refused::TooMany);
         }
-        let session = ViewerSession { channel_arn: channel_arn.to_owned(), low_latency, address, last_seen: now };
+        let session = ViewerSession {
+            channel_arn: channel_arn.to_owned(),
+            low_latency,
+            address,
+            last_seen: now,
+            rules: Arc::new(rules),
+        };
         *held.per_channel.entry(channel_arn.to_owned()).or_insert(0) += 1;
         *held.per_address.entry(address).or_insert(0) += 1;
         held.sessions.insert(id.to_owned(), session.clone());
@@ -207,13 +274,13 @@ mod tests {
     #[test]
     fn issuing_holds_nothing_and_tokens_are_bound_to_their_channel() {
         let viewers = ViewerSessions::new(limits());
-        let ids: Vec<String> = (0..10_000).map(|_| viewers.issue(CHANNEL, true)).collect();
+        let ids: Vec<String> = (0..10_000).map(|_| viewers.issue(CHANNEL, true, &SessionRules::default())).collect();
         assert_eq!(viewers.held(), 0);
         let address: IpAddr = [10, 0, 0, 1].into();
         assert!(viewers.touch(&ids[0], CHANNEL, address).unwrap().low_latency);
         assert_eq!(viewers.touch(&ids[1], OTHER, address).unwrap_err(), Refused::Unknown);
         let mut forged = ids[2].clone();
-        forged.replace_range(0..2, if &forged[0..2] == "00" { "01" } else { "00" });
+        forged.replace_range(0..2, if &forged[0..2] == "AA" { "AB" } else { "AA" });
         assert_eq!(viewers.touch(&forged, CHANNEL, address).unwrap_err(), Refused::Unknown);
         assert_eq!(viewers.touch("zz", CHANNEL, address).unwrap_err(), Refused::Unknown);
         assert_eq!(viewers.held(), 1);
@@ -223,7 +290,7 @@ mod tests {
     fn caps_per_address_channel_and_in_all() {
         let viewers = ViewerSessions::new(limits());
         let a: IpAddr = [10, 0, 0, 1].into();
-        let issue = || viewers.issue(CHANNEL, false);
+        let issue = || viewers.issue(CHANNEL, false, &SessionRules::default());
         let first = issue();
         viewers.touch(&first, CHANNEL, a).unwrap();
         viewers.touch(&issue(), CHANNEL, a).unwrap();
@@ -236,9 +303,9 @@ mod tests {
         viewers.touch(&issue(), CHANNEL, b).unwrap();
         let c: IpAddr = [10, 0, 0, 3].into();
         assert_eq!(viewers.touch(&issue(), CHANNEL, c).unwrap_err(), Refused::TooMany, "per channel");
-        viewers.touch(&viewers.issue(OTHER, false), OTHER, c).unwrap();
+        viewers.touch(&viewers.issue(OTHER, false, &SessionRules::default()), OTHER, c).unwrap();
         let d: IpAddr = [10, 0, 0, 4].into();
-        assert_eq!(viewers.touch(&viewers.issue(OTHER, false), OTHER, d).unwrap_err(), Refused::TooMany, "in all");
+        assert_eq!(viewers.touch(&viewers.issue(OTHER, false, &SessionRules::default()), OTHER, d).unwrap_err(), Refused::TooMany, "in all");
         assert_eq!(viewers.viewer_count(CHANNEL), 4);
     }
 
@@ -246,7 +313,7 @@ mod tests {
     fn idle_sessions_are_forgotten() {
         let viewers = ViewerSessions::new(Limits { playback_viewer_session_idle: 0, ..limits() });
         let a: IpAddr = [10, 0, 0, 1].into();
-        let id = viewers.issue(CHANNEL, false);
+        let id = viewers.issue(CHANNEL, false, &SessionRules::default());
         viewers.touch(&id, CHANNEL, a).unwrap();
         // Sweeps run at most once a second.
         std::thread::sleep(SWEEP_INTERVAL + Duration::from_millis(50));
@@ -254,5 +321,31 @@ mod tests {
         assert_eq!(viewers.held(), 0);
         // Its token still brings it back.
         viewers.touch(&id, CHANNEL, a).unwrap();
+    }
+
+    #[test]
+    fn rules_travel_in_the_id_and_revocation_ends_matching_sessions() {
+        let viewers = ViewerSessions::new(limits());
+        let a: IpAddr = [10, 0, 0, 1].into();
+        let rules = |version| SessionRules {
+            viewer: Some(("alice".into(), version)),
+            origins: Some(vec!["https://example.com".into()]),
+            strict_origin: true,
+        };
+        let old = viewers.issue(CHANNEL, true, &rules(1));
+        let newer = viewers.issue(CHANNEL, true, &rules(2));
+        assert_eq!(*viewers.touch(&old, CHANNEL, a).unwrap().rules, rules(1));
+        viewers.touch(&newer, CHANNEL, a).unwrap();
+        viewers.revoke(CHANNEL, "alice", 1);
+        assert_eq!(viewers.touch(&old, CHANNEL, a).unwrap_err(), Refused::Revoked);
+        viewers.touch(&newer, CHANNEL, a).unwrap();
+        assert_eq!(viewers.viewer_count(CHANNEL), 1);
+        // Another channel's revocation does not touch this one; a tampered rule breaks the MAC.
+        viewers.revoke(OTHER, "alice", 5);
+        viewers.touch(&newer, CHANNEL, a).unwrap();
+        let mut bytes = URL_SAFE_NO_PAD.decode(&newer).unwrap();
+        let position = bytes.iter().position(|b| *b == b'2').unwrap();
+        bytes[position] = b'9';
+        assert_eq!(viewers.touch(&URL_SAFE_NO_PAD.encode(bytes), CHANNEL, a).unwrap_err(), Refused::Unknown);
     }
 }

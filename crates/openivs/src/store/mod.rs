@@ -104,6 +104,8 @@ pub enum Check {
     /// publish opens its session in a change of its own, so a channel update or delete and a
     /// publish that start together are ordered by the store: one of them is refused.
     NotLive { channel_arn: String },
+    /// No unexpired use of this single-use playback token (`aws:single-use-uuid`) is recorded.
+    SingleUseFree { uuid: String, now: i64 },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -134,8 +136,12 @@ pub enum Write {
         channel_arn: String,
         build: FromRecord<StreamSessionRecord>,
     },
-    /// Records a viewer-session revocation; a later one raises the version, never lowers it.
-    RevokeViewer(ViewerRevocation),
+    /// Records a viewer-session revocation; a later one raises the version, never lowers it
+    /// (unless the earlier one expired). Expired revocations are dropped.
+    RevokeViewer { revocation: ViewerRevocation, now: i64 },
+    /// Records the use of a single-use playback token until it expires (Unix seconds); expired
+    /// uses are dropped.
+    UseSingleUse { uuid: String, expires_at: i64, now: i64 },
     /// Sets a server setting unless it is set already.
     InitSetting {
         key: String,
@@ -235,6 +241,8 @@ pub struct ViewerRevocation {
     pub channel_arn: String,
     pub viewer_id: String,
     pub max_version: i64,
+    /// Unix seconds after which no token it matches can open a session any more.
+    pub expires_at: i64,
 }
 
 /// A stored stream session (its JSON is the StreamSession the API returns).
@@ -256,9 +264,10 @@ pub trait Store: Send + Sync + 'static {
     async fn get_by_unique_key(&self, unique_key: &str) -> Result<Option<Record>, IvsError>;
     async fn list(&self, query: &ListQuery) -> Result<Vec<Record>, IvsError>;
     async fn apply(&self, change: Change) -> Result<(), ApplyError>;
-    /// Records a revocation ([`Write::RevokeViewer`]).
-    async fn revoke_viewer_sessions(&self, revocation: &ViewerRevocation) -> Result<(), IvsError>;
-    async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str) -> Result<Option<i64>, IvsError>;
+    /// The highest revoked version of a viewer's sessions, if a revocation is in force at `now`.
+    async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str, now: i64) -> Result<Option<i64>, IvsError>;
+    /// Every resource of a type, in all accounts and regions (start-up checks).
+    async fn list_type(&self, resource_type: ResourceType) -> Result<Vec<Record>, IvsError>;
     /// Inserts or replaces a stream session ([`Write::PutStreamSession`]). Durable when it returns.
     async fn put_stream_session(&self, session: &StreamSessionRecord) -> Result<(), IvsError>;
     /// A channel's session with this id, or its latest session when `stream_id` is `None`.

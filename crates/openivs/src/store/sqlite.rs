@@ -29,12 +29,13 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ApplyError, Change, Check, ListQuery, Record, Store, StreamSessionRecord, ViewerRevocation, Write};
+use super::{ApplyError, Change, Check, ListQuery, Record, Store, StreamSessionRecord, Write};
 
 /// Schema migrations, applied in order once each (recorded in `schema_migrations`).
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_resources.sql")),
     (2, include_str!("migrations/sqlite/0002_stream_sessions.sql")),
+    (3, include_str!("migrations/sqlite/0003_playback_access.sql")),
 ];
 
 pub struct SqliteStore {
@@ -228,6 +229,15 @@ async fn holds(tx: &mut SqliteConnection, check: &Check) -> Result<bool, sqlx::E
                 .await?;
             return Ok(taken.is_none());
         }
+        Check::SingleUseFree { uuid, now } => {
+            let used: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM single_use_tokens WHERE uuid = ? AND expires_at >= ?")
+                    .bind(uuid)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            return Ok(used.is_none());
+        }
         Check::NotLive { channel_arn } => {
             let open: Option<i64> =
                 sqlx::query_scalar("SELECT 1 FROM stream_sessions WHERE channel_arn = ? AND ended = 0 LIMIT 1")
@@ -333,17 +343,41 @@ async fn perform(tx: &mut SqliteConnection, write: &Write) -> Result<(), ApplyEr
                 .map_err(store_error)?;
         }
         Write::PutStreamSession(session) => put_stream_session(tx, session).await?,
-        Write::RevokeViewer(revocation) => {
+        Write::RevokeViewer { revocation, now } => {
+            // An expired revocation is replaced; a live one is raised, never lowered.
             sqlx::query(
-                "INSERT INTO viewer_revocations (channel_arn, viewer_id, max_version) VALUES (?, ?, ?) \
-                 ON CONFLICT (channel_arn, viewer_id) DO UPDATE SET max_version = MAX(max_version, excluded.max_version)",
+                "INSERT INTO viewer_revocations (channel_arn, viewer_id, max_version, expires_at) VALUES (?, ?, ?, ?) \
+                 ON CONFLICT (channel_arn, viewer_id) DO UPDATE SET \
+                 max_version = CASE WHEN expires_at < ?5 THEN excluded.max_version \
+                                    ELSE MAX(max_version, excluded.max_version) END, \
+                 expires_at = MAX(expires_at, excluded.expires_at)",
             )
             .bind(&revocation.channel_arn)
             .bind(&revocation.viewer_id)
             .bind(revocation.max_version)
+            .bind(revocation.expires_at)
+            .bind(now)
             .execute(&mut *tx)
             .await
             .map_err(store_error)?;
+            sqlx::query("DELETE FROM viewer_revocations WHERE expires_at < ?")
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        Write::UseSingleUse { uuid, expires_at, now } => {
+            sqlx::query("DELETE FROM single_use_tokens WHERE expires_at < ?")
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+            sqlx::query("INSERT OR REPLACE INTO single_use_tokens (uuid, expires_at) VALUES (?, ?)")
+                .bind(uuid)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
         }
         Write::InitSetting { key, value } => {
             sqlx::query("INSERT OR IGNORE INTO settings (key, value) VALUES (?, ?)")
@@ -597,17 +631,26 @@ impl Store for SqliteStore {
         outcome.await.map_err(|_| stopped())?
     }
 
-    async fn revoke_viewer_sessions(&self, revocation: &ViewerRevocation) -> Result<(), IvsError> {
-        Ok(self.apply(Change::new().write(Write::RevokeViewer(revocation.clone()))).await?)
+    async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str, now: i64) -> Result<Option<i64>, IvsError> {
+        sqlx::query_scalar(
+            "SELECT max_version FROM viewer_revocations WHERE channel_arn = ? AND viewer_id = ? AND expires_at >= ?",
+        )
+        .bind(channel_arn)
+        .bind(viewer_id)
+        .bind(now)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(backend)
     }
 
-    async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str) -> Result<Option<i64>, IvsError> {
-        sqlx::query_scalar("SELECT max_version FROM viewer_revocations WHERE channel_arn = ? AND viewer_id = ?")
-            .bind(channel_arn)
-            .bind(viewer_id)
-            .fetch_optional(&self.reader)
+    async fn list_type(&self, resource_type: ResourceType) -> Result<Vec<Record>, IvsError> {
+        let sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE resource_type = ? ORDER BY seq");
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(resource_type_name(resource_type))
+            .fetch_all(&self.reader)
             .await
-            .map_err(backend)
+            .map_err(backend)?;
+        rows.iter().map(record_from_row).collect()
     }
 
     async fn setting(&self, key: &str) -> Result<Option<String>, IvsError> {
