@@ -11,6 +11,7 @@ pub mod http;
 pub mod ingest;
 pub mod live;
 pub mod playback;
+pub mod playback_keys;
 pub mod server;
 pub mod settings;
 pub mod store;

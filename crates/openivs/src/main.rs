@@ -1,4 +1,5 @@
-//! The `openivs` command: `openivs serve` runs the server.
+//! The `openivs` command: `openivs serve` runs the server; `openivs keygen` and `openivs token`
+//! make playback keys and tokens for private channels.
 
 use clap::Parser;
 use openivs::settings::{Cli, Command, Settings};
@@ -6,7 +7,11 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let Command::Serve(args) = cli.command;
+    let args = match cli.command {
+        Command::Serve(args) => *args,
+        Command::Keygen(args) => return tool_result(openivs::playback_keys::keygen(&args)),
+        Command::Token(args) => return tool_result(openivs::playback_keys::token(&args).map(|t| println!("{t}"))),
+    };
     let settings = match Settings::resolve(args) {
         Ok(settings) => settings,
         Err(message) => {
@@ -27,6 +32,16 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn tool_result(result: Result<(), String>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("openivs: {message}");
             std::process::ExitCode::FAILURE
         }
     }

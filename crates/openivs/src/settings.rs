@@ -29,8 +29,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server: the IVS control-plane API (and, as they land, ingest and playback).
-    Serve(ServeArgs),
+    /// Run the server: the IVS API, RTMP/RTMPS ingest and HLS playback.
+    Serve(Box<ServeArgs>),
+    /// Write an ECDSA P-384 key pair for private channels (import the public half with
+    /// ImportPlaybackKeyPair).
+    Keygen(crate::playback_keys::KeygenArgs),
+    /// Print a playback token for a private channel, signed with a private key from `keygen`.
+    Token(crate::playback_keys::TokenArgs),
 }
 
 /// Flags of `openivs serve`. Every flag can also be set by the environment variable named

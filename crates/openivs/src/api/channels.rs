@@ -199,7 +199,11 @@ pub(super) async fn create(api: &Api, caller: &Caller, request: CreateChannelInp
     change = change.write(Write::Put(record_of(&channel)?)).write(Write::Put(record_of(&stream_key)?));
     api.store.apply(change).await?;
     if !channel.authorized {
-        super::playback_restriction_policies::warn_if_attached_countries_unenforced(api, &channel.playback_restriction_policy_arn).await;
+        super::playback_restriction_policies::warn_if_attached_countries_unenforced(
+            api,
+            &channel.playback_restriction_policy_arn,
+        )
+        .await;
     }
     Ok(json!({ "channel": output(&channel)?, "streamKey": output(&stream_key)? }))
 }
@@ -234,7 +238,11 @@ pub(super) async fn update(api: &Api, caller: &Caller, request: UpdateChannelInp
         })
         .await?;
     if !channel.authorized {
-        super::playback_restriction_policies::warn_if_attached_countries_unenforced(api, &channel.playback_restriction_policy_arn).await;
+        super::playback_restriction_policies::warn_if_attached_countries_unenforced(
+            api,
+            &channel.playback_restriction_policy_arn,
+        )
+        .await;
     }
     Ok(json!({ "channel": output(&channel)? }))
 }

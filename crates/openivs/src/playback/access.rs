@@ -59,7 +59,10 @@ pub enum Denial {
     CountryNotAllowed,
     SingleUseReplayed,
     SessionRevoked,
-    ResolutionNotAllowed { height: u32, maximum: String },
+    ResolutionNotAllowed {
+        height: u32,
+        maximum: String,
+    },
     /// The store could not answer: not the viewer's fault (500).
     Failed(String),
 }
@@ -85,7 +88,9 @@ impl Denial {
 
     pub fn message(&self) -> String {
         match self {
-            Denial::MissingToken => "This channel is private: the playback URL needs ?token= with a playback token".into(),
+            Denial::MissingToken => {
+                "This channel is private: the playback URL needs ?token= with a playback token".into()
+            }
             Denial::MalformedToken(why) => format!("The playback token is malformed: {why}"),
             Denial::UnsupportedAlgorithm(alg) => format!("Playback tokens must be signed with ES384, not {alg:?}"),
             Denial::BadSignature => {
@@ -101,9 +106,9 @@ impl Denial {
             Denial::CountryNotAllowed => "Playback is not allowed in this country".into(),
             Denial::SingleUseReplayed => "The single-use playback token has been used already".into(),
             Denial::SessionRevoked => "This viewer's playback sessions have been revoked".into(),
-            Denial::ResolutionNotAllowed { height, maximum } => format!(
-                "The stream's only rendition ({height}p) is above the token's aws:maximum-resolution {maximum}"
-            ),
+            Denial::ResolutionNotAllowed { height, maximum } => {
+                format!("The stream's only rendition ({height}p) is above the token's aws:maximum-resolution {maximum}")
+            }
             Denial::Failed(why) => format!("Playback access could not be checked: {why}"),
         }
     }
@@ -299,7 +304,8 @@ impl Access {
         let mut keys = Vec::with_capacity(records.len());
         for record in records {
             let key_pair: PlaybackKeyPair = record.decode()?;
-            let parsed = key_pair.public_key_pem.as_deref().and_then(|pem| p384::PublicKey::from_public_key_pem(pem).ok());
+            let parsed =
+                key_pair.public_key_pem.as_deref().and_then(|pem| p384::PublicKey::from_public_key_pem(pem).ok());
             if let Some(public_key) = parsed {
                 keys.push(VerifyingKey::from(public_key));
             }

@@ -305,7 +305,11 @@ mod tests {
         assert_eq!(viewers.touch(&issue(), CHANNEL, c).unwrap_err(), Refused::TooMany, "per channel");
         viewers.touch(&viewers.issue(OTHER, false, &SessionRules::default()), OTHER, c).unwrap();
         let d: IpAddr = [10, 0, 0, 4].into();
-        assert_eq!(viewers.touch(&viewers.issue(OTHER, false, &SessionRules::default()), OTHER, d).unwrap_err(), Refused::TooMany, "in all");
+        assert_eq!(
+            viewers.touch(&viewers.issue(OTHER, false, &SessionRules::default()), OTHER, d).unwrap_err(),
+            Refused::TooMany,
+            "in all"
+        );
         assert_eq!(viewers.viewer_count(CHANNEL), 4);
     }
 

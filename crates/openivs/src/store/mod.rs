@@ -138,10 +138,17 @@ pub enum Write {
     },
     /// Records a viewer-session revocation; a later one raises the version, never lowers it
     /// (unless the earlier one expired). Expired revocations are dropped.
-    RevokeViewer { revocation: ViewerRevocation, now: i64 },
+    RevokeViewer {
+        revocation: ViewerRevocation,
+        now: i64,
+    },
     /// Records the use of a single-use playback token until it expires (Unix seconds); expired
     /// uses are dropped.
-    UseSingleUse { uuid: String, expires_at: i64, now: i64 },
+    UseSingleUse {
+        uuid: String,
+        expires_at: i64,
+        now: i64,
+    },
     /// Sets a server setting unless it is set already.
     InitSetting {
         key: String,

@@ -11,6 +11,7 @@ mod faults;
 mod ingest;
 mod playback;
 mod playback_key_pairs;
+mod private_channels;
 mod restart;
 mod stream_keys;
 mod streams;
