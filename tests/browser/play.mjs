@@ -13,6 +13,9 @@
 // Amazon IVS Player Web SDK, bundled here with esbuild; its wasm worker is served from the
 // page's origin, as the SDK requires).
 // Usage: node play.mjs PLAYER SECONDS URL [URL…]   → prints one JSON array on stdout.
+// A URL may instead be a JSON object {"url": …, "origin": "http://allowed.example"}: its page is
+// then served from that origin (private channels' and restriction policies' origin rules).
+// Each result lists the responses of the stream's server as [epoch ms, status, file name].
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -65,8 +68,8 @@ const browser = await chromium.launch({
 });
 
 // The test page's origin exists only inside the browser: every request to it is answered here.
-async function servePage(page) {
-  await page.route(`${ORIGIN}/**`, (route) => {
+async function servePage(page, origin) {
+  await page.route(`${origin}/**`, (route) => {
     const path = new URL(route.request().url()).pathname;
     if (path === '/') {
       return route.fulfill({
@@ -84,8 +87,15 @@ async function servePage(page) {
   });
 }
 
-async function play(url) {
+async function play(target) {
+  const { url, origin } = target.startsWith('{') ? JSON.parse(target) : { url: target, origin: ORIGIN };
   const page = await browser.newPage();
+  const responses = [];
+  page.on('response', (response) => {
+    if (!response.url().startsWith(origin)) {
+      responses.push([Date.now(), response.status(), new URL(response.url()).pathname.split('/').pop()]);
+    }
+  });
   // PLAY_DEBUG=1 prints the page's console and its failed requests (on stderr).
   if (process.env.PLAY_DEBUG) {
     const t0 = Date.now();
@@ -93,9 +103,9 @@ async function play(url) {
     page.on('requestfailed', (request) => console.error(Date.now() - t0, 'failed', request.url(), request.failure().errorText));
     page.on('request', (request) => console.error(Date.now() - t0, 'request', request.url()));
   }
-  await servePage(page);
-  await page.goto(`${ORIGIN}/`);
-  return page.evaluate(async ({ player, url, seconds, debug }) => {
+  await servePage(page, origin);
+  await page.goto(`${origin}/`);
+  const result = await page.evaluate(async ({ player, url, seconds, debug }) => {
     const CLOCK_BITS = 20;
     const CLOCK_BOX = 24;
     const SAMPLE_MS = 50;
@@ -111,6 +121,7 @@ async function play(url) {
       end_time: null,
       longest_stall_ms: 0,
       picture_seconds: 0,
+      last_advance_at: null,
       picture_latencies_ms: [],
       player_latencies_ms: [],
       live_low_latency: null,
@@ -249,6 +260,7 @@ async function play(url) {
         if (step > 0 && step < 500) pictureSeconds += step / 100;
         lastClock = clock;
         lastChange = now;
+        result.last_advance_at = now;
       } else {
         result.longest_stall_ms = Math.max(result.longest_stall_ms, now - lastChange);
       }
@@ -268,6 +280,9 @@ async function play(url) {
     destroy();
     return result;
   }, { player, url, seconds: Number(seconds), debug: Boolean(process.env.PLAY_DEBUG) });
+  result.responses = responses;
+  await page.close();
+  return result;
 }
 
 try {

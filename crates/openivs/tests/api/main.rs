@@ -16,4 +16,5 @@ mod restart;
 mod stream_keys;
 mod streams;
 mod tags;
+mod tokens;
 mod viewer_sessions;

@@ -2,7 +2,8 @@
 //! headless Chromium, driven by playwright-core through `tests/browser/play.mjs`): hls.js, Shaka
 //! Player, video.js (VHS) and the Amazon IVS Player. The broadcaster burns the wall clock into
 //! its picture ([`clock`]), so the page measures glass-to-glass latency and stalls from what is
-//! on screen.
+//! on screen. Private channels' revocation and origin rules are checked here too ([`access`]),
+//! as a browser meets them.
 //!
 //! A test binary of its own: cargo runs test binaries one after another, so the players get the
 //! machine's cores to themselves rather than sharing them with the API suite (a stall measured
@@ -15,5 +16,9 @@
 #[allow(dead_code)]
 mod harness;
 
+#[path = "../api/tokens.rs"]
+mod tokens;
+
+mod access;
 mod clock;
 mod web_players;

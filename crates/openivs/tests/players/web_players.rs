@@ -31,7 +31,7 @@ struct Case {
 }
 
 /// Runs play.mjs: `player` plays every URL at once for `seconds` in headless Chromium.
-fn play(player: &str, seconds: u32, urls: &[&str]) -> Vec<serde_json::Value> {
+pub(crate) fn play(player: &str, seconds: u32, urls: &[&str]) -> Vec<serde_json::Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/play.mjs");
     let output = Command::new("node")
         .arg(&script)
