@@ -1,6 +1,6 @@
 //! Entry points for the fuzz targets (`fuzz/`) and for the test that replays their corpus: each
 //! takes arbitrary bytes and drives one parser of network input the way a request would. None may
-//! panic; `page_token` also checks that no forged token is ever accepted.
+//! panic; `page_token` and `playback_access` also check that no forged token is ever accepted.
 
 use openivs_model::service::model;
 use time::OffsetDateTime;
@@ -126,4 +126,36 @@ pub fn media_payload(data: &[u8]) {
     let _ = openivs_media::h264::SequenceParameterSet::parse(payload);
     let _ = openivs_media::h264::DecoderConfiguration::parse(payload);
     let _ = openivs_media::rtmp::handshake::server_response(payload, 0, &[1, 2, 3]);
+}
+
+/// What a viewer sends to the playback door: the first byte picks a playback token (`?token=`),
+/// a viewer-session id (the `{session}` of media URLs), or `X-Forwarded-For` and `Origin`
+/// headers. No token or session id made up by the fuzzer may be accepted.
+pub fn playback_access(data: &[u8]) {
+    use crate::playback::access::{Access, Cidr, origin_allowed, token_is_refused};
+    use crate::playback::viewers::{Refused, ViewerSessions};
+    let Some((&selector, rest)) = data.split_first() else { return };
+    let text = String::from_utf8_lossy(rest);
+    match selector % 3 {
+        0 => assert!(token_is_refused(&text), "a forged playback token was accepted"),
+        1 => {
+            let viewers = ViewerSessions::new(crate::settings::Limits::default());
+            let channel = "arn:aws:ivs:us-west-2:123456789012:channel/abcdABCDefgh";
+            let refused = viewers.touch(&text, channel, std::net::IpAddr::from([127, 0, 0, 1]));
+            assert_eq!(refused.err(), Some(Refused::Unknown), "a forged session id was accepted");
+        }
+        _ => {
+            let (forwarded, origin) = text.split_once('\n').unwrap_or((&text, ""));
+            let proxies = vec![Cidr::parse("127.0.0.0/8").expect("a CIDR block")];
+            let access = Access::new(None, proxies).expect("no database to read");
+            let mut headers = axum::http::HeaderMap::new();
+            if let Ok(value) = axum::http::HeaderValue::from_str(forwarded) {
+                headers.insert("x-forwarded-for", value);
+            }
+            let _ = access.viewer_address(std::net::IpAddr::from([127, 0, 0, 1]), &headers);
+            let allowed = ["https://*.example.com".to_owned(), "https://example.org".to_owned()];
+            let _ = origin_allowed(&allowed, Some(origin));
+            let _ = Cidr::parse(forwarded);
+        }
+    }
 }

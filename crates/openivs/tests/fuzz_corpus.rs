@@ -39,3 +39,8 @@ fn rtmp_chunks_corpus() {
 fn media_payload_corpus() {
     replay("media_payload", openivs::fuzzing::media_payload);
 }
+
+#[test]
+fn playback_access_corpus() {
+    replay("playback_access", openivs::fuzzing::playback_access);
+}

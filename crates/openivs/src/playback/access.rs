@@ -359,13 +359,9 @@ impl Access {
 
     async fn admit_with_token(&self, store: &dyn Store, visitor: &Visitor<'_>) -> Result<Admission, Denial> {
         let token = visitor.token.filter(|t| !t.is_empty()).ok_or(Denial::MissingToken)?;
-        let token = PlaybackToken::parse(token)?;
         let arn = Arn::parse(&visitor.channel.arn).ok_or_else(|| Denial::Failed("bad channel ARN".into()))?;
         let keys = self.verifying_keys(store, &arn.account, &arn.region).await?;
-        if !keys.iter().any(|key| key.verify(token.signed.as_bytes(), &token.signature).is_ok()) {
-            return Err(Denial::BadSignature);
-        }
-        let claims = token.claims;
+        let claims = verified_claims(&keys, token)?;
         if claims.channel_arn.as_deref() != Some(visitor.channel.arn.as_str()) {
             return Err(Denial::WrongChannel);
         }
@@ -468,6 +464,22 @@ impl Access {
             Err(error) => Err(Denial::Failed(IvsError::from(error).message)),
         }
     }
+}
+
+/// The claims of a token that one of `keys` signed (ES384).
+fn verified_claims(keys: &[VerifyingKey], token: &str) -> Result<Claims, Denial> {
+    let token = PlaybackToken::parse(token)?;
+    if !keys.iter().any(|key| key.verify(token.signed.as_bytes(), &token.signature).is_ok()) {
+        return Err(Denial::BadSignature);
+    }
+    Ok(token.claims)
+}
+
+/// For the fuzz target: any text as a token, checked against a fixed key, is refused (and
+/// nothing panics).
+pub fn token_is_refused(token: &str) -> bool {
+    let secret = p384::SecretKey::from_slice(&[7u8; 48]).expect("a valid scalar");
+    verified_claims(&[VerifyingKey::from(secret.public_key())], token).is_err()
 }
 
 /// `https://a.example.com, https://*.example.net` → its origins.
