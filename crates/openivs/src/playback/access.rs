@@ -4,9 +4,12 @@
 //! decides there, once per session:
 //! - a private channel (`authorized: true`) needs `?token=`: a JWT signed ES384 with the private
 //!   half of a key pair imported by ImportPlaybackKeyPair. The token names no key, so every key of
-//!   the channel's account and region is tried; the parsed keys are cached, so a check costs one
-//!   ECDSA verification per key tried and no store read. Its claims bind the session to this
-//!   channel, to origins, to a viewer (whose sessions can be revoked) and to a maximum resolution.
+//!   the channel's account and region is tried, the one that verified last first (applications
+//!   sign with one key at a time); the parsed keys are cached, so a check costs one ECDSA
+//!   verification per key tried (AWS-LC's, several times faster than a pure-Rust P-384) and no
+//!   store read. The claims are checked before the signature, so a token for another channel or
+//!   an expired one costs no verification. They bind the session to this channel, to origins, to
+//!   a viewer (whose sessions can be revoked) and to a maximum resolution.
 //! - a public channel with a playback restriction policy admits only the policy's countries
 //!   (looked up in a GeoIP database) and origins.
 //!
@@ -26,8 +29,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use openivs_model::resources::{Channel, PlaybackKeyPair, PlaybackRestrictionPolicy};
 use openivs_model::{Arn, IvsError, ResourceType};
-use p384::ecdsa::signature::Verifier;
-use p384::ecdsa::{Signature, VerifyingKey};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
 use p384::pkcs8::DecodePublicKey;
 use serde::{Deserialize, Serialize};
 
@@ -221,9 +225,37 @@ impl Cidr {
     }
 }
 
+/// The public keys of an account and region, ready to verify with.
+pub struct VerifyingKeys {
+    keys: Vec<UnparsedPublicKey<Vec<u8>>>,
+    /// The key that verified last: tried first.
+    last_good: AtomicUsize,
+}
+
+impl VerifyingKeys {
+    /// From SEC1-encoded P-384 points.
+    pub fn new(points: Vec<Vec<u8>>) -> VerifyingKeys {
+        let keys = points.into_iter().map(|p| UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, p)).collect();
+        VerifyingKeys { keys, last_good: AtomicUsize::new(0) }
+    }
+
+    /// Whether one of the keys signed `message` (signature r‖s).
+    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        let first = self.last_good.load(Ordering::Relaxed);
+        let order = std::iter::once(first).chain((0..self.keys.len()).filter(|i| *i != first));
+        for index in order {
+            if self.keys.get(index).is_some_and(|key| key.verify(message, signature).is_ok()) {
+                self.last_good.store(index, Ordering::Relaxed);
+                return true;
+            }
+        }
+        false
+    }
+}
+
 struct CachedKeys {
     loaded: Instant,
-    keys: Arc<Vec<VerifyingKey>>,
+    keys: Arc<VerifyingKeys>,
 }
 
 pub struct Access {
@@ -285,7 +317,7 @@ impl Access {
         store: &dyn Store,
         account: &str,
         region: &str,
-    ) -> Result<Arc<Vec<VerifyingKey>>, IvsError> {
+    ) -> Result<Arc<VerifyingKeys>, IvsError> {
         let cache_key = (account.to_owned(), region.to_owned());
         if let Some(cached) = self.keys.lock().expect("key cache lock").get(&cache_key)
             && cached.loaded.elapsed() < KEY_CACHE_LIFETIME
@@ -301,16 +333,16 @@ impl Access {
                 ..ListQuery::default()
             })
             .await?;
-        let mut keys = Vec::with_capacity(records.len());
+        let mut points = Vec::with_capacity(records.len());
         for record in records {
             let key_pair: PlaybackKeyPair = record.decode()?;
             let parsed =
                 key_pair.public_key_pem.as_deref().and_then(|pem| p384::PublicKey::from_public_key_pem(pem).ok());
             if let Some(public_key) = parsed {
-                keys.push(VerifyingKey::from(public_key));
+                points.push(public_key.to_sec1_bytes().to_vec());
             }
         }
-        let keys = Arc::new(keys);
+        let keys = Arc::new(VerifyingKeys::new(points));
         self.keys
             .lock()
             .expect("key cache lock")
@@ -360,8 +392,8 @@ impl Access {
     async fn admit_with_token(&self, store: &dyn Store, visitor: &Visitor<'_>) -> Result<Admission, Denial> {
         let token = visitor.token.filter(|t| !t.is_empty()).ok_or(Denial::MissingToken)?;
         let arn = Arn::parse(&visitor.channel.arn).ok_or_else(|| Denial::Failed("bad channel ARN".into()))?;
-        let keys = self.verifying_keys(store, &arn.account, &arn.region).await?;
-        let claims = verified_claims(&keys, token)?;
+        let token = PlaybackToken::parse(token)?;
+        let claims = &token.claims;
         if claims.channel_arn.as_deref() != Some(visitor.channel.arn.as_str()) {
             return Err(Denial::WrongChannel);
         }
@@ -370,6 +402,8 @@ impl Access {
         if expires <= now as f64 {
             return Err(Denial::Expired);
         }
+        let keys = self.verifying_keys(store, &arn.account, &arn.region).await?;
+        let claims = token.verified(&keys)?;
         let short_lived = claims.viewer_id.is_some() || claims.single_use_uuid.is_some();
         if short_lived && expires > (now + SHORT_TOKEN_LIFETIME + CLOCK_SKEW) as f64 {
             return Err(Denial::ExpiresTooLate);
@@ -466,20 +500,12 @@ impl Access {
     }
 }
 
-/// The claims of a token that one of `keys` signed (ES384).
-fn verified_claims(keys: &[VerifyingKey], token: &str) -> Result<Claims, Denial> {
-    let token = PlaybackToken::parse(token)?;
-    if !keys.iter().any(|key| key.verify(token.signed.as_bytes(), &token.signature).is_ok()) {
-        return Err(Denial::BadSignature);
-    }
-    Ok(token.claims)
-}
-
 /// For the fuzz target: any text as a token, checked against a fixed key, is refused (and
 /// nothing panics).
 pub fn token_is_refused(token: &str) -> bool {
     let secret = p384::SecretKey::from_slice(&[7u8; 48]).expect("a valid scalar");
-    verified_claims(&[VerifyingKey::from(secret.public_key())], token).is_err()
+    let keys = VerifyingKeys::new(vec![secret.public_key().to_sec1_bytes().to_vec()]);
+    PlaybackToken::parse(token).and_then(|token| token.verified(&keys)).is_err()
 }
 
 /// `https://a.example.com, https://*.example.net` → its origins.
@@ -536,7 +562,8 @@ struct PlaybackToken {
     /// `header.payload`, the bytes the signature covers.
     signed: String,
     claims: Claims,
-    signature: Signature,
+    /// r‖s, 48 bytes each.
+    signature: Vec<u8>,
 }
 
 impl PlaybackToken {
@@ -563,9 +590,16 @@ impl PlaybackToken {
         let claims: Claims = serde_json::from_slice(&decode(payload, "payload")?)
             .map_err(|e| Denial::MalformedToken(format!("its claims are not valid: {e}")))?;
         // JWS ES384 signatures are r‖s, 48 bytes each (not DER).
-        let signature = Signature::from_slice(&decode(signature, "signature")?)
-            .map_err(|_| malformed("its signature is not a 96-byte ES384 signature"))?;
+        let signature = decode(signature, "signature")?;
+        if signature.len() != 96 {
+            return Err(malformed("its signature is not a 96-byte ES384 signature"));
+        }
         Ok(PlaybackToken { signed: format!("{header}.{payload}"), claims, signature })
+    }
+
+    /// Its claims, if one of `keys` signed it.
+    fn verified(self, keys: &VerifyingKeys) -> Result<Claims, Denial> {
+        if keys.verify(self.signed.as_bytes(), &self.signature) { Ok(self.claims) } else { Err(Denial::BadSignature) }
     }
 }
 
@@ -632,5 +666,25 @@ mod tests {
         assert!(PlaybackToken::parse(&format!("{}.{payload}.{signature}", header("ES384"))).is_ok());
         let wrong_type = URL_SAFE_NO_PAD.encode(r#"{"exp":"tomorrow"}"#);
         assert_eq!(parse(&format!("{}.{wrong_type}.{signature}", header("ES384"))), Some("malformed_token"));
+    }
+
+    #[test]
+    fn any_of_the_keys_verifies_and_the_last_good_one_is_tried_first() {
+        use p384::ecdsa::signature::Signer;
+        let secrets: Vec<p384::SecretKey> = (1..=3u8).map(|i| p384::SecretKey::from_slice(&[i; 48]).unwrap()).collect();
+        let keys = VerifyingKeys::new(secrets.iter().map(|s| s.public_key().to_sec1_bytes().to_vec()).collect());
+        let sign = |secret: &p384::SecretKey, message: &[u8]| {
+            let signature: p384::ecdsa::Signature = p384::ecdsa::SigningKey::from(secret.clone()).sign(message);
+            signature.to_bytes().to_vec()
+        };
+        let signature = sign(&secrets[2], b"message");
+        assert!(keys.verify(b"message", &signature));
+        assert_eq!(keys.last_good.load(Ordering::Relaxed), 2);
+        assert!(!keys.verify(b"other message", &signature));
+        assert!(keys.verify(b"message", &sign(&secrets[0], b"message")));
+        assert_eq!(keys.last_good.load(Ordering::Relaxed), 0);
+        let stranger = p384::SecretKey::from_slice(&[9; 48]).unwrap();
+        assert!(!keys.verify(b"message", &sign(&stranger, b"message")));
+        assert!(!VerifyingKeys::new(Vec::new()).verify(b"message", &signature));
     }
 }
