@@ -6,7 +6,10 @@
 //! requests per second and p50/p99 latency for signed GetChannel on both servers, and for
 //! CreateChannel+DeleteChannel pairs, with the openivs/moto ratio. A benchmark, not a test: it
 //! asserts nothing, it measures.
+//!
+//! The other benchmarks (`ingest`, `playback`, `fanout`, `access`) are described in their modules.
 
+mod access;
 mod fanout;
 mod http_client;
 mod ingest;
@@ -25,20 +28,16 @@ struct Args {
     seconds: f64,
     moto: String,
     streams: Vec<usize>,
-    clients: Vec<usize>,
+    /// `--clients`, when given (each benchmark has its own default).
+    clients: Option<Vec<usize>>,
     warmup: f64,
 }
 
 fn parse_args() -> Result<(String, Args), String> {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
-    let mut parsed = Args {
-        seconds: 5.0,
-        moto: "moto_server".into(),
-        streams: vec![1, 10, 50],
-        clients: vec![100, 1000],
-        warmup: 10.0,
-    };
+    let mut parsed =
+        Args { seconds: 5.0, moto: "moto_server".into(), streams: vec![1, 10, 50], clients: None, warmup: 10.0 };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -51,10 +50,12 @@ fn parse_args() -> Result<(String, Args), String> {
                     .collect::<Result<_, _>>()?
             }
             "--clients" => {
-                parsed.clients = value
-                    .split(',')
-                    .map(|n| n.trim().parse().map_err(|_| "--clients takes numbers like 100,1000"))
-                    .collect::<Result<_, _>>()?
+                parsed.clients = Some(
+                    value
+                        .split(',')
+                        .map(|n| n.trim().parse().map_err(|_| "--clients takes numbers like 100,1000"))
+                        .collect::<Result<_, _>>()?,
+                )
             }
             "--warmup" => parsed.warmup = value.parse().map_err(|_| "--warmup takes a number")?,
             other => return Err(format!("unknown flag {other}")),
@@ -84,8 +85,13 @@ fn main() {
             seconds: Duration::from_secs_f64(args.seconds.max(10.0)),
             out_dir,
         })),
+        "access" => run_async(access::run(access::AccessArgs {
+            seconds: args.seconds,
+            clients: args.clients.as_ref().and_then(|c| c.first().copied()).unwrap_or(16),
+            out_dir,
+        })),
         "fanout" => run_async(fanout::run(fanout::FanoutArgs {
-            clients: args.clients.clone(),
+            clients: args.clients.clone().unwrap_or_else(|| vec![100, 1000]),
             warmup: Duration::from_secs_f64(args.warmup),
             measure: Duration::from_secs_f64(args.seconds.max(5.0)),
             out_dir,
@@ -95,6 +101,7 @@ fn main() {
             eprintln!("       openivs-bench ingest [--streams 1,10,50] [--warmup S] [--seconds S]");
             eprintln!("       openivs-bench playback [--seconds S]");
             eprintln!("       openivs-bench fanout [--clients 100,1000] [--warmup S] [--seconds S]");
+            eprintln!("       openivs-bench access [--clients 16] [--seconds S]");
             std::process::exit(2);
         }
     };
@@ -132,6 +139,10 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+fn unix_seconds() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn free_port() -> u16 {

@@ -75,6 +75,39 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(number.saturating_mul(seconds)))
 }
 
+/// The private half of a playback key pair: signs playback tokens.
+pub struct PlaybackKey(SigningKey);
+
+impl PlaybackKey {
+    pub fn generate() -> PlaybackKey {
+        loop {
+            // A random scalar below the curve order (anything else is astronomically unlikely).
+            if let Ok(secret) = p384::SecretKey::from_slice(&rand::random::<[u8; 48]>()) {
+                return PlaybackKey(SigningKey::from(secret));
+            }
+        }
+    }
+
+    /// The public half, as ImportPlaybackKeyPair takes it.
+    pub fn public_pem(&self) -> Result<String, String> {
+        self.0.verifying_key().to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string())
+    }
+
+    fn private_pem(&self) -> Result<String, String> {
+        let secret = p384::SecretKey::from(self.0.as_nonzero_scalar());
+        Ok(secret.to_pkcs8_pem(LineEnding::LF).map_err(|e| e.to_string())?.to_string())
+    }
+
+    /// Signs claims as an ES384 JWT (JWS compact form, signature r‖s).
+    pub fn sign(&self, claims: &Value) -> String {
+        let header = URL_SAFE_NO_PAD.encode(json!({ "alg": "ES384", "typ": "JWT" }).to_string());
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signed = format!("{header}.{payload}");
+        let signature: Signature = self.0.sign(signed.as_bytes());
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
+    }
+}
+
 /// Writes a new key pair; refuses to overwrite a file.
 pub fn keygen(args: &KeygenArgs) -> Result<(), String> {
     for path in [&args.private_key, &args.public_key] {
@@ -82,14 +115,9 @@ pub fn keygen(args: &KeygenArgs) -> Result<(), String> {
             return Err(format!("{} exists already: not overwriting it", path.display()));
         }
     }
-    let secret = loop {
-        // A random scalar below the curve order (anything else is astronomically unlikely).
-        if let Ok(secret) = p384::SecretKey::from_slice(&rand::random::<[u8; 48]>()) {
-            break secret;
-        }
-    };
-    let private_pem = secret.to_pkcs8_pem(LineEnding::LF).map_err(|e| e.to_string())?;
-    let public_pem = secret.public_key().to_public_key_pem(LineEnding::LF).map_err(|e| e.to_string())?;
+    let key = PlaybackKey::generate();
+    let private_pem = key.private_pem()?;
+    let public_pem = key.public_pem()?;
     write_private(&args.private_key, private_pem.as_bytes())?;
     std::fs::write(&args.public_key, public_pem).map_err(|e| format!("{}: {e}", args.public_key.display()))?;
     eprintln!(
@@ -111,13 +139,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     file.write_all(bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn read_private_key(path: &Path) -> Result<SigningKey, String> {
+fn read_private_key(path: &Path) -> Result<PlaybackKey, String> {
     let pem = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let secret = p384::SecretKey::from_pkcs8_pem(pem.trim())
         .or_else(|_| p384::SecretKey::from_sec1_pem(pem.trim()))
         // Never echo the file: it is a private key.
         .map_err(|_| format!("{} is not a P-384 private key in PEM", path.display()))?;
-    Ok(SigningKey::from(secret))
+    Ok(PlaybackKey(SigningKey::from(secret)))
 }
 
 /// The claims of a token as `openivs token` makes it.
@@ -151,18 +179,9 @@ pub fn claims(args: &TokenArgs, now: i64) -> Value {
     Value::Object(claims)
 }
 
-/// Signs claims as an ES384 JWT (JWS compact form, signature r‖s).
-pub fn sign(key: &SigningKey, claims: &Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(json!({ "alg": "ES384", "typ": "JWT" }).to_string());
-    let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let signed = format!("{header}.{payload}");
-    let signature: Signature = key.sign(signed.as_bytes());
-    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature.to_bytes()))
-}
-
 pub fn token(args: &TokenArgs) -> Result<String, String> {
     let key = read_private_key(&args.key)?;
-    Ok(sign(&key, &claims(args, unix_now())))
+    Ok(key.sign(&claims(args, unix_now())))
 }
 
 #[cfg(test)]
