@@ -15,7 +15,8 @@
 // Usage: node play.mjs PLAYER SECONDS URL [URL…]   → prints one JSON array on stdout.
 // A URL may instead be a JSON object {"url": …, "origin": "http://allowed.example"}: its page is
 // then served from that origin (private channels' and restriction policies' origin rules).
-// Each result lists the responses of the stream's server as [epoch ms, status, file name].
+// Each result lists the responses of the stream's server as [epoch ms, status, file name,
+// Access-Control-Allow-Origin].
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -93,7 +94,8 @@ async function play(target) {
   const responses = [];
   page.on('response', (response) => {
     if (!response.url().startsWith(origin)) {
-      responses.push([Date.now(), response.status(), new URL(response.url()).pathname.split('/').pop()]);
+      const allowOrigin = response.headers()['access-control-allow-origin'] || null;
+      responses.push([Date.now(), response.status(), new URL(response.url()).pathname.split('/').pop(), allowOrigin]);
     }
   });
   // PLAY_DEBUG=1 prints the page's console and its failed requests (on stderr).

@@ -47,6 +47,7 @@ async fn private_channel(server: &Server) -> (String, String, ClockPublisher, Pa
 
 #[tokio::test]
 async fn revocation_and_origins_in_the_browser() {
+    let _alone = crate::ONE_AT_A_TIME.lock().await;
     let server = Server::start();
     let (arn, playback_url, _publisher, private_key) = private_channel(&server).await;
     let viewer_token = |version: i64| {
@@ -131,6 +132,10 @@ async fn revocation_and_origins_in_the_browser() {
         assert!(allowed["fatal"].as_array().unwrap().is_empty(), "{allowed}");
         assert!(allowed["picture_seconds"].as_f64().unwrap() > 6.0, "an allowed page plays: {allowed}");
         assert!(responses(allowed).iter().all(|(_, status, _)| *status == 200), "{allowed}");
+        // The CORS header the browser saw names the page, on every answer of the session.
+        let allow_origins: Vec<&str> =
+            allowed["responses"].as_array().unwrap().iter().map(|r| r[3].as_str().unwrap_or("")).collect();
+        assert!(allow_origins.iter().all(|o| *o == "http://allowed.example"), "{allow_origins:?}");
     }
     let refused = &results[2];
     assert!(!refused["fatal"].as_array().unwrap().is_empty(), "a refused page fails: {refused}");

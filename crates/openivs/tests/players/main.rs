@@ -22,3 +22,7 @@ mod tokens;
 mod access;
 mod clock;
 mod web_players;
+
+/// Held by each test for its whole run: cargo runs a binary's tests in parallel, and two browser
+/// tests side by side would measure each other's load (stalls), not the server.
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -130,6 +130,7 @@ fn plays(player: &str, case: &Case) -> bool {
 
 #[tokio::test]
 async fn every_player_plays_every_container_and_latency_mode() {
+    let _alone = crate::ONE_AT_A_TIME.lock().await;
     let server = Server::start();
     for container in [ContainerFormat::Ts, ContainerFormat::FragmentedMp4] {
         let (publishers, cases) = live_channels(&server, &container).await;
@@ -173,6 +174,7 @@ fn check(player: &str, case: &Case, result: &serde_json::Value) {
 #[tokio::test]
 #[ignore]
 async fn latency_table() {
+    let _alone = crate::ONE_AT_A_TIME.lock().await;
     let server = Server::start();
     let mut rows = Vec::new();
     for container in [ContainerFormat::Ts, ContainerFormat::FragmentedMp4] {
