@@ -1,6 +1,7 @@
 //! Fragmented MP4 (CMAF) for HLS: the initialisation segment (`ftyp` + `moov` describing one
 //! H.264 track and one AAC track) and media fragments (`moof` + `mdat`), one per part. H.264
-//! samples stay length-prefixed as in the `avcC` record; AAC samples are raw frames.
+//! samples stay length-prefixed as in the `avcC` record; AAC samples are raw frames. Timed
+//! metadata rides in `emsg` boxes placed before a fragment's `moof`.
 
 use crate::aac::AudioSpecificConfig;
 
@@ -32,6 +33,24 @@ const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_000
 
 fn matrix() -> Vec<u8> {
     MATRIX.iter().flat_map(|v| v.to_be_bytes()).collect()
+}
+
+/// The scheme of an `emsg` carrying an ID3 tag (AOM's "Carriage of ID3 Timed Metadata in CMAF").
+pub const ID3_SCHEME: &str = "https://aomedia.org/emsg/ID3";
+
+/// An `emsg` box (version 1: the presentation time is on the media timeline, in `timescale`
+/// units) carrying one ID3 tag.
+pub fn emsg_id3(timescale: u32, presentation_time: u64, id: u32, id3: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(24 + ID3_SCHEME.len() + 2 + id3.len());
+    content.extend_from_slice(&timescale.to_be_bytes());
+    content.extend_from_slice(&presentation_time.to_be_bytes());
+    content.extend_from_slice(&u32::MAX.to_be_bytes()); // event_duration: unknown
+    content.extend_from_slice(&id.to_be_bytes());
+    content.extend_from_slice(ID3_SCHEME.as_bytes());
+    content.push(0);
+    content.push(0); // value: empty
+    content.extend_from_slice(id3);
+    full_box(b"emsg", 1, 0, &content)
 }
 
 /// What the init segment describes.
@@ -273,6 +292,22 @@ pub fn fragment(sequence: u32, runs: &[TrackRun<'_>]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn emsg_carries_an_id3_tag_on_the_media_timeline() {
+        let emsg = emsg_id3(VIDEO_TIMESCALE, 0x1_0000_0000, 7, b"ID3tag");
+        assert_eq!(u32::from_be_bytes(emsg[0..4].try_into().unwrap()) as usize, emsg.len());
+        assert_eq!(&emsg[4..8], b"emsg");
+        assert_eq!(emsg[8], 1, "version 1");
+        assert_eq!(u32::from_be_bytes(emsg[12..16].try_into().unwrap()), VIDEO_TIMESCALE);
+        assert_eq!(u64::from_be_bytes(emsg[16..24].try_into().unwrap()), 0x1_0000_0000);
+        assert_eq!(u32::from_be_bytes(emsg[28..32].try_into().unwrap()), 7);
+        let scheme_end = 32 + ID3_SCHEME.len();
+        assert_eq!(&emsg[32..scheme_end], ID3_SCHEME.as_bytes());
+        assert_eq!(&emsg[scheme_end..scheme_end + 2], &[0, 0]);
+        assert_eq!(&emsg[scheme_end + 2..], b"ID3tag");
+    }
+
     use super::*;
 
     /// Walks top-level boxes: (type, size).

@@ -6,7 +6,8 @@
 //! - [`amf0`]: Action Message Format 0, the encoding of RTMP commands and metadata;
 //! - [`flv`]: FLV audio/video tag bodies as RTMP carries them (legacy and Enhanced RTMP);
 //! - [`h264`]: AVC decoder configuration records and SPS parsing (codec string, size);
-//! - [`aac`]: AAC AudioSpecificConfig.
+//! - [`aac`]: AAC AudioSpecificConfig;
+//! - [`id3`]: ID3v2.4 tags, the form of timed metadata in HLS.
 
 pub mod aac;
 pub mod amf0;
@@ -15,6 +16,7 @@ pub mod flv;
 pub mod fmp4;
 pub mod h264;
 pub mod hls;
+pub mod id3;
 pub mod rtmp;
 pub mod ts;
 

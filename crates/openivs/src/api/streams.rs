@@ -17,7 +17,7 @@ use super::pagination::Listing;
 use super::{Api, input_error_if, output, page_output, random_alphanumeric};
 use crate::auth::Caller;
 use crate::live::LiveStream;
-use crate::live::hub::TimedMetadata;
+use crate::live::hub::{MetadataSource, TimedMetadata};
 
 /// PutMetadata's payload limit (IVS: 1 KB).
 const MAX_METADATA_BYTES: usize = 1024;
@@ -149,8 +149,12 @@ pub(super) async fn put_metadata(api: &Api, caller: &Caller, request: PutMetadat
     if !stream.admit_metadata(now) {
         return Err(IvsError::new(ErrorKind::Throttling, "PutMetadata is limited to 5 calls per second per channel"));
     }
+    if !api.live.admit_account_metadata(&caller.account, now) {
+        return Err(IvsError::new(ErrorKind::Throttling, "PutMetadata is limited to 155 calls per second per account"));
+    }
     stream.hub.put_metadata(TimedMetadata {
         text: request.metadata,
+        source: MetadataSource::Api,
         arrival: now,
         arrival_wall: OffsetDateTime::now_utc(),
     });

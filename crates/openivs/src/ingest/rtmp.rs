@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Authorized, IngestContext, Refusal};
 use crate::live::LiveStream;
-use crate::live::hub::{MediaFrame, TrackConfig, TrackKind};
+use crate::live::hub::{MediaFrame, MetadataSource, TimedMetadata, TrackConfig, TrackKind};
 use crate::live::session::{HEALTH_CHANGE, STATE_CHANGE, SessionRecorder, new_stream_id};
 use crate::live::stats::Health;
 
@@ -714,15 +714,62 @@ fn amf_payload(message: &Message) -> &[u8] {
     }
 }
 
-/// `@setDataFrame onMetaData {…}` or `onMetaData {…}`: the encoder's name.
+/// Data messages: `@setDataFrame onMetaData {…}` or `onMetaData {…}` (the encoder's name), and
+/// timed metadata from the broadcaster, `onTextData {text: …}` or `onCuePoint {…}` (either may
+/// come after `@setDataFrame`).
 fn on_data(state: &mut Publishing, values: &[Value]) {
-    let metadata = match values.first().and_then(Value::as_str) {
-        Some("@setDataFrame") => values.get(2),
-        Some("onMetaData") => values.get(1),
-        _ => None,
+    let values = match values.first().and_then(Value::as_str) {
+        Some("@setDataFrame") => &values[1..],
+        _ => values,
     };
-    if let Some(encoder) = metadata.and_then(|m| m.get("encoder")).and_then(Value::as_str) {
-        state.encoder_name = encoder.chars().take(128).collect();
+    match values.first().and_then(Value::as_str) {
+        Some("onMetaData") => {
+            if let Some(encoder) = values.get(1).and_then(|m| m.get("encoder")).and_then(Value::as_str) {
+                state.encoder_name = encoder.chars().take(128).collect();
+            }
+        }
+        Some(kind @ ("onTextData" | "onCuePoint")) => {
+            let Some(body) = values.get(1) else { return };
+            let text = match (kind, body.get("text").and_then(Value::as_str)) {
+                ("onTextData", Some(text)) => text.to_owned(),
+                _ => amf_to_json(body).to_string(),
+            };
+            put_inband_metadata(state, text);
+        }
+        _ => {}
+    }
+}
+
+/// Timed metadata from the broadcaster, within PutMetadata's limits (1 KB, 5 per second per
+/// channel); beyond them it is dropped, as a call would be refused.
+fn put_inband_metadata(state: &Publishing, text: String) {
+    let now = Instant::now();
+    if text.is_empty() || text.len() > MAX_INBAND_METADATA_BYTES || !state.stream.admit_metadata(now) {
+        tracing::debug!("in-band timed metadata dropped ({} bytes, or over 5 per second)", text.len());
+        return;
+    }
+    state.stream.hub.put_metadata(TimedMetadata {
+        text,
+        source: MetadataSource::InBand,
+        arrival: now,
+        arrival_wall: time::OffsetDateTime::now_utc(),
+    });
+}
+
+const MAX_INBAND_METADATA_BYTES: usize = 1024;
+
+/// An AMF0 value as JSON (cue points' names and parameters).
+fn amf_to_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Number(n) => serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Boolean(b) => serde_json::Value::Bool(*b),
+        Value::String(s) => serde_json::Value::String(s.clone()),
+        Value::Object(properties) => {
+            serde_json::Value::Object(properties.iter().map(|(k, v)| (k.clone(), amf_to_json(v))).collect())
+        }
+        Value::StrictArray(items) => serde_json::Value::Array(items.iter().map(amf_to_json).collect()),
+        Value::Date(ms) => serde_json::Number::from_f64(*ms).map_or(serde_json::Value::Null, serde_json::Value::Number),
+        Value::Null | Value::Undefined => serde_json::Value::Null,
     }
 }
 

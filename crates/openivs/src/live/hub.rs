@@ -49,12 +49,22 @@ pub struct TrackConfig {
     pub channels: u8,
 }
 
-/// Timed metadata (PutMetadata), to be carried in the stream at the position it arrived.
+/// Timed metadata, to be carried in the stream at the position it arrived.
 #[derive(Debug, Clone)]
 pub struct TimedMetadata {
     pub text: String,
+    pub source: MetadataSource,
     pub arrival: Instant,
     pub arrival_wall: time::OffsetDateTime,
+}
+
+/// Where timed metadata came from: players tell them apart by the ID3 frame's owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataSource {
+    /// PutMetadata.
+    Api,
+    /// The broadcaster, in the RTMP stream (`onTextData`, `onCuePoint`).
+    InBand,
 }
 
 pub struct Hub {

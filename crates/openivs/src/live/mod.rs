@@ -17,6 +17,10 @@ use tokio::sync::Notify;
 use hub::Hub;
 use stats::{Health, IngestStats};
 
+/// IVS's PutMetadata rates: per channel, and per account (all its channels).
+pub const METADATA_PER_CHANNEL: usize = 5;
+pub const METADATA_PER_ACCOUNT: usize = 155;
+
 /// A live stream, as the registry holds it. Cloning is cheap.
 #[derive(Clone)]
 pub struct LiveStream {
@@ -33,7 +37,27 @@ pub struct LiveStream {
     /// background retry): StopStream waits for it, so a DeleteChannel right after succeeds.
     finished: Arc<tokio::sync::watch::Sender<bool>>,
     /// When the last PutMetadata calls arrived (IVS allows 5 per second per channel).
-    metadata_calls: Arc<Mutex<std::collections::VecDeque<Instant>>>,
+    metadata_calls: Arc<Mutex<RateWindow>>,
+}
+
+/// Calls in the last second, for "N per second" limits.
+#[derive(Debug, Default)]
+pub struct RateWindow {
+    calls: std::collections::VecDeque<Instant>,
+}
+
+impl RateWindow {
+    /// Counts a call at `now`; false (and not counted) when `limit` calls are in the last second.
+    pub fn admit(&mut self, now: Instant, limit: usize) -> bool {
+        while self.calls.front().is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1)) {
+            self.calls.pop_front();
+        }
+        if self.calls.len() >= limit {
+            return false;
+        }
+        self.calls.push_back(now);
+        true
+    }
 }
 
 impl LiveStream {
@@ -52,17 +76,9 @@ impl LiveStream {
         }
     }
 
-    /// Counts a PutMetadata call; false when it would exceed 5 per second.
+    /// Counts a timed-metadata message; false when it would exceed IVS's 5 per second per channel.
     pub fn admit_metadata(&self, now: Instant) -> bool {
-        let mut calls = self.metadata_calls.lock().expect("metadata lock");
-        while calls.front().is_some_and(|t| now.duration_since(*t) >= std::time::Duration::from_secs(1)) {
-            calls.pop_front();
-        }
-        if calls.len() >= 5 {
-            return false;
-        }
-        calls.push_back(now);
-        true
+        self.metadata_calls.lock().expect("metadata lock").admit(now, METADATA_PER_CHANNEL)
     }
 
     pub fn health(&self) -> Health {
@@ -79,6 +95,8 @@ impl LiveStream {
 #[derive(Default)]
 pub struct LiveRegistry {
     streams: RwLock<HashMap<String, LiveStream>>,
+    /// PutMetadata calls per account in the last second.
+    metadata_by_account: Mutex<HashMap<String, RateWindow>>,
     /// Sessions started and not yet finished (they may outlive their entry after `stop`).
     active_sessions: std::sync::atomic::AtomicUsize,
 }
@@ -86,6 +104,14 @@ pub struct LiveRegistry {
 impl LiveRegistry {
     pub fn new() -> LiveRegistry {
         LiveRegistry::default()
+    }
+
+    /// Counts a PutMetadata call of an account; false when it would exceed 155 per second.
+    pub fn admit_account_metadata(&self, account: &str, now: Instant) -> bool {
+        let mut windows = self.metadata_by_account.lock().expect("metadata lock");
+        // Windows of accounts quiet for a second hold nothing: drop them as they are met.
+        windows.retain(|_, window| window.calls.back().is_some_and(|t| now.duration_since(*t).as_secs() < 1));
+        windows.entry(account.to_owned()).or_default().admit(now, METADATA_PER_ACCOUNT)
     }
 
     /// Registers a stream; refused (returns false) while the channel already has one: one

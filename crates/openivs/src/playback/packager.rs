@@ -21,11 +21,12 @@ use bytes::Bytes;
 use openivs_media::aac::AudioSpecificConfig;
 use openivs_media::fmp4::{self, AAC_FRAME_SAMPLES, InitTracks, Sample, TrackRun};
 use openivs_media::h264::DecoderConfiguration;
+use openivs_media::id3;
 use openivs_media::ts::{Tracks, TsMuxer, adts_header, avc_to_annex_b};
 use openivs_model::timestamp;
 use tokio::sync::{broadcast, watch};
 
-use crate::live::hub::{MediaFrame, Subscription, TrackConfig, TrackKind};
+use crate::live::hub::{MediaFrame, MetadataSource, Subscription, TimedMetadata, TrackConfig, TrackKind};
 
 /// Segments of LOW latency channels are cut at the first keyframe after this much media: short
 /// segments keep players that fetch whole (prefetch) segments, as the IVS player does, close to
@@ -126,6 +127,8 @@ pub struct OpenSegment {
     part_bytes: usize,
     /// The open part holds a picture already (the first one carries the parameter sets).
     part_has_video: bool,
+    /// The open part holds timed metadata.
+    part_has_metadata: bool,
 }
 
 /// What the playback handlers read.
@@ -296,8 +299,9 @@ impl ChannelPlayback {
 enum Writer {
     /// MPEG-TS: frames are muxed as they arrive, into the open part's bytes.
     Ts(TsMuxer),
-    /// fMP4: frames wait for the end of their part, which becomes one fragment.
-    Fmp4 { frames: Vec<Arc<MediaFrame>>, fragment_sequence: u32, audio_time: Option<u64> },
+    /// fMP4: frames wait for the end of their part, which becomes one fragment (after the
+    /// part's `emsg` boxes of timed metadata).
+    Fmp4 { frames: Vec<Arc<MediaFrame>>, fragment_sequence: u32, audio_time: Option<u64>, emsgs: Vec<u8> },
 }
 
 /// Muxing state of one packager run.
@@ -318,8 +322,33 @@ struct Packager {
     video_frame_ms: i64,
     /// The stream's first frame: its decode time and the wall clock when it arrived.
     clock_anchor: Option<(i64, time::OffsetDateTime)>,
+    /// The last frame packaged: its presentation time and when it arrived (timed metadata is
+    /// placed at the media time of its arrival).
+    last_frame: Option<(i64, Instant)>,
+    /// Timed metadata that arrived before the first segment opened.
+    early_metadata: Vec<Arc<TimedMetadata>>,
+    /// Ids of the `emsg` boxes written (unique within the stream).
+    emsg_id: u32,
     limits: crate::settings::Limits,
 }
+
+/// The ID3 tag of timed metadata: one `TXXX` frame, UTF-8, whose description names the source
+/// as the IVS player's cues name their owner.
+pub fn metadata_tag(metadata: &TimedMetadata) -> Vec<u8> {
+    let owner = match metadata.source {
+        MetadataSource::Api => METADATA_OWNER,
+        MetadataSource::InBand => INBAND_METADATA_OWNER,
+    };
+    id3::tag(&[id3::txxx(owner, &metadata.text)])
+}
+
+/// The owners IVS gives timed metadata (PutMetadata, and in-band from the broadcaster).
+pub const METADATA_OWNER: &str = "metadata.live-video.net";
+pub const INBAND_METADATA_OWNER: &str = "inband.metadata.live-video.net";
+
+/// Metadata arriving this long after the last frame is still placed at that frame's time plus
+/// the wait, up to this much (a stalled stream does not push metadata far ahead).
+const METADATA_LEAD_MS: i64 = 1000;
 
 fn ticks(ms: i64) -> u64 {
     ((ms + TIMESTAMP_OFFSET_MS).max(0) as u64) * 90
@@ -414,6 +443,12 @@ impl Packager {
                 }
             },
         }
+        self.last_frame = Some((frame.pts_ms, frame.arrival));
+        if !self.early_metadata.is_empty() {
+            for metadata in std::mem::take(&mut self.early_metadata) {
+                self.write_metadata(open, &metadata);
+            }
+        }
         // Bandwidth: bytes over the last 10 s of media (and no more frames than 10 s hold at
         // high frame rates, whatever the timestamps do).
         self.bytes_in_window.push_back((frame.dts_ms, frame.data.len()));
@@ -422,6 +457,36 @@ impl Packager {
         {
             self.bytes_in_window.pop_front();
         }
+    }
+
+    /// Timed metadata into the part being built, at the media time it arrived.
+    fn on_metadata(&mut self, metadata: Arc<TimedMetadata>) {
+        let playback = self.playback.clone();
+        let mut state = playback.state.write().expect("playlist lock");
+        match state.open.as_mut() {
+            Some(open) if self.last_frame.is_some() => self.write_metadata(open, &metadata),
+            // Before the first keyframe: it goes in with the first frame.
+            _ => self.early_metadata.push(metadata),
+        }
+    }
+
+    fn write_metadata(&mut self, open: &mut OpenSegment, metadata: &TimedMetadata) {
+        let pts_ms = match self.last_frame {
+            Some((pts, arrived)) => {
+                let waited = metadata.arrival.saturating_duration_since(arrived).as_millis() as i64;
+                pts + waited.min(METADATA_LEAD_MS)
+            }
+            None => open.part_start_dts,
+        };
+        let tag = metadata_tag(metadata);
+        match &mut self.writer {
+            Writer::Ts(muxer) => muxer.write_metadata(ticks(pts_ms), &tag, &mut open.part_data),
+            Writer::Fmp4 { emsgs, .. } => {
+                self.emsg_id = self.emsg_id.wrapping_add(1);
+                emsgs.extend_from_slice(&fmp4::emsg_id3(fmp4::VIDEO_TIMESCALE, ticks(pts_ms), self.emsg_id, &tag));
+            }
+        }
+        open.part_has_metadata = true;
     }
 
     /// `EXT-X-PROGRAM-DATE-TIME` of a segment starting with `frame`: the arrival time of the
@@ -444,15 +509,20 @@ impl Packager {
 
     /// Ends the open part at `end_dts` (a part boundary, or the segment's end).
     fn close_part(&mut self, open: &mut OpenSegment, end_dts: i64, segment_end: bool) {
-        if let Writer::Fmp4 { frames, fragment_sequence, audio_time } = &mut self.writer
-            && !frames.is_empty()
+        if let Writer::Fmp4 { frames, fragment_sequence, audio_time, emsgs } = &mut self.writer
+            && (!frames.is_empty() || !emsgs.is_empty())
         {
-            *fragment_sequence += 1;
-            open.part_data = fmp4_fragment(frames, *fragment_sequence, audio_time, self.audio.as_ref(), end_dts);
+            let mut data = std::mem::take(emsgs);
+            if !frames.is_empty() {
+                *fragment_sequence += 1;
+                data.extend(fmp4_fragment(frames, *fragment_sequence, audio_time, self.audio.as_ref(), end_dts));
+            }
+            open.part_data = data;
             frames.clear();
         }
-        // Nothing of the media in it yet (a TS part already holds its PAT and PMT).
-        if open.part_bytes == 0 {
+        // Nothing of the media in it yet (a TS part already holds its PAT and PMT); timed
+        // metadata alone makes a part only at the end of the stream (else it waits for media).
+        if open.part_bytes == 0 && !(segment_end && open.part_has_metadata) {
             return;
         }
         let duration = (end_dts - open.part_start_dts).max(1) as f64 / 1000.0;
@@ -462,6 +532,7 @@ impl Packager {
         open.part_independent = false;
         open.part_bytes = 0;
         open.part_has_video = false;
+        open.part_has_metadata = false;
         if !segment_end {
             open.part_data = Vec::with_capacity(32 * 1024);
             // Every TS part starts with the tables, so a player can demux it on its own.
@@ -507,6 +578,7 @@ impl Packager {
             bytes: 0,
             part_bytes: 0,
             part_has_video: false,
+            part_has_metadata: false,
         });
         if let Some((_, config)) = &self.video {
             state.codecs = match &self.audio {
@@ -631,8 +703,11 @@ pub async fn run(
         playback: playback.clone(),
         stream_id: stream_id.into(),
         writer: match playback.packaging.container {
-            Container::Ts => Writer::Ts(TsMuxer::new(Tracks { video: true, audio: true, metadata: false })),
-            Container::Fmp4 => Writer::Fmp4 { frames: Vec::new(), fragment_sequence: 0, audio_time: None },
+            // The timed-metadata stream is declared from the start, as IVS's streams do.
+            Container::Ts => Writer::Ts(TsMuxer::new(Tracks { video: true, audio: true, metadata: true })),
+            Container::Fmp4 => {
+                Writer::Fmp4 { frames: Vec::new(), fragment_sequence: 0, audio_time: None, emsgs: Vec::new() }
+            }
         },
         video: None,
         audio: None,
@@ -643,6 +718,9 @@ pub async fn run(
         last_video_dts: None,
         video_frame_ms: 0,
         clock_anchor: None,
+        last_frame: None,
+        early_metadata: Vec::new(),
+        emsg_id: 0,
         limits,
     };
     loop {
@@ -664,8 +742,19 @@ pub async fn run(
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
+            received = subscription.metadata.recv() => match received {
+                Ok(metadata) => packager.on_metadata(metadata),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!("packager lost {missed} timed metadata messages");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
             _ = ended.wait_for(|ended| *ended) => break,
         }
+    }
+    // Metadata answered before the end is in the stream, even if the end was seen first.
+    while let Ok(metadata) = subscription.metadata.try_recv() {
+        packager.on_metadata(metadata);
     }
     let mut state = playback.state.write().expect("playlist lock");
     // The last segment ends one frame (~33 ms) after the last frame that arrived.

@@ -9,6 +9,7 @@ mod channels;
 mod configurations;
 mod faults;
 mod ingest;
+mod metadata;
 mod playback;
 mod playback_key_pairs;
 mod private_channels;

@@ -1,0 +1,179 @@
+//! Timed metadata in the stream: every PutMetadata payload answered 204 is in the HLS the viewer
+//! receives, as an ID3v2.4 tag (`TXXX`, owner `metadata.live-video.net`), in order and intact: in
+//! MPEG-TS on the timed-metadata stream (ffprobe sees it), in fragmented MP4 as `emsg` boxes, in
+//! both latency modes; and IVS's limits.
+
+use std::time::{Duration, Instant};
+
+use aws_sdk_ivs::types::{ChannelLatencyMode, ContainerFormat};
+
+use crate::assert_error;
+use crate::harness::{RawResponse, Server, raw_request};
+use crate::ingest::{Publisher, pattern_720p, wait_live};
+use crate::playback::path_of;
+
+fn get(server: &Server, path: &str) -> RawResponse {
+    raw_request(server, "GET", path, &[], "")
+}
+
+/// The `TXXX` frames of the ID3 tags in `bytes`: (description, value), in order.
+pub(crate) fn id3_texts(bytes: &[u8]) -> Vec<(String, String)> {
+    let mut texts = Vec::new();
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].windows(5).position(|w| w == b"ID3\x04\x00") {
+        let tag = at + offset;
+        let Some(header) = bytes.get(tag..tag + 10) else { break };
+        let size = header[6..10].iter().fold(0usize, |size, b| (size << 7) | usize::from(*b & 0x7f));
+        let Some(frames) = bytes.get(tag + 10..tag + 10 + size) else { break };
+        let mut frame = 0;
+        while frame + 10 <= frames.len() {
+            let frame_size = frames[frame + 4..frame + 8].iter().fold(0usize, |s, b| (s << 7) | usize::from(*b & 0x7f));
+            let Some(body) = frames.get(frame + 10..frame + 10 + frame_size) else { break };
+            if &frames[frame..frame + 4] == b"TXXX" && body.first() == Some(&3) {
+                let (description, value) = body[1..].split_at(body[1..].iter().position(|b| *b == 0).unwrap());
+                texts.push((
+                    String::from_utf8(description.to_vec()).unwrap(),
+                    String::from_utf8(value[1..].to_vec()).unwrap(),
+                ));
+            }
+            frame += 10 + frame_size;
+        }
+        at = tag + 10 + size;
+    }
+    texts
+}
+
+/// The timed-metadata stream (PID 0x102) of MPEG-TS bytes: its PES payloads, concatenated.
+fn ts_metadata(bytes: &[u8]) -> Vec<u8> {
+    let mut pes = Vec::new();
+    let mut payloads = Vec::new();
+    for packet in bytes.chunks_exact(188).filter(|p| p[0] == 0x47) {
+        let pid = (u16::from(packet[1] & 0x1f) << 8) | u16::from(packet[2]);
+        if pid != 0x102 {
+            continue;
+        }
+        let start = packet[1] & 0x40 != 0;
+        let mut offset = 4;
+        if packet[3] & 0x20 != 0 {
+            offset += 1 + usize::from(packet[4]);
+        }
+        if start && !pes.is_empty() {
+            payloads.push(std::mem::take(&mut pes));
+        }
+        pes.extend_from_slice(&packet[offset.min(188)..]);
+    }
+    payloads.push(pes);
+    // Each PES: 00 00 01 BD, length, two flag bytes, header length, header; then the ID3 tag.
+    payloads
+        .iter()
+        .filter(|p| p.len() > 9 && p[..3] == [0, 0, 1])
+        .flat_map(|p| p[9 + usize::from(p[8])..].to_vec())
+        .collect()
+}
+
+/// Every byte of the stream a viewer session can fetch now: the init section (fMP4) and each
+/// listed segment, in order.
+fn stream_bytes(server: &Server, media: &str) -> Vec<u8> {
+    let playlist = get(server, media);
+    assert_eq!(playlist.status, 200);
+    let base = media.rsplit_once('/').unwrap().0;
+    let mut bytes = Vec::new();
+    for line in playlist.body.lines() {
+        let uri = if let Some(map) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            map.split('"').next().unwrap()
+        } else if !line.starts_with('#') && !line.is_empty() {
+            line
+        } else {
+            continue;
+        };
+        let file = get(server, &format!("{base}/{uri}"));
+        assert_eq!(file.status, 200, "{uri}");
+        bytes.extend_from_slice(&file.body_bytes);
+    }
+    bytes
+}
+
+async fn check_metadata(server: &Server, latency: ChannelLatencyMode, container: ContainerFormat) {
+    let client = server.client();
+    let out =
+        client.create_channel().latency_mode(latency.clone()).container_format(container.clone()).send().await.unwrap();
+    let channel = out.channel().unwrap();
+    let arn = channel.arn().unwrap().to_owned();
+    let url =
+        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let _publisher = Publisher::start(&url, pattern_720p());
+    wait_live(server, &arn, Duration::from_secs(15)).await;
+    let multivariant = get(server, &path_of(channel.playback_url().unwrap()));
+    let media = multivariant.body.lines().find(|l| l.starts_with('/')).expect("a variant").to_owned();
+
+    // Payloads as applications send them: JSON, UTF-8 beyond ASCII, the full kilobyte.
+    let mut payloads = vec![
+        r#"{"question":"Which?","answers":["a","b"]}"#.to_owned(),
+        "grüße 👋 — ünïcødé".to_owned(),
+        format!("{{\"pad\":\"{}\"}}", "x".repeat(1024 - 10)),
+    ];
+    payloads.extend((0..4).map(|i| format!("cue {i}")));
+    assert_eq!(payloads[2].len(), 1024);
+    for payload in &payloads {
+        client.put_metadata().channel_arn(&arn).metadata(payload).send().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // In the stream once the segments holding them are complete (two more segments at most).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let found = loop {
+        let bytes = stream_bytes(server, &media);
+        let texts = id3_texts(&if container == ContainerFormat::Ts { ts_metadata(&bytes) } else { bytes });
+        if texts.len() >= payloads.len() || Instant::now() > deadline {
+            break texts;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let expected: Vec<(String, String)> =
+        payloads.iter().map(|p| ("metadata.live-video.net".to_owned(), p.clone())).collect();
+    assert_eq!(found, expected, "{latency:?} {container:?}: every payload, in order, intact");
+}
+
+#[tokio::test]
+async fn put_metadata_reaches_the_stream_in_every_container_and_latency_mode() {
+    let server = Server::start();
+    for container in [ContainerFormat::Ts, ContainerFormat::FragmentedMp4] {
+        for latency in [ChannelLatencyMode::LowLatency, ChannelLatencyMode::NormalLatency] {
+            check_metadata(&server, latency, container.clone()).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn ffprobe_sees_the_timed_metadata_stream_and_limits_hold() {
+    let server = Server::start();
+    let client = server.client();
+    let out = client.create_channel().send().await.unwrap();
+    let channel = out.channel().unwrap();
+    let arn = channel.arn().unwrap().to_owned();
+    let url =
+        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let _publisher = Publisher::start(&url, pattern_720p());
+    wait_live(&server, &arn, Duration::from_secs(15)).await;
+    let playback_url = format!("{}{}", server.endpoint, path_of(channel.playback_url().unwrap()));
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_type,codec_name", "-of", "csv=p=0", &playback_url])
+        .output()
+        .expect("ffprobe must be installed");
+    let streams = String::from_utf8_lossy(&probe.stdout).to_string();
+    assert!(streams.contains("timed_id3"), "ffprobe sees the ID3 stream: {streams}");
+
+    // Five calls a second per channel; the sixth in the same second is throttled.
+    let started = Instant::now();
+    for i in 0..5 {
+        client.put_metadata().channel_arn(&arn).metadata(format!("burst {i}")).send().await.unwrap();
+    }
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_error!(
+            client.put_metadata().channel_arn(&arn).metadata("one too many").send(),
+            "ThrottlingException",
+            429
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client.put_metadata().channel_arn(&arn).metadata("after a second").send().await.unwrap();
+}
