@@ -127,9 +127,12 @@ async function play(target) {
       picture_latencies_ms: [],
       player_latencies_ms: [],
       live_low_latency: null,
+      // Timed-metadata cues as the player raised them: {at (epoch ms), text, owner}.
+      metadata: [],
     };
     // Each player: start it, report fatal errors, and give its own latency estimate (ms).
     let playerLatency = () => null;
+    let watchCues = () => {};
     let destroy = () => {};
     if (player === 'hls.js') {
       result.supported = window.Hls.isSupported();
@@ -137,6 +140,31 @@ async function play(target) {
       const hls = new window.Hls({ lowLatencyMode: true });
       hls.on(window.Hls.Events.ERROR, (_event, data) => {
         if (data.fatal) result.fatal.push(`${data.type}: ${data.details}`);
+      });
+      // hls.js puts ID3 frames on a metadata text track as cues (value: {key, info, data}).
+      // Each is recorded when it is added to the track (`added_at`) and when it becomes active
+      // (`at`, as an application listening to cuechange sees it; a cue the player seeks over
+      // never does).
+      const cueRecords = new Map();
+      const recordCues = (track) => {
+        for (const cue of Array.from(track.cues || [])) {
+          if (!cue.value || cue.value.key !== 'TXXX' || cueRecords.has(cue)) continue;
+          const record = { added_at: Date.now(), at: null, text: cue.value.data, owner: cue.value.info };
+          cueRecords.set(cue, record);
+          result.metadata.push(record);
+        }
+        for (const cue of Array.from(track.activeCues || [])) {
+          const record = cueRecords.get(cue);
+          if (record && record.at === null) record.at = Date.now();
+        }
+      };
+      video.textTracks.addEventListener('addtrack', (event) => {
+        const track = event.track;
+        if (track.kind !== 'metadata') return;
+        track.mode = 'hidden';
+        if (debug) result.metadata_track = track;
+        track.addEventListener('cuechange', () => recordCues(track));
+        watchCues = () => recordCues(track);
       });
       hls.loadSource(url);
       hls.attachMedia(video);
@@ -193,6 +221,9 @@ async function play(target) {
       ivsPlayer.attachHTMLVideoElement(video);
       ivsPlayer.addEventListener(IVS.PlayerEventType.ERROR, (error) => {
         result.fatal.push(`ivs ${error.type} ${error.code} (${error.source}): ${error.message}`);
+      });
+      ivsPlayer.addEventListener(IVS.PlayerEventType.TEXT_METADATA_CUE, (cue) => {
+        result.metadata.push({ at: Date.now(), text: cue.text, owner: cue.owner, description: cue.description });
       });
       ivsPlayer.setMuted(true);
       ivsPlayer.setAutoplay(true);
@@ -254,6 +285,7 @@ async function play(target) {
       samples += 1;
       await new Promise((r) => setTimeout(r, SAMPLE_MS));
       const now = Date.now();
+      watchCues();
       const clock = readClock();
       if (clock === null) continue;
       if (clock !== lastClock) {
@@ -273,6 +305,11 @@ async function play(target) {
         if (estimate !== null && Number.isFinite(estimate)) result.player_latencies_ms.push(Math.round(estimate));
       }
     }
+    if (result.metadata_track) {
+      const track = result.metadata_track;
+      result.metadata_track = Array.from(track.cues || []).map((cue) => [cue.startTime, cue.endTime, cue.value && cue.value.data && cue.value.data.slice(0, 20)]);
+    }
+    watchCues();
     result.picture_seconds = Math.round(pictureSeconds * 100) / 100;
     result.end_time = video.currentTime;
     if (debug) {

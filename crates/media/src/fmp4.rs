@@ -35,18 +35,36 @@ fn matrix() -> Vec<u8> {
     MATRIX.iter().flat_map(|v| v.to_be_bytes()).collect()
 }
 
-/// The scheme of an `emsg` carrying an ID3 tag (AOM's "Carriage of ID3 Timed Metadata in CMAF").
+/// The scheme of an `emsg` carrying an ID3 tag (AOM's "Carriage of ID3 Timed Metadata in CMAF"),
+/// which hls.js, Shaka and video.js read.
 pub const ID3_SCHEME: &str = "https://aomedia.org/emsg/ID3";
+/// The scheme the Amazon IVS Player (Twitch's player core) reads ID3 `emsg` boxes under.
+pub const TWITCH_ID3_SCHEME: &str = "urn:twitch:id3";
+
+/// An `emsg` box of version 0 (the presentation time is a delta from the fragment's earliest
+/// presentation time) carrying one ID3 tag under `scheme`.
+pub fn emsg_id3_v0(scheme: &str, timescale: u32, presentation_time_delta: u32, id: u32, id3: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(16 + scheme.len() + 2 + id3.len());
+    content.extend_from_slice(scheme.as_bytes());
+    content.push(0);
+    content.push(0); // value: empty
+    content.extend_from_slice(&timescale.to_be_bytes());
+    content.extend_from_slice(&presentation_time_delta.to_be_bytes());
+    content.extend_from_slice(&u32::MAX.to_be_bytes()); // event_duration: unknown
+    content.extend_from_slice(&id.to_be_bytes());
+    content.extend_from_slice(id3);
+    full_box(b"emsg", 0, 0, &content)
+}
 
 /// An `emsg` box (version 1: the presentation time is on the media timeline, in `timescale`
-/// units) carrying one ID3 tag.
-pub fn emsg_id3(timescale: u32, presentation_time: u64, id: u32, id3: &[u8]) -> Vec<u8> {
-    let mut content = Vec::with_capacity(24 + ID3_SCHEME.len() + 2 + id3.len());
+/// units) carrying one ID3 tag under `scheme`.
+pub fn emsg_id3(scheme: &str, timescale: u32, presentation_time: u64, id: u32, id3: &[u8]) -> Vec<u8> {
+    let mut content = Vec::with_capacity(24 + scheme.len() + 2 + id3.len());
     content.extend_from_slice(&timescale.to_be_bytes());
     content.extend_from_slice(&presentation_time.to_be_bytes());
     content.extend_from_slice(&u32::MAX.to_be_bytes()); // event_duration: unknown
     content.extend_from_slice(&id.to_be_bytes());
-    content.extend_from_slice(ID3_SCHEME.as_bytes());
+    content.extend_from_slice(scheme.as_bytes());
     content.push(0);
     content.push(0); // value: empty
     content.extend_from_slice(id3);
@@ -295,7 +313,7 @@ mod tests {
 
     #[test]
     fn emsg_carries_an_id3_tag_on_the_media_timeline() {
-        let emsg = emsg_id3(VIDEO_TIMESCALE, 0x1_0000_0000, 7, b"ID3tag");
+        let emsg = emsg_id3(ID3_SCHEME, VIDEO_TIMESCALE, 0x1_0000_0000, 7, b"ID3tag");
         assert_eq!(u32::from_be_bytes(emsg[0..4].try_into().unwrap()) as usize, emsg.len());
         assert_eq!(&emsg[4..8], b"emsg");
         assert_eq!(emsg[8], 1, "version 1");

@@ -30,6 +30,10 @@ pub fn txxx(description: &str, value: &str) -> Vec<u8> {
     frame(b"TXXX", &body)
 }
 
+/// The owner of Apple's `PRIV` frame giving a transport-stream timestamp (8 bytes, the 33-bit
+/// 90 kHz time), which players take as timing, not as a cue.
+pub const APPLE_TIMESTAMP_OWNER: &str = "com.apple.streaming.transportStreamTimestamp";
+
 /// A `PRIV` frame: its owner identifier and private data.
 pub fn private(owner: &str, data: &[u8]) -> Vec<u8> {
     let mut body = Vec::with_capacity(owner.len() + 1 + data.len());

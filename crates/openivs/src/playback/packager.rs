@@ -414,6 +414,9 @@ impl Packager {
             state.open = Some(open);
         }
         let Some(open) = state.open.as_mut() else { return };
+        if keyframe && open.part_bytes == 0 {
+            self.write_timestamp_tag(open, frame.pts_ms);
+        }
         open.bytes += frame.data.len();
         open.part_bytes += frame.data.len();
         match &mut self.writer {
@@ -481,12 +484,56 @@ impl Packager {
         let tag = metadata_tag(metadata);
         match &mut self.writer {
             Writer::Ts(muxer) => muxer.write_metadata(ticks(pts_ms), &tag, &mut open.part_data),
+            // Twice: under the standard scheme (hls.js, Shaka, video.js) and under the one the
+            // IVS player reads; each player ignores the scheme it does not know.
             Writer::Fmp4 { emsgs, .. } => {
                 self.emsg_id = self.emsg_id.wrapping_add(1);
-                emsgs.extend_from_slice(&fmp4::emsg_id3(fmp4::VIDEO_TIMESCALE, ticks(pts_ms), self.emsg_id, &tag));
+                emsgs.extend(fmp4::emsg_id3(
+                    fmp4::ID3_SCHEME,
+                    fmp4::VIDEO_TIMESCALE,
+                    ticks(pts_ms),
+                    self.emsg_id,
+                    &tag,
+                ));
+                // Version 0 counts from an earliest presentation time, which the IVS player
+                // takes (as measured, cue order being the evidence) from the whole segment it
+                // streams on LOW channels (prefetch) and from the fragment on NORMAL ones.
+                let low_latency = self.playback.packaging.segment_target == SEGMENT_TARGET_LOW;
+                let base = if low_latency { open.start_dts } else { open.part_start_dts };
+                let delta = ((pts_ms - base).max(0) * 90) as u32;
+                self.emsg_id = self.emsg_id.wrapping_add(1);
+                emsgs.extend(fmp4::emsg_id3_v0(
+                    fmp4::TWITCH_ID3_SCHEME,
+                    fmp4::VIDEO_TIMESCALE,
+                    delta,
+                    self.emsg_id,
+                    &tag,
+                ));
             }
         }
         open.part_has_metadata = true;
+    }
+
+    /// An ID3 tag holding only Apple's transport-stream timestamp (`PRIV`
+    /// `com.apple.streaming.transportStreamTimestamp`) at the start of every independent part.
+    /// Players skip it as a cue, but it makes hls.js create its metadata text track as soon as
+    /// it starts playing: Chromium empties a new track's cues once, just after it is created, so
+    /// without it the first payloads a viewer would receive were lost.
+    fn write_timestamp_tag(&mut self, open: &mut OpenSegment, pts_ms: i64) {
+        let tag = id3::tag(&[id3::private(id3::APPLE_TIMESTAMP_OWNER, &(ticks(pts_ms) & 0x1_ffff_ffff).to_be_bytes())]);
+        match &mut self.writer {
+            Writer::Ts(muxer) => muxer.write_metadata(ticks(pts_ms), &tag, &mut open.part_data),
+            Writer::Fmp4 { emsgs, .. } => {
+                self.emsg_id = self.emsg_id.wrapping_add(1);
+                emsgs.extend(fmp4::emsg_id3(
+                    fmp4::ID3_SCHEME,
+                    fmp4::VIDEO_TIMESCALE,
+                    ticks(pts_ms),
+                    self.emsg_id,
+                    &tag,
+                ));
+            }
+        }
     }
 
     /// `EXT-X-PROGRAM-DATE-TIME` of a segment starting with `frame`: the arrival time of the

@@ -71,6 +71,29 @@ fn ts_metadata(bytes: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// The ID3 tags of the `emsg` boxes with `scheme` in fragmented MP4 bytes, concatenated.
+fn emsg_id3(bytes: &[u8], scheme: &str) -> Vec<u8> {
+    let mut tags = Vec::new();
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].windows(4).position(|w| w == b"emsg") {
+        let start = at + offset - 4;
+        let size = u32::from_be_bytes(bytes[start..start + 4].try_into().unwrap()) as usize;
+        let body = &bytes[start + 8..start + size];
+        // Version 1: version+flags, timescale, presentation time (64 bits), duration, id (24
+        // bytes), then the strings and the data. Version 0: version+flags, the strings, then
+        // timescale, presentation time delta, duration, id (16 bytes) and the data.
+        let strings = if body[0] == 1 { &body[24..] } else { &body[4..] };
+        let scheme_end = strings.iter().position(|b| *b == 0).unwrap();
+        let value_end = scheme_end + 1 + strings[scheme_end + 1..].iter().position(|b| *b == 0).unwrap();
+        let data = if body[0] == 1 { &strings[value_end + 1..] } else { &strings[value_end + 17..] };
+        if &strings[..scheme_end] == scheme.as_bytes() {
+            tags.extend_from_slice(data);
+        }
+        at = start + size;
+    }
+    tags
+}
+
 /// Every byte of the stream a viewer session can fetch now: the init section (fMP4) and each
 /// listed segment, in order.
 fn stream_bytes(server: &Server, media: &str) -> Vec<u8> {
@@ -122,7 +145,14 @@ async fn check_metadata(server: &Server, latency: ChannelLatencyMode, container:
     let deadline = Instant::now() + Duration::from_secs(15);
     let found = loop {
         let bytes = stream_bytes(server, &media);
-        let texts = id3_texts(&if container == ContainerFormat::Ts { ts_metadata(&bytes) } else { bytes });
+        let texts = if container == ContainerFormat::Ts {
+            id3_texts(&ts_metadata(&bytes))
+        } else {
+            // Each tag twice: under AOM's scheme (hls.js …) and Twitch's (the IVS player).
+            let standard = id3_texts(&emsg_id3(&bytes, "https://aomedia.org/emsg/ID3"));
+            assert_eq!(standard, id3_texts(&emsg_id3(&bytes, "urn:twitch:id3")));
+            standard
+        };
         if texts.len() >= payloads.len() || Instant::now() > deadline {
             break texts;
         }

@@ -21,6 +21,7 @@ mod tokens;
 
 mod access;
 mod clock;
+mod metadata;
 mod web_players;
 
 /// Held by each test for its whole run: cargo runs a binary's tests in parallel, and two browser

@@ -23,11 +23,12 @@ use crate::harness::{Server, wait_live};
 /// Seconds each player is watched for, once its picture moves.
 const SECONDS: u32 = 20;
 
-struct Case {
-    label: String,
-    url: String,
-    container: ContainerFormat,
-    low_latency: bool,
+pub(crate) struct Case {
+    pub(crate) label: String,
+    pub(crate) arn: String,
+    pub(crate) url: String,
+    pub(crate) container: ContainerFormat,
+    pub(crate) low_latency: bool,
 }
 
 /// Runs play.mjs: `player` plays every URL at once for `seconds` in headless Chromium.
@@ -54,7 +55,7 @@ pub(crate) fn play(player: &str, seconds: u32, urls: &[&str]) -> Vec<serde_json:
 /// a keyframe every second (IVS's advice for low latency), live. Only one container's channels
 /// broadcast at a time: four live x264 encoders beside Chromium starve a 2-core machine, and the
 /// players then measure the machine, not the server.
-async fn live_channels(server: &Server, container: &ContainerFormat) -> (Vec<ClockPublisher>, Vec<Case>) {
+pub(crate) async fn live_channels(server: &Server, container: &ContainerFormat) -> (Vec<ClockPublisher>, Vec<Case>) {
     let client = server.client();
     let mut publishers = Vec::new();
     let mut cases = Vec::new();
@@ -76,6 +77,7 @@ async fn live_channels(server: &Server, container: &ContainerFormat) -> (Vec<Clo
         publishers.push(ClockPublisher::start(&url, FRAME_RATE));
         arns.push(channel.arn().unwrap().to_owned());
         cases.push(Case {
+            arn: channel.arn().unwrap().to_owned(),
             label: format!("{}/{}", container.as_str(), latency.as_str()),
             url: channel.playback_url().unwrap().to_owned(),
             container: container.clone(),
@@ -89,7 +91,7 @@ async fn live_channels(server: &Server, container: &ContainerFormat) -> (Vec<Clo
 }
 
 /// The median and 95th percentile of a player's latency samples (ms), if any.
-fn percentiles(result: &serde_json::Value, key: &str) -> Option<(f64, f64)> {
+pub(crate) fn percentiles(result: &serde_json::Value, key: &str) -> Option<(f64, f64)> {
     let mut samples: Vec<f64> = result[key].as_array()?.iter().filter_map(|v| v.as_f64()).collect();
     if samples.is_empty() {
         return None;
