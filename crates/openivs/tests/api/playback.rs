@@ -294,7 +294,12 @@ async fn low_latency_hls_in_fragmented_mp4() {
     let hint = parsed.preload_hint.expect("EXT-X-PRELOAD-HINT");
     let part = get(&server, &format!("{base}/{hint}"));
     assert_eq!(part.status, 200);
-    assert_eq!(&part.body_bytes[4..8], b"moof");
+    // A fragment: timed metadata (`emsg`, at independent parts the timestamp tag) then moof.
+    let mut at = 0;
+    while &part.body_bytes[at + 4..at + 8] == b"emsg" {
+        at += u32::from_be_bytes(part.body_bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    assert_eq!(&part.body_bytes[at + 4..at + 8], b"moof");
     let next = parsed.media_sequence + parsed.segments.len() as u64;
     let blocked = get(&server, &format!("{media}?_HLS_msn={next}&_HLS_part=0"));
     assert!(blocked.body.contains(&format!("-{next}.0.m4s\"")), "{}", blocked.body);
