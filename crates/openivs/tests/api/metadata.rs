@@ -207,3 +207,51 @@ async fn ffprobe_sees_the_timed_metadata_stream_and_limits_hold() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     client.put_metadata().channel_arn(&arn).metadata("after a second").send().await.unwrap();
 }
+
+/// The broadcaster's own timed text (ffmpeg writes a subtitle stream into FLV as `onTextData`
+/// data messages) reaches the stream with IVS's in-band owner.
+#[tokio::test]
+async fn in_band_text_from_the_broadcaster_reaches_the_stream() {
+    let server = Server::start();
+    let client = server.client();
+    let out = client.create_channel().send().await.unwrap();
+    let channel = out.channel().unwrap();
+    let arn = channel.arn().unwrap().to_owned();
+    let url =
+        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let subtitles = server.data_dir.with_extension("srt");
+    std::fs::write(
+        &subtitles,
+        "1\n00:00:01,000 --> 00:00:02,000\nfirst line\n\n2\n00:00:02,500 --> 00:00:03,000\nsecond, ünïcødé\n\n",
+    )
+    .unwrap();
+    let mut ffmpeg = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-i"])
+        .arg(pattern_720p())
+        .arg("-i")
+        .arg(&subtitles)
+        .args(["-map", "0:v", "-map", "0:a", "-map", "1:s", "-c:v", "copy", "-c:a", "copy", "-c:s", "text"])
+        .args(["-f", "flv", &url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("ffmpeg must be installed");
+    wait_live(&server, &arn, Duration::from_secs(15)).await;
+    let multivariant = get(&server, &path_of(channel.playback_url().unwrap()));
+    let media = multivariant.body.lines().find(|l| l.starts_with('/')).expect("a variant").to_owned();
+    let expected = vec![
+        ("inband.metadata.live-video.net".to_owned(), "first line".to_owned()),
+        ("inband.metadata.live-video.net".to_owned(), "second, ünïcødé".to_owned()),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let found = id3_texts(&ts_metadata(&stream_bytes(&server, &media)));
+        if found == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the broadcaster's text in the stream: {found:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let _ = ffmpeg.kill();
+    let _ = ffmpeg.wait();
+}
