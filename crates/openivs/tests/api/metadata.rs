@@ -173,18 +173,23 @@ async fn put_metadata_reaches_the_stream_in_every_container_and_latency_mode() {
     }
 }
 
+/// A new channel with IVS's defaults (TS, LOW): its ARN, RTMPS URL and playback URL.
+async fn default_channel(server: &Server) -> (String, String, String) {
+    let out = server.client().create_channel().send().await.unwrap();
+    let channel = out.channel().unwrap();
+    let url =
+        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    (channel.arn().unwrap().to_owned(), url, channel.playback_url().unwrap().to_owned())
+}
+
 #[tokio::test]
 async fn ffprobe_sees_the_timed_metadata_stream_and_limits_hold() {
     let server = Server::start();
     let client = server.client();
-    let out = client.create_channel().send().await.unwrap();
-    let channel = out.channel().unwrap();
-    let arn = channel.arn().unwrap().to_owned();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let (arn, url, playback_url) = default_channel(&server).await;
     let _publisher = Publisher::start(&url, pattern_720p());
     wait_live(&server, &arn, Duration::from_secs(15)).await;
-    let playback_url = format!("{}{}", server.endpoint, path_of(channel.playback_url().unwrap()));
+    let playback_url = format!("{}{}", server.endpoint, path_of(&playback_url));
     let probe = std::process::Command::new("ffprobe")
         .args(["-v", "error", "-show_entries", "stream=codec_type,codec_name", "-of", "csv=p=0", &playback_url])
         .output()
@@ -213,12 +218,7 @@ async fn ffprobe_sees_the_timed_metadata_stream_and_limits_hold() {
 #[tokio::test]
 async fn in_band_text_from_the_broadcaster_reaches_the_stream() {
     let server = Server::start();
-    let client = server.client();
-    let out = client.create_channel().send().await.unwrap();
-    let channel = out.channel().unwrap();
-    let arn = channel.arn().unwrap().to_owned();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let (arn, url, playback_url) = default_channel(&server).await;
     let subtitles = server.data_dir.with_extension("srt");
     std::fs::write(
         &subtitles,
@@ -237,7 +237,7 @@ async fn in_band_text_from_the_broadcaster_reaches_the_stream() {
         .spawn()
         .expect("ffmpeg must be installed");
     wait_live(&server, &arn, Duration::from_secs(15)).await;
-    let multivariant = get(&server, &path_of(channel.playback_url().unwrap()));
+    let multivariant = get(&server, &path_of(&playback_url));
     let media = multivariant.body.lines().find(|l| l.starts_with('/')).expect("a variant").to_owned();
     let expected = vec![
         ("inband.metadata.live-video.net".to_owned(), "first line".to_owned()),
