@@ -58,6 +58,11 @@ pub struct Packaging {
 }
 
 impl Packaging {
+    /// LOW latency mode (its segments are cut at the LOW target).
+    pub fn is_low_latency(&self) -> bool {
+        self.segment_target == SEGMENT_TARGET_LOW
+    }
+
     pub fn of_channel(container_format: &str, latency_mode: &str) -> Packaging {
         let segment_target = if latency_mode == "NORMAL" { SEGMENT_TARGET_NORMAL } else { SEGMENT_TARGET_LOW };
         Packaging { container: Container::of_channel(container_format), segment_target }
@@ -482,33 +487,18 @@ impl Packager {
             None => open.part_start_dts,
         };
         let tag = metadata_tag(metadata);
-        match &mut self.writer {
-            Writer::Ts(muxer) => muxer.write_metadata(ticks(pts_ms), &tag, &mut open.part_data),
-            // Twice: under the standard scheme (hls.js, Shaka, video.js) and under the one the
-            // IVS player reads; each player ignores the scheme it does not know.
-            Writer::Fmp4 { emsgs, .. } => {
-                self.emsg_id = self.emsg_id.wrapping_add(1);
-                emsgs.extend(fmp4::emsg_id3(
-                    fmp4::ID3_SCHEME,
-                    fmp4::VIDEO_TIMESCALE,
-                    ticks(pts_ms),
-                    self.emsg_id,
-                    &tag,
-                ));
-                // Version 0 counts from an earliest presentation time, which the IVS player
-                // takes (as measured, cue order being the evidence) from the whole segment it
-                // streams on LOW channels (prefetch) and from the fragment on NORMAL ones.
-                let low_latency = self.playback.packaging.segment_target == SEGMENT_TARGET_LOW;
-                let base = if low_latency { open.start_dts } else { open.part_start_dts };
-                let delta = ((pts_ms - base).max(0) * 90) as u32;
-                self.emsg_id = self.emsg_id.wrapping_add(1);
-                emsgs.extend(fmp4::emsg_id3_v0(
-                    fmp4::TWITCH_ID3_SCHEME,
-                    fmp4::VIDEO_TIMESCALE,
-                    delta,
-                    self.emsg_id,
-                    &tag,
-                ));
+        self.write_tag(open, pts_ms, &tag);
+        // In fMP4 a second time, under the scheme the IVS player reads (each player ignores
+        // the scheme it does not know). Version 0 counts from an earliest presentation time,
+        // which the IVS player takes (as measured, cue order being the evidence) from the whole
+        // segment it streams on LOW channels (prefetch) and from the fragment on NORMAL ones.
+        if matches!(self.writer, Writer::Fmp4 { .. }) {
+            let base = if self.playback.packaging.is_low_latency() { open.start_dts } else { open.part_start_dts };
+            let delta = ((pts_ms - base).max(0) * 90) as u32;
+            let emsg =
+                fmp4::emsg_id3_v0(fmp4::TWITCH_ID3_SCHEME, fmp4::VIDEO_TIMESCALE, delta, self.next_emsg_id(), &tag);
+            if let Writer::Fmp4 { emsgs, .. } = &mut self.writer {
+                emsgs.extend(emsg);
             }
         }
         open.part_has_metadata = true;
@@ -520,20 +510,26 @@ impl Packager {
     /// it starts playing: Chromium empties a new track's cues once, just after it is created, so
     /// without it the first payloads a viewer would receive were lost.
     fn write_timestamp_tag(&mut self, open: &mut OpenSegment, pts_ms: i64) {
-        let tag = id3::tag(&[id3::private(id3::APPLE_TIMESTAMP_OWNER, &(ticks(pts_ms) & 0x1_ffff_ffff).to_be_bytes())]);
+        let timestamp = (ticks(pts_ms) & 0x1_ffff_ffff).to_be_bytes();
+        self.write_tag(open, pts_ms, &id3::tag(&[id3::private(id3::APPLE_TIMESTAMP_OWNER, &timestamp)]));
+    }
+
+    /// An ID3 tag into the part being built at `pts_ms`: on the TS timed-metadata stream, or in
+    /// an `emsg` under the standard scheme (hls.js, Shaka, video.js) before the fMP4 fragment.
+    fn write_tag(&mut self, open: &mut OpenSegment, pts_ms: i64, tag: &[u8]) {
+        let emsg_id = self.next_emsg_id();
         match &mut self.writer {
-            Writer::Ts(muxer) => muxer.write_metadata(ticks(pts_ms), &tag, &mut open.part_data),
+            Writer::Ts(muxer) => muxer.write_metadata(ticks(pts_ms), tag, &mut open.part_data),
             Writer::Fmp4 { emsgs, .. } => {
-                self.emsg_id = self.emsg_id.wrapping_add(1);
-                emsgs.extend(fmp4::emsg_id3(
-                    fmp4::ID3_SCHEME,
-                    fmp4::VIDEO_TIMESCALE,
-                    ticks(pts_ms),
-                    self.emsg_id,
-                    &tag,
-                ));
+                emsgs.extend(fmp4::emsg_id3(fmp4::ID3_SCHEME, fmp4::VIDEO_TIMESCALE, ticks(pts_ms), emsg_id, tag));
             }
         }
+    }
+
+    /// A new `emsg` id, unique within the stream.
+    fn next_emsg_id(&mut self) -> u32 {
+        self.emsg_id = self.emsg_id.wrapping_add(1);
+        self.emsg_id
     }
 
     /// `EXT-X-PROGRAM-DATE-TIME` of a segment starting with `frame`: the arrival time of the
