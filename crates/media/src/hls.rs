@@ -37,6 +37,77 @@ pub struct Part {
     pub independent: bool,
 }
 
+/// An `EXT-X-DATERANGE` of an ad break (RFC 8216 4.4.5.1.1, SCTE-35 mapping): at its start,
+/// `PLANNED-DURATION` and `SCTE35-OUT`; at its end, the same ID and START-DATE again with
+/// `END-DATE`, `DURATION` and `SCTE35-IN`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DateRange {
+    pub id: String,
+    pub start_date: String,
+    pub end_date: Option<String>,
+    pub duration: Option<f64>,
+    pub planned_duration: Option<f64>,
+    /// `splice_info_section`s in hex (`0x…`).
+    pub scte35_out: Option<String>,
+    pub scte35_in: Option<String>,
+}
+
+/// The cue tags that ad-insertion services and many players read besides the date ranges.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cue {
+    /// `#EXT-X-CUE-OUT:DURATION=`: the break starts with this segment.
+    Out { duration: f64 },
+    /// `#EXT-X-CUE-OUT-CONT:ElapsedTime=,Duration=`: this segment is inside the break.
+    OutCont { elapsed: f64, duration: f64 },
+    /// `#EXT-X-CUE-IN`: the program returns with this segment.
+    In,
+}
+
+/// The ad signals written before a segment (or at the end of the playlist: a post-roll).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdSignals {
+    pub date_ranges: Vec<DateRange>,
+    pub cue: Option<Cue>,
+}
+
+impl AdSignals {
+    pub fn is_empty(&self) -> bool {
+        self.date_ranges.is_empty() && self.cue.is_none()
+    }
+
+    fn write(&self, out: &mut String) {
+        for range in &self.date_ranges {
+            let _ = write!(out, "#EXT-X-DATERANGE:ID=\"{}\",START-DATE=\"{}\"", range.id, range.start_date);
+            if let Some(end) = &range.end_date {
+                let _ = write!(out, ",END-DATE=\"{end}\"");
+            }
+            if let Some(duration) = range.duration {
+                let _ = write!(out, ",DURATION={duration:.3}");
+            }
+            if let Some(planned) = range.planned_duration {
+                let _ = write!(out, ",PLANNED-DURATION={planned:.3}");
+            }
+            if let Some(hex) = &range.scte35_out {
+                let _ = write!(out, ",SCTE35-OUT={hex}");
+            }
+            if let Some(hex) = &range.scte35_in {
+                let _ = write!(out, ",SCTE35-IN={hex}");
+            }
+            out.push('\n');
+        }
+        match self.cue {
+            Some(Cue::Out { duration }) => {
+                let _ = writeln!(out, "#EXT-X-CUE-OUT:DURATION={duration:.3}");
+            }
+            Some(Cue::OutCont { elapsed, duration }) => {
+                let _ = writeln!(out, "#EXT-X-CUE-OUT-CONT:ElapsedTime={elapsed:.3},Duration={duration:.3}");
+            }
+            Some(Cue::In) => out.push_str("#EXT-X-CUE-IN\n"),
+            None => {}
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Segment {
     pub sequence: u64,
@@ -49,6 +120,8 @@ pub struct Segment {
     pub map_uri: Option<String>,
     /// Partial segments (listed for the newest segments only).
     pub parts: Vec<Part>,
+    /// Ad-break signals at the segment's start.
+    pub ad: AdSignals,
 }
 
 /// Low-Latency HLS settings of a media playlist.
@@ -62,6 +135,8 @@ pub struct LowLatency {
     pub pending_parts: Vec<Part>,
     pub pending_map_uri: Option<String>,
     pub pending_discontinuity: bool,
+    /// Ad-break signals at the start of the segment in progress.
+    pub pending_ad: AdSignals,
     /// `EXT-X-PRELOAD-HINT` for the next part.
     pub preload_hint: Option<String>,
     /// `EXT-X-PREFETCH` segments (LHLS, as the Amazon IVS Player reads them): the segment in
@@ -79,6 +154,8 @@ pub struct MediaPlaylist {
     pub ended: bool,
     /// How many of the oldest segments to replace with `EXT-X-SKIP` (delta update).
     pub skip_segments: usize,
+    /// Ad-break signals after the last segment (a post-roll break at the end of the stream).
+    pub trailing_ad: AdSignals,
 }
 
 fn write_part(out: &mut String, part: &Part) {
@@ -132,6 +209,7 @@ impl MediaPlaylist {
             }
             write_map(&mut out, segment.map_uri.as_deref());
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", segment.program_date_time);
+            segment.ad.write(&mut out);
             if self.low_latency.is_some() {
                 for part in &segment.parts {
                     write_part(&mut out, part);
@@ -148,6 +226,7 @@ impl MediaPlaylist {
             }
             if pending {
                 write_map(&mut out, ll.pending_map_uri.as_deref());
+                ll.pending_ad.write(&mut out);
             }
             for part in &ll.pending_parts {
                 write_part(&mut out, part);
@@ -159,6 +238,7 @@ impl MediaPlaylist {
                 let _ = writeln!(out, "#EXT-X-PREFETCH:{uri}");
             }
         }
+        self.trailing_ad.write(&mut out);
         if self.ended {
             out.push_str("#EXT-X-ENDLIST\n");
         }
@@ -181,6 +261,7 @@ mod tests {
             parts: (0..parts)
                 .map(|i| Part { duration: 0.33333, uri: format!("part{sequence}.{i}.ts"), independent: i == 0 })
                 .collect(),
+            ad: AdSignals::default(),
         }
     }
 
@@ -198,11 +279,13 @@ mod tests {
                 pending_parts: vec![Part { duration: 0.33, uri: "part4.0.ts".into(), independent: true }],
                 pending_map_uri: None,
                 pending_discontinuity: false,
+                pending_ad: AdSignals::default(),
                 preload_hint: Some("part4.1.ts".into()),
                 prefetch: vec!["seg4.ts".into(), "seg5.ts".into()],
             }),
             ended: false,
             skip_segments: 1,
+            trailing_ad: AdSignals::default(),
         };
         let text = playlist.render();
         assert!(text.starts_with("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n"));
@@ -227,6 +310,7 @@ mod tests {
             low_latency: None,
             ended: true,
             skip_segments: 0,
+            trailing_ad: AdSignals::default(),
         };
         let text = playlist.render();
         assert!(text.contains("#EXT-X-VERSION:6\n"));
@@ -236,6 +320,52 @@ mod tests {
         );
         assert!(!text.contains("EXT-X-PART"));
         assert!(text.ends_with("#EXTINF:2.00000,\nseg7.ts\n#EXT-X-ENDLIST\n"));
+    }
+
+    #[test]
+    fn ad_breaks_are_date_ranges_and_cues_before_their_segments() {
+        let start = DateRange {
+            id: "abcdefABCDEF".into(),
+            start_date: "2026-01-01T00:00:02.000Z".into(),
+            end_date: None,
+            duration: None,
+            planned_duration: Some(4.0),
+            scte35_out: Some("0xFC30".into()),
+            scte35_in: None,
+        };
+        let end = DateRange {
+            end_date: Some("2026-01-01T00:00:06.000Z".into()),
+            duration: Some(4.0),
+            planned_duration: None,
+            scte35_out: None,
+            scte35_in: Some("0xFC31".into()),
+            ..start.clone()
+        };
+        let mut segments: Vec<Segment> = (1..=4).map(|sequence| segment(sequence, 0)).collect();
+        segments[1].ad = AdSignals { date_ranges: vec![start], cue: Some(Cue::Out { duration: 4.0 }) };
+        segments[2].ad = AdSignals { date_ranges: vec![], cue: Some(Cue::OutCont { elapsed: 2.0, duration: 4.0 }) };
+        segments[3].ad = AdSignals { date_ranges: vec![end], cue: Some(Cue::In) };
+        let playlist = MediaPlaylist {
+            target_duration: 2,
+            media_sequence: 1,
+            discontinuity_sequence: 0,
+            segments,
+            low_latency: None,
+            ended: true,
+            skip_segments: 0,
+            trailing_ad: AdSignals { date_ranges: vec![], cue: Some(Cue::Out { duration: 15.0 }) },
+        };
+        let text = playlist.render();
+        assert!(text.contains(
+            "#EXT-X-PROGRAM-DATE-TIME:2026-01-01T00:00:00.000Z\n\
+             #EXT-X-DATERANGE:ID=\"abcdefABCDEF\",START-DATE=\"2026-01-01T00:00:02.000Z\",PLANNED-DURATION=4.000,SCTE35-OUT=0xFC30\n\
+             #EXT-X-CUE-OUT:DURATION=4.000\n#EXTINF:2.00000,\nseg2.ts\n"
+        ));
+        assert!(text.contains("#EXT-X-CUE-OUT-CONT:ElapsedTime=2.000,Duration=4.000\n#EXTINF:2.00000,\nseg3.ts\n"));
+        assert!(text.contains(
+            "END-DATE=\"2026-01-01T00:00:06.000Z\",DURATION=4.000,SCTE35-IN=0xFC31\n#EXT-X-CUE-IN\n#EXTINF:2.00000,\nseg4.ts\n"
+        ));
+        assert!(text.ends_with("seg4.ts\n#EXT-X-CUE-OUT:DURATION=15.000\n#EXT-X-ENDLIST\n"));
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`flv`]: FLV audio/video tag bodies as RTMP carries them (legacy and Enhanced RTMP);
 //! - [`h264`]: AVC decoder configuration records and SPS parsing (codec string, size);
 //! - [`aac`]: AAC AudioSpecificConfig;
-//! - [`id3`]: ID3v2.4 tags, the form of timed metadata in HLS.
+//! - [`id3`]: ID3v2.4 tags, the form of timed metadata in HLS;
+//! - [`scte35`]: SCTE-35 splice_insert sections, the ad-break cues of HLS playlists.
 
 pub mod aac;
 pub mod amf0;
@@ -18,6 +19,7 @@ pub mod h264;
 pub mod hls;
 pub mod id3;
 pub mod rtmp;
+pub mod scte35;
 pub mod ts;
 
 /// Why some bytes could not be parsed. Parsers never panic on bad input; they return this.

@@ -11,8 +11,8 @@ pub const VIDEO_PID: u16 = 0x100;
 pub const AUDIO_PID: u16 = 0x101;
 pub const METADATA_PID: u16 = 0x102;
 
-/// MPEG-2 CRC-32 (polynomial 0x04C11DB7, no reflection), for PSI sections.
-fn crc32_mpeg2(bytes: &[u8]) -> u32 {
+/// MPEG-2 CRC-32 (polynomial 0x04C11DB7, no reflection), for PSI and SCTE-35 sections.
+pub fn crc32_mpeg2(bytes: &[u8]) -> u32 {
     let mut crc = 0xffff_ffffu32;
     for &byte in bytes {
         crc ^= u32::from(byte) << 24;

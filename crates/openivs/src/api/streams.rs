@@ -17,7 +17,7 @@ use super::pagination::Listing;
 use super::{Api, input_error_if, output, page_output, random_alphanumeric};
 use crate::auth::Caller;
 use crate::live::LiveStream;
-use crate::live::hub::{MetadataSource, TimedMetadata};
+use crate::live::hub::{AdBreak, AdBreakRefusal, MAX_AD_BREAKS, MetadataSource, TimedMetadata};
 
 /// PutMetadata's payload limit (IVS: 1 KB).
 const MAX_METADATA_BYTES: usize = 1024;
@@ -161,21 +161,50 @@ pub(super) async fn put_metadata(api: &Api, caller: &Caller, request: PutMetadat
     Ok(Value::Null)
 }
 
+/// How far in the past a `targetStartAt` may lie and still mean "now" (clocks differ a little).
+const AD_BREAK_START_TOLERANCE: time::Duration = time::Duration::seconds(1);
+
+/// Schedules an ad break on the live stream; the packagers mark it in the media playlists
+/// ([`crate::playback::ad_breaks`]).
 pub(super) async fn insert_ad_break(
     api: &Api,
     caller: &Caller,
     request: InsertAdBreakInput,
 ) -> Result<Value, IvsError> {
-    let (channel, _) = live_stream(api, caller, &request.channel_arn).await?;
+    let (channel, stream) = live_stream(api, caller, &request.channel_arn).await?;
     if channel.ad_configuration_arn.is_empty() {
         return Err(IvsError::conflict("The channel has no ad configuration (adConfigurationArn)"));
     }
-    let target_start_at = match &request.target_start_at {
+    let now = OffsetDateTime::now_utc();
+    let start_at = match &request.target_start_at {
         Some(value) => {
-            timestamp::parse(value).ok_or_else(|| IvsError::validation("targetStartAt must be a timestamp"))?
+            let at =
+                timestamp::parse(value).ok_or_else(|| IvsError::validation("targetStartAt must be a timestamp"))?;
+            input_error_if(at < now - AD_BREAK_START_TOLERANCE, "targetStartAt must not be in the past")?;
+            Some(at)
         }
-        None => OffsetDateTime::now_utc(),
+        None => None,
     };
     let ad_break_id = request.ad_break_id.unwrap_or_else(|| random_alphanumeric(12));
-    Ok(json!({ "adBreakId": ad_break_id, "targetStartAt": timestamp::format(target_start_at) }))
+    let scheduled = stream.hub.schedule_ad_break(AdBreak {
+        id: ad_break_id.clone(),
+        start_at,
+        duration: std::time::Duration::from_secs(request.duration_seconds.max(0) as u64),
+        requested_at: now,
+    });
+    match scheduled {
+        Ok(()) => {}
+        Err(AdBreakRefusal::DuplicateId) => {
+            return Err(IvsError::conflict(format!(
+                "An ad break with id {ad_break_id} was already inserted in this stream"
+            )));
+        }
+        Err(AdBreakRefusal::Overlaps) => {
+            return Err(IvsError::conflict("The ad break overlaps another ad break of this stream"));
+        }
+        Err(AdBreakRefusal::TooMany) => {
+            return Err(IvsError::conflict(format!("A stream takes at most {MAX_AD_BREAKS} ad breaks")));
+        }
+    }
+    Ok(json!({ "adBreakId": ad_break_id, "targetStartAt": timestamp::format(start_at.unwrap_or(now)) }))
 }

@@ -13,7 +13,9 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openivs_model::resources::{Channel, FailoverSlateConfiguration, RecordingConfiguration, StreamKey};
+use openivs_model::resources::{
+    AdConfiguration, Channel, FailoverSlateConfiguration, RecordingConfiguration, StreamKey,
+};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -129,6 +131,20 @@ impl IngestContext {
             }
         }
         Err(Refusal::ChannelChanged)
+    }
+
+    /// The post-roll ad break of the channel's ad configuration, if it enables one.
+    pub async fn post_roll(&self, channel: &Channel) -> Option<Duration> {
+        match self.referenced::<AdConfiguration>(&channel.ad_configuration_arn).await {
+            Ok(Some(ads)) if ads.post_roll_configuration.enabled => {
+                Some(Duration::from_secs(ads.post_roll_configuration.duration_seconds.max(0) as u64))
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!("ingest: cannot read the ad configuration of {}: {error}", channel.arn);
+                None
+            }
+        }
     }
 
     async fn referenced<T: serde::de::DeserializeOwned>(

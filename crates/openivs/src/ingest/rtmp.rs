@@ -398,6 +398,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             recorder.end_in_background(false, None, OffsetDateTime::now_utc()).await;
             return self.refuse(Refusal::Unavailable, stream_id).await;
         };
+        live.hub.set_post_roll(context.post_roll(&channel).await);
         // Packaging starts with the stream, so a viewer who sees it live can play it.
         context.playback.start_stream(
             &live,

@@ -67,9 +67,50 @@ pub enum MetadataSource {
     InBand,
 }
 
+/// An ad break that InsertAdBreak scheduled. Packagers mark it from the first segment that
+/// starts at or after `start_at` (the next segment when `None`: "now"), since a splice point
+/// must be a keyframe, and end it on the first segment that starts `duration` after that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdBreak {
+    pub id: String,
+    pub start_at: Option<time::OffsetDateTime>,
+    pub duration: std::time::Duration,
+    /// When InsertAdBreak was answered (a break "now" is judged as starting then).
+    pub requested_at: time::OffsetDateTime,
+}
+
+impl AdBreak {
+    fn span(&self) -> (time::OffsetDateTime, time::OffsetDateTime) {
+        let start = self.start_at.unwrap_or(self.requested_at);
+        (start, start + self.duration)
+    }
+}
+
+/// The stream's ad breaks, and the post-roll break of its ad configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AdSchedule {
+    pub breaks: Vec<AdBreak>,
+    pub post_roll: Option<std::time::Duration>,
+}
+
+/// Ad breaks one stream takes at most.
+pub const MAX_AD_BREAKS: usize = 1000;
+
+/// Why an ad break was not scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdBreakRefusal {
+    /// The stream already had a break with this id.
+    DuplicateId,
+    /// It would overlap a break scheduled or in progress.
+    Overlaps,
+    /// [`MAX_AD_BREAKS`] reached.
+    TooMany,
+}
+
 pub struct Hub {
     frames: broadcast::Sender<Arc<MediaFrame>>,
     metadata: broadcast::Sender<Arc<TimedMetadata>>,
+    ads: watch::Sender<AdSchedule>,
     video: watch::Sender<Option<Arc<TrackConfig>>>,
     audio: watch::Sender<Option<Arc<TrackConfig>>>,
     ended: watch::Sender<bool>,
@@ -79,6 +120,7 @@ pub struct Hub {
 pub struct Subscription {
     pub frames: broadcast::Receiver<Arc<MediaFrame>>,
     pub metadata: broadcast::Receiver<Arc<TimedMetadata>>,
+    pub ads: watch::Receiver<AdSchedule>,
     pub video: watch::Receiver<Option<Arc<TrackConfig>>>,
     pub audio: watch::Receiver<Option<Arc<TrackConfig>>>,
 }
@@ -96,6 +138,7 @@ impl Hub {
         Hub {
             frames,
             metadata,
+            ads: watch::Sender::new(AdSchedule::default()),
             video: watch::Sender::new(None),
             audio: watch::Sender::new(None),
             ended: watch::Sender::new(false),
@@ -121,10 +164,42 @@ impl Hub {
         let _ = self.metadata.send(Arc::new(metadata));
     }
 
+    /// Schedules an ad break, unless its id was used in this stream already or it overlaps
+    /// another break.
+    pub fn schedule_ad_break(&self, ad_break: AdBreak) -> Result<(), AdBreakRefusal> {
+        let mut outcome = Ok(());
+        self.ads.send_if_modified(|schedule| {
+            let (start, end) = ad_break.span();
+            outcome = if schedule.breaks.iter().any(|b| b.id == ad_break.id) {
+                Err(AdBreakRefusal::DuplicateId)
+            } else if schedule.breaks.iter().any(|b| {
+                let (other_start, other_end) = b.span();
+                start < other_end && other_start < end
+            }) {
+                Err(AdBreakRefusal::Overlaps)
+            } else if schedule.breaks.len() >= MAX_AD_BREAKS {
+                Err(AdBreakRefusal::TooMany)
+            } else {
+                Ok(())
+            };
+            if outcome.is_ok() {
+                schedule.breaks.push(ad_break.clone());
+            }
+            outcome.is_ok()
+        });
+        outcome
+    }
+
+    /// The post-roll break the stream ends with (its ad configuration's `postRollConfiguration`).
+    pub fn set_post_roll(&self, duration: Option<std::time::Duration>) {
+        self.ads.send_modify(|schedule| schedule.post_roll = duration);
+    }
+
     pub fn subscribe(&self) -> Subscription {
         Subscription {
             frames: self.frames.subscribe(),
             metadata: self.metadata.subscribe(),
+            ads: self.ads.subscribe(),
             video: self.video.subscribe(),
             audio: self.audio.subscribe(),
         }
@@ -179,5 +254,22 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(stuck.frames.try_recv().is_ok());
+    }
+
+    #[test]
+    fn ad_breaks_may_not_overlap_or_reuse_an_id() {
+        let hub = Hub::new();
+        let now = time::OffsetDateTime::now_utc();
+        let ad_break = |id: &str, start_in: Option<i64>, seconds: u64| AdBreak {
+            id: id.to_owned(),
+            start_at: start_in.map(|s| now + time::Duration::seconds(s)),
+            duration: std::time::Duration::from_secs(seconds),
+            requested_at: now,
+        };
+        assert_eq!(hub.schedule_ad_break(ad_break("aaaaaaaaaaaa", None, 30)), Ok(()));
+        assert_eq!(hub.schedule_ad_break(ad_break("aaaaaaaaaaaa", Some(100), 30)), Err(AdBreakRefusal::DuplicateId));
+        assert_eq!(hub.schedule_ad_break(ad_break("bbbbbbbbbbbb", Some(29), 30)), Err(AdBreakRefusal::Overlaps));
+        assert_eq!(hub.schedule_ad_break(ad_break("bbbbbbbbbbbb", Some(30), 30)), Ok(()));
+        assert_eq!(hub.subscribe().ads.borrow().breaks.len(), 2);
     }
 }

@@ -336,6 +336,7 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
                     independent: p.independent,
                 })
                 .collect(),
+            ad: s.ad.clone(),
         })
         .collect();
     let can_skip_until = SKIP_TARGET_DURATIONS * target as f64;
@@ -372,6 +373,7 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
         };
         let pending_map_uri = state.open.as_ref().and_then(|open| map_uri(&open.stream_id, container));
         let pending_discontinuity = state.open.as_ref().is_some_and(|open| open.discontinuity);
+        let pending_ad = state.open.as_ref().filter(|_| !state.ended).map(|open| open.ad.clone()).unwrap_or_default();
         // The segment being cut and the next one, for players that fetch segments as they are
         // written (the IVS player) rather than part by part.
         let prefetch = match &state.open {
@@ -389,6 +391,7 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
             pending_parts,
             pending_map_uri,
             pending_discontinuity,
+            pending_ad,
             preload_hint,
             prefetch,
         }
@@ -401,6 +404,7 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
         low_latency,
         ended: state.ended,
         skip_segments,
+        trailing_ad: state.post_roll.clone(),
     }
     .render()
 }

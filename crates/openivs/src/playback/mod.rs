@@ -6,6 +6,7 @@
 //! policies), is decided by [`access`].
 
 pub mod access;
+pub mod ad_breaks;
 pub mod http;
 pub mod packager;
 pub mod viewers;

@@ -21,11 +21,13 @@ use bytes::Bytes;
 use openivs_media::aac::AudioSpecificConfig;
 use openivs_media::fmp4::{self, AAC_FRAME_SAMPLES, InitTracks, Sample, TrackRun};
 use openivs_media::h264::DecoderConfiguration;
+use openivs_media::hls::AdSignals;
 use openivs_media::id3;
 use openivs_media::ts::{Tracks, TsMuxer, adts_header, avc_to_annex_b};
 use openivs_model::timestamp;
 use tokio::sync::{broadcast, watch};
 
+use super::ad_breaks::AdMarker;
 use crate::live::hub::{MediaFrame, MetadataSource, Subscription, TimedMetadata, TrackConfig, TrackKind};
 
 /// Segments of LOW latency channels are cut at the first keyframe after this much media: short
@@ -112,6 +114,8 @@ pub struct StoredSegment {
     pub parts: Vec<StoredPart>,
     /// The stream the segment belongs to (segment URLs name it, so they are never reused).
     pub stream_id: Arc<str>,
+    /// Ad-break signals at its start.
+    pub ad: AdSignals,
 }
 
 /// The segment being cut.
@@ -123,6 +127,7 @@ pub struct OpenSegment {
     pub discontinuity: bool,
     pub parts: Vec<StoredPart>,
     pub stream_id: Arc<str>,
+    pub ad: AdSignals,
     part_start_dts: i64,
     part_data: Vec<u8>,
     part_independent: bool,
@@ -160,6 +165,8 @@ pub struct PlaylistState {
     pending_discontinuity: bool,
     /// fMP4 initialisation segments of the streams in the window, by stream id.
     pub inits: Vec<(Arc<str>, Bytes)>,
+    /// The post-roll ad break marked after the last segment when the stream ended.
+    pub post_roll: AdSignals,
 }
 
 impl StoredSegment {
@@ -297,6 +304,7 @@ impl ChannelPlayback {
         }
         state.ended = false;
         state.ended_at = None;
+        state.post_roll = AdSignals::default();
     }
 }
 
@@ -334,6 +342,8 @@ struct Packager {
     early_metadata: Vec<Arc<TimedMetadata>>,
     /// Ids of the `emsg` boxes written (unique within the stream).
     emsg_id: u32,
+    /// Where ad breaks start and end.
+    ads: AdMarker,
     limits: crate::settings::Limits,
 }
 
@@ -541,6 +551,12 @@ impl Packager {
         anchor_wall + time::Duration::milliseconds(frame.dts_ms - anchor_dts)
     }
 
+    /// The date of media time `dts_ms` on the same clock (once the stream has a frame).
+    fn date_at(&self, dts_ms: i64) -> Option<time::OffsetDateTime> {
+        self.clock_anchor
+            .map(|(anchor_dts, anchor_wall)| anchor_wall + time::Duration::milliseconds(dts_ms - anchor_dts))
+    }
+
     /// The open segment is past a bound that a keyframe should have ended it by: it is cut
     /// before `frame` (which then starts a segment that is not independent).
     fn segment_overgrown(&self, open: &OpenSegment, frame: &MediaFrame) -> bool {
@@ -607,13 +623,16 @@ impl Packager {
                 state.inits.remove(0);
             }
         }
+        let date = self.program_date_time(frame);
+        let ad = self.ads.at_segment_start(frame.dts_ms, ticks(frame.pts_ms), date);
         state.open = Some(OpenSegment {
             sequence,
             start_dts: frame.dts_ms,
-            program_date_time: timestamp::format(self.program_date_time(frame)),
+            program_date_time: timestamp::format(date),
             discontinuity,
             parts: Vec::new(),
             stream_id: self.stream_id.clone(),
+            ad,
             part_start_dts: frame.dts_ms,
             part_data,
             part_independent: frame.kind == TrackKind::Video && frame.keyframe,
@@ -644,6 +663,7 @@ impl Packager {
             discontinuity: open.discontinuity,
             parts: open.parts,
             stream_id: open.stream_id,
+            ad: open.ad,
         });
         // Memory holds the listed window and the retired segments; past the byte limit, retired
         // segments go first.
@@ -764,6 +784,7 @@ pub async fn run(
         last_frame: None,
         early_metadata: Vec::new(),
         emsg_id: 0,
+        ads: AdMarker::new(subscription.ads.clone()),
         limits,
     };
     loop {
@@ -805,6 +826,9 @@ pub async fn run(
     if let (Some(open), Some(last)) = (state.open.as_ref(), last_dts) {
         let end = last.max(open.part_start_dts) + 33;
         packager.close_segment(&mut state, end);
+        if let Some(date) = packager.date_at(end) {
+            state.post_roll = packager.ads.at_stream_end(ticks(end), date);
+        }
     }
     state.ended = true;
     state.ended_at = Some(Instant::now());

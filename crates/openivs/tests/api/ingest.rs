@@ -77,6 +77,12 @@ pub(crate) struct Publisher {
 }
 
 impl Publisher {
+    /// Ends the publish the way a broadcaster's crash does: the connection just closes.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub(crate) fn start(url: &str, media: &Path) -> Publisher {
         let child = Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])

@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod ad_breaks;
 mod auth;
 mod aws_cli;
 mod channels;
