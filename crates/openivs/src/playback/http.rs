@@ -6,7 +6,8 @@
 //!   A private channel's needs `?token=`, and a restriction policy may refuse the viewer: both
 //!   are decided by [`super::access`], and a refusal answers 403 with a JSON body
 //!   `{"error_code": …, "message": …}` (and nothing of the stream).
-//! - `GET /playback/{session}/{channel}/media.m3u8`: the media playlist; for LOW latency channels
+//! - `GET /playback/{session}/{channel}/{stream}.m3u8`: the media playlist of one stream (a
+//!   stream that starts after it ended has playlists of its own); for LOW latency channels
 //!   low-latency HLS with parts, blocking reload (`_HLS_msn`, `_HLS_part`), delta updates
 //!   (`_HLS_skip=YES`) and a preload hint.
 //! - `GET /playback/{session}/{channel}/{stream}-{msn}.ts` and `…-{msn}.{part}.ts`: segments and
@@ -172,7 +173,7 @@ pub async fn multivariant(
         .or_else(|| state.api.live.stream(&arn).map(|s| s.stats.lock().expect("stats lock").video_framerate()));
     let stem = name.trim_end_matches(".m3u8");
     let body = hls::multivariant(&[Variant {
-        uri: format!("/playback/{session}/{stem}/media.m3u8"),
+        uri: format!("/playback/{session}/{stem}/{}.m3u8", playback.id),
         bandwidth,
         codecs,
         resolution,
@@ -226,10 +227,10 @@ async fn media_response(
     query: &PlaylistQuery,
     headers: &HeaderMap,
 ) -> Response {
-    let Some(playback) = state.api.playback.channel(channel_arn) else {
+    let Some(playback) = state.api.playback.playlists_of_file(channel_arn, file) else {
         return not_found("The channel is not broadcasting");
     };
-    if file == "media.m3u8" {
+    if file.strip_suffix(".m3u8") == Some(&*playback.id) {
         return media_playlist(&playback, low_latency, query).await;
     }
     if let Some(stream_id) = file.strip_suffix("-init.mp4") {

@@ -22,12 +22,16 @@ use viewers::ViewerSessions;
 use crate::live::LiveStream;
 use crate::settings::Limits;
 
-/// How long an ended stream's playlist stays (with `EXT-X-ENDLIST`) before the channel's
-/// playback answers 404, and within which a new stream continues it after a discontinuity.
+/// How long an ended stream's playlists stay (with `EXT-X-ENDLIST`) for the viewers who were
+/// watching, before they answer 404.
 pub const LINGER: Duration = Duration::from_secs(20);
 
 pub struct Playback {
-    channels: RwLock<HashMap<String, Arc<ChannelPlayback>>>,
+    /// Per channel, its media playlists, oldest first: the live stream's, and ended ones that
+    /// linger. A playlist holds one stream (with its failover slate and the publisher's
+    /// comebacks during it): one served with `EXT-X-ENDLIST` never grows again (RFC 8216
+    /// 6.2.1), so a later stream gets playlists of its own, named by its stream id.
+    channels: RwLock<HashMap<String, Vec<Arc<ChannelPlayback>>>>,
     pub viewers: ViewerSessions,
     pub access: Access,
     limits: Limits,
@@ -39,18 +43,15 @@ impl Playback {
     }
 
     /// Starts packaging a stream that just went live, as the channel's container format and
-    /// latency mode say. A new stream continues the channel's lingering playlist (after a
-    /// discontinuity) when the packaging is the same, and replaces it otherwise.
+    /// latency mode say, into playlists of its own.
     pub fn start_stream(self: &Arc<Self>, stream: &LiveStream, packaging: Packaging) {
-        let channel = {
-            let mut channels = self.channels.write().expect("playback lock");
-            let entry =
-                channels.entry(stream.channel_arn.clone()).or_insert_with(|| Arc::new(ChannelPlayback::new(packaging)));
-            if entry.packaging != packaging {
-                *entry = Arc::new(ChannelPlayback::new(packaging));
-            }
-            entry.clone()
-        };
+        let channel = Arc::new(ChannelPlayback::new(packaging, stream.stream_id.as_str().into()));
+        self.channels
+            .write()
+            .expect("playback lock")
+            .entry(stream.channel_arn.clone())
+            .or_default()
+            .push(channel.clone());
         let subscription = stream.hub.subscribe();
         let ended = stream.hub.ended();
         let this = self.clone();
@@ -59,19 +60,26 @@ impl Playback {
         let limits = self.limits;
         tokio::spawn(async move {
             packager::run(channel.clone(), subscription, stream_id, ended, limits).await;
-            // Keep the ended playlist for a while, unless a new stream took over the channel.
+            // The ended playlists stay a while for the viewers who were watching.
             tokio::time::sleep(LINGER).await;
             let mut channels = this.channels.write().expect("playback lock");
-            if channels
-                .get(&channel_arn)
-                .is_some_and(|c| Arc::ptr_eq(c, &channel) && c.state.read().expect("playlist lock").ended)
-            {
-                channels.remove(&channel_arn);
+            if let Some(playlists) = channels.get_mut(&channel_arn) {
+                playlists.retain(|p| !Arc::ptr_eq(p, &channel));
+                if playlists.is_empty() {
+                    channels.remove(&channel_arn);
+                }
             }
         });
     }
 
+    /// The channel's newest playlists (those of its live stream, while it is live).
     pub fn channel(&self, channel_arn: &str) -> Option<Arc<ChannelPlayback>> {
-        self.channels.read().expect("playback lock").get(channel_arn).cloned()
+        self.channels.read().expect("playback lock").get(channel_arn).and_then(|p| p.last().cloned())
+    }
+
+    /// The playlists a media file of the channel belongs to: its name starts with their id.
+    pub fn playlists_of_file(&self, channel_arn: &str, file: &str) -> Option<Arc<ChannelPlayback>> {
+        let channels = self.channels.read().expect("playback lock");
+        channels.get(channel_arn)?.iter().rev().find(|p| file.starts_with(&*p.id)).cloned()
     }
 }

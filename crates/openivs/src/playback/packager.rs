@@ -271,8 +271,11 @@ impl PlaylistState {
     }
 }
 
-/// The playback state of one channel, shared by its packager and the playback handlers.
+/// The playback state of one stream of a channel, shared by its packager and the playback
+/// handlers.
 pub struct ChannelPlayback {
+    /// The playlists' id (the stream's id): media files are named after it.
+    pub id: Arc<str>,
     pub packaging: Packaging,
     pub state: RwLock<PlaylistState>,
     /// Bumped on every change (new part, segment, end); blocking reloads wait on it.
@@ -282,8 +285,9 @@ pub struct ChannelPlayback {
 }
 
 impl ChannelPlayback {
-    pub fn new(packaging: Packaging) -> ChannelPlayback {
+    pub fn new(packaging: Packaging, id: Arc<str>) -> ChannelPlayback {
         ChannelPlayback {
+            id,
             packaging,
             state: RwLock::new(PlaylistState::default()),
             changed: watch::Sender::new(0),
@@ -294,17 +298,6 @@ impl ChannelPlayback {
     fn notify(&self) {
         self.changed.send_modify(|version| *version += 1);
         self.appended.send_modify(|version| *version += 1);
-    }
-
-    /// A new stream starts on this channel: its first segment follows a discontinuity.
-    pub fn begin_stream(&self) {
-        let mut state = self.state.write().expect("playlist lock");
-        if state.ended || !state.segments.is_empty() {
-            state.pending_discontinuity = true;
-        }
-        state.ended = false;
-        state.ended_at = None;
-        state.post_roll = AdSignals::default();
     }
 }
 
@@ -761,7 +754,6 @@ pub async fn run(
     mut ended: watch::Receiver<bool>,
     limits: crate::settings::Limits,
 ) {
-    playback.begin_stream();
     let mut packager = Packager {
         playback: playback.clone(),
         stream_id: stream_id.into(),

@@ -138,7 +138,11 @@ fn video_start(server: &Server, url: &str) -> f64 {
         .output()
         .expect("ffprobe must be installed");
     let text = String::from_utf8_lossy(&output.stdout);
-    text.split_whitespace().next().unwrap_or_default().parse().unwrap_or_else(|_| panic!("ffprobe of {url}: {text} {}", String::from_utf8_lossy(&output.stderr)))
+    text.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or_else(|_| panic!("ffprobe of {url}: {text} {}", String::from_utf8_lossy(&output.stderr)))
 }
 
 struct LiveChannel {

@@ -320,8 +320,10 @@ async fn offline_channels_and_unknown_sessions_are_404() {
     assert_eq!(get(&server, "/playback/nosuchsession/us-west-2.123456789012.channel.abc/media.m3u8").status, 404);
 }
 
+/// A playlist served with `EXT-X-ENDLIST` never grows again: a stream that starts after the end
+/// has media playlists of its own, reached through the playback URL.
 #[tokio::test]
-async fn a_new_stream_continues_the_playlist_after_a_discontinuity() {
+async fn a_new_stream_gets_new_playlists_and_the_ended_ones_stay_ended() {
     let server = Server::start();
     let out = server.client().create_channel().send().await.unwrap();
     let channel = out.channel().unwrap();
@@ -329,20 +331,27 @@ async fn a_new_stream_continues_the_playlist_after_a_discontinuity() {
     let playback_url = channel.playback_url().unwrap().to_owned();
     let url =
         format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
-    let media;
+    let first_media;
     {
         let _first = Publisher::start(&url, pattern_720p());
         wait_live(&server, &arn, Duration::from_secs(15)).await;
-        media = open_session(&server, &playback_url);
+        first_media = open_session(&server, &playback_url);
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     wait_offline(&server, &arn, Duration::from_secs(10)).await;
+    let ended = get(&server, &first_media);
+    assert!(ended.body.ends_with("#EXT-X-ENDLIST\n"), "{}", ended.body);
     let _second = Publisher::start(&url, pattern_720p());
     wait_live(&server, &arn, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let playlist = get(&server, &media);
+    let still_ended = get(&server, &first_media);
+    assert_eq!(still_ended.status, 200);
+    assert_eq!(still_ended.body, ended.body, "an ended playlist never changes");
+    let second_media = open_session(&server, &playback_url);
+    assert_ne!(second_media.rsplit('/').next(), first_media.rsplit('/').next());
+    let playlist = get(&server, &second_media);
     assert_eq!(playlist.status, 200);
-    assert!(playlist.body.contains("#EXT-X-DISCONTINUITY\n"), "{}", playlist.body);
+    assert!(!playlist.body.contains("#EXT-X-DISCONTINUITY"), "{}", playlist.body);
     assert!(!playlist.body.contains("#EXT-X-ENDLIST"));
 }
 
