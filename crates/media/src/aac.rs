@@ -40,6 +40,77 @@ impl AudioSpecificConfig {
     }
 }
 
+/// Syntactic elements of a raw data block (ISO/IEC 14496-3, 4.5.2.1).
+const ID_SCE: u32 = 0;
+const ID_CPE: u32 = 1;
+const ID_LFE: u32 = 3;
+const ID_END: u32 = 7;
+
+/// Writes bits most significant first.
+#[derive(Default)]
+struct BitWriter {
+    bytes: Vec<u8>,
+    bits: usize,
+}
+
+impl BitWriter {
+    fn put(&mut self, value: u32, count: usize) {
+        for i in (0..count).rev() {
+            if self.bits.is_multiple_of(8) {
+                self.bytes.push(0);
+            }
+            if (value >> i) & 1 == 1 {
+                let last = self.bytes.len() - 1;
+                self.bytes[last] |= 0x80 >> (self.bits % 8);
+            }
+            self.bits += 1;
+        }
+    }
+}
+
+/// An `individual_channel_stream` with no spectral data: one long window, no scale factor band
+/// coded (`max_sfb` 0), no pulse, TNS or gain control data. It decodes to silence.
+fn silent_channel_stream(out: &mut BitWriter) {
+    out.put(100, 8); // global_gain (no band uses it)
+    out.put(0, 1); // ics_reserved_bit
+    out.put(0, 2); // window_sequence: ONLY_LONG_SEQUENCE
+    out.put(0, 1); // window_shape
+    out.put(0, 6); // max_sfb
+    out.put(0, 1); // predictor_data_present
+    out.put(0, 3); // pulse, tns, gain control data present: none
+}
+
+/// One raw AAC-LC frame (1024 samples) of silence for a channel configuration (1 to 7, as in
+/// the AudioSpecificConfig), built from the syntax rather than encoded, so no encoder is needed:
+/// the failover slate's sound. `None` for configurations that name no channel layout (0, 8+).
+pub fn silent_frame(channel_configuration: u8) -> Option<Vec<u8>> {
+    // The elements of each configuration (ISO/IEC 14496-3, table 1.19).
+    let elements: &[u32] = match channel_configuration {
+        1 => &[ID_SCE],
+        2 => &[ID_CPE],
+        3 => &[ID_SCE, ID_CPE],
+        4 => &[ID_SCE, ID_CPE, ID_SCE],
+        5 => &[ID_SCE, ID_CPE, ID_CPE],
+        6 => &[ID_SCE, ID_CPE, ID_CPE, ID_LFE],
+        7 => &[ID_SCE, ID_CPE, ID_CPE, ID_CPE, ID_LFE],
+        _ => return None,
+    };
+    let mut out = BitWriter::default();
+    let mut tags = [0u32; 4];
+    for &element in elements {
+        out.put(element, 3);
+        out.put(tags[element as usize], 4); // element_instance_tag, counted per element type
+        tags[element as usize] += 1;
+        if element == ID_CPE {
+            out.put(0, 1); // common_window: each channel has its own ics_info
+            silent_channel_stream(&mut out);
+        }
+        silent_channel_stream(&mut out);
+    }
+    out.put(ID_END, 3);
+    Some(out.bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +123,17 @@ mod tests {
         assert_eq!(AudioSpecificConfig::parse(&[0x12, 0x10]).unwrap().sample_rate, 44100);
         assert!(AudioSpecificConfig::parse(&[0x17]).is_err());
         assert!(AudioSpecificConfig::parse(&[]).is_err());
+    }
+
+    #[test]
+    fn silent_frames_follow_the_element_syntax() {
+        // SCE (3+4 bits), channel stream (22 bits), END (3 bits): 32 bits.
+        assert_eq!(silent_frame(1).unwrap().len(), 4);
+        // CPE (3+4+1 bits), two channel streams (44 bits), END: 55 bits, padded to 7 bytes.
+        let stereo = silent_frame(2).unwrap();
+        assert_eq!(stereo.len(), 7);
+        assert_eq!(stereo[0] >> 5, ID_CPE as u8);
+        assert!(silent_frame(0).is_none() && silent_frame(8).is_none());
+        assert!(silent_frame(6).is_some());
     }
 }

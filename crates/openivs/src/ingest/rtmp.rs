@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Authorized, IngestContext, Refusal};
 use crate::live::LiveStream;
-use crate::live::hub::{MediaFrame, MetadataSource, TimedMetadata, TrackConfig, TrackKind};
+use crate::live::hub::{MediaFrame, MetadataSource, SlateSettings, TimedMetadata, TrackConfig, TrackKind};
 use crate::live::session::{HEALTH_CHANGE, STATE_CHANGE, SessionRecorder, new_stream_id};
 use crate::live::stats::Health;
 
@@ -124,6 +124,55 @@ struct Publishing {
     ingest_recorded_at: Option<Instant>,
     starving: bool,
     timeline: Timeline,
+    /// The stream ended because the publisher went away (the connection closed or failed, or
+    /// media stopped): what a failover slate covers.
+    dropped: bool,
+}
+
+/// How long a publisher that came back waits for the stream's session to be handed over.
+const HANDOVER_WITHIN: Duration = Duration::from_secs(5);
+/// How often the task waiting for a comeback looks at the slate.
+const COMEBACK_CHECK: Duration = Duration::from_millis(250);
+
+/// Holds a dropped stream while its failover slate plays: records the slate's start and end,
+/// and hands the session to a publisher that comes back (`None`), or returns it once the slate
+/// has shown for its maximum, or never went on the air, or on StopStream (the stream then ends).
+async fn await_comeback(live: &LiveStream, mut recorder: SessionRecorder) -> Option<SessionRecorder> {
+    let Some(settings) = live.hub.failover() else { return Some(recorder) };
+    live.await_comeback();
+    let mut showing = live.hub.slate_showing();
+    let dropped_at = Instant::now();
+    let mut went_on_air = false;
+    let mut check = tokio::time::interval(COMEBACK_CHECK);
+    loop {
+        tokio::select! {
+            to = live.comeback() => {
+                // If the new connection is gone already, the stream ends here.
+                return to.send(recorder).err();
+            }
+            _ = live.stop.notified() => break,
+            _ = check.tick() => {
+                let slate = *showing.borrow_and_update();
+                recorder.note_slate(slate).await;
+                let over = match slate {
+                    Some(on_air) => {
+                        went_on_air = true;
+                        on_air.since.elapsed() >= settings.max_display + COMEBACK_CHECK
+                    }
+                    // Off the air again (its maximum is over), or never on it (no picture yet).
+                    None => went_on_air || dropped_at.elapsed() >= settings.activation + Duration::from_secs(2),
+                };
+                if over {
+                    break;
+                }
+            }
+        }
+    }
+    if live.give_up_comeback() {
+        return Some(recorder);
+    }
+    // A publisher took over at the last moment.
+    live.comeback().await.send(recorder).err()
 }
 
 /// Extends 32-bit RTMP timestamps (which wrap after 49.7 days) to a monotonic i64.
@@ -384,28 +433,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         context: &IngestContext,
     ) -> Result<(), String> {
         let now = OffsetDateTime::now_utc();
-        let opened = context.open_session(authorized, stream_key, secure, &new_stream_id(), now).await;
-        let mut recorder = match opened {
-            Ok(recorder) => recorder,
-            Err(refusal) => return self.refuse(refusal, stream_id).await,
+        // A publisher coming back while its channel's failover slate holds the stream takes the
+        // stream (and its session) over; anyone else opens a new session.
+        let comeback = context.live.take_over(&authorized.channel.arn);
+        let (live, recorder, comes_back) = match comeback {
+            Some((live, session)) => {
+                let Ok(Ok(recorder)) = tokio::time::timeout(HANDOVER_WITHIN, session).await else {
+                    return self.refuse(Refusal::Unavailable, stream_id).await;
+                };
+                live.hub.publisher_rejoins();
+                // A new connection: its rates are measured afresh.
+                *live.stats.lock().expect("stats lock") = crate::live::stats::IngestStats::new(Instant::now());
+                (live, recorder, true)
+            }
+            None => match self.go_live(authorized, stream_key, secure, context, now).await {
+                Ok((live, recorder)) => (live, recorder, false),
+                Err(refusal) => return self.refuse(refusal, stream_id).await,
+            },
         };
         let channel = recorder.channel().clone();
-        let arn = openivs_model::Arn::parse(&channel.arn);
-        let live = arn.map(|arn| LiveStream::new(&channel.arn, &arn.account, &arn.region, recorder.stream_id(), now));
-        let Some(live) = live.filter(|live| context.live.try_start(live.clone())) else {
-            // Neither can happen (stored ARNs are valid; the store holds the one open session),
-            // but the session opened must be closed all the same.
-            recorder.end_in_background(false, None, OffsetDateTime::now_utc()).await;
-            return self.refuse(Refusal::Unavailable, stream_id).await;
-        };
-        live.hub.set_post_roll(context.post_roll(&channel).await);
-        // Packaging starts with the stream, so a viewer who sees it live can play it.
-        context.playback.start_stream(
-            &live,
-            crate::playback::packager::Packaging::of_channel(&channel.container_format, &channel.latency_mode),
-        );
         let limits = IngestLimits::for_channel_type(&channel.channel_type);
-        tracing::info!("ingest: {} is live (stream {}, from {peer})", live.channel_arn, live.stream_id);
+        if comes_back {
+            tracing::info!("ingest: {} is back (stream {}, from {peer})", live.channel_arn, live.stream_id);
+        } else {
+            tracing::info!("ingest: {} is live (stream {}, from {peer})", live.channel_arn, live.stream_id);
+        }
         // The publisher is known now: frames may be as large as a keyframe gets.
         self.decoder.set_limits(Limits {
             max_message_len: context.limits.ingest_max_message,
@@ -434,16 +486,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             audio: None,
             encoder_name: String::new(),
             started_at: Instant::now(),
-            first_media_at: None,
+            // A comeback continues the stream: no second "Stream Start".
+            first_media_at: comes_back.then(Instant::now),
             ingest_recorded_at: None,
             starving: false,
             timeline: Timeline::default(),
+            dropped: false,
         };
         let (result, code) = self.stream(&mut state).await;
+        let _ = self.record_ingest_configuration(&mut state).await;
+        let stream_started = state.first_media_at.is_some();
+        let mut recorder = state.recorder;
+        if state.dropped && live.hub.failover().is_some() {
+            // The failover slate holds the stream: the publisher may come back and continue it.
+            tracing::info!("ingest: {} dropped; its failover slate holds the stream", live.channel_arn);
+            match await_comeback(&live, recorder).await {
+                Some(session) => recorder = session,
+                None => return result,
+            }
+        }
         live.hub.end();
         // The stream is over: record it, then free the channel.
-        let _ = self.record_ingest_configuration(&mut state).await;
-        state.recorder.end_in_background(state.first_media_at.is_some(), code, OffsetDateTime::now_utc()).await;
+        recorder.note_slate(None).await;
+        recorder.end_in_background(stream_started, code, OffsetDateTime::now_utc()).await;
         context.live.finish(&live);
         tracing::info!(
             "ingest: {} is offline (stream {}{})",
@@ -452,6 +517,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             code.map(|c| format!(", {c}")).unwrap_or_default()
         );
         result
+    }
+
+    /// Opens a new stream session and puts the stream on the air: registry, failover slate,
+    /// post-roll, packaging.
+    async fn go_live(
+        &mut self,
+        authorized: Authorized,
+        stream_key: &str,
+        secure: bool,
+        context: &IngestContext,
+        now: OffsetDateTime,
+    ) -> Result<(LiveStream, SessionRecorder), Refusal> {
+        let mut recorder = context.open_session(authorized, stream_key, secure, &new_stream_id(), now).await?;
+        let channel = recorder.channel().clone();
+        let arn = openivs_model::Arn::parse(&channel.arn);
+        let live = arn.map(|arn| LiveStream::new(&channel.arn, &arn.account, &arn.region, recorder.stream_id(), now));
+        let Some(live) = live.filter(|live| context.live.try_start(live.clone())) else {
+            // Neither can happen (stored ARNs are valid; the store holds the one open session),
+            // but the session opened must be closed all the same.
+            recorder.end_in_background(false, None, OffsetDateTime::now_utc()).await;
+            return Err(Refusal::Unavailable);
+        };
+        live.hub.set_post_roll(context.post_roll(&channel).await);
+        if let Some(slate) = recorder.failover_slate() {
+            let seconds = |s: i64| Duration::from_secs(s.max(0) as u64);
+            let settings = SlateSettings {
+                activation: seconds(slate.activation_threshold_seconds),
+                min_display: seconds(slate.min_slate_display_seconds),
+                max_display: seconds(slate.max_slate_display_seconds),
+            };
+            live.hub.set_failover(Some(settings));
+            tokio::spawn(crate::live::slate::run(live.hub.clone(), settings));
+        }
+        // Packaging starts with the stream, so a viewer who sees it live can play it.
+        context.playback.start_stream(
+            &live,
+            crate::playback::packager::Packaging::of_channel(&channel.container_format, &channel.latency_mode),
+        );
+        Ok((live, recorder))
     }
 
     /// Receives media until the stream ends; returns how it ended.
@@ -474,8 +578,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             tokio::select! {
                 filled = self.fill() => match filled {
                     Ok(true) => {}
-                    Ok(false) => return (Ok(()), None),
-                    Err(error) => return (Err(error), None),
+                    Ok(false) => {
+                        state.dropped = true;
+                        return (Ok(()), None);
+                    }
+                    Err(error) => {
+                        state.dropped = true;
+                        return (Err(error), None);
+                    }
                 },
                 _ = stop.notified() => return (Ok(()), None),
                 _ = tick.tick() => {
@@ -497,8 +607,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             (stats.idle(now), stats.health(now), stats.media_bitrate(), stats.video_framerate())
         };
         if idle >= crate::settings::Limits::seconds(state.bounds.ingest_media_timeout) {
+            state.dropped = true;
             return Some((Ok(()), Some("IngestTimeout")));
         }
+        let slate = *state.stream.hub.slate_showing().borrow();
+        state.recorder.note_slate(slate).await;
         if now.duration_since(state.started_at) >= MAX_STREAM_DURATION {
             return Some((Ok(()), Some("MaximumDurationReached")));
         }
@@ -703,7 +816,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             state.first_media_at = Some(now);
             let _ = state.recorder.event("Stream Start", STATE_CHANGE, None, wall).await;
         }
-        state.stream.hub.publish(MediaFrame { kind, dts_ms, pts_ms, keyframe, data, arrival: now, arrival_wall: wall });
+        state.stream.hub.publish(MediaFrame {
+            kind,
+            dts_ms,
+            pts_ms,
+            keyframe,
+            data,
+            arrival: now,
+            arrival_wall: wall,
+            discontinuity: false,
+        });
     }
 }
 

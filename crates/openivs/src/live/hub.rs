@@ -7,6 +7,13 @@
 //! packagers run for every live stream), so the hub keeps no GOP for late joiners: a consumer
 //! that joins later starts at the next keyframe. Memory per stream is bounded by the ring (which
 //! holds frames only while a subscriber has not read them) and the codec configurations.
+//!
+//! The hub is one continuous stream whoever feeds it: the publisher, a publisher that came back
+//! (a new connection of the same stream session), or the failover slate ([`super::slate`])
+//! while the publisher is away. It gates the feeds (the slate holds the stream for at least its
+//! minimum display; a publisher takes over only at a keyframe) and rebases each new feed's
+//! timestamps onto the stream's timeline at the wall-clock time it joins, marking its first
+//! frame as a discontinuity, so consumers see time only move forward.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -36,6 +43,56 @@ pub struct MediaFrame {
     /// When it reached the server (for latency accounting and EXT-X-PROGRAM-DATE-TIME).
     pub arrival: Instant,
     pub arrival_wall: time::OffsetDateTime,
+    /// The first frame of a new feed (the slate, or the publisher after it or after a
+    /// reconnection): what follows may have other parameters and does not continue the picture.
+    pub discontinuity: bool,
+}
+
+/// The failover slate of a channel with a failover slate configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlateSettings {
+    /// Ingest interruption after which the slate starts.
+    pub activation: std::time::Duration,
+    pub min_display: std::time::Duration,
+    pub max_display: std::time::Duration,
+}
+
+/// The slate is on the air: since when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlateShowing {
+    pub since: Instant,
+    pub since_wall: time::OffsetDateTime,
+}
+
+/// Who feeds the stream, and how its timestamps map onto the stream's timeline.
+#[derive(Debug, Default)]
+struct Feed {
+    /// While the slate plays: when it started (the publisher's frames wait out the minimum).
+    slate: Option<(Instant, std::time::Duration)>,
+    /// The publisher's frames are held back until its next keyframe, which starts a new feed
+    /// (after the slate, or after a reconnection).
+    publisher_rejoins: bool,
+    /// Added to the publisher's timestamps.
+    offset_ms: i64,
+    /// The last frame sent: its decode time on the stream's timeline, and when.
+    last_sent: Option<(i64, Instant)>,
+    /// When the publisher's last frame arrived (the slate starts after enough silence).
+    publisher_last: Option<Instant>,
+    /// The next frame sent starts a new feed.
+    discontinuity: bool,
+    /// Configurations the publisher sent while held back, applied when it takes over.
+    pending_configs: Vec<(TrackKind, TrackConfig)>,
+}
+
+impl Feed {
+    /// The stream's decode time for a frame joining now: the last one's, advanced by the wall
+    /// time since (dates keep following the clock across a gap).
+    fn joining_dts(&self, now: Instant) -> i64 {
+        match self.last_sent {
+            Some((dts, at)) => dts + (now.saturating_duration_since(at).as_millis() as i64).max(1),
+            None => 0,
+        }
+    }
 }
 
 /// The codec configuration of a track, as received (avcC; AudioSpecificConfig).
@@ -109,6 +166,11 @@ pub enum AdBreakRefusal {
 
 pub struct Hub {
     frames: broadcast::Sender<Arc<MediaFrame>>,
+    feed: std::sync::Mutex<Feed>,
+    /// The slate settings of the stream (none: the stream ends when the publisher leaves).
+    failover: watch::Sender<Option<SlateSettings>>,
+    /// `Some` while the slate is on the air.
+    slate: watch::Sender<Option<SlateShowing>>,
     metadata: broadcast::Sender<Arc<TimedMetadata>>,
     ads: watch::Sender<AdSchedule>,
     video: watch::Sender<Option<Arc<TrackConfig>>>,
@@ -137,6 +199,9 @@ impl Hub {
         let (metadata, _) = broadcast::channel(64);
         Hub {
             frames,
+            feed: std::sync::Mutex::default(),
+            failover: watch::Sender::new(None),
+            slate: watch::Sender::new(None),
             metadata,
             ads: watch::Sender::new(AdSchedule::default()),
             video: watch::Sender::new(None),
@@ -145,7 +210,20 @@ impl Hub {
         }
     }
 
+    /// The publisher's codec configuration; while its frames are held back (the slate plays),
+    /// it takes effect when the publisher takes over.
     pub fn set_config(&self, kind: TrackKind, config: TrackConfig) {
+        let mut feed = self.feed.lock().expect("feed lock");
+        if feed.slate.is_some() || feed.publisher_rejoins {
+            feed.pending_configs.retain(|(k, _)| *k != kind);
+            feed.pending_configs.push((kind, config));
+            return;
+        }
+        drop(feed);
+        self.apply_config(kind, config);
+    }
+
+    fn apply_config(&self, kind: TrackKind, config: TrackConfig) {
         let sender = match kind {
             TrackKind::Video => &self.video,
             TrackKind::Audio => &self.audio,
@@ -153,10 +231,103 @@ impl Hub {
         sender.send_replace(Some(Arc::new(config)));
     }
 
-    /// Publishes a frame to every subscriber; never waits.
-    pub fn publish(&self, frame: MediaFrame) {
+    /// Publishes one of the publisher's frames to every subscriber; never waits. Held back
+    /// (dropped) while the slate must still show, and after the slate or a reconnection until a
+    /// keyframe, which then continues the stream's timeline after a discontinuity.
+    pub fn publish(&self, mut frame: MediaFrame) {
+        let mut feed = self.feed.lock().expect("feed lock");
+        feed.publisher_last = Some(frame.arrival);
+        if let Some((since, min_display)) = feed.slate
+            && frame.arrival.saturating_duration_since(since) < min_display
+        {
+            return;
+        }
+        if feed.slate.is_some() || feed.publisher_rejoins {
+            if !(frame.kind == TrackKind::Video && frame.keyframe) {
+                return;
+            }
+            feed.offset_ms = feed.joining_dts(frame.arrival) - frame.dts_ms;
+            feed.discontinuity = feed.last_sent.is_some();
+            feed.publisher_rejoins = false;
+            if feed.slate.take().is_some() {
+                self.slate.send_replace(None);
+            }
+            for (kind, config) in std::mem::take(&mut feed.pending_configs) {
+                self.apply_config(kind, config);
+            }
+        }
+        frame.dts_ms += feed.offset_ms;
+        frame.pts_ms += feed.offset_ms;
+        self.send(&mut feed, frame);
+    }
+
+    fn send(&self, feed: &mut Feed, mut frame: MediaFrame) {
+        frame.discontinuity = std::mem::take(&mut feed.discontinuity);
+        if feed.last_sent.is_none_or(|(dts, _)| frame.dts_ms >= dts) {
+            feed.last_sent = Some((frame.dts_ms, frame.arrival));
+        }
         // An error only means nobody is subscribed.
         let _ = self.frames.send(Arc::new(frame));
+    }
+
+    /// A publisher reconnected to this stream (its session): its timestamps start anew, so its
+    /// frames join at its first keyframe, after a discontinuity.
+    pub fn publisher_rejoins(&self) {
+        self.feed.lock().expect("feed lock").publisher_rejoins = true;
+    }
+
+    /// When the publisher's last frame arrived.
+    pub fn publisher_last_frame(&self) -> Option<Instant> {
+        self.feed.lock().expect("feed lock").publisher_last
+    }
+
+    pub fn set_failover(&self, settings: Option<SlateSettings>) {
+        self.failover.send_replace(settings);
+    }
+
+    pub fn failover(&self) -> Option<SlateSettings> {
+        *self.failover.borrow()
+    }
+
+    /// Puts the slate on the air (unless it is already, or a publisher's frames arrived
+    /// within `quiet_for`); the decode time its first frame takes on the stream's timeline.
+    pub fn begin_slate(&self, quiet_for: std::time::Duration, min_display: std::time::Duration) -> Option<i64> {
+        let now = Instant::now();
+        let mut feed = self.feed.lock().expect("feed lock");
+        let quiet = feed.publisher_last.is_none_or(|last| now.saturating_duration_since(last) >= quiet_for);
+        if feed.slate.is_some() || !quiet {
+            return None;
+        }
+        feed.slate = Some((now, min_display));
+        feed.discontinuity = true;
+        let start = feed.joining_dts(now);
+        self.slate.send_replace(Some(SlateShowing { since: now, since_wall: time::OffsetDateTime::now_utc() }));
+        Some(start)
+    }
+
+    /// Publishes a frame of the slate; false once the slate is off the air (the publisher took
+    /// over), when the slate should stop.
+    pub fn publish_slate(&self, frame: MediaFrame) -> bool {
+        let mut feed = self.feed.lock().expect("feed lock");
+        if feed.slate.is_none() {
+            return false;
+        }
+        self.send(&mut feed, frame);
+        true
+    }
+
+    /// Takes the slate off the air without a publisher (its maximum display is over).
+    pub fn end_slate(&self) {
+        let mut feed = self.feed.lock().expect("feed lock");
+        if feed.slate.take().is_some() {
+            feed.publisher_rejoins = true;
+            self.slate.send_replace(None);
+        }
+    }
+
+    /// `Some` while the slate is on the air.
+    pub fn slate_showing(&self) -> watch::Receiver<Option<SlateShowing>> {
+        self.slate.subscribe()
     }
 
     /// Hands timed metadata to every subscriber; never waits.
@@ -232,6 +403,7 @@ mod tests {
             data: Bytes::from(vec![0u8; size]),
             arrival: Instant::now(),
             arrival_wall: time::OffsetDateTime::now_utc(),
+            discontinuity: false,
         }
     }
 
@@ -254,6 +426,39 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(stuck.frames.try_recv().is_ok());
+    }
+
+    #[test]
+    fn the_slate_holds_the_stream_and_a_publisher_rejoins_at_a_keyframe_on_the_same_timeline() {
+        let hub = Hub::new();
+        let mut viewer = hub.subscribe();
+        hub.publish(frame(5000, true, 10));
+        assert_eq!(viewer.frames.try_recv().unwrap().dts_ms, 5000);
+        let min_display = std::time::Duration::from_millis(200);
+        // Not after a frame just now; then on the air, joining after the last frame.
+        assert_eq!(hub.begin_slate(std::time::Duration::from_secs(3), min_display), None);
+        let start = hub.begin_slate(std::time::Duration::ZERO, min_display).unwrap();
+        assert!(start > 5000);
+        assert!(hub.slate_showing().borrow().is_some());
+        assert!(hub.publish_slate(frame(start, true, 10)));
+        let first = viewer.frames.try_recv().unwrap();
+        assert!(first.discontinuity && first.dts_ms == start);
+        // The publisher comes back (a new connection: its timestamps start at 0): held back
+        // during the minimum display, then taken at its keyframe.
+        hub.publisher_rejoins();
+        hub.publish(frame(0, true, 10));
+        assert!(viewer.frames.try_recv().is_err());
+        std::thread::sleep(min_display);
+        hub.publish(frame(33, false, 10));
+        assert!(viewer.frames.try_recv().is_err(), "not a keyframe");
+        hub.publish(frame(66, true, 10));
+        let rejoined = viewer.frames.try_recv().unwrap();
+        assert!(rejoined.discontinuity && rejoined.dts_ms > start, "{rejoined:?}");
+        assert!(hub.slate_showing().borrow().is_none());
+        assert!(!hub.publish_slate(frame(start + 1000, true, 10)));
+        hub.publish(frame(99, false, 10));
+        let next = viewer.frames.try_recv().unwrap();
+        assert!(!next.discontinuity && next.dts_ms == rejoined.dts_ms + 33);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod hub;
 pub mod session;
+pub mod slate;
 pub mod stats;
 
 use std::collections::HashMap;
@@ -38,6 +39,28 @@ pub struct LiveStream {
     finished: Arc<tokio::sync::watch::Sender<bool>>,
     /// When the last PutMetadata calls arrived (IVS allows 5 per second per channel).
     metadata_calls: Arc<Mutex<RateWindow>>,
+    /// Who holds the stream's session (see [`LiveStream::await_comeback`]).
+    handover: Arc<Mutex<Handover>>,
+    /// Notified when a publisher comes back to take the stream over.
+    comeback: Arc<Notify>,
+}
+
+/// Who holds a live stream's session record: the connection publishing, or, after it dropped
+/// on a channel with a failover slate, the task that waits for the publisher to come back and
+/// ends the stream if it does not.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    #[default]
+    Publisher,
+    AwaitingComeback,
+    Ended,
+}
+
+#[derive(Default)]
+struct Handover {
+    holder: Holder,
+    /// Where the waiting task sends the session once a publisher came back.
+    session_to: Option<tokio::sync::oneshot::Sender<session::SessionRecorder>>,
 }
 
 /// Calls in the last second, for "N per second" limits.
@@ -73,7 +96,50 @@ impl LiveStream {
             stop: Arc::new(Notify::new()),
             finished: Arc::new(tokio::sync::watch::Sender::new(false)),
             metadata_calls: Arc::default(),
+            handover: Arc::default(),
+            comeback: Arc::new(Notify::new()),
         }
+    }
+
+    /// The publisher dropped and the failover slate holds the stream: a publisher of the same
+    /// channel may take it over ([`LiveStream::take_over`]) until [`LiveStream::give_up_comeback`].
+    pub fn await_comeback(&self) {
+        self.handover.lock().expect("handover lock").holder = Holder::AwaitingComeback;
+    }
+
+    /// A publisher came back: it takes the stream over (once), and receives its session from
+    /// the waiting task.
+    pub fn take_over(&self) -> Option<tokio::sync::oneshot::Receiver<session::SessionRecorder>> {
+        let mut handover = self.handover.lock().expect("handover lock");
+        if handover.holder != Holder::AwaitingComeback {
+            return None;
+        }
+        let (to, from) = tokio::sync::oneshot::channel();
+        handover.holder = Holder::Publisher;
+        handover.session_to = Some(to);
+        self.comeback.notify_one();
+        Some(from)
+    }
+
+    /// Waits until a publisher takes the stream over; then where to send the session.
+    pub async fn comeback(&self) -> tokio::sync::oneshot::Sender<session::SessionRecorder> {
+        loop {
+            if let Some(to) = self.handover.lock().expect("handover lock").session_to.take() {
+                return to;
+            }
+            self.comeback.notified().await;
+        }
+    }
+
+    /// Nobody came back in time: the stream is to end. False if a publisher took it over first
+    /// (then [`LiveStream::comeback`] is ready).
+    pub fn give_up_comeback(&self) -> bool {
+        let mut handover = self.handover.lock().expect("handover lock");
+        if handover.holder == Holder::AwaitingComeback {
+            handover.holder = Holder::Ended;
+            return true;
+        }
+        false
     }
 
     /// Counts a timed-metadata message; false when it would exceed IVS's 5 per second per channel.
@@ -139,6 +205,17 @@ impl LiveRegistry {
 
     pub fn is_live(&self, channel_arn: &str) -> bool {
         self.streams.read().expect("live registry lock").contains_key(channel_arn)
+    }
+
+    /// A publisher came back to a channel whose stream awaits it (its failover slate plays):
+    /// the stream, and its session as the waiting task hands it over.
+    pub fn take_over(
+        &self,
+        channel_arn: &str,
+    ) -> Option<(LiveStream, tokio::sync::oneshot::Receiver<session::SessionRecorder>)> {
+        let stream = self.stream(channel_arn)?;
+        let session = stream.take_over()?;
+        Some((stream, session))
     }
 
     pub fn stream(&self, channel_arn: &str) -> Option<LiveStream> {

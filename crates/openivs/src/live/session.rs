@@ -12,6 +12,7 @@ use openivs_model::resources::{
 use openivs_model::{IvsError, timestamp};
 use time::OffsetDateTime;
 
+use super::hub::SlateShowing;
 use crate::api::Endpoints;
 use crate::ingest::{Authorized, Refusal};
 use crate::store::{ApplyError, Change, Check, FromRecord, Record, Store, StreamSessionRecord, Write};
@@ -37,6 +38,8 @@ pub struct SessionRecorder {
     channel_arn: String,
     has_error_event: bool,
     ended: bool,
+    /// The failover slate's start is recorded and its end not yet.
+    slate_on_air: bool,
 }
 
 impl SessionRecorder {
@@ -97,9 +100,14 @@ impl SessionRecorder {
         let applied = store.apply(change).await;
         let built = opened.lock().expect("session outcome lock").take();
         match (applied, built) {
-            (Ok(()), Some(Ok(session))) => {
-                Ok(SessionRecorder { store, session, channel_arn, has_error_event: false, ended: false })
-            }
+            (Ok(()), Some(Ok(session))) => Ok(SessionRecorder {
+                store,
+                session,
+                channel_arn,
+                has_error_event: false,
+                ended: false,
+                slate_on_air: false,
+            }),
             (Err(ApplyError::Rejected(_)), Some(Err(refusal))) => Err(refusal),
             // Deleted since the key was checked: judged again (the key is gone with it).
             (Err(ApplyError::Rejected(error)), _) if error.kind == openivs_model::ErrorKind::ResourceNotFound => {
@@ -123,6 +131,11 @@ impl SessionRecorder {
         &self.session.stream_id
     }
 
+    /// The failover slate configuration the stream went live with.
+    pub fn failover_slate(&self) -> Option<&openivs_model::resources::FailoverSlateConfiguration> {
+        self.session.failover_slate_configuration.as_ref()
+    }
+
     fn push_event(&mut self, name: &str, event_type: &str, code: Option<&str>, at: OffsetDateTime) {
         push_event(&mut self.session, name, event_type, code, at);
     }
@@ -137,6 +150,19 @@ impl SessionRecorder {
     ) -> Result<(), IvsError> {
         self.push_event(name, event_type, code, at);
         self.persist().await
+    }
+
+    /// Records the failover slate going on (`Some`, with when) or off the air, once per change.
+    pub async fn note_slate(&mut self, showing: Option<SlateShowing>) {
+        let event = match (showing, self.slate_on_air) {
+            (Some(showing), false) => ("Failover Slate Start", showing.since_wall),
+            (None, true) => ("Failover Slate End", OffsetDateTime::now_utc()),
+            _ => return,
+        };
+        self.slate_on_air = showing.is_some();
+        if let Err(error) = self.event(event.0, STATE_CHANGE, None, event.1).await {
+            tracing::warn!("ingest: cannot record {}: {error}", event.0);
+        }
     }
 
     /// Records a limit breach (an error event) without persisting yet.
@@ -257,6 +283,7 @@ pub async fn end_orphaned_sessions(store: &Arc<dyn Store>, now: OffsetDateTime) 
             channel_arn: record.channel_arn.clone(),
             has_error_event: record.has_error_event,
             ended: false,
+            slate_on_air: false,
             session: {
                 session.end_time = None;
                 session

@@ -313,7 +313,12 @@ enum Writer {
 /// Muxing state of one packager run.
 struct Packager {
     playback: Arc<ChannelPlayback>,
+    /// The name of the feed being packaged (in segment and init names): the stream id, then,
+    /// after each discontinuity (the failover slate, a publisher's comeback), `{stream id}.{n}`,
+    /// since each feed has its own initialisation section.
     stream_id: Arc<str>,
+    base_stream_id: Arc<str>,
+    feeds: u32,
     writer: Writer,
     video: Option<(DecoderConfiguration, Arc<TrackConfig>)>,
     audio: Option<AudioSpecificConfig>,
@@ -378,7 +383,37 @@ impl Packager {
         }
     }
 
+    /// A new feed starts with `frame` (the failover slate, or the publisher after it): the
+    /// segment in progress ends where the last frame did, and the next follows a discontinuity.
+    fn splice(&mut self) {
+        let playback = self.playback.clone();
+        let mut state = playback.state.write().expect("playlist lock");
+        if let Some(end) = self.last_frame_end(&state) {
+            self.close_segment(&mut state, end);
+        }
+        state.pending_discontinuity = true;
+        drop(state);
+        self.feeds += 1;
+        self.stream_id = format!("{}.{}", self.base_stream_id, self.feeds).into();
+        self.last_video_dts = None;
+        self.waiting_for_keyframe = true;
+        if let Writer::Fmp4 { audio_time, .. } = &mut self.writer {
+            *audio_time = None;
+        }
+        self.completed = true;
+    }
+
+    /// Where the open segment ends if no frame follows: one frame after the last one.
+    fn last_frame_end(&self, state: &PlaylistState) -> Option<i64> {
+        let open = state.open.as_ref()?;
+        let last = self.bytes_in_window.back()?.0;
+        Some(last.max(open.part_start_dts) + self.video_frame_ms.clamp(1, PART_TARGET_MS))
+    }
+
     fn on_frame(&mut self, frame: &Arc<MediaFrame>) {
+        if frame.discontinuity {
+            self.splice();
+        }
         let is_video = frame.kind == TrackKind::Video;
         if self.waiting_for_keyframe {
             if !(is_video && frame.keyframe) {
@@ -612,9 +647,11 @@ impl Packager {
             };
             let init = fmp4::init_segment(&InitTracks { video, audio });
             state.inits.push((self.stream_id.clone(), init.into()));
-            if state.inits.len() > 2 {
-                state.inits.remove(0);
-            }
+            // Sections stay while a segment served needs them.
+            let PlaylistState { inits, segments, retired, .. } = &mut *state;
+            inits.retain(|(id, _)| {
+                *id == self.stream_id || segments.iter().chain(retired.iter()).any(|s| s.stream_id == *id)
+            });
         }
         let date = self.program_date_time(frame);
         let ad = self.ads.at_segment_start(frame.dts_ms, ticks(frame.pts_ms), date);
@@ -754,9 +791,12 @@ pub async fn run(
     mut ended: watch::Receiver<bool>,
     limits: crate::settings::Limits,
 ) {
+    let stream_id: Arc<str> = stream_id.into();
     let mut packager = Packager {
         playback: playback.clone(),
-        stream_id: stream_id.into(),
+        stream_id: stream_id.clone(),
+        base_stream_id: stream_id,
+        feeds: 0,
         writer: match playback.packaging.container {
             // The timed-metadata stream is declared from the start, as IVS's streams do.
             Container::Ts => Writer::Ts(TsMuxer::new(Tracks { video: true, audio: true, metadata: true })),
@@ -813,10 +853,8 @@ pub async fn run(
         packager.on_metadata(metadata);
     }
     let mut state = playback.state.write().expect("playlist lock");
-    // The last segment ends one frame (~33 ms) after the last frame that arrived.
-    let last_dts = packager.bytes_in_window.back().map(|(dts, _)| *dts);
-    if let (Some(open), Some(last)) = (state.open.as_ref(), last_dts) {
-        let end = last.max(open.part_start_dts) + 33;
+    // The last segment ends one frame after the last frame that arrived.
+    if let Some(end) = packager.last_frame_end(&state) {
         packager.close_segment(&mut state, end);
         if let Some(date) = packager.date_at(end) {
             state.post_roll = packager.ads.at_stream_end(ticks(end), date);

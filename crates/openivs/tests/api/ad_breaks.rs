@@ -18,7 +18,7 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::assert_error;
 use crate::harness::wait_live;
-use crate::harness::{ACCOUNT, REGION, RawResponse, Server, raw_request};
+use crate::harness::{ACCOUNT, REGION, RawResponse, Server, create_channel_with, raw_request};
 use crate::ingest::{Publisher, pattern_720p};
 use crate::playback::path_of;
 
@@ -157,18 +157,9 @@ async fn live_channel(
     latency: ChannelLatencyMode,
     container: ContainerFormat,
 ) -> LiveChannel {
-    let out = server
-        .client()
-        .create_channel()
-        .ad_configuration_arn(ad_configuration_arn)
-        .latency_mode(latency)
-        .container_format(container)
-        .send()
-        .await
-        .unwrap();
+    let (out, url) =
+        create_channel_with(server, latency, container, |b| b.ad_configuration_arn(ad_configuration_arn)).await;
     let channel = out.channel().unwrap();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
     let publisher = Publisher::start(&url, pattern_720p());
     let arn = channel.arn().unwrap().to_owned();
     wait_live(server, &arn, Duration::from_secs(15)).await;

@@ -350,3 +350,21 @@ pub(crate) async fn wait_offline(server: &Server, arn: &str, limit: Duration) {
     }
     panic!("{arn} was still live after {limit:?}");
 }
+
+/// Creates a channel with `latency` and `container` and whatever `configure` adds; the output
+/// and the channel's RTMPS publish URL.
+pub(crate) async fn create_channel_with(
+    server: &Server,
+    latency: aws_sdk_ivs::types::ChannelLatencyMode,
+    container: aws_sdk_ivs::types::ContainerFormat,
+    configure: impl FnOnce(
+        aws_sdk_ivs::operation::create_channel::builders::CreateChannelFluentBuilder,
+    ) -> aws_sdk_ivs::operation::create_channel::builders::CreateChannelFluentBuilder,
+) -> (aws_sdk_ivs::operation::create_channel::CreateChannelOutput, String) {
+    let builder = server.client().create_channel().latency_mode(latency).container_format(container);
+    let out = configure(builder).send().await.unwrap();
+    let channel = out.channel().unwrap();
+    let url =
+        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    (out, url)
+}
