@@ -122,6 +122,10 @@ async function play(target) {
       start_time: null,
       end_time: null,
       longest_stall_ms: 0,
+      // The longest time currentTime did not advance (a frozen picture may still be playing).
+      longest_time_stall_ms: 0,
+      // Each time currentTime stood still for 300 ms or more: [epoch ms it started, ms].
+      time_stalls: [],
       picture_seconds: 0,
       last_advance_at: null,
       picture_latencies_ms: [],
@@ -279,6 +283,8 @@ async function play(target) {
     const until = Date.now() + seconds * 1000;
     let lastClock = readClock();
     let lastChange = Date.now();
+    let lastTime = video.currentTime;
+    let lastTimeChange = Date.now();
     let pictureSeconds = 0;
     let samples = 0;
     while (Date.now() < until && result.fatal.length === 0) {
@@ -286,6 +292,13 @@ async function play(target) {
       await new Promise((r) => setTimeout(r, SAMPLE_MS));
       const now = Date.now();
       watchCues();
+      if (video.currentTime > lastTime) {
+        if (now - lastTimeChange >= 300) result.time_stalls.push([lastTimeChange, now - lastTimeChange]);
+        lastTime = video.currentTime;
+        lastTimeChange = now;
+      } else {
+        result.longest_time_stall_ms = Math.max(result.longest_time_stall_ms, now - lastTimeChange);
+      }
       const clock = readClock();
       if (clock === null) continue;
       if (clock !== lastClock) {

@@ -64,6 +64,9 @@ pub struct SlateShowing {
     pub since_wall: time::OffsetDateTime,
 }
 
+/// The slate's first frame follows the last frame sent by about one frame.
+const SLATE_GAP_MS: i64 = 33;
+
 /// Who feeds the stream, and how its timestamps map onto the stream's timeline.
 #[derive(Debug, Default)]
 struct Feed {
@@ -290,8 +293,14 @@ impl Hub {
     }
 
     /// Puts the slate on the air (unless it is already, or a publisher's frames arrived
-    /// within `quiet_for`); the decode time its first frame takes on the stream's timeline.
-    pub fn begin_slate(&self, quiet_for: std::time::Duration, min_display: std::time::Duration) -> Option<i64> {
+    /// within `quiet_for`). The slate continues the timeline right after the last frame sent:
+    /// the decode time of its first frame, and when that last frame was sent (the slate catches
+    /// up from there at once, so players get it as soon as it is on the air).
+    pub fn begin_slate(
+        &self,
+        quiet_for: std::time::Duration,
+        min_display: std::time::Duration,
+    ) -> Option<(i64, Instant)> {
         let now = Instant::now();
         let mut feed = self.feed.lock().expect("feed lock");
         let quiet = feed.publisher_last.is_none_or(|last| now.saturating_duration_since(last) >= quiet_for);
@@ -300,7 +309,10 @@ impl Hub {
         }
         feed.slate = Some((now, min_display));
         feed.discontinuity = true;
-        let start = feed.joining_dts(now);
+        let start = match feed.last_sent {
+            Some((dts, at)) => (dts + SLATE_GAP_MS, at),
+            None => (0, now),
+        };
         self.slate.send_replace(Some(SlateShowing { since: now, since_wall: time::OffsetDateTime::now_utc() }));
         Some(start)
     }
@@ -437,8 +449,8 @@ mod tests {
         let min_display = std::time::Duration::from_millis(200);
         // Not after a frame just now; then on the air, joining after the last frame.
         assert_eq!(hub.begin_slate(std::time::Duration::from_secs(3), min_display), None);
-        let start = hub.begin_slate(std::time::Duration::ZERO, min_display).unwrap();
-        assert!(start > 5000);
+        let (start, _) = hub.begin_slate(std::time::Duration::ZERO, min_display).unwrap();
+        assert_eq!(start, 5033);
         assert!(hub.slate_showing().borrow().is_some());
         assert!(hub.publish_slate(frame(start, true, 10)));
         let first = viewer.frames.try_recv().unwrap();

@@ -41,42 +41,42 @@ pub async fn run(hub: Arc<Hub>, settings: SlateSettings) {
             },
             // Nothing to show before the stream's first picture.
             _ = check.tick() => last_keyframe.clone().and_then(|picture| {
-                hub.begin_slate(settings.activation, settings.min_display).map(|start_dts| (picture, start_dts))
+                hub.begin_slate(settings.activation, settings.min_display).map(|start| (picture, start))
             }),
             _ = ended.wait_for(|ended| *ended) => return,
         };
-        let Some((picture, start_dts)) = begun else { continue };
+        let Some((picture, (start_dts, start_at))) = begun else { continue };
         tracing::info!("failover slate on the air");
         tokio::select! {
-            _ = play(&hub, &picture, start_dts, settings.max_display) => {}
+            _ = play(&hub, &picture, start_dts, start_at, settings.max_display) => {}
             _ = ended.wait_for(|ended| *ended) => return,
         }
         tracing::info!("failover slate off the air");
     }
 }
 
-/// Publishes the slate in real time from `start_dts` until a publisher takes over or
+/// Publishes the slate from `start_dts`, which stands for the instant `start_at` (just after the
+/// last frame): at once up to now, then in real time, until a publisher takes over or
 /// `max_display` has passed.
-async fn play(hub: &Hub, picture: &MediaFrame, start_dts: i64, max_display: Duration) {
+async fn play(hub: &Hub, picture: &MediaFrame, start_dts: i64, start_at: Instant, max_display: Duration) {
     let audio = hub.subscribe().audio.borrow().clone();
     // Silent frames in the stream's audio configuration (none if it has no audio).
     let silence = audio.as_ref().and_then(|config| {
         let channels = openivs_media::aac::AudioSpecificConfig::parse(&config.config).ok()?.channels;
         Some((Bytes::from(aac::silent_frame(channels)?), config.sample_rate.max(1)))
     });
-    let started = Instant::now();
+    let on_air = Instant::now();
     let mut pictures = 0i64;
     let mut audio_frames = 0i64;
     let mut tick = tokio::time::interval(Duration::from_millis(PICTURE_INTERVAL_MS as u64));
     loop {
         tick.tick().await;
-        let elapsed = started.elapsed();
-        if elapsed >= max_display {
+        if on_air.elapsed() >= max_display {
             hub.end_slate();
             return;
         }
         // Everything due by now: pictures, and audio up to the same media time.
-        let due_ms = elapsed.as_millis() as i64;
+        let due_ms = start_at.elapsed().as_millis() as i64;
         while pictures * PICTURE_INTERVAL_MS <= due_ms {
             let dts = start_dts + pictures * PICTURE_INTERVAL_MS;
             let frame = slate_frame(TrackKind::Video, dts, true, picture.data.clone());

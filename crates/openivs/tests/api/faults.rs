@@ -15,13 +15,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ivs::types::ChannelType;
-use openivs_media::amf0::{self, Value};
-use openivs_media::rtmp::chunk::ChunkEncoder;
-use openivs_media::rtmp::{Message, message_type};
 
 use crate::harness::{Server, sigv4_headers};
 use crate::ingest::{Publisher, create_channel, pattern_720p, wait_live};
 use crate::playback::path_of;
+use crate::raw_rtmp::{RawPublisher, flv_tags};
+use openivs_media::rtmp::{Message, message_type};
 
 /// A normal request gets its answer within a second.
 async fn assert_responsive(server: &Server) {
@@ -338,92 +337,11 @@ async fn the_connection_cap_refuses_clearly_and_recovers() {
 
 /// The AVC decoder configuration (avcC) of the test pattern, read from its FLV file.
 fn pattern_avcc() -> Vec<u8> {
-    let flv = std::fs::read(pattern_720p()).unwrap();
-    let mut offset = 13;
-    while offset + 11 <= flv.len() {
-        let tag_type = flv[offset];
-        let size = u32::from_be_bytes([0, flv[offset + 1], flv[offset + 2], flv[offset + 3]]) as usize;
-        let body = &flv[offset + 11..offset + 11 + size];
-        if tag_type == 9 && body[0] & 0x0f == 7 && body[1] == 0 {
-            return body[5..].to_vec();
-        }
-        offset += 11 + size + 4;
-    }
-    panic!("no AVC sequence header in the test pattern");
-}
-
-/// A publisher that speaks RTMP itself, to send what no encoder would.
-struct RawPublisher {
-    stream: TcpStream,
-    encoder: ChunkEncoder,
-}
-
-impl RawPublisher {
-    /// Connects to the plain RTMP listener and completes the handshake.
-    fn connect(server: &Server) -> RawPublisher {
-        let mut stream = crate::ingest::connect(server);
-        crate::ingest::handshake(&mut stream);
-        RawPublisher { stream, encoder: ChunkEncoder::new(128) }
-    }
-
-    fn send(&mut self, message: Message) -> std::io::Result<()> {
-        let mut wire = Vec::new();
-        self.encoder.encode(&message, &mut wire);
-        if message.type_id == message_type::SET_CHUNK_SIZE {
-            self.encoder.set_chunk_size(1 << 20);
-        }
-        self.stream.write_all(&wire)
-    }
-
-    fn command(&mut self, values: &[Value], stream_id: u32) -> std::io::Result<()> {
-        self.send(Message::new(3, message_type::COMMAND_AMF0, stream_id, 0, amf0::encode_all(values)))
-    }
-
-    /// Publishes with `key` and waits for `NetStream.Publish.Start`.
-    fn publish(server: &Server, key: &str) -> RawPublisher {
-        let mut publisher = RawPublisher::connect(server);
-        publisher.send(Message::control(message_type::SET_CHUNK_SIZE, 1 << 20)).unwrap();
-        let app = Value::object([("app", Value::string("app")), ("type", Value::string("nonprivate"))]);
-        publisher.command(&[Value::string("connect"), Value::Number(1.0), app], 0).unwrap();
-        publisher.command(&[Value::string("createStream"), Value::Number(2.0), Value::Null], 0).unwrap();
-        let publish =
-            [Value::string("publish"), Value::Number(3.0), Value::Null, Value::string(key), Value::string("live")];
-        publisher.command(&publish, 1).unwrap();
-        let mut received = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while !received.windows(23).any(|w| w == b"NetStream.Publish.Start") {
-            let n = publisher.stream.read(&mut buffer).expect("the server answers publish");
-            assert!(n > 0, "the server closed the connection instead of accepting the publish");
-            received.extend_from_slice(&buffer[..n]);
-        }
-        publisher
-    }
-
-    fn video(&mut self, timestamp: u32, body: Vec<u8>) -> std::io::Result<()> {
-        self.send(Message::new(6, message_type::VIDEO, 1, timestamp, body))
-    }
-
-    fn sequence_header(&mut self, avcc: &[u8]) -> std::io::Result<()> {
-        let mut body = vec![0x17, 0, 0, 0, 0];
-        body.extend_from_slice(avcc);
-        self.video(0, body)
-    }
-
-    /// A frame of `size` bytes: one length-prefixed NAL unit of filler.
-    fn frame(&mut self, timestamp: u32, keyframe: bool, size: usize) -> std::io::Result<()> {
-        let mut body = vec![if keyframe { 0x17 } else { 0x27 }, 1, 0, 0, 0];
-        body.extend_from_slice(&(size as u32).to_be_bytes());
-        body.push(if keyframe { 0x65 } else { 0x41 });
-        body.resize(body.len() + size - 1, 0x5a);
-        self.video(timestamp, body)
-    }
-
-    /// True once the server closed the connection.
-    fn closed_within(&mut self, limit: Duration) -> bool {
-        self.stream.set_read_timeout(Some(limit)).unwrap();
-        let (_, took) = read_until_closed(&mut self.stream);
-        took < limit
-    }
+    flv_tags(pattern_720p())
+        .into_iter()
+        .find(|tag| tag.tag_type == 9 && tag.body[0] & 0x0f == 7 && tag.body[1] == 0)
+        .map(|tag| tag.body[5..].to_vec())
+        .expect("no AVC sequence header in the test pattern")
 }
 
 /// The code of the "Session Ended" event of the channel's latest session, once it has ended.

@@ -15,6 +15,7 @@ mod metadata;
 mod playback;
 mod playback_key_pairs;
 mod private_channels;
+mod raw_rtmp;
 mod restart;
 mod stream_keys;
 mod streams;

@@ -5,12 +5,14 @@
 
 use std::time::{Duration, Instant};
 
-use aws_sdk_ivs::types::{ChannelLatencyMode, ContainerFormat};
+use aws_sdk_ivs::types::{ChannelLatencyMode, ChannelType, ContainerFormat};
+use openivs_media::amf0::Value;
 
 use crate::assert_error;
 use crate::harness::{RawResponse, Server, raw_request};
-use crate::ingest::{Publisher, pattern_720p, wait_live};
+use crate::ingest::{Publisher, create_channel, pattern_720p, wait_live};
 use crate::playback::path_of;
+use crate::raw_rtmp::{RawPublisher, flv_tags};
 
 fn get(server: &Server, path: &str) -> RawResponse {
     raw_request(server, "GET", path, &[], "")
@@ -254,4 +256,91 @@ async fn in_band_text_from_the_broadcaster_reaches_the_stream() {
     }
     let _ = ffmpeg.kill();
     let _ = ffmpeg.wait();
+}
+
+/// IVS's account rate: 155 PutMetadata calls a second across an account's channels, with 5 per
+/// channel, so 32 channels are live (raw RTMP publishes: a channel is live from its publish).
+#[tokio::test]
+async fn put_metadata_is_limited_per_account() {
+    let server = Server::start();
+    let mut publishers = Vec::new();
+    let mut arns = Vec::new();
+    for _ in 0..32 {
+        let channel = create_channel(&server, ChannelType::BasicChannelType, true).await;
+        publishers.push(RawPublisher::publish(&server, &channel.key));
+        arns.push(channel.arn);
+    }
+    for arn in &arns {
+        wait_live(&server, arn, Duration::from_secs(5)).await;
+    }
+    let client = server.client();
+    // 5 calls on each of 31 channels: 155, all within the account's second …
+    let started = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for arn in &arns[..31] {
+        for i in 0..5 {
+            let request = client.put_metadata().channel_arn(arn).metadata(format!("call {i}"));
+            calls.spawn(async move { request.send().await });
+        }
+    }
+    while let Some(call) = calls.join_next().await {
+        call.unwrap().expect("155 calls a second are within the account's rate");
+    }
+    // … so the next one, on a channel that made none, is throttled for the account.
+    if started.elapsed() < Duration::from_millis(900) {
+        let refused = client.put_metadata().channel_arn(&arns[31]).metadata("one too many").send().await;
+        let error = refused.expect_err("the 156th call in a second is throttled");
+        let service_error = error.into_service_error();
+        assert!(service_error.is_throttling_exception(), "{service_error:?}");
+        assert!(service_error.to_string().contains("account"), "{service_error}");
+    } else {
+        println!("155 calls took {:?}: the throttled call is not checked in this run", started.elapsed());
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    client.put_metadata().channel_arn(&arns[31]).metadata("a second later").send().await.unwrap();
+    drop(publishers);
+}
+
+/// A broadcaster's `onCuePoint` (which ffmpeg cannot send) reaches the stream as JSON with the
+/// in-band owner, at its place in the media.
+#[tokio::test]
+async fn a_broadcasters_cue_point_reaches_the_stream_as_json() {
+    let server = Server::start();
+    let channel = create_channel(&server, ChannelType::StandardChannelType, true).await;
+    let mut publisher = RawPublisher::publish(&server, &channel.key);
+    let tags = flv_tags(pattern_720p());
+    let (before, after): (Vec<_>, Vec<_>) = tags.iter().partition(|tag| tag.timestamp < 5000);
+    for tag in &before {
+        publisher.tag(tag).unwrap();
+    }
+    wait_live(&server, &channel.arn, Duration::from_secs(5)).await;
+    let playback_url = server.client().get_channel().arn(&channel.arn).send().await.unwrap();
+    let playback_url = playback_url.channel().unwrap().playback_url().unwrap().to_owned();
+    let multivariant = get(&server, &path_of(&playback_url));
+    let media = multivariant.body.lines().find(|l| l.starts_with('/')).expect("a variant").to_owned();
+    let cue = Value::object([
+        ("name", Value::string("product-card")),
+        ("time", Value::Number(5.0)),
+        ("type", Value::string("event")),
+        ("parameters", Value::object([("sku", Value::string("A-1"))])),
+    ]);
+    publisher.data(5000, &[Value::string("onCuePoint"), cue]).unwrap();
+    for tag in &after {
+        publisher.tag(tag).unwrap();
+    }
+    // The broadcaster leaves: the stream ends and every segment is complete.
+    drop(publisher);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !get(&server, &media).body.contains("#EXT-X-ENDLIST") {
+        assert!(Instant::now() < deadline, "the stream ends");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let found = id3_texts(&ts_metadata(&stream_bytes(&server, &media)));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].0, "inband.metadata.live-video.net");
+    let json: serde_json::Value = serde_json::from_str(&found[0].1).unwrap();
+    assert_eq!(
+        json,
+        serde_json::json!({"name": "product-card", "time": 5.0, "type": "event", "parameters": {"sku": "A-1"}})
+    );
 }

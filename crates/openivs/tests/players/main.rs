@@ -21,6 +21,7 @@ mod tokens;
 
 mod access;
 mod clock;
+mod failover;
 mod metadata;
 mod web_players;
 
