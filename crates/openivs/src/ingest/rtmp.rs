@@ -142,7 +142,7 @@ async fn await_comeback(live: &LiveStream, mut recorder: SessionRecorder) -> Opt
     live.await_comeback();
     let mut showing = live.hub.slate_showing();
     let dropped_at = Instant::now();
-    let mut went_on_air = false;
+    let mut on_air_since: Option<Instant> = None;
     let mut check = tokio::time::interval(COMEBACK_CHECK);
     loop {
         tokio::select! {
@@ -154,13 +154,15 @@ async fn await_comeback(live: &LiveStream, mut recorder: SessionRecorder) -> Opt
             _ = check.tick() => {
                 let slate = *showing.borrow_and_update();
                 recorder.note_slate(slate).await;
-                let over = match slate {
-                    Some(on_air) => {
-                        went_on_air = true;
-                        on_air.since.elapsed() >= settings.max_display + COMEBACK_CHECK
-                    }
-                    // Off the air again (its maximum is over), or never on it (no picture yet).
-                    None => went_on_air || dropped_at.elapsed() >= settings.activation + Duration::from_secs(2),
+                if let Some(on_air) = slate {
+                    on_air_since.get_or_insert(on_air.since);
+                }
+                let over = match (slate, on_air_since) {
+                    (Some(_), Some(since)) => since.elapsed() >= settings.max_display + COMEBACK_CHECK,
+                    // Off the air again (its maximum is over).
+                    (None, Some(_)) => true,
+                    // Never on it (no picture to show yet).
+                    (_, None) => dropped_at.elapsed() >= settings.activation + Duration::from_secs(2),
                 };
                 if over {
                     break;

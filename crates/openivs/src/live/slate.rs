@@ -47,18 +47,29 @@ pub async fn run(hub: Arc<Hub>, settings: SlateSettings) {
         };
         let Some((picture, (start_dts, start_at))) = begun else { continue };
         tracing::info!("failover slate on the air");
-        tokio::select! {
-            _ = play(&hub, &picture, start_dts, start_at, settings.max_display) => {}
+        let outcome = tokio::select! {
+            outcome = play(&hub, &picture, start_dts, start_at, settings.max_display) => outcome,
             _ = ended.wait_for(|ended| *ended) => return,
-        }
+        };
         tracing::info!("failover slate off the air");
+        // Shown for its maximum: the stream ends (the ingest side ends it), no second slate.
+        if outcome == Played::ToTheMaximum {
+            return;
+        }
     }
+}
+
+/// How the slate left the air.
+#[derive(Debug, PartialEq, Eq)]
+enum Played {
+    PublisherTookOver,
+    ToTheMaximum,
 }
 
 /// Publishes the slate from `start_dts`, which stands for the instant `start_at` (just after the
 /// last frame): at once up to now, then in real time, until a publisher takes over or
 /// `max_display` has passed.
-async fn play(hub: &Hub, picture: &MediaFrame, start_dts: i64, start_at: Instant, max_display: Duration) {
+async fn play(hub: &Hub, picture: &MediaFrame, start_dts: i64, start_at: Instant, max_display: Duration) -> Played {
     let audio = hub.subscribe().audio.borrow().clone();
     // Silent frames in the stream's audio configuration (none if it has no audio).
     let silence = audio.as_ref().and_then(|config| {
@@ -73,7 +84,7 @@ async fn play(hub: &Hub, picture: &MediaFrame, start_dts: i64, start_at: Instant
         tick.tick().await;
         if on_air.elapsed() >= max_display {
             hub.end_slate();
-            return;
+            return Played::ToTheMaximum;
         }
         // Everything due by now: pictures, and audio up to the same media time.
         let due_ms = start_at.elapsed().as_millis() as i64;
@@ -81,7 +92,7 @@ async fn play(hub: &Hub, picture: &MediaFrame, start_dts: i64, start_at: Instant
             let dts = start_dts + pictures * PICTURE_INTERVAL_MS;
             let frame = slate_frame(TrackKind::Video, dts, true, picture.data.clone());
             if !hub.publish_slate(frame) {
-                return;
+                return Played::PublisherTookOver;
             }
             pictures += 1;
             if let Some((silent, sample_rate)) = &silence {
@@ -89,7 +100,7 @@ async fn play(hub: &Hub, picture: &MediaFrame, start_dts: i64, start_at: Instant
                 while audio_frames * i64::from(AAC_FRAME_SAMPLES) * 1000 / i64::from(*sample_rate) < audio_end {
                     let offset = audio_frames * i64::from(AAC_FRAME_SAMPLES) * 1000 / i64::from(*sample_rate);
                     if !hub.publish_slate(slate_frame(TrackKind::Audio, start_dts + offset, false, silent.clone())) {
-                        return;
+                        return Played::PublisherTookOver;
                     }
                     audio_frames += 1;
                 }

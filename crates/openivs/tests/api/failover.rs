@@ -195,3 +195,42 @@ async fn a_failover_slate_holds_the_stream_until_the_publisher_comes_back() {
     let ended = until(&server, &media, Duration::from_secs(5), "the end", |p| p.ends_with("#EXT-X-ENDLIST\n")).await;
     assert!(!ended.contains("#EXT-X-DISCONTINUITY"), "{ended}");
 }
+
+/// The slate shows for `maxSlateDisplaySeconds` at most (60 s, the smallest IVS allows); then
+/// the stream ends as it would have without one.
+#[tokio::test]
+async fn the_slate_ends_the_stream_after_its_maximum() {
+    let server = Server::start();
+    let client = server.client();
+    let slate = client.create_failover_slate_configuration().max_slate_display_seconds(60).send().await.unwrap();
+    let slate_arn = slate.failover_slate_configuration().unwrap().arn().to_owned();
+    let channel = channel(&server, &slate_arn, ChannelLatencyMode::NormalLatency, ContainerFormat::Ts).await;
+    let mut publisher = Publisher::start(&channel.url, pattern_720p());
+    wait_live(&server, &channel.arn, Duration::from_secs(15)).await;
+    let multivariant = get(&server, &path_of(&channel.playback_url));
+    let media = multivariant.body.lines().find(|l| l.starts_with('/')).expect("a variant").to_owned();
+    until(&server, &media, Duration::from_secs(10), "a segment", |p| !listed(p).is_empty()).await;
+    publisher.kill();
+    let dropped_at = Instant::now();
+    // Live through the slate: 3 s before it starts, then 60 s of it.
+    while dropped_at.elapsed() < Duration::from_secs(60) {
+        let stream = client.get_stream().channel_arn(&channel.arn).send().await;
+        assert!(stream.is_ok(), "live {:?} after the drop: {stream:?}", dropped_at.elapsed());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    wait_offline(&server, &channel.arn, Duration::from_secs(10)).await;
+    let ended_after = dropped_at.elapsed();
+    assert!(ended_after >= Duration::from_secs(62), "ended {ended_after:?} after the drop");
+    let ended = until(&server, &media, Duration::from_secs(5), "the end", |p| p.ends_with("#EXT-X-ENDLIST\n")).await;
+    // The playlist ends on the slate (its segments are the stream's second feed).
+    assert!(listed(&ended).last().is_some_and(|(uri, _, _)| uri.contains(".1-")), "{ended}");
+    let session = client.get_stream_session().channel_arn(&channel.arn).send().await.unwrap();
+    let session = session.stream_session().unwrap();
+    assert!(session.end_time().is_some());
+    let names: Vec<&str> = session.truncated_events().iter().filter_map(|e| e.name()).collect();
+    assert_eq!(
+        names[..4],
+        ["Session Ended", "Stream End", "Failover Slate End", "Failover Slate Start"],
+        "newest first: {names:?}"
+    );
+}

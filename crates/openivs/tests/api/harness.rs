@@ -348,7 +348,7 @@ pub(crate) async fn wait_offline(server: &Server, arn: &str, limit: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("{arn} was still live after {limit:?}");
+    panic!("{arn} was still live after {limit:?}; log:\n{}", server.log_text());
 }
 
 /// Creates a channel with `latency` and `container` and whatever `configure` adds; the output
