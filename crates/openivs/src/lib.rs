@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod live;
 pub mod playback;
 pub mod playback_keys;
+pub mod recording;
 pub mod server;
 pub mod settings;
 pub mod store;

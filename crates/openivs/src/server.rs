@@ -55,9 +55,11 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let live = Arc::new(LiveRegistry::new());
     let access = Access::new(settings.geoip_database.as_deref(), settings.trusted_proxies.clone())?;
     let playback = Arc::new(Playback::new(settings.limits, access));
-    let api = Api::new(store.clone(), live.clone(), playback.clone(), settings.quotas, endpoints.clone())
-        .await
-        .map_err(|e| e.to_string())?;
+    let buckets = Arc::new(crate::recording::buckets::Buckets::local(settings.buckets_dir.clone()));
+    let api =
+        Api::new(store.clone(), live.clone(), playback.clone(), buckets.clone(), settings.quotas, endpoints.clone())
+            .await
+            .map_err(|e| e.to_string())?;
     if !playback.access.has_geoip() {
         playback.access.warn_if_countries_unenforced(store.as_ref()).await;
     }
@@ -66,6 +68,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         store: store.clone(),
         live: live.clone(),
         playback,
+        buckets,
         endpoints,
         limits: settings.limits,
     });

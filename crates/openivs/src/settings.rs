@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// one, country lists are not enforced (a warning says so).
     #[arg(long, env = "OPENIVS_GEOIP_DATABASE")]
     pub geoip_database: Option<PathBuf>,
+    /// The folder whose subfolders are the buckets recording configurations name (a bucket
+    /// exists when its folder does). Default: `buckets` in the data directory.
+    #[arg(long, env = "OPENIVS_BUCKETS_DIR")]
+    pub buckets_dir: Option<PathBuf>,
 
     /// Proxies (load balancers, CDNs) whose `X-Forwarded-For` is believed, as addresses or CIDR
     /// blocks separated by commas: a viewer's address is then the rightmost address of the
@@ -241,6 +245,7 @@ struct FileSettings {
     tls_key: Option<PathBuf>,
     public_host: Option<String>,
     geoip_database: Option<PathBuf>,
+    buckets_dir: Option<PathBuf>,
     trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     credentials: Vec<FileCredential>,
@@ -306,6 +311,7 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     pub public_host: String,
     pub geoip_database: Option<PathBuf>,
+    pub buckets_dir: PathBuf,
     pub trusted_proxies: Vec<crate::playback::access::Cidr>,
     pub credentials: Vec<Credential>,
     /// True when no credential was configured and test/test is in force.
@@ -351,15 +357,18 @@ impl Settings {
                 account_id: DEV_ACCOUNT_ID.into(),
             });
         }
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("openivs-data"));
+        let buckets_dir = args.buckets_dir.or(file.buckets_dir).unwrap_or_else(|| data_dir.join("buckets"));
         let settings = Settings {
             http_addr: args.http_addr.or(file.http_addr).unwrap_or(([127, 0, 0, 1], 8080).into()),
             rtmp_addr: args.rtmp_addr.or(file.rtmp_addr).unwrap_or(([127, 0, 0, 1], 1935).into()),
             rtmps_addr: args.rtmps_addr.or(file.rtmps_addr).unwrap_or(([127, 0, 0, 1], 4443).into()),
-            data_dir: args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("openivs-data")),
+            data_dir,
             tls_certificate: args.tls_certificate.or(file.tls_certificate),
             tls_key: args.tls_key.or(file.tls_key),
             public_host: args.public_host.or(file.public_host).unwrap_or_else(|| "127.0.0.1".into()),
             geoip_database: args.geoip_database.or(file.geoip_database),
+            buckets_dir,
             trusted_proxies,
             credentials,
             dev_credentials,

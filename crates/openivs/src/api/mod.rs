@@ -55,6 +55,7 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     pub live: Arc<LiveRegistry>,
     pub playback: Arc<crate::playback::Playback>,
+    pub buckets: Arc<crate::recording::buckets::Buckets>,
     pub quotas: Quotas,
     pub endpoints: Endpoints,
     tokens: PageTokens,
@@ -164,11 +165,12 @@ impl Api {
         store: Arc<dyn Store>,
         live: Arc<LiveRegistry>,
         playback: Arc<crate::playback::Playback>,
+        buckets: Arc<crate::recording::buckets::Buckets>,
         quotas: Quotas,
         endpoints: Endpoints,
     ) -> Result<Api, IvsError> {
         let key = store.init_setting("pagination_token_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
-        Ok(Api { store, live, playback, quotas, endpoints, tokens: PageTokens::new(key.into_bytes()) })
+        Ok(Api { store, live, playback, buckets, quotas, endpoints, tokens: PageTokens::new(key.into_bytes()) })
     }
 
     /// Runs one operation. Returns the response body (`Value::Null` for operations without

@@ -1,5 +1,6 @@
 //! Recording configurations: Create, Get, Delete (refused while a channel uses it), List.
-//! A configuration is `ACTIVE` as soon as it is created: there is no bucket to provision.
+//! A configuration is `ACTIVE` when its bucket exists and takes writes, `CREATE_FAILED`
+//! otherwise, as IVS reports it once it has checked the bucket.
 
 use openivs_model::requests::{ArnInput, CreateRecordingConfigurationInput, Paging};
 use openivs_model::resources::{RecordingConfiguration, RenditionConfiguration, ThumbnailConfiguration};
@@ -42,11 +43,19 @@ pub(super) async fn create(
             "renditionConfiguration.renditions must list at least one rendition when renditionSelection is CUSTOM",
         )?;
     }
+    let bucket = request.destination_configuration.s3.as_ref().map(|s3| s3.bucket_name.clone()).unwrap_or_default();
+    let state = match api.buckets.check(&bucket).await {
+        Ok(()) => "ACTIVE",
+        Err(reason) => {
+            tracing::warn!("recording configuration CREATE_FAILED: {reason}");
+            "CREATE_FAILED"
+        }
+    };
     let configuration = RecordingConfiguration {
         arn: Arn::new(&caller.region, &caller.account, ResourceType::RecordingConfiguration, &new_id()).to_string(),
         name: request.name.unwrap_or_default(),
         destination_configuration: request.destination_configuration,
-        state: "ACTIVE".into(),
+        state: state.into(),
         tags: request.tags.unwrap_or_default(),
         thumbnail_configuration: thumbnails,
         recording_reconnect_window_seconds: request.recording_reconnect_window_seconds.unwrap_or(0),

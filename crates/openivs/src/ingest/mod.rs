@@ -33,6 +33,7 @@ pub struct IngestContext {
     pub store: Arc<dyn Store>,
     pub live: Arc<LiveRegistry>,
     pub playback: Arc<crate::playback::Playback>,
+    pub buckets: Arc<crate::recording::buckets::Buckets>,
     pub endpoints: Endpoints,
     pub limits: crate::settings::Limits,
 }

@@ -552,6 +552,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             live.hub.set_failover(Some(settings));
             tokio::spawn(crate::live::slate::run(live.hub.clone(), settings));
         }
+        // Recording too, so it has the stream from its first frame.
+        let recording = recorder.recording_configuration().filter(|config| config.state == "ACTIVE");
+        if let (Some(config), Some(arn)) = (recording, openivs_model::Arn::parse(&channel.arn)) {
+            let target = crate::recording::recorder::Recording {
+                bucket: config
+                    .destination_configuration
+                    .s3
+                    .as_ref()
+                    .map(|s3| s3.bucket_name.clone())
+                    .unwrap_or_default(),
+                account: arn.account.clone(),
+                channel_arn: channel.arn.clone(),
+                channel_id: arn.id.clone(),
+            };
+            tokio::spawn(crate::recording::recorder::run(
+                context.buckets.clone(),
+                target,
+                live.hub.subscribe(),
+                live.hub.ended(),
+            ));
+        }
         // Packaging starts with the stream, so a viewer who sees it live can play it.
         context.playback.start_stream(
             &live,

@@ -131,6 +131,11 @@ impl SessionRecorder {
         &self.session.stream_id
     }
 
+    /// The recording configuration the stream went live with.
+    pub fn recording_configuration(&self) -> Option<&openivs_model::resources::RecordingConfiguration> {
+        self.session.recording_configuration.as_ref()
+    }
+
     /// The failover slate configuration the stream went live with.
     pub fn failover_slate(&self) -> Option<&openivs_model::resources::FailoverSlateConfiguration> {
         self.session.failover_slate_configuration.as_ref()

@@ -363,8 +363,35 @@ pub const INBAND_METADATA_OWNER: &str = "inband.metadata.live-video.net";
 /// the wait, up to this much (a stalled stream does not push metadata far ahead).
 const METADATA_LEAD_MS: i64 = 1000;
 
-fn ticks(ms: i64) -> u64 {
+/// A stream time in ms as a 90 kHz MPEG timestamp (offset so it never goes below zero).
+pub(crate) fn ticks(ms: i64) -> u64 {
     ((ms + TIMESTAMP_OFFSET_MS).max(0) as u64) * 90
+}
+
+/// Writes one frame into MPEG-TS: video as Annex B (with SPS and PPS first when asked), audio
+/// in ADTS. False when the track's configuration is not known yet (the frame is skipped).
+pub(crate) fn write_ts_frame(
+    muxer: &mut TsMuxer,
+    frame: &MediaFrame,
+    video: Option<&DecoderConfiguration>,
+    audio: Option<&AudioSpecificConfig>,
+    with_parameter_sets: bool,
+    out: &mut Vec<u8>,
+) -> bool {
+    match frame.kind {
+        TrackKind::Video => {
+            let Some(avcc) = video else { return false };
+            let annex_b = avc_to_annex_b(&frame.data, avcc.nal_length_size, with_parameter_sets, &avcc.sps, &avcc.pps);
+            muxer.write_video(ticks(frame.pts_ms), ticks(frame.dts_ms), frame.keyframe, &annex_b, out);
+        }
+        TrackKind::Audio => {
+            let Some(asc) = audio else { return false };
+            let mut adts = adts_header(asc, frame.data.len()).to_vec();
+            adts.extend_from_slice(&frame.data);
+            muxer.write_audio(ticks(frame.pts_ms), &adts, out);
+        }
+    }
+    true
 }
 
 impl Packager {
@@ -464,30 +491,18 @@ impl Packager {
         open.part_bytes += frame.data.len();
         match &mut self.writer {
             Writer::Fmp4 { frames, .. } => frames.push(frame.clone()),
-            Writer::Ts(muxer) => match frame.kind {
-                TrackKind::Video => {
-                    let Some((avcc, _)) = &self.video else { return };
-                    // Parameter sets lead every keyframe and every part's first picture: players
-                    // such as Shaka transmux each part alone and need them in it.
-                    let with_parameter_sets = frame.keyframe || !open.part_has_video;
-                    open.part_has_video = true;
-                    let annex_b =
-                        avc_to_annex_b(&frame.data, avcc.nal_length_size, with_parameter_sets, &avcc.sps, &avcc.pps);
-                    muxer.write_video(
-                        ticks(frame.pts_ms),
-                        ticks(frame.dts_ms),
-                        frame.keyframe,
-                        &annex_b,
-                        &mut open.part_data,
-                    );
+            Writer::Ts(muxer) => {
+                // Parameter sets lead every keyframe and every part's first picture: players
+                // such as Shaka transmux each part alone and need them in it.
+                let with_parameter_sets = frame.keyframe || !open.part_has_video;
+                let video = self.video.as_ref().map(|(avcc, _)| avcc);
+                let written =
+                    write_ts_frame(muxer, frame, video, self.audio.as_ref(), with_parameter_sets, &mut open.part_data);
+                if !written {
+                    return;
                 }
-                TrackKind::Audio => {
-                    let Some(asc) = &self.audio else { return };
-                    let mut adts = adts_header(asc, frame.data.len()).to_vec();
-                    adts.extend_from_slice(&frame.data);
-                    muxer.write_audio(ticks(frame.pts_ms), &adts, &mut open.part_data);
-                }
-            },
+                open.part_has_video |= frame.kind == TrackKind::Video;
+            }
         }
         self.last_frame = Some((frame.pts_ms, frame.arrival));
         if !self.early_metadata.is_empty() {

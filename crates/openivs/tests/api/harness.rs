@@ -48,6 +48,10 @@ impl Server {
 
     /// A server keeping its data in `data_dir` (removed when the server is dropped).
     pub fn in_data_dir(data_dir: PathBuf, extra_args: &[&str]) -> Server {
+        // The buckets the tests' recording configurations name (a bucket is a folder).
+        for bucket in TEST_BUCKETS {
+            std::fs::create_dir_all(data_dir.join("buckets").join(bucket)).unwrap();
+        }
         let mut server = Server {
             child: None,
             data_dir,
@@ -293,6 +297,9 @@ pub fn sigv4_headers(
 }
 
 /// A recording destination in an S3 bucket.
+/// Buckets every test server has (folders of its buckets directory).
+pub const TEST_BUCKETS: [&str; 5] = ["bucket", "bucket-1", "my-bucket", "other.bucket", "cli-bucket"];
+
 pub fn destination(bucket: &str) -> aws_sdk_ivs::types::DestinationConfiguration {
     aws_sdk_ivs::types::DestinationConfiguration::builder()
         .s3(aws_sdk_ivs::types::S3DestinationConfiguration::builder().bucket_name(bucket).build().unwrap())

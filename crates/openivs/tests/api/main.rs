@@ -16,6 +16,7 @@ mod playback;
 mod playback_key_pairs;
 mod private_channels;
 mod raw_rtmp;
+mod recording;
 mod restart;
 mod stream_keys;
 mod streams;

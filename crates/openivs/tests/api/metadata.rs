@@ -73,6 +73,11 @@ fn ts_metadata(bytes: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// The `TXXX` texts of the timed-metadata stream of MPEG-TS bytes (recorded segments).
+pub(crate) fn recorded_metadata(bytes: &[u8]) -> Vec<(String, String)> {
+    id3_texts(&ts_metadata(bytes))
+}
+
 /// The ID3 tags of the `emsg` boxes with `scheme` in fragmented MP4 bytes, concatenated.
 fn emsg_id3(bytes: &[u8], scheme: &str) -> Vec<u8> {
     let mut tags = Vec::new();

@@ -1,0 +1,464 @@
+//! One recording: a consumer of a live stream's hub that writes the stream to its recording
+//! configuration's bucket as IVS does, under
+//! `ivs/v1/{account}/{channelId}/{yyyy}/{m}/{d}/{h}/{min}/{recordingId}/` (UTC, not zero-padded):
+//! `events/recording-started.json` and `recording-ended.json`; `media/hls/master.m3u8` and
+//! `byte-range-multivariant.m3u8`; per rendition (the source, named `{height}p{fps}` as IVS names
+//! renditions) `playlist.m3u8` (an EVENT playlist while recording, a VOD one with
+//! `#EXT-X-ENDLIST` at the end), `byte-range-variant.m3u8` (one range per keyframe interval) and
+//! MPEG-TS segments `0.ts`, `1.ts`, … cut at the first keyframe after [`SEGMENT_TARGET_MS`].
+//! Timed metadata stays in the segments (the ID3 stream, as live). The slate and a publisher's
+//! comeback follow an `#EXT-X-DISCONTINUITY`.
+//!
+//! Objects are written as they complete; the recorder only reads the hub, so ingest and live
+//! playback never wait for it.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use openivs_media::aac::AudioSpecificConfig;
+use openivs_media::h264::DecoderConfiguration;
+use openivs_media::ts::{Tracks, TsMuxer};
+use serde_json::json;
+use time::OffsetDateTime;
+use tokio::sync::broadcast;
+
+use super::buckets::Buckets;
+use crate::live::hub::{MediaFrame, Subscription, TrackKind};
+use crate::playback::packager::{metadata_tag, ticks, write_ts_frame};
+
+/// Recorded segments are cut at the first keyframe after this much media (IVS's are about 10 s).
+pub const SEGMENT_TARGET_MS: i64 = 10_000;
+/// Video the frame rate is measured over before the rendition is named.
+const FRAME_RATE_WINDOW_MS: i64 = 1000;
+
+/// Where a stream is recorded, and what its files say about it.
+#[derive(Debug, Clone)]
+pub struct Recording {
+    pub bucket: String,
+    pub account: String,
+    pub channel_arn: String,
+    pub channel_id: String,
+}
+
+/// A completed segment: its duration, date, whether a discontinuity precedes it, and its
+/// keyframe intervals as byte ranges (offset, length, duration).
+struct Segment {
+    duration_ms: i64,
+    date: OffsetDateTime,
+    discontinuity: bool,
+    ranges: Vec<(usize, usize, i64)>,
+}
+
+/// The segment being written.
+struct OpenSegment {
+    start_dts: i64,
+    date: OffsetDateTime,
+    discontinuity: bool,
+    bytes: Vec<u8>,
+    /// Where each keyframe interval starts: byte offset and decode time.
+    range_starts: Vec<(usize, i64)>,
+}
+
+struct Writer {
+    buckets: Arc<Buckets>,
+    recording: Recording,
+    prefix: String,
+    started_at: OffsetDateTime,
+    muxer: TsMuxer,
+    video: Option<DecoderConfiguration>,
+    audio: Option<AudioSpecificConfig>,
+    codecs: String,
+    size: (u32, u32),
+    /// `{height}p{fps}`, once the frame rate is measured.
+    rendition: Option<String>,
+    /// Video frames seen before the rendition is named (decode times).
+    early_video: Vec<i64>,
+    /// Frames held until then.
+    held: Vec<Arc<MediaFrame>>,
+    open: Option<OpenSegment>,
+    segments: Vec<Segment>,
+    /// The next segment follows a discontinuity.
+    discontinuity: bool,
+    last_dts: Option<i64>,
+    last_pts: Option<i64>,
+    frame_ms: i64,
+    bytes_written: u64,
+    failed: Option<String>,
+}
+
+/// Seconds-precision UTC time, as IVS's recording files write it.
+fn seconds_utc(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// The key prefix of a recording that starts at `at` (UTC, not zero-padded, as IVS writes it).
+pub fn key_prefix(account: &str, channel_id: &str, at: OffsetDateTime, recording_id: &str) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "ivs/v1/{account}/{channel_id}/{}/{}/{}/{}/{}/{recording_id}",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute()
+    )
+}
+
+impl Writer {
+    async fn put(&mut self, key: &str, bytes: &[u8]) {
+        let full = format!("{}/{key}", self.prefix);
+        if let Err(error) = self.buckets.put(&self.recording.bucket, &full, bytes).await {
+            tracing::error!("recording: cannot write {full} to bucket {}: {error}", self.recording.bucket);
+            self.failed.get_or_insert_with(|| "InternalServerException".into());
+        } else {
+            self.bytes_written += bytes.len() as u64;
+        }
+    }
+
+    fn refresh_configs(&mut self, subscription: &Subscription) {
+        if let Some(config) = subscription.video.borrow().clone()
+            && let Ok(avcc) = DecoderConfiguration::parse(&config.config)
+        {
+            self.size = (config.width, config.height);
+            self.codecs = avcc.codec_string();
+            self.video = Some(avcc);
+        }
+        if let Some(config) = subscription.audio.borrow().clone()
+            && let Ok(asc) = AudioSpecificConfig::parse(&config.config)
+        {
+            self.audio = Some(asc);
+        }
+    }
+
+    /// Takes a frame; the segments it completed (bytes and description).
+    fn on_frame(&mut self, frame: Arc<MediaFrame>) -> Vec<(Segment, Vec<u8>)> {
+        if self.rendition.is_some() {
+            return self.write(&frame).into_iter().collect();
+        }
+        // The rendition is named after the frame rate: measured over the first second first.
+        if frame.kind == TrackKind::Video {
+            self.early_video.push(frame.dts_ms);
+        }
+        self.held.push(frame);
+        let span = self.early_video.last().zip(self.early_video.first()).map_or(0, |(last, first)| last - first);
+        if span < FRAME_RATE_WINDOW_MS && self.held.len() < 4096 {
+            return Vec::new();
+        }
+        let fps = (self.early_video.len().saturating_sub(1) as f64 * 1000.0 / span.max(1) as f64).round();
+        self.rendition = Some(format!("{}p{}", self.size.0.min(self.size.1), fps.max(1.0) as u32));
+        std::mem::take(&mut self.held).iter().filter_map(|held| self.write(held)).collect()
+    }
+
+    /// Muxes a frame; the segment it completed, if it starts a new one.
+    fn write(&mut self, frame: &MediaFrame) -> Option<(Segment, Vec<u8>)> {
+        if frame.discontinuity {
+            self.discontinuity = true;
+        }
+        let keyframe = frame.kind == TrackKind::Video && frame.keyframe;
+        let mut completed = None;
+        if keyframe {
+            let cut = match &self.open {
+                None => true,
+                Some(open) => self.discontinuity || frame.dts_ms - open.start_dts >= SEGMENT_TARGET_MS,
+            };
+            if cut {
+                let end = if self.discontinuity { self.last_end() } else { Some(frame.dts_ms) };
+                completed = end.and_then(|end| self.close_segment(end));
+                self.open = Some(OpenSegment {
+                    start_dts: frame.dts_ms,
+                    date: frame.arrival_wall,
+                    discontinuity: std::mem::take(&mut self.discontinuity),
+                    bytes: Vec::with_capacity(1 << 20),
+                    range_starts: Vec::new(),
+                });
+            }
+        }
+        let open = self.open.as_mut()?;
+        if keyframe {
+            // Each keyframe interval starts with the tables, so a byte range plays on its own.
+            open.range_starts.push((open.bytes.len(), frame.dts_ms));
+            self.muxer.write_tables(&mut open.bytes);
+        }
+        if write_ts_frame(&mut self.muxer, frame, self.video.as_ref(), self.audio.as_ref(), keyframe, &mut open.bytes) {
+            if frame.kind == TrackKind::Video {
+                if let Some(last) = self.last_dts.filter(|last| frame.dts_ms > *last) {
+                    self.frame_ms = frame.dts_ms - last;
+                }
+                self.last_dts = Some(frame.dts_ms);
+            }
+            self.last_pts = Some(frame.pts_ms);
+        }
+        completed
+    }
+
+    /// Where the open segment ends if nothing follows: one frame after the last one.
+    fn last_end(&self) -> Option<i64> {
+        let open = self.open.as_ref()?;
+        Some(self.last_dts.unwrap_or(open.start_dts).max(open.start_dts) + self.frame_ms.clamp(1, 1000))
+    }
+
+    /// Ends the open segment at `end_dts`.
+    fn close_segment(&mut self, end_dts: i64) -> Option<(Segment, Vec<u8>)> {
+        let open = self.open.take()?;
+        let mut ranges = Vec::with_capacity(open.range_starts.len());
+        for (index, (offset, dts)) in open.range_starts.iter().enumerate() {
+            let (next_offset, next_dts) =
+                open.range_starts.get(index + 1).copied().unwrap_or((open.bytes.len(), end_dts));
+            ranges.push((*offset, next_offset - offset, (next_dts - dts).max(1)));
+        }
+        let segment = Segment {
+            duration_ms: (end_dts - open.start_dts).max(1),
+            date: open.date,
+            discontinuity: open.discontinuity,
+            ranges,
+        };
+        Some((segment, open.bytes))
+    }
+
+    fn metadata(&mut self, metadata: &crate::live::hub::TimedMetadata) {
+        let (Some(open), Some(pts)) = (self.open.as_mut(), self.last_pts) else { return };
+        self.muxer.write_metadata(ticks(pts), &metadata_tag(metadata), &mut open.bytes);
+    }
+
+    fn rendition(&self) -> &str {
+        self.rendition.as_deref().unwrap_or("source")
+    }
+
+    /// Stores a completed segment and the EVENT playlist that now lists it.
+    async fn store(&mut self, segment: Segment, bytes: Vec<u8>) {
+        let key = format!("media/hls/{}/{}.ts", self.rendition(), self.segments.len());
+        self.put(&key, &bytes).await;
+        self.segments.push(segment);
+        let playlist = self.playlist(false);
+        let key = format!("media/hls/{}/playlist.m3u8", self.rendition());
+        self.put(&key, playlist.as_bytes()).await;
+    }
+
+    /// `playlist.m3u8`: EVENT while recording, VOD with `#EXT-X-ENDLIST` when `done`.
+    fn playlist(&self, done: bool) -> String {
+        let target = self.segments.iter().map(|s| s.duration_ms).max().unwrap_or(1000);
+        let mut out = format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:{}\n",
+            (target as f64 / 1000.0).round().max(1.0) as u64,
+            if done { "VOD" } else { "EVENT" }
+        );
+        for (index, segment) in self.segments.iter().enumerate() {
+            if segment.discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            let _ = write!(
+                out,
+                "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\n{index}.ts\n",
+                openivs_model::timestamp::format(segment.date),
+                segment.duration_ms as f64 / 1000.0
+            );
+        }
+        if done {
+            out.push_str("#EXT-X-ENDLIST\n");
+        }
+        out
+    }
+
+    /// `byte-range-variant.m3u8`: one entry per keyframe interval, as byte ranges of the segments.
+    fn byte_range_playlist(&self) -> String {
+        let target = self.segments.iter().flat_map(|s| s.ranges.iter().map(|r| r.2)).max().unwrap_or(1000);
+        let mut out = format!(
+            "#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n",
+            (target as f64 / 1000.0).round().max(1.0) as u64
+        );
+        for (index, segment) in self.segments.iter().enumerate() {
+            if segment.discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            for (offset, length, duration) in &segment.ranges {
+                let _ = write!(
+                    out,
+                    "#EXTINF:{:.3},\n#EXT-X-BYTERANGE:{length}@{offset}\n{index}.ts\n",
+                    *duration as f64 / 1000.0
+                );
+            }
+        }
+        out.push_str("#EXT-X-ENDLIST\n");
+        out
+    }
+
+    /// `master.m3u8` or `byte-range-multivariant.m3u8`, pointing at `playlist` of the rendition.
+    fn multivariant(&self, playlist: &str) -> String {
+        let rendition = self.rendition();
+        let duration_ms: i64 = self.segments.iter().map(|s| s.duration_ms).sum();
+        let bandwidth = (self.bytes_written as f64 * 8.0 * 1000.0 / duration_ms.max(1) as f64) as u64;
+        let name = rendition.split('p').next().unwrap_or(rendition);
+        format!(
+            "#EXTM3U\n\
+             #EXT-X-SESSION-DATA:DATA-ID=\"net.live-video.content.id\",VALUE=\"{}\"\n\
+             #EXT-X-SESSION-DATA:DATA-ID=\"net.live-video.customer.id\",VALUE=\"{}\"\n\
+             #EXT-X-MEDIA:TYPE=VIDEO,GROUP-ID=\"{rendition}\",NAME=\"{name}p\",AUTOSELECT=YES,DEFAULT=YES\n\
+             #EXT-X-STREAM-INF:PROGRAM-ID=1,BANDWIDTH={bandwidth},CODECS=\"{}\",RESOLUTION={}x{},VIDEO=\"{rendition}\"\n\
+             {rendition}/{playlist}\n",
+            self.recording.channel_id,
+            self.recording.account,
+            self.codecs_string(),
+            self.size.0,
+            self.size.1,
+        )
+    }
+
+    fn codecs_string(&self) -> String {
+        match &self.audio {
+            Some(asc) => format!("{},{}", self.codecs, asc.codec_string()),
+            None => self.codecs.clone(),
+        }
+    }
+
+    /// The body of `recording-started.json`, `recording-ended.json` or `recording-failed.json`.
+    fn event_file(&self, ended_at: Option<OffsetDateTime>) -> serde_json::Value {
+        let status = match (ended_at, &self.failed) {
+            (None, _) => "RECORDING_STARTED",
+            (Some(_), None) => "RECORDING_ENDED",
+            (Some(_), Some(_)) => "RECORDING_ENDED_WITH_FAILURE",
+        };
+        let mut hls = json!({
+            "path": "media/hls",
+            "playlist": "master.m3u8",
+            "byte_range_playlist": "byte-range-multivariant.m3u8",
+            "renditions": [{
+                "path": self.rendition(),
+                "playlist": "playlist.m3u8",
+                "byte_range_playlist": "byte-range-variant.m3u8",
+                "resolution_width": self.size.0,
+                "resolution_height": self.size.1,
+            }],
+        });
+        let mut file = json!({
+            "version": "v1",
+            "channel_arn": self.recording.channel_arn,
+            "recording_started_at": seconds_utc(self.started_at),
+            "recording_status": status,
+            "recording_status_message": self.failed.clone().unwrap_or_default(),
+        });
+        if let Some(ended_at) = ended_at {
+            hls["duration_ms"] = json!(self.segments.iter().map(|s| s.duration_ms).sum::<i64>());
+            file["recording_ended_at"] = json!(seconds_utc(ended_at));
+        }
+        file["media"] = json!({ "hls": hls });
+        file
+    }
+
+    /// The stream ended: the last segment, the final playlists and `recording-ended.json`.
+    async fn finish(&mut self) {
+        if self.rendition.is_none() && !self.held.is_empty() {
+            self.rendition = Some(format!("{}p30", self.size.0.min(self.size.1)));
+            let held = std::mem::take(&mut self.held);
+            for frame in held {
+                if let Some((segment, bytes)) = self.write(&frame) {
+                    self.store(segment, bytes).await;
+                }
+            }
+        }
+        if let Some((segment, bytes)) = self.last_end().and_then(|end| self.close_segment(end)) {
+            self.store(segment, bytes).await;
+        }
+        if self.segments.is_empty() {
+            tracing::info!("recording: the stream had no media; {} holds only its start", self.prefix);
+        } else {
+            let rendition = self.rendition().to_owned();
+            let playlist = self.playlist(true);
+            self.put(&format!("media/hls/{rendition}/playlist.m3u8"), playlist.as_bytes()).await;
+            let byte_ranges = self.byte_range_playlist();
+            self.put(&format!("media/hls/{rendition}/byte-range-variant.m3u8"), byte_ranges.as_bytes()).await;
+            let master = self.multivariant("playlist.m3u8");
+            self.put("media/hls/master.m3u8", master.as_bytes()).await;
+            let multivariant = self.multivariant("byte-range-variant.m3u8");
+            self.put("media/hls/byte-range-multivariant.m3u8", multivariant.as_bytes()).await;
+        }
+        let ended_at = OffsetDateTime::now_utc();
+        let name = if self.failed.is_some() { "recording-failed.json" } else { "recording-ended.json" };
+        let body = self.event_file(Some(ended_at)).to_string();
+        self.put(&format!("events/{name}"), body.as_bytes()).await;
+    }
+}
+
+/// Records the stream `subscription` follows until it ends.
+pub async fn run(
+    buckets: Arc<Buckets>,
+    recording: Recording,
+    mut subscription: Subscription,
+    mut ended: tokio::sync::watch::Receiver<bool>,
+) {
+    let started_at = OffsetDateTime::now_utc();
+    let recording_id = crate::api::random_alphanumeric(12);
+    let prefix = key_prefix(&recording.account, &recording.channel_id, started_at, &recording_id);
+    tracing::info!("recording: {} to s3://{}/{prefix}", recording.channel_arn, recording.bucket);
+    let mut writer = Writer {
+        buckets,
+        recording,
+        prefix,
+        started_at,
+        muxer: TsMuxer::new(Tracks { video: true, audio: true, metadata: true }),
+        video: None,
+        audio: None,
+        codecs: String::new(),
+        size: (0, 0),
+        rendition: None,
+        early_video: Vec::new(),
+        held: Vec::new(),
+        open: None,
+        segments: Vec::new(),
+        discontinuity: false,
+        last_dts: None,
+        last_pts: None,
+        frame_ms: 33,
+        bytes_written: 0,
+        failed: None,
+    };
+    let mut started_written = false;
+    loop {
+        tokio::select! {
+            received = subscription.frames.recv() => match received {
+                Ok(frame) => {
+                    writer.refresh_configs(&subscription);
+                    for (segment, bytes) in writer.on_frame(frame) {
+                        writer.store(segment, bytes).await;
+                    }
+                    if !started_written && writer.rendition.is_some() {
+                        started_written = true;
+                        let body = writer.event_file(None).to_string();
+                        writer.put("events/recording-started.json", body.as_bytes()).await;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!("recording: fell behind the stream by {missed} frames");
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            received = subscription.metadata.recv() => {
+                if let Ok(metadata) = received {
+                    writer.metadata(&metadata);
+                }
+            }
+            // (Mapped to `()`: the watch's guard must not live across the other branches' awaits.)
+            () = async { let _ = ended.wait_for(|ended| *ended).await; } => break,
+        }
+    }
+    // Frames still in the ring are part of the stream.
+    while let Ok(frame) = subscription.frames.try_recv() {
+        for (segment, bytes) in writer.on_frame(frame) {
+            writer.store(segment, bytes).await;
+        }
+    }
+    if !started_written {
+        let body = writer.event_file(None).to_string();
+        writer.put("events/recording-started.json", body.as_bytes()).await;
+    }
+    writer.finish().await;
+    tracing::info!("recording: {} ended ({} segments)", writer.prefix, writer.segments.len());
+}

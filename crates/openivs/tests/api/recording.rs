@@ -1,0 +1,169 @@
+//! Recording to a local bucket (a folder of the buckets directory) in IVS's layout: a live ffmpeg
+//! stream into a channel with a recording configuration; every object of the layout, the fields
+//! of the JSON files, and the recorded HLS read end to end by ffprobe and ffmpeg with the live
+//! stream's duration and its timed metadata.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ivs::types::RecordingConfigurationState;
+use serde_json::Value;
+
+use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline};
+use crate::ingest::{Publisher, pattern_720p};
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+fn ffprobe_duration(path: &Path) -> f64 {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .expect("ffprobe must be installed");
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("ffprobe {}: {text} {}", path.display(), String::from_utf8_lossy(&output.stderr)))
+}
+
+#[tokio::test]
+async fn a_stream_is_recorded_to_its_bucket_in_the_ivs_layout() {
+    let server = Server::start();
+    let client = server.client();
+    // A bucket that does not exist fails the configuration, as IVS reports it.
+    let failed = client
+        .create_recording_configuration()
+        .destination_configuration(destination("no-such-bucket"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.recording_configuration().unwrap().state(), &RecordingConfigurationState::CreateFailed);
+    let created =
+        client.create_recording_configuration().destination_configuration(destination("bucket")).send().await.unwrap();
+    let config = created.recording_configuration().unwrap();
+    assert_eq!(config.state(), &RecordingConfigurationState::Active);
+    let out = client.create_channel().recording_configuration_arn(config.arn()).send().await.unwrap();
+    let channel = out.channel().unwrap();
+    let arn = channel.arn().unwrap().to_owned();
+    let channel_id = arn.rsplit('/').next().unwrap().to_owned();
+    let url =
+        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+
+    let mut publisher = Publisher::start(&url, pattern_720p());
+    wait_live(&server, &arn, Duration::from_secs(15)).await;
+    let live_from = Instant::now();
+    let started = time::OffsetDateTime::now_utc();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let payloads = ["{\"quiz\":1}", "second cue"];
+    for payload in payloads {
+        client.put_metadata().channel_arn(&arn).metadata(payload).send().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    publisher.kill();
+    let live_for = live_from.elapsed().as_secs_f64();
+    wait_offline(&server, &arn, Duration::from_secs(10)).await;
+
+    // ivs/v1/{account}/{channel}/{yyyy}/{m}/{d}/{h}/{min}/{recording id}, not zero-padded.
+    let channel_dir = server.data_dir.join("buckets/bucket/ivs/v1").join(ACCOUNT).join(&channel_id);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let prefix = loop {
+        let found = walkdir(&channel_dir).into_iter().find(|p| p.ends_with("events/recording-ended.json"));
+        if let Some(ended) = found {
+            break ended.parent().unwrap().parent().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "recording-ended.json within 10 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let relative: Vec<String> = prefix
+        .strip_prefix(&channel_dir)
+        .unwrap()
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(relative.len(), 6, "{relative:?}");
+    let expected_date = [
+        started.year().to_string(),
+        u8::from(started.month()).to_string(),
+        started.day().to_string(),
+        started.hour().to_string(),
+    ];
+    assert_eq!(relative[..4], expected_date);
+    assert!(relative[5].len() == 12 && relative[5].chars().all(|c| c.is_ascii_alphanumeric()), "{relative:?}");
+
+    let started_file = json(&prefix.join("events/recording-started.json"));
+    assert_eq!(started_file["version"], "v1");
+    assert_eq!(started_file["channel_arn"], arn.as_str());
+    assert_eq!(started_file["recording_status"], "RECORDING_STARTED");
+    assert!(started_file.get("recording_ended_at").is_none());
+    let ended = json(&prefix.join("events/recording-ended.json"));
+    assert_eq!(ended["recording_status"], "RECORDING_ENDED");
+    assert_eq!(ended["recording_status_message"], "");
+    for field in ["recording_started_at", "recording_ended_at"] {
+        let at = ended[field].as_str().unwrap();
+        assert!(at.len() == 20 && at.ends_with('Z'), "{field}: {at}");
+    }
+    let hls = &ended["media"]["hls"];
+    assert_eq!(hls["path"], "media/hls");
+    assert_eq!(hls["playlist"], "master.m3u8");
+    assert_eq!(hls["byte_range_playlist"], "byte-range-multivariant.m3u8");
+    let rendition = &hls["renditions"][0];
+    assert_eq!(rendition["path"], "720p30");
+    assert_eq!(
+        (rendition["resolution_width"].as_u64(), rendition["resolution_height"].as_u64()),
+        (Some(1280), Some(720))
+    );
+    let duration_ms = hls["duration_ms"].as_u64().unwrap() as f64;
+    assert!((duration_ms / 1000.0 - live_for).abs() < 2.5, "recorded {duration_ms} ms of a {live_for:.1} s stream");
+
+    let media = prefix.join("media/hls");
+    let master = std::fs::read_to_string(media.join("master.m3u8")).unwrap();
+    assert!(
+        master.contains(&format!("#EXT-X-SESSION-DATA:DATA-ID=\"net.live-video.content.id\",VALUE=\"{channel_id}\""))
+    );
+    assert!(master.contains("RESOLUTION=1280x720,VIDEO=\"720p30\"\n720p30/playlist.m3u8\n"), "{master}");
+    let playlist = std::fs::read_to_string(media.join("720p30/playlist.m3u8")).unwrap();
+    assert!(playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+    let byte_ranges = std::fs::read_to_string(media.join("720p30/byte-range-variant.m3u8")).unwrap();
+    assert!(byte_ranges.contains("#EXT-X-BYTERANGE:"), "{byte_ranges}");
+
+    // Both forms play from start to end with the stream's duration.
+    for playlist in ["master.m3u8", "byte-range-multivariant.m3u8"] {
+        let duration = ffprobe_duration(&media.join(playlist));
+        assert!((duration - duration_ms / 1000.0).abs() < 0.5, "{playlist}: {duration} s, files say {duration_ms} ms");
+    }
+    let decode = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-allowed_extensions", "ALL", "-i"])
+        .arg(media.join("master.m3u8"))
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("ffmpeg must be installed");
+    assert!(decode.status.success(), "{}", String::from_utf8_lossy(&decode.stderr));
+
+    // The timed metadata is in the recorded segments.
+    let mut segments = Vec::new();
+    for line in playlist.lines().filter(|l| l.ends_with(".ts")) {
+        segments.extend(std::fs::read(media.join("720p30").join(line)).unwrap());
+    }
+    let texts = crate::metadata::recorded_metadata(&segments);
+    let expected: Vec<(String, String)> =
+        payloads.iter().map(|p| ("metadata.live-video.net".to_owned(), p.to_string())).collect();
+    assert_eq!(texts, expected);
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() { pending.push(path) } else { files.push(path) }
+        }
+    }
+    files
+}
