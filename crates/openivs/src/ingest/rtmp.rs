@@ -565,6 +565,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 account: arn.account.clone(),
                 channel_arn: channel.arn.clone(),
                 channel_id: arn.id.clone(),
+                thumbnails: crate::recording::recorder::ThumbnailSettings::of(&config.thumbnail_configuration),
             };
             tokio::spawn(crate::recording::recorder::run(
                 context.buckets.clone(),

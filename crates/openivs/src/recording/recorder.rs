@@ -38,6 +38,31 @@ pub struct Recording {
     pub account: String,
     pub channel_arn: String,
     pub channel_id: String,
+    /// `None`: the configuration's thumbnails are DISABLED.
+    pub thumbnails: Option<ThumbnailSettings>,
+}
+
+/// What the thumbnail configuration asks for.
+#[derive(Debug, Clone)]
+pub struct ThumbnailSettings {
+    pub interval_ms: i64,
+    /// Lines (none: the source's).
+    pub height: Option<u32>,
+    /// `media/thumbnails/thumb{n}.jpg`, one per interval.
+    pub sequential: bool,
+    /// `media/latest_thumbnail/thumb.jpg`, overwritten.
+    pub latest: bool,
+}
+
+impl ThumbnailSettings {
+    pub fn of(configuration: &openivs_model::resources::ThumbnailConfiguration) -> Option<ThumbnailSettings> {
+        (configuration.recording_mode != "DISABLED").then(|| ThumbnailSettings {
+            interval_ms: configuration.target_interval_seconds.max(1) * 1000,
+            height: super::thumbnails::target_height(configuration.resolution.as_deref()),
+            sequential: configuration.storage.iter().any(|s| s == "SEQUENTIAL"),
+            latest: configuration.storage.iter().any(|s| s == "LATEST"),
+        })
+    }
 }
 
 /// A completed segment: its duration, date, whether a discontinuity precedes it, and its
@@ -84,6 +109,10 @@ struct Writer {
     frame_ms: i64,
     bytes_written: u64,
     failed: Option<String>,
+    /// Keyframes (Annex B, with SPS and PPS) to make thumbnails of.
+    pending_thumbnails: Vec<Vec<u8>>,
+    last_thumbnail_dts: Option<i64>,
+    thumbnails_written: usize,
 }
 
 /// Seconds-precision UTC time, as IVS's recording files write it.
@@ -182,6 +211,15 @@ impl Writer {
                 });
             }
         }
+        if keyframe && let (Some(settings), Some(avcc)) = (&self.recording.thumbnails, &self.video) {
+            let due = self.last_thumbnail_dts.is_none_or(|last| frame.dts_ms - last >= settings.interval_ms);
+            if due {
+                self.last_thumbnail_dts = Some(frame.dts_ms);
+                let picture =
+                    openivs_media::ts::avc_to_annex_b(&frame.data, avcc.nal_length_size, true, &avcc.sps, &avcc.pps);
+                self.pending_thumbnails.push(picture);
+            }
+        }
         let open = self.open.as_mut()?;
         if keyframe {
             // Each keyframe interval starts with the tables, so a byte range plays on its own.
@@ -231,6 +269,35 @@ impl Writer {
 
     fn rendition(&self) -> &str {
         self.rendition.as_deref().unwrap_or("source")
+    }
+
+    /// Makes and stores the thumbnails of the keyframes that were due (decoding on a blocking
+    /// thread).
+    async fn store_thumbnails(&mut self) {
+        let Some(settings) = self.recording.thumbnails.clone() else { return };
+        for picture in std::mem::take(&mut self.pending_thumbnails) {
+            let made =
+                tokio::task::spawn_blocking(move || super::thumbnails::thumbnail(&picture, settings.height)).await;
+            let jpeg = match made {
+                Ok(Ok((jpeg, _, _))) => jpeg,
+                Ok(Err(error)) => {
+                    tracing::warn!("recording: no thumbnail of a keyframe: {error}");
+                    continue;
+                }
+                Err(error) => {
+                    tracing::warn!("recording: thumbnail task failed: {error}");
+                    continue;
+                }
+            };
+            if settings.sequential {
+                let key = format!("media/thumbnails/thumb{}.jpg", self.thumbnails_written);
+                self.put(&key, &jpeg).await;
+            }
+            if settings.latest {
+                self.put("media/latest_thumbnail/thumb.jpg", &jpeg).await;
+            }
+            self.thumbnails_written += 1;
+        }
     }
 
     /// Stores a completed segment and the EVENT playlist that now lists it.
@@ -350,6 +417,20 @@ impl Writer {
             file["recording_ended_at"] = json!(seconds_utc(ended_at));
         }
         file["media"] = json!({ "hls": hls });
+        if let Some(settings) = &self.recording.thumbnails {
+            let (width, height) = super::thumbnails::scaled_size(self.size, settings.height);
+            if settings.sequential {
+                file["media"]["thumbnails"] =
+                    json!({ "path": "media/thumbnails", "resolution_width": width, "resolution_height": height });
+            }
+            if settings.latest {
+                file["media"]["latest_thumbnail"] = json!({
+                    "path": "media/latest_thumbnail/thumb.jpg",
+                    "resolution_width": width,
+                    "resolution_height": height,
+                });
+            }
+        }
         file
     }
 
@@ -367,6 +448,7 @@ impl Writer {
         if let Some((segment, bytes)) = self.last_end().and_then(|end| self.close_segment(end)) {
             self.store(segment, bytes).await;
         }
+        self.store_thumbnails().await;
         if self.segments.is_empty() {
             tracing::info!("recording: the stream had no media; {} holds only its start", self.prefix);
         } else {
@@ -419,6 +501,9 @@ pub async fn run(
         frame_ms: 33,
         bytes_written: 0,
         failed: None,
+        pending_thumbnails: Vec::new(),
+        last_thumbnail_dts: None,
+        thumbnails_written: 0,
     };
     let mut started_written = false;
     loop {
@@ -429,6 +514,7 @@ pub async fn run(
                     for (segment, bytes) in writer.on_frame(frame) {
                         writer.store(segment, bytes).await;
                     }
+                    writer.store_thumbnails().await;
                     if !started_written && writer.rendition.is_some() {
                         started_written = true;
                         let body = writer.event_file(None).to_string();

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use aws_sdk_ivs::types::RecordingConfigurationState;
+use aws_sdk_ivs::types::{
+    RecordingConfigurationState, RecordingMode, ThumbnailConfiguration, ThumbnailConfigurationResolution,
+    ThumbnailConfigurationStorage,
+};
 use serde_json::Value;
 
 use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline};
@@ -41,19 +44,38 @@ async fn a_stream_is_recorded_to_its_bucket_in_the_ivs_layout() {
         .await
         .unwrap();
     assert_eq!(failed.recording_configuration().unwrap().state(), &RecordingConfigurationState::CreateFailed);
-    let created =
-        client.create_recording_configuration().destination_configuration(destination("bucket")).send().await.unwrap();
+    // Thumbnails every 2 s at SD, numbered and latest; and a configuration without thumbnails.
+    let thumbnails = ThumbnailConfiguration::builder()
+        .recording_mode(RecordingMode::Interval)
+        .target_interval_seconds(2)
+        .resolution(ThumbnailConfigurationResolution::Sd)
+        .storage(ThumbnailConfigurationStorage::Sequential)
+        .storage(ThumbnailConfigurationStorage::Latest)
+        .build();
+    let created = client
+        .create_recording_configuration()
+        .destination_configuration(destination("bucket"))
+        .thumbnail_configuration(thumbnails)
+        .send()
+        .await
+        .unwrap();
     let config = created.recording_configuration().unwrap();
     assert_eq!(config.state(), &RecordingConfigurationState::Active);
-    let out = client.create_channel().recording_configuration_arn(config.arn()).send().await.unwrap();
-    let channel = out.channel().unwrap();
-    let arn = channel.arn().unwrap().to_owned();
+    let without = client
+        .create_recording_configuration()
+        .destination_configuration(destination("bucket-1"))
+        .thumbnail_configuration(ThumbnailConfiguration::builder().recording_mode(RecordingMode::Disabled).build())
+        .send()
+        .await
+        .unwrap();
+    let (arn, url) = recorded_channel(&server, config.arn()).await;
+    let (plain_arn, plain_url) = recorded_channel(&server, without.recording_configuration().unwrap().arn()).await;
     let channel_id = arn.rsplit('/').next().unwrap().to_owned();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
 
     let mut publisher = Publisher::start(&url, pattern_720p());
+    let mut plain_publisher = Publisher::start(&plain_url, pattern_720p());
     wait_live(&server, &arn, Duration::from_secs(15)).await;
+    wait_live(&server, &plain_arn, Duration::from_secs(15)).await;
     let live_from = Instant::now();
     let started = time::OffsetDateTime::now_utc();
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -64,20 +86,13 @@ async fn a_stream_is_recorded_to_its_bucket_in_the_ivs_layout() {
     }
     tokio::time::sleep(Duration::from_secs(6)).await;
     publisher.kill();
+    plain_publisher.kill();
     let live_for = live_from.elapsed().as_secs_f64();
     wait_offline(&server, &arn, Duration::from_secs(10)).await;
 
     // ivs/v1/{account}/{channel}/{yyyy}/{m}/{d}/{h}/{min}/{recording id}, not zero-padded.
     let channel_dir = server.data_dir.join("buckets/bucket/ivs/v1").join(ACCOUNT).join(&channel_id);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let prefix = loop {
-        let found = walkdir(&channel_dir).into_iter().find(|p| p.ends_with("events/recording-ended.json"));
-        if let Some(ended) = found {
-            break ended.parent().unwrap().parent().unwrap().to_owned();
-        }
-        assert!(Instant::now() < deadline, "recording-ended.json within 10 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let prefix = ended_recording(&channel_dir).await;
     let relative: Vec<String> = prefix
         .strip_prefix(&channel_dir)
         .unwrap()
@@ -130,6 +145,33 @@ async fn a_stream_is_recorded_to_its_bucket_in_the_ivs_layout() {
     let byte_ranges = std::fs::read_to_string(media.join("720p30/byte-range-variant.m3u8")).unwrap();
     assert!(byte_ranges.contains("#EXT-X-BYTERANGE:"), "{byte_ranges}");
 
+    // Thumbnails: JPEG pictures at 854×480 (SD, the source's aspect), one per 2 s of stream.
+    let thumbnail_files: Vec<PathBuf> =
+        (0..).map(|n| prefix.join(format!("media/thumbnails/thumb{n}.jpg"))).take_while(|p| p.exists()).collect();
+    let expected_count = (duration_ms / 2000.0).ceil() as usize;
+    assert!(
+        thumbnail_files.len().abs_diff(expected_count) <= 1,
+        "{} thumbnails for {duration_ms} ms",
+        thumbnail_files.len()
+    );
+    for file in thumbnail_files.iter().chain([&prefix.join("media/latest_thumbnail/thumb.jpg")]) {
+        let probe = Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "mjpeg,854,480", "{}", file.display());
+    }
+    assert_eq!(ended["media"]["thumbnails"]["path"], "media/thumbnails");
+    assert_eq!(ended["media"]["thumbnails"]["resolution_height"], 480);
+    assert_eq!(ended["media"]["latest_thumbnail"]["path"], "media/latest_thumbnail/thumb.jpg");
+    // DISABLED writes none.
+    let plain_id = plain_arn.rsplit('/').next().unwrap().to_owned();
+    let plain_prefix =
+        ended_recording(&server.data_dir.join("buckets/bucket-1/ivs/v1").join(ACCOUNT).join(plain_id)).await;
+    assert!(!plain_prefix.join("media/thumbnails").exists() && !plain_prefix.join("media/latest_thumbnail").exists());
+    assert!(json(&plain_prefix.join("events/recording-ended.json"))["media"].get("thumbnails").is_none());
+
     // Both forms play from start to end with the stream's duration.
     for playlist in ["master.m3u8", "byte-range-multivariant.m3u8"] {
         let duration = ffprobe_duration(&media.join(playlist));
@@ -152,6 +194,28 @@ async fn a_stream_is_recorded_to_its_bucket_in_the_ivs_layout() {
     let expected: Vec<(String, String)> =
         payloads.iter().map(|p| ("metadata.live-video.net".to_owned(), p.to_string())).collect();
     assert_eq!(texts, expected);
+}
+
+/// A channel recorded with `configuration`: its ARN and RTMPS URL.
+async fn recorded_channel(server: &Server, configuration: &str) -> (String, String) {
+    let out = server.client().create_channel().recording_configuration_arn(configuration).send().await.unwrap();
+    let channel = out.channel().unwrap();
+    let url =
+        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    (channel.arn().unwrap().to_owned(), url)
+}
+
+/// The prefix of the channel's recording, once `recording-ended.json` is written (at most 10 s).
+async fn ended_recording(channel_dir: &Path) -> PathBuf {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = walkdir(channel_dir).into_iter().find(|p| p.ends_with("events/recording-ended.json"));
+        if let Some(ended) = found {
+            return ended.parent().unwrap().parent().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "recording-ended.json within 10 s in {}", channel_dir.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Every file under `dir`.
