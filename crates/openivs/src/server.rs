@@ -69,6 +69,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         live: live.clone(),
         playback,
         buckets,
+        recordings: Arc::default(),
         endpoints,
         limits: settings.limits,
     });

@@ -34,6 +34,8 @@ pub struct IngestContext {
     pub live: Arc<LiveRegistry>,
     pub playback: Arc<crate::playback::Playback>,
     pub buckets: Arc<crate::recording::buckets::Buckets>,
+    /// Recordings waiting out their reconnect window.
+    pub recordings: Arc<crate::recording::recorder::Parking>,
     pub endpoints: Endpoints,
     pub limits: crate::settings::Limits,
 }

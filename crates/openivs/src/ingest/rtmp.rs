@@ -566,9 +566,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 channel_arn: channel.arn.clone(),
                 channel_id: arn.id.clone(),
                 thumbnails: crate::recording::recorder::ThumbnailSettings::of(&config.thumbnail_configuration),
+                reconnect_window: Duration::from_secs(config.recording_reconnect_window_seconds.max(0) as u64),
             };
             tokio::spawn(crate::recording::recorder::run(
                 context.buckets.clone(),
+                context.recordings.clone(),
                 target,
                 live.hub.subscribe(),
                 live.hub.ended(),

@@ -40,6 +40,51 @@ pub struct Recording {
     pub channel_id: String,
     /// `None`: the configuration's thumbnails are DISABLED.
     pub thumbnails: Option<ThumbnailSettings>,
+    /// `recordingReconnectWindowSeconds`: a stream of the channel that starts within this time
+    /// after the end of this one, with the same encoding, continues this recording.
+    pub reconnect_window: std::time::Duration,
+}
+
+/// IVS merges at most this many streams into one recording.
+const MAX_MERGED_STREAMS: u32 = 20;
+
+/// Recordings waiting out their reconnect window, by channel.
+#[derive(Default)]
+pub struct Parking {
+    parked: std::sync::Mutex<std::collections::HashMap<String, (u64, Box<Writer>)>>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+impl Parking {
+    /// Holds a recording whose stream ended, and finishes it when `window` passes unless a new
+    /// stream of its channel took it first.
+    fn park(self: &Arc<Self>, channel_arn: &str, writer: Box<Writer>, window: std::time::Duration) {
+        let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let replaced = self.parked.lock().expect("parking lock").insert(channel_arn.to_owned(), (id, writer));
+        let this = self.clone();
+        let channel_arn = channel_arn.to_owned();
+        tokio::spawn(async move {
+            if let Some((_, mut earlier)) = replaced {
+                earlier.finish().await;
+            }
+            tokio::time::sleep(window).await;
+            let expired = {
+                let mut parked = this.parked.lock().expect("parking lock");
+                match parked.get(&channel_arn) {
+                    Some((parked_id, _)) if *parked_id == id => parked.remove(&channel_arn),
+                    _ => None,
+                }
+            };
+            if let Some((_, mut writer)) = expired {
+                writer.finish().await;
+                tracing::info!("recording: {} ended after its reconnect window", writer.prefix);
+            }
+        });
+    }
+
+    fn take(&self, channel_arn: &str) -> Option<Box<Writer>> {
+        self.parked.lock().expect("parking lock").remove(channel_arn).map(|(_, writer)| writer)
+    }
 }
 
 /// What the thumbnail configuration asks for.
@@ -113,6 +158,8 @@ struct Writer {
     pending_thumbnails: Vec<Vec<u8>>,
     last_thumbnail_dts: Option<i64>,
     thumbnails_written: usize,
+    /// Streams recorded here (more than one when publishers came back within the window).
+    streams: u32,
 }
 
 /// Seconds-precision UTC time, as IVS's recording files write it.
@@ -435,7 +482,9 @@ impl Writer {
     }
 
     /// The stream ended: the last segment, the final playlists and `recording-ended.json`.
-    async fn finish(&mut self) {
+    /// Stores what the stream left: held frames, the open segment, due thumbnails, and the EVENT
+    /// playlist up to there.
+    async fn close_open(&mut self) {
         if self.rendition.is_none() && !self.held.is_empty() {
             self.rendition = Some(format!("{}p30", self.size.0.min(self.size.1)));
             let held = std::mem::take(&mut self.held);
@@ -449,6 +498,30 @@ impl Writer {
             self.store(segment, bytes).await;
         }
         self.store_thumbnails().await;
+    }
+
+    /// Whether a new stream (described by `fresh`, which has seen its first frame) continues
+    /// this recording: the same bucket, picture size and codecs (IVS also compares the frame
+    /// rate and bitrate; openivs does not).
+    fn continues_with(&self, fresh: &Writer) -> bool {
+        self.recording.bucket == fresh.recording.bucket
+            && self.size == fresh.size
+            && self.codecs_string() == fresh.codecs_string()
+    }
+
+    /// Continues with a new stream: its timeline starts anew after a discontinuity.
+    fn resume_with(&mut self, subscription: &Subscription) {
+        self.refresh_configs(subscription);
+        self.discontinuity = true;
+        self.last_dts = None;
+        self.last_pts = None;
+        self.last_thumbnail_dts = None;
+        self.streams += 1;
+    }
+
+    /// The recording is over: the final playlists and `recording-ended.json`.
+    async fn finish(&mut self) {
+        self.close_open().await;
         if self.segments.is_empty() {
             tracing::info!("recording: the stream had no media; {} holds only its start", self.prefix);
         } else {
@@ -472,6 +545,7 @@ impl Writer {
 /// Records the stream `subscription` follows until it ends.
 pub async fn run(
     buckets: Arc<Buckets>,
+    parking: Arc<Parking>,
     recording: Recording,
     mut subscription: Subscription,
     mut ended: tokio::sync::watch::Receiver<bool>,
@@ -480,7 +554,7 @@ pub async fn run(
     let recording_id = crate::api::random_alphanumeric(12);
     let prefix = key_prefix(&recording.account, &recording.channel_id, started_at, &recording_id);
     tracing::info!("recording: {} to s3://{}/{prefix}", recording.channel_arn, recording.bucket);
-    let mut writer = Writer {
+    let writer = Writer {
         buckets,
         recording,
         prefix,
@@ -504,13 +578,28 @@ pub async fn run(
         pending_thumbnails: Vec::new(),
         last_thumbnail_dts: None,
         thumbnails_written: 0,
+        streams: 1,
     };
+    let mut writer = Box::new(writer);
+    let mut parked = parking.take(&writer.recording.channel_arn);
     let mut started_written = false;
     loop {
         tokio::select! {
             received = subscription.frames.recv() => match received {
                 Ok(frame) => {
                     writer.refresh_configs(&subscription);
+                    // The stream before this one waits in its reconnect window: with the same
+                    // encoding, this stream continues its recording.
+                    if let Some(mut earlier) = parked.take() {
+                        if earlier.continues_with(&writer) {
+                            earlier.resume_with(&subscription);
+                            writer = earlier;
+                            started_written = true;
+                            tracing::info!("recording: {} continues (reconnect window)", writer.prefix);
+                        } else {
+                            tokio::spawn(async move { earlier.finish().await });
+                        }
+                    }
                     for (segment, bytes) in writer.on_frame(frame) {
                         writer.store(segment, bytes).await;
                     }
@@ -544,6 +633,20 @@ pub async fn run(
     if !started_written {
         let body = writer.event_file(None).to_string();
         writer.put("events/recording-started.json", body.as_bytes()).await;
+    }
+    if let Some(mut earlier) = parked.take() {
+        // This stream sent nothing: the earlier recording ends as it would have.
+        earlier.finish().await;
+    }
+    let window = writer.recording.reconnect_window;
+    if !window.is_zero() && writer.streams < MAX_MERGED_STREAMS {
+        writer.close_open().await;
+        if !writer.segments.is_empty() {
+            let channel_arn = writer.recording.channel_arn.clone();
+            tracing::info!("recording: {} waits {window:?} for the publisher to come back", writer.prefix);
+            parking.park(&channel_arn, writer, window);
+            return;
+        }
     }
     writer.finish().await;
     tracing::info!("recording: {} ended ({} segments)", writer.prefix, writer.segments.len());

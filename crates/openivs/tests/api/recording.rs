@@ -207,15 +207,74 @@ async fn recorded_channel(server: &Server, configuration: &str) -> (String, Stri
 
 /// The prefix of the channel's recording, once `recording-ended.json` is written (at most 10 s).
 async fn ended_recording(channel_dir: &Path) -> PathBuf {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    ended_recordings(channel_dir, 1, Duration::from_secs(10)).await.remove(0)
+}
+
+/// The prefixes of the channel's recordings once `count` have ended (at most `limit`).
+async fn ended_recordings(channel_dir: &Path, count: usize, limit: Duration) -> Vec<PathBuf> {
+    let deadline = Instant::now() + limit;
     loop {
-        let found = walkdir(channel_dir).into_iter().find(|p| p.ends_with("events/recording-ended.json"));
-        if let Some(ended) = found {
-            return ended.parent().unwrap().parent().unwrap().to_owned();
+        let ended: Vec<PathBuf> = walkdir(channel_dir)
+            .into_iter()
+            .filter(|p| p.ends_with("events/recording-ended.json"))
+            .map(|p| p.parent().unwrap().parent().unwrap().to_owned())
+            .collect();
+        if ended.len() >= count {
+            return ended;
         }
-        assert!(Instant::now() < deadline, "recording-ended.json within 10 s in {}", channel_dir.display());
+        assert!(Instant::now() < deadline, "{count} recording(s) ended within {limit:?} in {}", channel_dir.display());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// With a reconnect window, a publisher that comes back within it continues the same recording
+/// (one prefix, a discontinuity, "ended" only once the window has passed); one that comes back
+/// after the window starts a new recording.
+#[tokio::test]
+async fn the_reconnect_window_merges_streams_into_one_recording() {
+    let server = Server::start();
+    let client = server.client();
+    let config = client
+        .create_recording_configuration()
+        .destination_configuration(destination("my-bucket"))
+        .recording_reconnect_window_seconds(8)
+        .thumbnail_configuration(ThumbnailConfiguration::builder().recording_mode(RecordingMode::Disabled).build())
+        .send()
+        .await
+        .unwrap();
+    let (arn, url) = recorded_channel(&server, config.recording_configuration().unwrap().arn()).await;
+    let channel_id = arn.rsplit('/').next().unwrap().to_owned();
+    let channel_dir = server.data_dir.join("buckets/my-bucket/ivs/v1").join(ACCOUNT).join(channel_id);
+    let publish_for = |seconds: u64| {
+        let url = url.clone();
+        let server = &server;
+        let arn = arn.clone();
+        async move {
+            let mut publisher = Publisher::start(&url, pattern_720p());
+            wait_live(server, &arn, Duration::from_secs(15)).await;
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            publisher.kill();
+            wait_offline(server, &arn, Duration::from_secs(10)).await;
+        }
+    };
+    publish_for(4).await;
+    publish_for(4).await;
+    let started = |dir: &Path| walkdir(dir).into_iter().filter(|p| p.ends_with("recording-started.json")).count();
+    assert_eq!(started(&channel_dir), 1, "the second stream continues the first recording");
+    assert!(!walkdir(&channel_dir).iter().any(|p| p.ends_with("recording-ended.json")), "ended only after the window");
+    let prefix = ended_recordings(&channel_dir, 1, Duration::from_secs(15)).await.remove(0);
+    let playlist = std::fs::read_to_string(prefix.join("media/hls/720p30/playlist.m3u8")).unwrap();
+    assert_eq!(playlist.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{playlist}");
+    let duration_ms =
+        json(&prefix.join("events/recording-ended.json"))["media"]["hls"]["duration_ms"].as_f64().unwrap();
+    assert!((6000.0..12000.0).contains(&duration_ms), "two streams of about 4 s: {duration_ms} ms");
+    let duration = ffprobe_duration(&prefix.join("media/hls/master.m3u8"));
+    assert!((duration - duration_ms / 1000.0).abs() < 0.5, "{duration} s, files say {duration_ms} ms");
+
+    // After the window: a recording of its own.
+    publish_for(3).await;
+    ended_recordings(&channel_dir, 2, Duration::from_secs(15)).await;
+    assert_eq!(started(&channel_dir), 2);
 }
 
 /// Every file under `dir`.
