@@ -186,9 +186,27 @@ fn new_channel(api: &Api, caller: &Caller, tags: Tags) -> Channel {
     channel
 }
 
+/// A channel records only through an ACTIVE recording configuration (one whose bucket was
+/// there): naming a CREATE_FAILED one is refused. A configuration's state never changes after
+/// it is created, so checking it before the change is as good as in it (its existence is
+/// checked in the change).
+async fn check_recording_configuration_active(api: &Api, caller: &Caller, channel: &Channel) -> Result<(), IvsError> {
+    if channel.recording_configuration_arn.is_empty() {
+        return Ok(());
+    }
+    let (_, configuration) = api
+        .load::<openivs_model::resources::RecordingConfiguration>(caller, &channel.recording_configuration_arn)
+        .await?;
+    input_error_if(
+        configuration.state != "ACTIVE",
+        "The recording configuration is not ACTIVE (its bucket did not exist or could not be written)",
+    )
+}
+
 pub(super) async fn create(api: &Api, caller: &Caller, request: CreateChannelInput) -> Result<Value, IvsError> {
     let mut channel = new_channel(api, caller, request.tags.unwrap_or_default());
     apply_settings(&mut channel, request.settings)?;
+    check_recording_configuration_active(api, caller, &channel).await?;
     super::check_tag_keys(channel.tags.keys())?;
     let stream_key: StreamKey = new_stream_key(caller, &channel.arn, Tags::new());
     let (quota_check, quota_error) = api.quota_check(caller, ResourceType::Channel, api.quotas.channels);
@@ -228,6 +246,7 @@ pub(super) async fn update(api: &Api, caller: &Caller, request: UpdateChannelInp
     // A first look at the result, for the references it will name (they are checked in the change).
     let (_, mut preview) = api.load::<Channel>(caller, &arn).await?;
     apply_settings(&mut preview, request.settings.clone())?;
+    check_recording_configuration_active(api, caller, &preview).await?;
     let mut conditions = reference_conditions(api, caller, &preview)?;
     conditions.push(not_live(&arn, "Live channels cannot be updated: stop the stream (StopStream) first"));
     let settings = request.settings;

@@ -44,6 +44,12 @@ async fn a_stream_is_recorded_to_its_bucket_in_the_ivs_layout() {
         .await
         .unwrap();
     assert_eq!(failed.recording_configuration().unwrap().state(), &RecordingConfigurationState::CreateFailed);
+    let failed_arn = failed.recording_configuration().unwrap().arn();
+    crate::assert_error!(
+        client.create_channel().recording_configuration_arn(failed_arn).send(),
+        "ValidationException",
+        400
+    );
     // Thumbnails every 2 s at SD, numbered and latest; and a configuration without thumbnails.
     let thumbnails = ThumbnailConfiguration::builder()
         .recording_mode(RecordingMode::Interval)
