@@ -64,12 +64,13 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         playback.access.warn_if_countries_unenforced(store.as_ref()).await;
     }
     let state = Arc::new(AppState::new(api, Authenticator::new(&settings.credentials), settings.limits));
+    let recordings = Arc::new(crate::recording::recorder::Parking::default());
     let ingest = Arc::new(IngestContext {
         store: store.clone(),
         live: live.clone(),
         playback,
         buckets,
-        recordings: Arc::default(),
+        recordings: recordings.clone(),
         endpoints,
         limits: settings.limits,
     });
@@ -80,11 +81,13 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     tracing::info!("openivs RTMP ingest listening on rtmp://{rtmp_addr}/app/ (channels with insecureIngest only)");
     tracing::info!("openivs API listening on http://{http_addr} (data in {})", settings.data_dir.display());
     crate::http::listener::serve(http, router(state), settings.limits, shutdown_signal()).await;
-    // Stop accepting publishers, end the live streams, and give their sessions a moment to record it.
+    // Stop accepting publishers, end the live streams, give their sessions a moment to record
+    // it, and close the recordings (those waiting for a comeback too).
     let _ = stop_ingest.send(true);
     let _ = tokio::join!(rtmp_task, rtmps_task);
     live.stop_all();
     live.wait_finished(Duration::from_secs(3)).await;
+    recordings.finish_all(Duration::from_secs(5)).await;
     sqlite.close().await;
     tracing::info!("openivs stopped");
     Ok(())

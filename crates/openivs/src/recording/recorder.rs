@@ -48,19 +48,63 @@ pub struct Recording {
 /// IVS merges at most this many streams into one recording.
 const MAX_MERGED_STREAMS: u32 = 20;
 
-/// Recordings waiting out their reconnect window, by channel.
+/// Recordings waiting out their reconnect window, by channel; and the count of recordings
+/// running, so a clean shutdown can finish them all.
 #[derive(Default)]
 pub struct Parking {
     parked: std::sync::Mutex<std::collections::HashMap<String, (u64, Box<Writer>)>>,
     next_id: std::sync::atomic::AtomicU64,
+    running: std::sync::atomic::AtomicUsize,
+    /// The server is stopping: recordings finish instead of waiting for a comeback.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+/// Counts a running recording for as long as it lives.
+struct Running<'a>(&'a Parking);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl Parking {
+    /// Clean shutdown: the recordings waiting for a comeback end now, and those still running
+    /// (their streams are ending) are waited for, at most `limit`, so every recording gets its
+    /// final playlists and `recording-ended.json`.
+    pub async fn finish_all(&self, limit: std::time::Duration) {
+        let parked: Vec<Box<Writer>> = {
+            let mut parked = self.parked.lock().expect("parking lock");
+            self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+            parked.drain().map(|(_, (_, writer))| writer).collect()
+        };
+        for mut writer in parked {
+            writer.finish().await;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.running.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     /// Holds a recording whose stream ended, and finishes it when `window` passes unless a new
     /// stream of its channel took it first.
-    fn park(self: &Arc<Self>, channel_arn: &str, writer: Box<Writer>, window: std::time::Duration) {
+    /// Gives the recording back when the server is stopping (it is to be finished now).
+    fn park(
+        self: &Arc<Self>,
+        channel_arn: &str,
+        writer: Box<Writer>,
+        window: std::time::Duration,
+    ) -> Result<(), Box<Writer>> {
         let id = self.next_id.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let replaced = self.parked.lock().expect("parking lock").insert(channel_arn.to_owned(), (id, writer));
+        let replaced = {
+            let mut parked = self.parked.lock().expect("parking lock");
+            // (Checked under the lock that finish_all drains under, so none is left behind.)
+            if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(writer);
+            }
+            parked.insert(channel_arn.to_owned(), (id, writer))
+        };
         let this = self.clone();
         let channel_arn = channel_arn.to_owned();
         tokio::spawn(async move {
@@ -80,6 +124,7 @@ impl Parking {
                 tracing::info!("recording: {} ended after its reconnect window", writer.prefix);
             }
         });
+        Ok(())
     }
 
     fn take(&self, channel_arn: &str) -> Option<Box<Writer>> {
@@ -550,6 +595,8 @@ pub async fn run(
     mut subscription: Subscription,
     mut ended: tokio::sync::watch::Receiver<bool>,
 ) {
+    parking.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let _running = Running(&parking);
     let started_at = OffsetDateTime::now_utc();
     let recording_id = crate::api::random_alphanumeric(12);
     let prefix = key_prefix(&recording.account, &recording.channel_id, started_at, &recording_id);
@@ -644,8 +691,10 @@ pub async fn run(
         if !writer.segments.is_empty() {
             let channel_arn = writer.recording.channel_arn.clone();
             tracing::info!("recording: {} waits {window:?} for the publisher to come back", writer.prefix);
-            parking.park(&channel_arn, writer, window);
-            return;
+            match parking.park(&channel_arn, writer, window) {
+                Ok(()) => return,
+                Err(back) => writer = back,
+            }
         }
     }
     writer.finish().await;
