@@ -56,6 +56,12 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let access = Access::new(settings.geoip_database.as_deref(), settings.trusted_proxies.clone())?;
     let playback = Arc::new(Playback::new(settings.limits, access));
     let buckets = Arc::new(crate::recording::buckets::Buckets::local(settings.buckets_dir.clone()));
+    let journal_dir = settings.data_dir.join("recordings-in-progress");
+    std::fs::create_dir_all(&journal_dir).map_err(|e| format!("cannot create {}: {e}", journal_dir.display()))?;
+    let recovered = crate::recording::recovery::recover(&journal_dir, buckets.clone()).await;
+    if recovered > 0 {
+        tracing::info!("finished {recovered} recording(s) interrupted by the last stop");
+    }
     let api =
         Api::new(store.clone(), live.clone(), playback.clone(), buckets.clone(), settings.quotas, endpoints.clone())
             .await
@@ -64,7 +70,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         playback.access.warn_if_countries_unenforced(store.as_ref()).await;
     }
     let state = Arc::new(AppState::new(api, Authenticator::new(&settings.credentials), settings.limits));
-    let recordings = Arc::new(crate::recording::recorder::Parking::default());
+    let recordings = Arc::new(crate::recording::recorder::Parking::with_journal(journal_dir));
     let ingest = Arc::new(IngestContext {
         store: store.clone(),
         live: live.clone(),

@@ -50,4 +50,19 @@ impl Buckets {
         tokio::fs::write(&temporary, bytes).await?;
         tokio::fs::rename(&temporary, &path).await
     }
+
+    /// The file of object `key` of `bucket` (an empty path if the bucket name cannot be one).
+    pub fn path_of(&self, bucket: &str, key: &str) -> PathBuf {
+        self.folder(bucket).map(|folder| folder.join(key)).unwrap_or_default()
+    }
+
+    /// Object `key` of `bucket`, or `None` when there is no such object.
+    pub async fn get(&self, bucket: &str, key: &str) -> std::io::Result<Option<Vec<u8>>> {
+        let folder = self.folder(bucket).map_err(std::io::Error::other)?;
+        match tokio::fs::read(folder.join(key)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
 }

@@ -1,7 +1,9 @@
 //! Recording: every live stream of a channel with a recording configuration is written to the
 //! configuration's bucket in IVS's layout ([`recorder`]); buckets are folders of the buckets
-//! directory ([`buckets`]); thumbnails are decoded and encoded in-process ([`thumbnails`]).
+//! directory ([`buckets`]); recordings a crash interrupted are finished at start-up
+//! ([`recovery`]); thumbnails are decoded and encoded in-process ([`thumbnails`]).
 
 pub mod buckets;
 pub mod recorder;
+pub mod recovery;
 pub mod thumbnails;

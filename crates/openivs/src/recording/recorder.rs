@@ -57,6 +57,8 @@ pub struct Parking {
     running: std::sync::atomic::AtomicUsize,
     /// The server is stopping: recordings finish instead of waiting for a comeback.
     closing: std::sync::atomic::AtomicBool,
+    /// Where recordings in progress keep their journal (none: they keep none).
+    journal_dir: Option<std::path::PathBuf>,
 }
 
 /// Counts a running recording for as long as it lives.
@@ -69,6 +71,11 @@ impl Drop for Running<'_> {
 }
 
 impl Parking {
+    /// Recordings keeping their journals in `journal_dir`.
+    pub fn with_journal(journal_dir: std::path::PathBuf) -> Parking {
+        Parking { journal_dir: Some(journal_dir), ..Parking::default() }
+    }
+
     /// Clean shutdown: the recordings waiting for a comeback end now, and those still running
     /// (their streams are ending) are waited for, at most `limit`, so every recording gets its
     /// final playlists and `recording-ended.json`.
@@ -133,7 +140,7 @@ impl Parking {
 }
 
 /// What the thumbnail configuration asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ThumbnailSettings {
     pub interval_ms: i64,
     /// Lines (none: the source's).
@@ -157,11 +164,28 @@ impl ThumbnailSettings {
 
 /// A completed segment: its duration, date, whether a discontinuity precedes it, and its
 /// keyframe intervals as byte ranges (offset, length, duration).
-struct Segment {
-    duration_ms: i64,
-    date: OffsetDateTime,
-    discontinuity: bool,
-    ranges: Vec<(usize, usize, i64)>,
+pub(super) struct Segment {
+    pub(super) duration_ms: i64,
+    pub(super) date: OffsetDateTime,
+    pub(super) discontinuity: bool,
+    pub(super) ranges: Vec<(usize, usize, i64)>,
+}
+
+/// What a recording in progress needs to be finished after a crash, kept in a file of the data
+/// directory from its start to its end (see [`super::recovery`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct Journal {
+    pub(super) bucket: String,
+    pub(super) prefix: String,
+    pub(super) account: String,
+    pub(super) channel_arn: String,
+    pub(super) channel_id: String,
+    pub(super) rendition: String,
+    pub(super) width: u32,
+    pub(super) height: u32,
+    pub(super) codecs: String,
+    pub(super) started_at: String,
+    pub(super) thumbnails: Option<ThumbnailSettings>,
 }
 
 /// The segment being written.
@@ -174,7 +198,7 @@ struct OpenSegment {
     range_starts: Vec<(usize, i64)>,
 }
 
-struct Writer {
+pub(super) struct Writer {
     buckets: Arc<Buckets>,
     recording: Recording,
     prefix: String,
@@ -205,6 +229,8 @@ struct Writer {
     thumbnails_written: usize,
     /// Streams recorded here (more than one when publishers came back within the window).
     streams: u32,
+    /// This recording's journal file, once written.
+    journal: Option<std::path::PathBuf>,
 }
 
 /// Seconds-precision UTC time, as IVS's recording files write it.
@@ -400,6 +426,9 @@ impl Writer {
         let playlist = self.playlist(false);
         let key = format!("media/hls/{}/playlist.m3u8", self.rendition());
         self.put(&key, playlist.as_bytes()).await;
+        let byte_ranges = self.byte_range_playlist(false);
+        let key = format!("media/hls/{}/byte-range-variant.m3u8", self.rendition());
+        self.put(&key, byte_ranges.as_bytes()).await;
     }
 
     /// `playlist.m3u8`: EVENT while recording, VOD with `#EXT-X-ENDLIST` when `done`.
@@ -427,12 +456,14 @@ impl Writer {
         out
     }
 
-    /// `byte-range-variant.m3u8`: one entry per keyframe interval, as byte ranges of the segments.
-    fn byte_range_playlist(&self) -> String {
+    /// `byte-range-variant.m3u8`: one entry per keyframe interval, as byte ranges of the
+    /// segments; EVENT while recording, VOD with `#EXT-X-ENDLIST` when `done`.
+    fn byte_range_playlist(&self, done: bool) -> String {
         let target = self.segments.iter().flat_map(|s| s.ranges.iter().map(|r| r.2)).max().unwrap_or(1000);
         let mut out = format!(
-            "#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n",
-            (target as f64 / 1000.0).round().max(1.0) as u64
+            "#EXTM3U\n#EXT-X-VERSION:4\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:{}\n",
+            (target as f64 / 1000.0).round().max(1.0) as u64,
+            if done { "VOD" } else { "EVENT" }
         );
         for (index, segment) in self.segments.iter().enumerate() {
             if segment.discontinuity {
@@ -446,7 +477,9 @@ impl Writer {
                 );
             }
         }
-        out.push_str("#EXT-X-ENDLIST\n");
+        if done {
+            out.push_str("#EXT-X-ENDLIST\n");
+        }
         out
     }
 
@@ -573,7 +606,7 @@ impl Writer {
             let rendition = self.rendition().to_owned();
             let playlist = self.playlist(true);
             self.put(&format!("media/hls/{rendition}/playlist.m3u8"), playlist.as_bytes()).await;
-            let byte_ranges = self.byte_range_playlist();
+            let byte_ranges = self.byte_range_playlist(true);
             self.put(&format!("media/hls/{rendition}/byte-range-variant.m3u8"), byte_ranges.as_bytes()).await;
             let master = self.multivariant("playlist.m3u8");
             self.put("media/hls/master.m3u8", master.as_bytes()).await;
@@ -584,6 +617,89 @@ impl Writer {
         let name = if self.failed.is_some() { "recording-failed.json" } else { "recording-ended.json" };
         let body = self.event_file(Some(ended_at)).to_string();
         self.put(&format!("events/{name}"), body.as_bytes()).await;
+        if let Some(journal) = self.journal.take() {
+            let _ = tokio::fs::remove_file(journal).await;
+        }
+    }
+
+    /// Writes `recording-started.json` and the journal that lets a crash be recovered from.
+    async fn start(&mut self) {
+        let body = self.event_file(None).to_string();
+        self.put("events/recording-started.json", body.as_bytes()).await;
+        let Some(path) = self.journal.clone() else { return };
+        let journal = Journal {
+            bucket: self.recording.bucket.clone(),
+            prefix: self.prefix.clone(),
+            account: self.recording.account.clone(),
+            channel_arn: self.recording.channel_arn.clone(),
+            channel_id: self.recording.channel_id.clone(),
+            rendition: self.rendition().to_owned(),
+            width: self.size.0,
+            height: self.size.1,
+            codecs: self.codecs_string(),
+            started_at: openivs_model::timestamp::format(self.started_at),
+            thumbnails: self.recording.thumbnails.clone(),
+        };
+        let written = match serde_json::to_vec(&journal) {
+            Ok(bytes) => tokio::fs::write(&path, bytes).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = written {
+            tracing::warn!("recording: cannot write the journal {}: {error}", path.display());
+            self.journal = None;
+        }
+    }
+
+    /// A recording a crash interrupted, as its journal and stored playlists describe it, to be
+    /// finished.
+    pub(super) fn recovered(
+        buckets: Arc<Buckets>,
+        journal: Journal,
+        journal_path: std::path::PathBuf,
+        segments: Vec<Segment>,
+        bytes_written: u64,
+    ) -> Writer {
+        let started_at = OffsetDateTime::parse(&journal.started_at, &time::format_description::well_known::Rfc3339)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        Writer {
+            buckets,
+            recording: Recording {
+                bucket: journal.bucket,
+                account: journal.account,
+                channel_arn: journal.channel_arn,
+                channel_id: journal.channel_id,
+                thumbnails: journal.thumbnails,
+                reconnect_window: std::time::Duration::ZERO,
+            },
+            prefix: journal.prefix,
+            started_at,
+            muxer: TsMuxer::new(Tracks { video: true, audio: true, metadata: true }),
+            video: None,
+            audio: None,
+            codecs: journal.codecs,
+            size: (journal.width, journal.height),
+            rendition: Some(journal.rendition),
+            early_video: Vec::new(),
+            held: Vec::new(),
+            open: None,
+            segments,
+            discontinuity: false,
+            last_dts: None,
+            last_pts: None,
+            frame_ms: 33,
+            bytes_written,
+            failed: None,
+            pending_thumbnails: Vec::new(),
+            last_thumbnail_dts: None,
+            thumbnails_written: 0,
+            streams: 1,
+            journal: Some(journal_path),
+        }
+    }
+
+    pub(super) async fn finish_recovered(mut self) -> String {
+        self.finish().await;
+        self.prefix
     }
 }
 
@@ -626,6 +742,7 @@ pub async fn run(
         last_thumbnail_dts: None,
         thumbnails_written: 0,
         streams: 1,
+        journal: parking.journal_dir.as_ref().map(|dir| dir.join(format!("{recording_id}.json"))),
     };
     let mut writer = Box::new(writer);
     let mut parked = parking.take(&writer.recording.channel_arn);
@@ -653,8 +770,7 @@ pub async fn run(
                     writer.store_thumbnails().await;
                     if !started_written && writer.rendition.is_some() {
                         started_written = true;
-                        let body = writer.event_file(None).to_string();
-                        writer.put("events/recording-started.json", body.as_bytes()).await;
+                        writer.start().await;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -678,8 +794,7 @@ pub async fn run(
         }
     }
     if !started_written {
-        let body = writer.event_file(None).to_string();
-        writer.put("events/recording-started.json", body.as_bytes()).await;
+        writer.start().await;
     }
     if let Some(mut earlier) = parked.take() {
         // This stream sent nothing: the earlier recording ends as it would have.

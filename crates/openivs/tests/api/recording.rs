@@ -67,15 +67,9 @@ async fn a_stream_is_recorded_to_its_bucket_in_the_ivs_layout() {
         .unwrap();
     let config = created.recording_configuration().unwrap();
     assert_eq!(config.state(), &RecordingConfigurationState::Active);
-    let without = client
-        .create_recording_configuration()
-        .destination_configuration(destination("bucket-1"))
-        .thumbnail_configuration(ThumbnailConfiguration::builder().recording_mode(RecordingMode::Disabled).build())
-        .send()
-        .await
-        .unwrap();
+    let without = configuration_without_thumbnails(&server, "bucket-1", 0).await;
     let (arn, url) = recorded_channel(&server, config.arn()).await;
-    let (plain_arn, plain_url) = recorded_channel(&server, without.recording_configuration().unwrap().arn()).await;
+    let (plain_arn, plain_url) = recorded_channel(&server, &without).await;
     let channel_id = arn.rsplit('/').next().unwrap().to_owned();
 
     let mut publisher = Publisher::start(&url, pattern_720p());
@@ -179,10 +173,7 @@ async fn a_stream_is_recorded_to_its_bucket_in_the_ivs_layout() {
     assert!(json(&plain_prefix.join("events/recording-ended.json"))["media"].get("thumbnails").is_none());
 
     // Both forms play from start to end with the stream's duration.
-    for playlist in ["master.m3u8", "byte-range-multivariant.m3u8"] {
-        let duration = ffprobe_duration(&media.join(playlist));
-        assert!((duration - duration_ms / 1000.0).abs() < 0.5, "{playlist}: {duration} s, files say {duration_ms} ms");
-    }
+    plays_for(&media, duration_ms);
     let decode = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-allowed_extensions", "ALL", "-i"])
         .arg(media.join("master.m3u8"))
@@ -200,6 +191,20 @@ async fn a_stream_is_recorded_to_its_bucket_in_the_ivs_layout() {
     let expected: Vec<(String, String)> =
         payloads.iter().map(|p| ("metadata.live-video.net".to_owned(), p.to_string())).collect();
     assert_eq!(texts, expected);
+}
+
+/// A recording configuration to `bucket` without thumbnails, with a reconnect window: its ARN.
+async fn configuration_without_thumbnails(server: &Server, bucket: &str, reconnect_window: i32) -> String {
+    let created = server
+        .client()
+        .create_recording_configuration()
+        .destination_configuration(destination(bucket))
+        .recording_reconnect_window_seconds(reconnect_window)
+        .thumbnail_configuration(ThumbnailConfiguration::builder().recording_mode(RecordingMode::Disabled).build())
+        .send()
+        .await
+        .unwrap();
+    created.recording_configuration().unwrap().arn().to_owned()
 }
 
 /// A channel recorded with `configuration`: its ARN and RTMPS URL.
@@ -239,16 +244,8 @@ async fn ended_recordings(channel_dir: &Path, count: usize, limit: Duration) -> 
 #[tokio::test]
 async fn the_reconnect_window_merges_streams_into_one_recording() {
     let server = Server::start();
-    let client = server.client();
-    let config = client
-        .create_recording_configuration()
-        .destination_configuration(destination("my-bucket"))
-        .recording_reconnect_window_seconds(8)
-        .thumbnail_configuration(ThumbnailConfiguration::builder().recording_mode(RecordingMode::Disabled).build())
-        .send()
-        .await
-        .unwrap();
-    let (arn, url) = recorded_channel(&server, config.recording_configuration().unwrap().arn()).await;
+    let config = configuration_without_thumbnails(&server, "my-bucket", 8).await;
+    let (arn, url) = recorded_channel(&server, &config).await;
     let channel_id = arn.rsplit('/').next().unwrap().to_owned();
     let channel_dir = server.data_dir.join("buckets/my-bucket/ivs/v1").join(ACCOUNT).join(channel_id);
     let publish_for = |seconds: u64| {
@@ -299,4 +296,44 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// `kill -9` of openivs mid-recording: the next start finishes the recording from what reached
+/// the bucket (VOD playlists, master playlists, `recording-ended.json`), and it plays.
+#[tokio::test]
+async fn a_recording_interrupted_by_a_crash_is_finished_at_the_next_start() {
+    let mut server = Server::start();
+    let config = configuration_without_thumbnails(&server, "other.bucket", 0).await;
+    let (arn, url) = recorded_channel(&server, &config).await;
+    let channel_id = arn.rsplit('/').next().unwrap().to_owned();
+    let channel_dir = server.data_dir.join("buckets/other.bucket/ivs/v1").join(ACCOUNT).join(channel_id);
+    let _publisher = Publisher::start(&url, pattern_720p());
+    wait_live(&server, &arn, Duration::from_secs(15)).await;
+    // Past the first segment (10 s), into the second.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !walkdir(&channel_dir).iter().any(|p| p.ends_with("720p30/0.ts")) {
+        assert!(Instant::now() < deadline, "the first segment is written");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!walkdir(&channel_dir).iter().any(|p| p.ends_with("recording-ended.json")));
+    server.crash_and_restart();
+
+    let prefix = ended_recording(&channel_dir).await;
+    let ended = json(&prefix.join("events/recording-ended.json"));
+    assert_eq!(ended["recording_status"], "RECORDING_ENDED");
+    let duration_ms = ended["media"]["hls"]["duration_ms"].as_f64().unwrap();
+    assert!(duration_ms >= 9000.0, "the segments that were written: {duration_ms} ms");
+    let media = prefix.join("media/hls");
+    let playlist = std::fs::read_to_string(media.join("720p30/playlist.m3u8")).unwrap();
+    assert!(playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+    plays_for(&media, duration_ms);
+}
+
+/// The recording's master and byte-range playlists each play for `duration_ms` (ffprobe).
+fn plays_for(media: &Path, duration_ms: f64) {
+    for playlist in ["master.m3u8", "byte-range-multivariant.m3u8"] {
+        let duration = ffprobe_duration(&media.join(playlist));
+        assert!((duration - duration_ms / 1000.0).abs() < 0.5, "{playlist}: {duration} s, files say {duration_ms} ms");
+    }
 }
