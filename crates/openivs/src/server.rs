@@ -55,13 +55,27 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let live = Arc::new(LiveRegistry::new());
     let access = Access::new(settings.geoip_database.as_deref(), settings.trusted_proxies.clone())?;
     let playback = Arc::new(Playback::new(settings.limits, access));
-    let buckets = Arc::new(crate::recording::buckets::Buckets::local(settings.buckets_dir.clone()));
+    let buckets = Arc::new(match &settings.s3 {
+        None => crate::recording::buckets::Buckets::local(settings.buckets_dir.clone()),
+        Some(s3) => crate::recording::buckets::Buckets::s3(
+            s3.clone(),
+            settings.data_dir.join("recording-spool"),
+            settings.limits.recording_spool_max_bytes,
+            Duration::from_secs(settings.limits.recording_store_outage_limit),
+        )
+        .map_err(|e| format!("cannot open the recording spool: {e}"))?,
+    });
+    tracing::info!("recordings go to {}", buckets.describe());
     let journal_dir = settings.data_dir.join("recordings-in-progress");
     std::fs::create_dir_all(&journal_dir).map_err(|e| format!("cannot create {}: {e}", journal_dir.display()))?;
-    let recovered = crate::recording::recovery::recover(&journal_dir, buckets.clone()).await;
-    if recovered > 0 {
-        tracing::info!("finished {recovered} recording(s) interrupted by the last stop");
-    }
+    // In the background: an S3 store that is down must not keep the server from starting.
+    let (interrupted, recovery_buckets) = (crate::recording::recovery::interrupted(&journal_dir), buckets.clone());
+    tokio::spawn(async move {
+        let recovered = crate::recording::recovery::recover(interrupted, recovery_buckets).await;
+        if recovered > 0 {
+            tracing::info!("finished {recovered} recording(s) interrupted by the last stop");
+        }
+    });
     let api =
         Api::new(store.clone(), live.clone(), playback.clone(), buckets.clone(), settings.quotas, endpoints.clone())
             .await
@@ -75,7 +89,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         store: store.clone(),
         live: live.clone(),
         playback,
-        buckets,
+        buckets: buckets.clone(),
         recordings: recordings.clone(),
         endpoints,
         limits: settings.limits,
@@ -94,6 +108,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     live.stop_all();
     live.wait_finished(Duration::from_secs(3)).await;
     recordings.finish_all(Duration::from_secs(5)).await;
+    buckets.flush(Duration::from_secs(5)).await;
     sqlite.close().await;
     tracing::info!("openivs stopped");
     Ok(())

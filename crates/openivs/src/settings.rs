@@ -88,6 +88,33 @@ pub struct ServeArgs {
     #[arg(long, env = "OPENIVS_BUCKETS_DIR")]
     pub buckets_dir: Option<PathBuf>,
 
+    /// Where recordings go: `local` (folders of --buckets-dir) or `s3` (buckets of an
+    /// S3-compatible service: --s3-endpoint, --s3-region, credentials). [default: local]
+    #[arg(long, env = "OPENIVS_RECORDING_STORE")]
+    pub recording_store: Option<String>,
+
+    /// URL of the S3-compatible service (MinIO, Ceph, moto …), e.g. http://127.0.0.1:9000.
+    /// Without one, AWS S3 in --s3-region.
+    #[arg(long, env = "OPENIVS_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Region of the S3 buckets (signed into every request). [default: us-east-1]
+    #[arg(long, env = "OPENIVS_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Access key id for S3. Without one, AWS_ACCESS_KEY_ID and the other AWS variables.
+    #[arg(long, env = "OPENIVS_S3_ACCESS_KEY_ID")]
+    pub s3_access_key_id: Option<String>,
+
+    /// Secret access key for S3 (prefer the environment or the config file to the flag).
+    #[arg(long, env = "OPENIVS_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_access_key: Option<String>,
+
+    /// Path-style requests (http://endpoint/bucket/key), as most S3-compatible services want;
+    /// false for virtual-hosted style (http://bucket.endpoint/key). [default: true]
+    #[arg(long, env = "OPENIVS_S3_PATH_STYLE")]
+    pub s3_path_style: Option<bool>,
+
     /// Proxies (load balancers, CDNs) whose `X-Forwarded-For` is believed, as addresses or CIDR
     /// blocks separated by commas: a viewer's address is then the rightmost address of the
     /// header that is not one of them. [default: none; the peer's address is the viewer's]
@@ -226,6 +253,12 @@ limits! {
     playback_max_viewer_sessions_per_address: usize = 500, "OPENIVS_PLAYBACK_MAX_VIEWER_SESSIONS_PER_ADDRESS";
     /// Seconds after its last request that a viewer session is forgotten. [default: 60]
     playback_viewer_session_idle: u64 = 60, "OPENIVS_PLAYBACK_VIEWER_SESSION_IDLE";
+    /// Bytes of recorded media the spool holds for an S3 store that is slow or down; past it,
+    /// recordings fail. [default: 4294967296]
+    recording_spool_max_bytes: usize = 4 << 30, "OPENIVS_RECORDING_SPOOL_MAX_BYTES";
+    /// Seconds an S3 store may refuse every write before the recordings that write to it fail
+    /// (`recording-failed.json` when it returns). [default: 600]
+    recording_store_outage_limit: u64 = 600, "OPENIVS_RECORDING_STORE_OUTAGE_LIMIT";
 }
 
 impl Limits {
@@ -246,6 +279,12 @@ struct FileSettings {
     public_host: Option<String>,
     geoip_database: Option<PathBuf>,
     buckets_dir: Option<PathBuf>,
+    recording_store: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_access_key_id: Option<String>,
+    s3_secret_access_key: Option<String>,
+    s3_path_style: Option<bool>,
     trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     credentials: Vec<FileCredential>,
@@ -312,6 +351,8 @@ pub struct Settings {
     pub public_host: String,
     pub geoip_database: Option<PathBuf>,
     pub buckets_dir: PathBuf,
+    /// Recordings go to this S3-compatible service (none: to folders of `buckets_dir`).
+    pub s3: Option<crate::recording::buckets::S3Settings>,
     pub trusted_proxies: Vec<crate::playback::access::Cidr>,
     pub credentials: Vec<Credential>,
     /// True when no credential was configured and test/test is in force.
@@ -359,6 +400,17 @@ impl Settings {
         }
         let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("openivs-data"));
         let buckets_dir = args.buckets_dir.or(file.buckets_dir).unwrap_or_else(|| data_dir.join("buckets"));
+        let s3 = match args.recording_store.or(file.recording_store).as_deref() {
+            None | Some("local") => None,
+            Some("s3") => Some(crate::recording::buckets::S3Settings {
+                endpoint: args.s3_endpoint.or(file.s3_endpoint),
+                region: args.s3_region.or(file.s3_region).unwrap_or_else(|| "us-east-1".into()),
+                access_key_id: args.s3_access_key_id.or(file.s3_access_key_id),
+                secret_access_key: args.s3_secret_access_key.or(file.s3_secret_access_key),
+                path_style: args.s3_path_style.or(file.s3_path_style).unwrap_or(true),
+            }),
+            Some(other) => return Err(format!("--recording-store must be local or s3, not {other:?}")),
+        };
         let settings = Settings {
             http_addr: args.http_addr.or(file.http_addr).unwrap_or(([127, 0, 0, 1], 8080).into()),
             rtmp_addr: args.rtmp_addr.or(file.rtmp_addr).unwrap_or(([127, 0, 0, 1], 1935).into()),
@@ -369,6 +421,7 @@ impl Settings {
             public_host: args.public_host.or(file.public_host).unwrap_or_else(|| "127.0.0.1".into()),
             geoip_database: args.geoip_database.or(file.geoip_database),
             buckets_dir,
+            s3,
             trusted_proxies,
             credentials,
             dev_credentials,

@@ -1,68 +1,256 @@
-//! Where recordings go: the buckets named by recording configurations' `bucketName`. Today a
-//! bucket is a folder of the buckets directory (`--buckets-dir`, by default `buckets` in the data
-//! directory): it exists when its folder does, and objects are files under it, their keys being
-//! relative paths. Objects are written whole or not at all (a temporary file, then a rename), so
-//! a reader never sees half an object.
+//! Where recordings go: the buckets named by recording configurations' `bucketName`, in the
+//! object store the settings choose.
+//!
+//! - **Local** (the default): a bucket is a folder of the buckets directory (`--buckets-dir`, by
+//!   default `buckets` in the data directory); it exists when its folder does, and objects are
+//!   files under it, their keys being relative paths. Objects are written whole or not at all (a
+//!   temporary file, then a rename), so a reader never sees half an object.
+//! - **S3** (`--recording-store s3`): a bucket of an S3-compatible service (AWS S3, MinIO, Ceph,
+//!   moto …), reached through `object_store`. Objects go through the [`Spool`], so a store that is
+//!   slow or down never holds up a recording, and nothing is lost while it is.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use object_store::ObjectStoreExt as _;
+
+use super::spool::Spool;
+
+/// How to reach an S3-compatible service.
+#[derive(Clone)]
+pub struct S3Settings {
+    /// `None`: AWS S3 itself (the region's endpoint).
+    pub endpoint: Option<String>,
+    pub region: String,
+    /// `None`: from the environment (`AWS_ACCESS_KEY_ID`, …), as the AWS tools find them.
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// `https://endpoint/bucket/key` rather than `https://bucket.endpoint/key`.
+    pub path_style: bool,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field("path_style", &self.path_style)
+            .finish()
+    }
+}
+
+/// A client per bucket of one S3-compatible service, made on first use.
+pub struct S3Stores {
+    settings: S3Settings,
+    stores: Mutex<HashMap<String, Arc<object_store::aws::AmazonS3>>>,
+}
+
+impl S3Stores {
+    pub fn new(settings: S3Settings) -> S3Stores {
+        S3Stores { settings, stores: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn store(&self, bucket: &str) -> object_store::Result<Arc<object_store::aws::AmazonS3>> {
+        let mut stores = self.stores.lock().expect("s3 stores lock");
+        if let Some(store) = stores.get(bucket) {
+            return Ok(store.clone());
+        }
+        let settings = &self.settings;
+        let mut builder = object_store::aws::AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_region(&settings.region)
+            .with_virtual_hosted_style_request(!settings.path_style)
+            // The spool retries with its own back-off; a request gives up quickly so the spool
+            // knows the store is down.
+            .with_retry(object_store::RetryConfig {
+                max_retries: 1,
+                retry_timeout: Duration::from_secs(10),
+                backoff: object_store::BackoffConfig::default(),
+            })
+            .with_client_options(
+                object_store::ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120)),
+            );
+        if let Some(endpoint) = &settings.endpoint {
+            builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let Some(key) = &settings.access_key_id {
+            builder = builder.with_access_key_id(key);
+        }
+        if let Some(secret) = &settings.secret_access_key {
+            builder = builder.with_secret_access_key(secret);
+        }
+        let store = Arc::new(builder.build()?);
+        stores.insert(bucket.to_owned(), store.clone());
+        Ok(store)
+    }
+}
+
+enum Backend {
+    Local(PathBuf),
+    S3 { stores: Arc<S3Stores>, spool: Arc<Spool> },
+}
 
 pub struct Buckets {
-    root: PathBuf,
+    backend: Backend,
 }
 
 impl Buckets {
     pub fn local(root: PathBuf) -> Buckets {
-        Buckets { root }
+        Buckets { backend: Backend::Local(root) }
     }
 
-    /// The folder of `bucket`, if the name can be one (S3's rules already keep out `/`; a
-    /// leading dot is refused too, so no name reaches outside the root).
-    fn folder(&self, bucket: &str) -> Result<PathBuf, String> {
+    /// Buckets of an S3-compatible service, written through the spool in `spool_dir`; starts
+    /// the spool's uploader.
+    pub fn s3(
+        settings: S3Settings,
+        spool_dir: PathBuf,
+        spool_max_bytes: usize,
+        outage_limit: Duration,
+    ) -> std::io::Result<Buckets> {
+        let stores = Arc::new(S3Stores::new(settings));
+        let spool = Arc::new(Spool::open(spool_dir, spool_max_bytes, outage_limit)?);
+        let (uploader_stores, uploader_spool) = (stores.clone(), spool.clone());
+        tokio::spawn(async move { uploader_spool.upload(&uploader_stores).await });
+        Ok(Buckets { backend: Backend::S3 { stores, spool } })
+    }
+
+    /// Where objects go, for the log.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Local(root) => format!("folders of {}", root.display()),
+            Backend::S3 { stores, .. } => match &stores.settings.endpoint {
+                Some(endpoint) => format!("S3 at {endpoint}"),
+                None => format!("AWS S3 in {}", stores.settings.region),
+            },
+        }
+    }
+
+    /// Whether a bucket name can be one (S3's rules keep out `/`; a leading dot is refused
+    /// too, so no name reaches outside the local root).
+    fn checked_name(bucket: &str) -> Result<(), String> {
         if bucket.is_empty() || bucket.starts_with('.') || bucket.contains(['/', '\\']) {
             return Err(format!("{bucket:?} cannot be a bucket"));
         }
-        Ok(self.root.join(bucket))
+        Ok(())
+    }
+
+    fn checked_key(key: &str) -> std::io::Result<()> {
+        if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return Err(std::io::Error::other(format!("{key:?} cannot be an object key")));
+        }
+        Ok(())
     }
 
     /// Whether `bucket` exists and takes writes (CreateRecordingConfiguration's check): a probe
     /// object is written and removed.
     pub async fn check(&self, bucket: &str) -> Result<(), String> {
-        let folder = self.folder(bucket)?;
-        if !tokio::fs::metadata(&folder).await.is_ok_and(|m| m.is_dir()) {
-            return Err(format!("bucket {bucket} does not exist (no folder {})", folder.display()));
+        Self::checked_name(bucket)?;
+        let probe = format!(".openivs-probe-{}", crate::api::random_alphanumeric(8));
+        match &self.backend {
+            Backend::Local(root) => {
+                let folder = root.join(bucket);
+                if !tokio::fs::metadata(&folder).await.is_ok_and(|m| m.is_dir()) {
+                    return Err(format!("bucket {bucket} does not exist (no folder {})", folder.display()));
+                }
+                let probe = folder.join(probe);
+                tokio::fs::write(&probe, b"").await.map_err(|e| format!("bucket {bucket} cannot be written: {e}"))?;
+                let _ = tokio::fs::remove_file(&probe).await;
+                Ok(())
+            }
+            Backend::S3 { stores, .. } => {
+                let store = stores.store(bucket).map_err(|e| e.to_string())?;
+                let location = object_store::path::Path::from(probe.as_str());
+                store
+                    .put(&location, bytes::Bytes::new().into())
+                    .await
+                    .map_err(|e| format!("bucket {bucket} cannot be written: {e}"))?;
+                let _ = store.delete(&location).await;
+                Ok(())
+            }
         }
-        let probe = folder.join(format!(".openivs-probe-{}", crate::api::random_alphanumeric(8)));
-        tokio::fs::write(&probe, b"").await.map_err(|e| format!("bucket {bucket} cannot be written: {e}"))?;
-        let _ = tokio::fs::remove_file(&probe).await;
-        Ok(())
     }
 
-    /// Writes object `key` of `bucket` (creating the folders its key names).
+    /// Writes object `key` of `bucket`: done when it is in the bucket (local) or safe in the
+    /// spool (S3).
     pub async fn put(&self, bucket: &str, key: &str, bytes: &[u8]) -> std::io::Result<()> {
-        let folder = self.folder(bucket).map_err(std::io::Error::other)?;
-        if key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-            return Err(std::io::Error::other(format!("{key:?} cannot be an object key")));
+        Self::checked_name(bucket).map_err(std::io::Error::other)?;
+        Self::checked_key(key)?;
+        match &self.backend {
+            Backend::Local(root) => {
+                let path = root.join(bucket).join(key);
+                let parent = path.parent().unwrap_or(Path::new("."));
+                tokio::fs::create_dir_all(parent).await?;
+                let temporary = parent.join(format!(".{}.partial", crate::api::random_alphanumeric(8)));
+                tokio::fs::write(&temporary, bytes).await?;
+                tokio::fs::rename(&temporary, &path).await
+            }
+            Backend::S3 { spool, .. } => spool.put(bucket, key, bytes).await,
         }
-        let path = folder.join(key);
-        let parent = path.parent().unwrap_or(Path::new("."));
-        tokio::fs::create_dir_all(parent).await?;
-        let temporary = parent.join(format!(".{}.partial", crate::api::random_alphanumeric(8)));
-        tokio::fs::write(&temporary, bytes).await?;
-        tokio::fs::rename(&temporary, &path).await
     }
 
-    /// The file of object `key` of `bucket` (an empty path if the bucket name cannot be one).
-    pub fn path_of(&self, bucket: &str, key: &str) -> PathBuf {
-        self.folder(bucket).map(|folder| folder.join(key)).unwrap_or_default()
-    }
-
-    /// Object `key` of `bucket`, or `None` when there is no such object.
+    /// Object `key` of `bucket` (its newest version, spooled or stored), or `None`.
     pub async fn get(&self, bucket: &str, key: &str) -> std::io::Result<Option<Vec<u8>>> {
-        let folder = self.folder(bucket).map_err(std::io::Error::other)?;
-        match tokio::fs::read(folder.join(key)).await {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(error),
+        Self::checked_name(bucket).map_err(std::io::Error::other)?;
+        match &self.backend {
+            Backend::Local(root) => match tokio::fs::read(root.join(bucket).join(key)).await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(error),
+            },
+            Backend::S3 { stores, spool } => {
+                if let Some(bytes) = spool.get(bucket, key).await {
+                    return Ok(Some(bytes));
+                }
+                let store = stores.store(bucket).map_err(std::io::Error::other)?;
+                match store.get(&object_store::path::Path::from(key)).await {
+                    Ok(found) => Ok(Some(found.bytes().await.map_err(std::io::Error::other)?.to_vec())),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(error) => Err(std::io::Error::other(error)),
+                }
+            }
+        }
+    }
+
+    /// The size of object `key` of `bucket` (0 when there is none).
+    pub async fn size(&self, bucket: &str, key: &str) -> u64 {
+        if Self::checked_name(bucket).is_err() {
+            return 0;
+        }
+        match &self.backend {
+            Backend::Local(root) => tokio::fs::metadata(root.join(bucket).join(key)).await.map_or(0, |m| m.len()),
+            Backend::S3 { stores, spool } => match spool.size(bucket, key) {
+                Some(size) => size,
+                None => match stores.store(bucket) {
+                    Ok(store) => store.head(&object_store::path::Path::from(key)).await.map_or(0, |meta| meta.size),
+                    Err(_) => 0,
+                },
+            },
+        }
+    }
+
+    /// How long the store has been refusing every write (always zero for local folders).
+    pub fn outage(&self) -> Duration {
+        match &self.backend {
+            Backend::Local(_) => Duration::ZERO,
+            Backend::S3 { spool, .. } => spool.outage(),
+        }
+    }
+
+    /// Waits, at most `limit`, for spooled objects to reach the store (a clean shutdown).
+    pub async fn flush(&self, limit: Duration) {
+        if let Backend::S3 { spool, .. } = &self.backend
+            && !spool.drain(limit).await
+        {
+            tracing::warn!(
+                "recording spool: {} bytes still wait for the store; they are uploaded at the next start",
+                spool.waiting_bytes()
+            );
         }
     }
 }

@@ -218,6 +218,8 @@ pub(super) struct Writer {
     segments: Vec<Segment>,
     /// The next segment follows a discontinuity.
     discontinuity: bool,
+    /// A segment could not be stored: the next one stored follows a discontinuity.
+    lost_segment: bool,
     last_dts: Option<i64>,
     last_pts: Option<i64>,
     frame_ms: i64,
@@ -261,13 +263,55 @@ pub fn key_prefix(account: &str, channel_id: &str, at: OffsetDateTime, recording
 }
 
 impl Writer {
-    async fn put(&mut self, key: &str, bytes: &[u8]) {
+    fn new(
+        buckets: Arc<Buckets>,
+        recording: Recording,
+        prefix: String,
+        started_at: OffsetDateTime,
+        journal: Option<std::path::PathBuf>,
+    ) -> Writer {
+        Writer {
+            buckets,
+            recording,
+            prefix,
+            started_at,
+            muxer: TsMuxer::new(Tracks { video: true, audio: true, metadata: true }),
+            video: None,
+            audio: None,
+            codecs: String::new(),
+            size: (0, 0),
+            rendition: None,
+            early_video: Vec::new(),
+            held: Vec::new(),
+            open: None,
+            segments: Vec::new(),
+            discontinuity: false,
+            lost_segment: false,
+            last_dts: None,
+            last_pts: None,
+            frame_ms: 33,
+            bytes_written: 0,
+            failed: None,
+            pending_thumbnails: Vec::new(),
+            last_thumbnail_dts: None,
+            thumbnails_written: 0,
+            streams: 1,
+            journal,
+        }
+    }
+
+    /// Writes an object of this recording; whether it was (a failure fails the recording).
+    async fn put(&mut self, key: &str, bytes: &[u8]) -> bool {
         let full = format!("{}/{key}", self.prefix);
         if let Err(error) = self.buckets.put(&self.recording.bucket, &full, bytes).await {
-            tracing::error!("recording: cannot write {full} to bucket {}: {error}", self.recording.bucket);
-            self.failed.get_or_insert_with(|| "InternalServerException".into());
+            if self.failed.is_none() {
+                tracing::error!("recording: cannot write {full} to bucket {}: {error}", self.recording.bucket);
+                self.failed = Some(format!("cannot write to the bucket: {error}"));
+            }
+            false
         } else {
             self.bytes_written += bytes.len() as u64;
+            true
         }
     }
 
@@ -421,7 +465,13 @@ impl Writer {
     /// Stores a completed segment and the EVENT playlist that now lists it.
     async fn store(&mut self, segment: Segment, bytes: Vec<u8>) {
         let key = format!("media/hls/{}/{}.ts", self.rendition(), self.segments.len());
-        self.put(&key, &bytes).await;
+        if !self.put(&key, &bytes).await {
+            // Lost to the store: the playlists go on without it, after a discontinuity.
+            self.lost_segment = true;
+            return;
+        }
+        let mut segment = segment;
+        segment.discontinuity |= std::mem::take(&mut self.lost_segment);
         self.segments.push(segment);
         let playlist = self.playlist(false);
         let key = format!("media/hls/{}/playlist.m3u8", self.rendition());
@@ -661,40 +711,21 @@ impl Writer {
     ) -> Writer {
         let started_at = OffsetDateTime::parse(&journal.started_at, &time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|_| OffsetDateTime::now_utc());
-        Writer {
-            buckets,
-            recording: Recording {
-                bucket: journal.bucket,
-                account: journal.account,
-                channel_arn: journal.channel_arn,
-                channel_id: journal.channel_id,
-                thumbnails: journal.thumbnails,
-                reconnect_window: std::time::Duration::ZERO,
-            },
-            prefix: journal.prefix,
-            started_at,
-            muxer: TsMuxer::new(Tracks { video: true, audio: true, metadata: true }),
-            video: None,
-            audio: None,
-            codecs: journal.codecs,
-            size: (journal.width, journal.height),
-            rendition: Some(journal.rendition),
-            early_video: Vec::new(),
-            held: Vec::new(),
-            open: None,
-            segments,
-            discontinuity: false,
-            last_dts: None,
-            last_pts: None,
-            frame_ms: 33,
-            bytes_written,
-            failed: None,
-            pending_thumbnails: Vec::new(),
-            last_thumbnail_dts: None,
-            thumbnails_written: 0,
-            streams: 1,
-            journal: Some(journal_path),
-        }
+        let recording = Recording {
+            bucket: journal.bucket,
+            account: journal.account,
+            channel_arn: journal.channel_arn,
+            channel_id: journal.channel_id,
+            thumbnails: journal.thumbnails,
+            reconnect_window: std::time::Duration::ZERO,
+        };
+        let mut writer = Writer::new(buckets, recording, journal.prefix, started_at, Some(journal_path));
+        writer.codecs = journal.codecs;
+        writer.size = (journal.width, journal.height);
+        writer.rendition = Some(journal.rendition);
+        writer.segments = segments;
+        writer.bytes_written = bytes_written;
+        writer
     }
 
     pub(super) async fn finish_recovered(mut self) -> String {
@@ -717,33 +748,8 @@ pub async fn run(
     let recording_id = crate::api::random_alphanumeric(12);
     let prefix = key_prefix(&recording.account, &recording.channel_id, started_at, &recording_id);
     tracing::info!("recording: {} to s3://{}/{prefix}", recording.channel_arn, recording.bucket);
-    let writer = Writer {
-        buckets,
-        recording,
-        prefix,
-        started_at,
-        muxer: TsMuxer::new(Tracks { video: true, audio: true, metadata: true }),
-        video: None,
-        audio: None,
-        codecs: String::new(),
-        size: (0, 0),
-        rendition: None,
-        early_video: Vec::new(),
-        held: Vec::new(),
-        open: None,
-        segments: Vec::new(),
-        discontinuity: false,
-        last_dts: None,
-        last_pts: None,
-        frame_ms: 33,
-        bytes_written: 0,
-        failed: None,
-        pending_thumbnails: Vec::new(),
-        last_thumbnail_dts: None,
-        thumbnails_written: 0,
-        streams: 1,
-        journal: parking.journal_dir.as_ref().map(|dir| dir.join(format!("{recording_id}.json"))),
-    };
+    let journal = parking.journal_dir.as_ref().map(|dir| dir.join(format!("{recording_id}.json")));
+    let writer = Writer::new(buckets, recording, prefix, started_at, journal);
     let mut writer = Box::new(writer);
     let mut parked = parking.take(&writer.recording.channel_arn);
     let mut started_written = false;

@@ -6,7 +6,7 @@
 //! bucket (VOD playlists with `#EXT-X-ENDLIST`, master playlists, `recording-ended.json`). The
 //! segment that was still being written is lost with the process.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use time::OffsetDateTime;
@@ -14,12 +14,17 @@ use time::OffsetDateTime;
 use super::buckets::Buckets;
 use super::recorder::{Journal, Segment, Writer};
 
-/// Finishes the recordings whose journals are in `journal_dir`; how many.
-pub async fn recover(journal_dir: &Path, buckets: Arc<Buckets>) -> usize {
-    let Ok(mut entries) = tokio::fs::read_dir(journal_dir).await else { return 0 };
+/// The journals in `journal_dir`: the recordings the last stop interrupted. (Listed before
+/// ingest starts, so the journals of new recordings are never among them.)
+pub fn interrupted(journal_dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(journal_dir) else { return Vec::new() };
+    entries.filter_map(|entry| Some(entry.ok()?.path())).collect()
+}
+
+/// Finishes the recordings whose journals are `journals`; how many.
+pub async fn recover(journals: Vec<PathBuf>, buckets: Arc<Buckets>) -> usize {
     let mut finished = 0;
-    while let Ok(Some(entry)) = entries.next_entry().await {
-        let path = entry.path();
+    for path in journals {
         let journal = match tokio::fs::read(&path).await.map(|bytes| serde_json::from_slice::<Journal>(&bytes)) {
             Ok(Ok(journal)) => journal,
             _ => {
@@ -37,9 +42,7 @@ pub async fn recover(journal_dir: &Path, buckets: Arc<Buckets>) -> usize {
         attach_ranges(&mut segments, &byte_ranges);
         let mut bytes_written = 0;
         for (index, segment) in segments.iter_mut().enumerate() {
-            let size = tokio::fs::metadata(buckets.path_of(&journal.bucket, &format!("{hls}/{index}.ts")))
-                .await
-                .map_or(0, |m| m.len());
+            let size = buckets.size(&journal.bucket, &format!("{hls}/{index}.ts")).await;
             bytes_written += size;
             if segment.ranges.is_empty() {
                 segment.ranges.push((0, size as usize, segment.duration_ms));

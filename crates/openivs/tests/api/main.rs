@@ -17,6 +17,7 @@ mod playback_key_pairs;
 mod private_channels;
 mod raw_rtmp;
 mod recording;
+mod recording_s3;
 mod restart;
 mod stream_keys;
 mod streams;

@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline};
 use crate::ingest::{Publisher, pattern_720p};
 
-fn json(path: &Path) -> Value {
+pub(crate) fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
@@ -194,7 +194,7 @@ async fn a_stream_is_recorded_to_its_bucket_in_the_ivs_layout() {
 }
 
 /// A recording configuration to `bucket` without thumbnails, with a reconnect window: its ARN.
-async fn configuration_without_thumbnails(server: &Server, bucket: &str, reconnect_window: i32) -> String {
+pub(crate) async fn configuration_without_thumbnails(server: &Server, bucket: &str, reconnect_window: i32) -> String {
     let created = server
         .client()
         .create_recording_configuration()
@@ -208,7 +208,7 @@ async fn configuration_without_thumbnails(server: &Server, bucket: &str, reconne
 }
 
 /// A channel recorded with `configuration`: its ARN and RTMPS URL.
-async fn recorded_channel(server: &Server, configuration: &str) -> (String, String) {
+pub(crate) async fn recorded_channel(server: &Server, configuration: &str) -> (String, String) {
     let out = server.client().create_channel().recording_configuration_arn(configuration).send().await.unwrap();
     let channel = out.channel().unwrap();
     let url =
@@ -285,7 +285,7 @@ async fn the_reconnect_window_merges_streams_into_one_recording() {
 }
 
 /// Every file under `dir`.
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn walkdir(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_owned()];
     while let Some(dir) = pending.pop() {
@@ -331,7 +331,7 @@ async fn a_recording_interrupted_by_a_crash_is_finished_at_the_next_start() {
 }
 
 /// The recording's master and byte-range playlists each play for `duration_ms` (ffprobe).
-fn plays_for(media: &Path, duration_ms: f64) {
+pub(crate) fn plays_for(media: &Path, duration_ms: f64) {
     for playlist in ["master.m3u8", "byte-range-multivariant.m3u8"] {
         let duration = ffprobe_duration(&media.join(playlist));
         assert!((duration - duration_ms / 1000.0).abs() < 0.5, "{playlist}: {duration} s, files say {duration_ms} ms");

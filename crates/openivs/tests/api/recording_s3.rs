@@ -1,0 +1,281 @@
+//! Recording to an S3-compatible store: moto's S3 (`moto_server`, from PyPI) on 127.0.0.1,
+//! reached through a relay the test can cut, so the store goes away mid-stream as a real one
+//! does (moto keeps its objects in memory, so it is the network, not moto, that goes down). The
+//! objects are read back with the AWS CLI and checked like a local recording: nothing is lost to
+//! an outage or to a `kill -9` while the store is down.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ivs::types::RecordingConfigurationState;
+
+use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline};
+use crate::ingest::{Publisher, pattern_720p};
+use crate::recording::{configuration_without_thumbnails, json, plays_for, recorded_channel, walkdir};
+
+/// `moto_server` on a free loopback port, killed when dropped.
+struct Moto {
+    child: Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server (PyPI moto[server]) must be installed: scripts/test installs it into .venv");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server answers on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { child, endpoint }
+    }
+
+    /// The AWS CLI against moto.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let output = Command::new("aws")
+            .args(["--endpoint-url", &self.endpoint, "--region", "us-east-1"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("the AWS CLI must be installed: scripts/test installs it into .venv");
+        assert!(output.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        output
+    }
+
+    /// Every object of `bucket`, copied into `into`.
+    fn download(&self, bucket: &str, into: &Path) {
+        self.cli(&["s3", "sync", "--quiet", &format!("s3://{bucket}"), &into.to_string_lossy()]);
+    }
+
+    /// The keys of `bucket` under `prefix`.
+    fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        let output = self.cli(&[
+            "s3api",
+            "list-objects-v2",
+            "--bucket",
+            bucket,
+            "--prefix",
+            prefix,
+            "--query",
+            "Contents[].Key",
+        ]);
+        serde_json::from_slice::<Option<Vec<String>>>(&output.stdout).unwrap().unwrap_or_default()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP relay to `target` that can be cut: while cut, its connections are closed and new ones
+/// are closed as soon as they are accepted, as a store that is down behaves for its clients.
+struct Relay {
+    endpoint: String,
+    open: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Relay {
+    fn to(target: &str) -> Relay {
+        let target = target.trim_start_matches("http://").to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let open = Arc::new(AtomicBool::new(true));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let (accept_open, accept_connections) = (open.clone(), connections.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if !accept_open.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&target) else { continue };
+                let mut held = accept_connections.lock().unwrap();
+                held.push(client.try_clone().unwrap());
+                held.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let mut buffer = [0u8; 65536];
+                        while let Ok(n) = from.read(&mut buffer) {
+                            if n == 0 || to.write_all(&buffer[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Write);
+                    });
+                }
+            }
+        });
+        Relay { endpoint, open, connections }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            let _ = connection.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+/// An openivs whose recordings go to S3 at `endpoint`.
+fn server_recording_to(endpoint: &str) -> Server {
+    Server::with_args(&[
+        "--recording-store",
+        "s3",
+        "--s3-endpoint",
+        endpoint,
+        "--s3-access-key-id",
+        "test",
+        "--s3-secret-access-key",
+        "test",
+    ])
+}
+
+/// Waits (at most `limit`) until `bucket` holds a `recording-ended.json` under `channel`'s
+/// prefix; the recording's prefix.
+fn ended_in_s3(moto: &Moto, bucket: &str, channel_id: &str, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let keys = moto.keys(bucket, &format!("ivs/v1/{ACCOUNT}/{channel_id}/"));
+        if let Some(key) = keys.iter().find(|k| k.ends_with("/events/recording-ended.json")) {
+            return key.trim_end_matches("/events/recording-ended.json").to_owned();
+        }
+        assert!(Instant::now() < deadline, "recording-ended.json reached S3 within {limit:?}: {keys:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The recording's files, downloaded: its folder.
+fn downloaded(moto: &Moto, bucket: &str, server: &Server, prefix: &str) -> PathBuf {
+    let into = server.data_dir.join("downloaded");
+    moto.download(bucket, &into);
+    into.join(prefix)
+}
+
+/// Segments listed by the recording's playlist, with no gap in their numbering.
+fn assert_segments_contiguous(media: &Path) {
+    let playlist = std::fs::read_to_string(media.join("720p30/playlist.m3u8")).unwrap();
+    assert!(playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
+    let listed: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".ts")).collect();
+    let expected: Vec<String> = (0..listed.len()).map(|n| format!("{n}.ts")).collect();
+    assert_eq!(listed, expected, "{playlist}");
+    assert!(!playlist.contains("#EXT-X-DISCONTINUITY"), "no segment was lost: {playlist}");
+    for segment in listed {
+        assert!(media.join("720p30").join(segment).exists(), "{segment} reached S3");
+    }
+}
+
+/// A live stream recorded to S3 while the store is unreachable for 20 s in its middle: every
+/// segment reaches S3 once it is back, and the recording is complete and plays for the stream's
+/// duration. A bucket that does not exist fails its configuration.
+#[tokio::test]
+async fn a_stream_is_recorded_to_s3_through_a_store_outage() {
+    let moto = Moto::start();
+    moto.cli(&["s3api", "create-bucket", "--bucket", "recordings"]);
+    let relay = Relay::to(&moto.endpoint);
+    let server = server_recording_to(&relay.endpoint);
+    let client = server.client();
+    let absent = client
+        .create_recording_configuration()
+        .destination_configuration(destination("absent-bucket"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(absent.recording_configuration().unwrap().state(), &RecordingConfigurationState::CreateFailed);
+    let config = configuration_without_thumbnails(&server, "recordings", 0).await;
+    let (arn, url) = recorded_channel(&server, &config).await;
+    let channel_id = arn.rsplit('/').next().unwrap().to_owned();
+
+    let mut publisher = Publisher::start(&url, pattern_720p());
+    wait_live(&server, &arn, Duration::from_secs(15)).await;
+    let live_from = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    relay.cut();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    relay.restore();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    publisher.kill();
+    let live_for = live_from.elapsed().as_secs_f64();
+    wait_offline(&server, &arn, Duration::from_secs(10)).await;
+
+    let prefix = ended_in_s3(&moto, "recordings", &channel_id, Duration::from_secs(30));
+    let folder = downloaded(&moto, "recordings", &server, &prefix);
+    let ended = json(&folder.join("events/recording-ended.json"));
+    assert_eq!(ended["recording_status"], "RECORDING_ENDED", "{ended}");
+    assert_eq!(json(&folder.join("events/recording-started.json"))["recording_status"], "RECORDING_STARTED");
+    let duration_ms = ended["media"]["hls"]["duration_ms"].as_f64().unwrap();
+    assert!((duration_ms / 1000.0 - live_for).abs() < 2.5, "recorded {duration_ms} ms of a {live_for:.1} s stream");
+    let media = folder.join("media/hls");
+    assert_segments_contiguous(&media);
+    plays_for(&media, duration_ms);
+    // The outage was seen, and outlasted.
+    let log = server.log_text();
+    assert!(log.contains("cannot upload") && log.contains("the store answers again"), "{log}");
+    // Nothing waits in the spool.
+    let spool = walkdir(&server.data_dir.join("recording-spool"));
+    assert!(spool.is_empty(), "{spool:?}");
+}
+
+/// The store is down, and openivs is killed (`kill -9`) mid-stream: the segments in the spool
+/// survive the restart, reach S3 when it is back, and the interrupted recording is finished there.
+#[tokio::test]
+async fn a_crash_while_the_store_is_down_loses_nothing_spooled() {
+    let moto = Moto::start();
+    moto.cli(&["s3api", "create-bucket", "--bucket", "spooled"]);
+    let relay = Relay::to(&moto.endpoint);
+    let mut server = server_recording_to(&relay.endpoint);
+    let config = configuration_without_thumbnails(&server, "spooled", 0).await;
+    let (arn, url) = recorded_channel(&server, &config).await;
+    let channel_id = arn.rsplit('/').next().unwrap().to_owned();
+    let publisher = Publisher::start(&url, pattern_720p());
+    wait_live(&server, &arn, Duration::from_secs(15)).await;
+    relay.cut();
+    // The first segment (10 s) and a little of the second, all in the spool.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while !walkdir(&server.data_dir.join("recording-spool"))
+        .iter()
+        .any(|p| std::fs::read(p).is_ok_and(|bytes| bytes.windows(10).any(|w| w == b"720p30/0.t")))
+    {
+        assert!(Instant::now() < deadline, "the first segment is spooled");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(moto.keys("spooled", "ivs/").is_empty(), "nothing reached S3 while it was cut off");
+    drop(publisher);
+    server.crash_and_restart();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    relay.restore();
+
+    let prefix = ended_in_s3(&moto, "spooled", &channel_id, Duration::from_secs(30));
+    let folder = downloaded(&moto, "spooled", &server, &prefix);
+    let ended = json(&folder.join("events/recording-ended.json"));
+    assert_eq!(ended["recording_status"], "RECORDING_ENDED", "{ended}");
+    let duration_ms = ended["media"]["hls"]["duration_ms"].as_f64().unwrap();
+    assert!(duration_ms >= 9000.0, "the spooled segments: {duration_ms} ms");
+    let media = folder.join("media/hls");
+    assert_segments_contiguous(&media);
+    plays_for(&media, duration_ms);
+    wait_offline(&server, &arn, Duration::from_secs(10)).await;
+}
