@@ -74,6 +74,7 @@ impl SignedClient {
             &self.access_key_id,
             &self.secret,
             &self.region,
+            openivs::auth::sigv4::SERVICE,
             time::OffsetDateTime::from(SystemTime::now()),
         );
         let mut request = format!(

@@ -35,6 +35,9 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     }
     let sqlite = Arc::new(SqliteStore::open(&settings.sqlite_path()).await?);
     let store: Arc<dyn Store> = sqlite.clone();
+    // Before anything raises an event (the sessions ended below), so new targets get those too.
+    let deliveries = crate::events::delivery::start(store.clone(), settings.event_targets.clone()).await?;
+    let outbox = crate::events::Outbox::new(store.clone());
     let ended = end_orphaned_sessions(&store, time::OffsetDateTime::now_utc()).await.map_err(|e| e.to_string())?;
     if ended > 0 {
         tracing::info!("ended {ended} stream session(s) left open by the previous run");
@@ -70,8 +73,9 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     std::fs::create_dir_all(&journal_dir).map_err(|e| format!("cannot create {}: {e}", journal_dir.display()))?;
     // In the background: an S3 store that is down must not keep the server from starting.
     let (interrupted, recovery_buckets) = (crate::recording::recovery::interrupted(&journal_dir), buckets.clone());
+    let recovery_outbox = outbox.clone();
     tokio::spawn(async move {
-        let recovered = crate::recording::recovery::recover(interrupted, recovery_buckets).await;
+        let recovered = crate::recording::recovery::recover(interrupted, recovery_buckets, Some(recovery_outbox)).await;
         if recovered > 0 {
             tracing::info!("finished {recovered} recording(s) interrupted by the last stop");
         }
@@ -83,8 +87,9 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     if !playback.access.has_geoip() {
         playback.access.warn_if_countries_unenforced(store.as_ref()).await;
     }
-    let state = Arc::new(AppState::new(api, Authenticator::new(&settings.credentials), settings.limits));
-    let recordings = Arc::new(crate::recording::recorder::Parking::with_journal(journal_dir));
+    let (closing, closing_seen) = watch::channel(false);
+    let state = Arc::new(AppState::new(api, Authenticator::new(&settings.credentials), settings.limits, closing_seen));
+    let recordings = Arc::new(crate::recording::recorder::Parking::new(journal_dir, outbox));
     let ingest = Arc::new(IngestContext {
         store: store.clone(),
         live: live.clone(),
@@ -100,7 +105,11 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     tracing::info!("openivs RTMPS ingest listening on rtmps://{rtmps_addr}/app/");
     tracing::info!("openivs RTMP ingest listening on rtmp://{rtmp_addr}/app/ (channels with insecureIngest only)");
     tracing::info!("openivs API listening on http://{http_addr} (data in {})", settings.data_dir.display());
-    crate::http::listener::serve(http, router(state), settings.limits, shutdown_signal()).await;
+    let stopping = async {
+        shutdown_signal().await;
+        let _ = closing.send(true);
+    };
+    crate::http::listener::serve(http, router(state), settings.limits, stopping).await;
     // Stop accepting publishers, end the live streams, give their sessions a moment to record
     // it, and close the recordings (those waiting for a comeback too).
     let _ = stop_ingest.send(true);
@@ -109,6 +118,8 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     live.wait_finished(Duration::from_secs(3)).await;
     recordings.finish_all(Duration::from_secs(5)).await;
     buckets.flush(Duration::from_secs(5)).await;
+    // The events of the streams and recordings that just ended, to targets that take them now.
+    deliveries.finish(Duration::from_secs(3)).await;
     sqlite.close().await;
     tracing::info!("openivs stopped");
     Ok(())

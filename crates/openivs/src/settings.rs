@@ -115,6 +115,41 @@ pub struct ServeArgs {
     #[arg(long, env = "OPENIVS_S3_PATH_STYLE")]
     pub s3_path_style: Option<bool>,
 
+    /// URL an HTTP webhook event target: every IVS event is POSTed there, signed with
+    /// --event-webhook-secret. Repeat the flag (or separate with commas) for several.
+    #[arg(long = "event-webhook", env = "OPENIVS_EVENT_WEBHOOKS", value_delimiter = ',')]
+    pub event_webhooks: Vec<String>,
+
+    /// The secret webhook requests are signed with (HMAC-SHA256); required with --event-webhook.
+    #[arg(long, env = "OPENIVS_EVENT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub event_webhook_secret: Option<String>,
+
+    /// URL of an EventBridge-compatible endpoint that receives every IVS event with PutEvents
+    /// (e.g. https://events.us-west-2.amazonaws.com, or LocalStack's or moto's). [default: none]
+    #[arg(long, env = "OPENIVS_EVENTBRIDGE_ENDPOINT")]
+    pub eventbridge_endpoint: Option<String>,
+
+    /// Region signed into PutEvents calls. [default: the endpoint's, else us-east-1]
+    #[arg(long, env = "OPENIVS_EVENTBRIDGE_REGION")]
+    pub eventbridge_region: Option<String>,
+
+    /// Event bus the events are put on. [default: default]
+    #[arg(long, env = "OPENIVS_EVENTBRIDGE_BUS")]
+    pub eventbridge_bus: Option<String>,
+
+    /// `Source` of the entries put. AWS refuses `aws.` sources from callers: set your own (e.g.
+    /// openivs) against AWS itself. [default: aws.ivs]
+    #[arg(long, env = "OPENIVS_EVENTBRIDGE_SOURCE")]
+    pub eventbridge_source: Option<String>,
+
+    /// Access key id for PutEvents. Without one, AWS_ACCESS_KEY_ID.
+    #[arg(long, env = "OPENIVS_EVENTBRIDGE_ACCESS_KEY_ID")]
+    pub eventbridge_access_key_id: Option<String>,
+
+    /// Secret access key for PutEvents. Without one, AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "OPENIVS_EVENTBRIDGE_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub eventbridge_secret_access_key: Option<String>,
+
     /// Proxies (load balancers, CDNs) whose `X-Forwarded-For` is believed, as addresses or CIDR
     /// blocks separated by commas: a viewer's address is then the rightmost address of the
     /// header that is not one of them. [default: none; the peer's address is the viewer's]
@@ -285,6 +320,17 @@ struct FileSettings {
     s3_access_key_id: Option<String>,
     s3_secret_access_key: Option<String>,
     s3_path_style: Option<bool>,
+    event_webhooks: Option<Vec<String>>,
+    event_webhook_secret: Option<String>,
+    /// Webhooks with a secret each: `[[event_webhook_targets]]` tables of `url` and `secret`.
+    #[serde(default)]
+    event_webhook_targets: Vec<FileWebhook>,
+    eventbridge_endpoint: Option<String>,
+    eventbridge_region: Option<String>,
+    eventbridge_bus: Option<String>,
+    eventbridge_source: Option<String>,
+    eventbridge_access_key_id: Option<String>,
+    eventbridge_secret_access_key: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     #[serde(default)]
     credentials: Vec<FileCredential>,
@@ -301,6 +347,13 @@ struct FileSettings {
     /// Keys that are none of the above: refused (a typo must not pass for a setting).
     #[serde(flatten)]
     unknown: std::collections::BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWebhook {
+    url: String,
+    secret: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -353,6 +406,8 @@ pub struct Settings {
     pub buckets_dir: PathBuf,
     /// Recordings go to this S3-compatible service (none: to folders of `buckets_dir`).
     pub s3: Option<crate::recording::buckets::S3Settings>,
+    /// Where IVS events are delivered (besides the event stream of the HTTP listener).
+    pub event_targets: Vec<crate::events::delivery::Target>,
     pub trusted_proxies: Vec<crate::playback::access::Cidr>,
     pub credentials: Vec<Credential>,
     /// True when no credential was configured and test/test is in force.
@@ -371,6 +426,7 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileSettings::default(),
         };
+        let event_targets = event_targets(&args, &file)?;
         let mut credentials = Vec::new();
         for text in args.credentials.iter().filter(|t| !t.trim().is_empty()) {
             credentials.push(parse_credential(text)?);
@@ -412,6 +468,7 @@ impl Settings {
             Some(other) => return Err(format!("--recording-store must be local or s3, not {other:?}")),
         };
         let settings = Settings {
+            event_targets,
             http_addr: args.http_addr.or(file.http_addr).unwrap_or(([127, 0, 0, 1], 8080).into()),
             rtmp_addr: args.rtmp_addr.or(file.rtmp_addr).unwrap_or(([127, 0, 0, 1], 1935).into()),
             rtmps_addr: args.rtmps_addr.or(file.rtmps_addr).unwrap_or(([127, 0, 0, 1], 4443).into()),
@@ -474,6 +531,77 @@ impl Settings {
     pub fn sqlite_path(&self) -> PathBuf {
         self.data_dir.join("openivs.sqlite3")
     }
+}
+
+/// The event targets: webhooks of the flags (sharing their secret) and of the file's tables,
+/// and the EventBridge endpoint.
+fn event_targets(args: &ServeArgs, file: &FileSettings) -> Result<Vec<crate::events::delivery::Target>, String> {
+    use crate::events::delivery::{EventBridgeTarget, Target};
+    let mut targets = Vec::new();
+    let urls = if args.event_webhooks.is_empty() {
+        file.event_webhooks.clone().unwrap_or_default()
+    } else {
+        args.event_webhooks.clone()
+    };
+    let urls: Vec<String> = urls.into_iter().filter(|u| !u.trim().is_empty()).collect();
+    let secret = args.event_webhook_secret.clone().or(file.event_webhook_secret.clone());
+    let checked_url = |url: &str| match reqwest::Url::parse(url) {
+        Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Ok(url.trim().to_owned()),
+        _ => Err(format!("--event-webhook must be an http or https URL, not {url:?}")),
+    };
+    for url in &urls {
+        let Some(secret) = secret.clone().filter(|s| !s.is_empty()) else {
+            return Err("--event-webhook needs --event-webhook-secret (its requests are signed with it)".into());
+        };
+        targets.push(Target::Webhook { url: checked_url(url)?, secret });
+    }
+    for webhook in &file.event_webhook_targets {
+        if webhook.secret.is_empty() {
+            return Err(format!("the event webhook {} needs a secret", webhook.url));
+        }
+        targets.push(Target::Webhook { url: checked_url(&webhook.url)?, secret: webhook.secret.clone() });
+    }
+    if let Some(endpoint) = args.eventbridge_endpoint.clone().or(file.eventbridge_endpoint.clone()) {
+        let parsed = reqwest::Url::parse(&endpoint)
+            .map_err(|_| format!("--eventbridge-endpoint must be a URL, not {endpoint:?}"))?;
+        // events.{region}.amazonaws.com names its region.
+        let region_of_host = parsed
+            .host_str()
+            .and_then(|host| host.strip_prefix("events."))
+            .and_then(|rest| rest.split('.').next())
+            .filter(|region| region.contains('-'))
+            .map(str::to_owned);
+        let access_key_id = args
+            .eventbridge_access_key_id
+            .clone()
+            .or(file.eventbridge_access_key_id.clone())
+            .or_else(|| std::env::var("AWS_ACCESS_KEY_ID").ok())
+            .ok_or("--eventbridge-endpoint needs --eventbridge-access-key-id (or AWS_ACCESS_KEY_ID)")?;
+        let secret_access_key = args
+            .eventbridge_secret_access_key
+            .clone()
+            .or(file.eventbridge_secret_access_key.clone())
+            .or_else(|| std::env::var("AWS_SECRET_ACCESS_KEY").ok())
+            .ok_or("--eventbridge-endpoint needs --eventbridge-secret-access-key (or AWS_SECRET_ACCESS_KEY)")?;
+        targets.push(Target::EventBridge(EventBridgeTarget {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            region: args
+                .eventbridge_region
+                .clone()
+                .or(file.eventbridge_region.clone())
+                .or(region_of_host)
+                .unwrap_or_else(|| "us-east-1".into()),
+            bus: args.eventbridge_bus.clone().or(file.eventbridge_bus.clone()).unwrap_or_else(|| "default".into()),
+            source: args
+                .eventbridge_source
+                .clone()
+                .or(file.eventbridge_source.clone())
+                .unwrap_or_else(|| "aws.ivs".into()),
+            access_key_id,
+            secret_access_key,
+        }));
+    }
+    Ok(targets)
 }
 
 fn read_file(path: &Path) -> Result<FileSettings, String> {

@@ -117,6 +117,19 @@ pub(crate) fn new_id() -> String {
     random_alphanumeric(12)
 }
 
+/// A random (version 4) UUID: request ids and event ids.
+pub fn random_uuid() -> String {
+    let b: [u8; 16] = rand::random();
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
+        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
+        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
+    )
+}
+
 pub fn random_alphanumeric(length: usize) -> String {
     rand::rng().sample_iter(rand::distr::Alphanumeric).take(length).map(char::from).collect()
 }

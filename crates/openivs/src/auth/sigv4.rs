@@ -209,7 +209,7 @@ pub fn verify<'s>(
         return Err(refuse(ErrorKind::InvalidSignature, "'Host' must be a 'SignedHeader' in the AWS Authorization."));
     }
     let canonical = canonical_request(request, &signed)?;
-    let expected = signature_hex(secret, amz_date_text, auth.date, auth.region, &canonical);
+    let expected = signature_hex(secret, amz_date_text, auth.date, auth.region, SERVICE, &canonical);
     if expected.as_bytes().ct_eq(auth.signature.as_bytes()).into() {
         Ok(Verified { access_key_id: auth.access_key_id.to_owned(), region: auth.region.to_owned() })
     } else {
@@ -220,13 +220,15 @@ pub fn verify<'s>(
     }
 }
 
-/// Signs a request as an AWS client would: returns the headers to add (`x-amz-date`,
-/// `authorization`). `request.headers` must already hold `host` and every header to sign.
+/// Signs a request to `service` as an AWS client would: returns the headers to add
+/// (`x-amz-date`, `authorization`). `request.headers` must already hold `host` and every header
+/// to sign. (The server signs its own calls to EventBridge-compatible endpoints with it.)
 pub fn sign(
     request: &RequestParts<'_>,
     access_key_id: &str,
     secret: &str,
     region: &str,
+    service: &str,
     at: OffsetDateTime,
 ) -> Vec<(String, String)> {
     let amz_date = format_amz_date(at);
@@ -245,9 +247,9 @@ pub fn sign(
     with_date.headers.push(("x-amz-date", amz_date.as_bytes()));
     let signed: Vec<&str> = names.iter().map(String::as_str).collect();
     let canonical = canonical_request(&with_date, &signed).unwrap_or_default();
-    let signature = signature_hex(secret, &amz_date, date, region, &canonical);
+    let signature = signature_hex(secret, &amz_date, date, region, service, &canonical);
     let authorization = format!(
-        "{ALGORITHM} Credential={access_key_id}/{date}/{region}/{SERVICE}/aws4_request, SignedHeaders={}, Signature={signature}",
+        "{ALGORITHM} Credential={access_key_id}/{date}/{region}/{service}/aws4_request, SignedHeaders={}, Signature={signature}",
         names.join(";")
     );
     vec![("x-amz-date".into(), amz_date.clone()), ("authorization".into(), authorization)]
@@ -349,13 +351,13 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-fn signature_hex(secret: &str, amz_date: &str, date: &str, region: &str, canonical: &str) -> String {
-    let scope = format!("{date}/{region}/{SERVICE}/aws4_request");
+fn signature_hex(secret: &str, amz_date: &str, date: &str, region: &str, service: &str, canonical: &str) -> String {
+    let scope = format!("{date}/{region}/{service}/aws4_request");
     let string_to_sign =
         format!("{ALGORITHM}\n{amz_date}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
     let k_date = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes());
     let k_region = hmac(&k_date, region.as_bytes());
-    let k_service = hmac(&k_region, SERVICE.as_bytes());
+    let k_service = hmac(&k_region, service.as_bytes());
     let k_signing = hmac(&k_service, b"aws4_request");
     hex::encode(hmac(&k_signing, string_to_sign.as_bytes()))
 }
@@ -392,7 +394,7 @@ mod tests {
         let now = at("20240601T120000Z");
         let body = br#"{"arn":"x"}"#;
         let base = vec![("host", &b"127.0.0.1:8080"[..]), ("content-type", &b"application/json"[..])];
-        let added = sign(&parts(base.clone(), "/GetChannel", body), "AK", "SK", "us-west-2", now);
+        let added = sign(&parts(base.clone(), "/GetChannel", body), "AK", "SK", "us-west-2", SERVICE, now);
         let mut headers = base.clone();
         for (n, v) in &added {
             headers.push((n.as_str(), v.as_bytes()));
@@ -452,6 +454,7 @@ mod tests {
             "20150830T123600Z",
             "20150830",
             "us-east-1",
+            SERVICE,
             &canonical,
         );
         assert_eq!(signature, KNOWN_SIGNATURE);

@@ -30,6 +30,8 @@ pub struct AppState {
     pub api: Api,
     pub auth: Authenticator,
     pub limits: crate::settings::Limits,
+    /// Turns true when the server begins to stop: endless responses (event streams) end.
+    pub closing: tokio::sync::watch::Receiver<bool>,
     /// Bytes of request bodies being received, over all connections (`http_request_body_memory`);
     /// a request holds its share (its Content-Length) while its body arrives and is handled.
     body_memory: tokio::sync::Semaphore,
@@ -64,9 +66,14 @@ pub struct BodyMemory<'a> {
 }
 
 impl AppState {
-    pub fn new(api: Api, auth: Authenticator, limits: crate::settings::Limits) -> AppState {
+    pub fn new(
+        api: Api,
+        auth: Authenticator,
+        limits: crate::settings::Limits,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> AppState {
         let body_memory = tokio::sync::Semaphore::new(limits.http_request_body_memory.min(u32::MAX as usize));
-        AppState { api, auth, limits, body_memory, body_memory_by_address: Default::default() }
+        AppState { api, auth, limits, closing, body_memory, body_memory_by_address: Default::default() }
     }
 
     /// Reserves `bytes` for `address`, within its eighth of the body memory.
@@ -137,6 +144,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/video/v1/{name}", get(crate::playback::http::multivariant))
         .route("/playback/{session}/{channel}/{file}", get(crate::playback::http::media))
+        .route(crate::events::sse::PATH, get(crate::events::sse::stream))
         .fallback(control_plane)
         .with_state(state)
 }
@@ -159,18 +167,6 @@ fn route<'a>(method: &Method, path: &'a str) -> Option<(&'static str, Option<&'a
     let operation = model().operation(name)?;
     // The model lives for the whole program, so its operation names are already `'static`.
     (operation.method == method.as_str() && operation.request_uri == path).then_some((operation.name.as_str(), None))
-}
-
-fn new_request_id() -> String {
-    let b: [u8; 16] = rand::random();
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-        u16::from_be_bytes([b[4], b[5]]),
-        u16::from_be_bytes([b[6], b[7]]) & 0x0fff,
-        (u16::from_be_bytes([b[8], b[9]]) & 0x3fff) | 0x8000,
-        u64::from_be_bytes([0, 0, b[10], b[11], b[12], b[13], b[14], b[15]])
-    )
 }
 
 fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
@@ -218,7 +214,7 @@ pub(crate) fn gather_input(
 
 async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = Instant::now();
-    let request_id = new_request_id();
+    let request_id = crate::api::random_uuid();
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let Some((operation, label)) = route(&parts.method, &path) else {
@@ -287,6 +283,11 @@ fn success_response(request_id: &str, operation: &str, output: Value) -> Respons
     response
 }
 
+/// The wire form of an error raised outside the control-plane pipeline (the event stream).
+pub(crate) fn error_of(error: &IvsError) -> Response {
+    error_response(&crate::api::random_uuid(), error.kind.wire_name(), error.kind.http_status(), &error.message)
+}
+
 /// The one place an error becomes bytes: the status of its kind, `x-amzn-ErrorType`, and a body
 /// with `__type`, `message` (read by botocore and aws-sdk-rust) and `exceptionMessage` (the
 /// model's member).
@@ -335,7 +336,7 @@ mod tests {
 
     #[test]
     fn request_ids_look_like_uuids() {
-        let id = new_request_id();
+        let id = crate::api::random_uuid();
         assert_eq!(id.len(), 36);
         assert_eq!(id.matches('-').count(), 4);
     }

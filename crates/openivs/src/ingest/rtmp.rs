@@ -26,9 +26,10 @@ use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{Authorized, IngestContext, Refusal};
+use crate::events::{Breach, STREAM_HEALTH_CHANGE, STREAM_STATE_CHANGE};
 use crate::live::LiveStream;
 use crate::live::hub::{MediaFrame, MetadataSource, SlateSettings, TimedMetadata, TrackConfig, TrackKind};
-use crate::live::session::{HEALTH_CHANGE, STATE_CHANGE, SessionRecorder, new_stream_id};
+use crate::live::session::{SessionRecorder, new_stream_id};
 use crate::live::stats::Health;
 
 pub const MAX_STREAM_DURATION: Duration = Duration::from_secs(48 * 3600);
@@ -565,6 +566,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 account: arn.account.clone(),
                 channel_arn: channel.arn.clone(),
                 channel_id: arn.id.clone(),
+                channel_name: channel.name.clone(),
+                stream_id: recorder.stream_id().to_owned(),
                 thumbnails: crate::recording::recorder::ThumbnailSettings::of(&config.thumbnail_configuration),
                 reconnect_window: Duration::from_secs(config.recording_reconnect_window_seconds.max(0) as u64),
             };
@@ -645,12 +648,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             && now.duration_since(first) >= Duration::from_secs(BITRATE_WINDOW_SECONDS + 1)
         {
             let height = state.video.as_ref().map_or(0, |(_, sps)| sps.height);
-            if media_bitrate > state.limits.max_bitrate(height) * BITRATE_TOLERANCE {
-                state.recorder.breach("Ingest Bitrate", wall);
+            let max_bitrate = state.limits.max_bitrate(height);
+            if media_bitrate > max_bitrate * BITRATE_TOLERANCE {
+                let breach = Breach {
+                    limit_name: "Ingest Bitrate",
+                    limit_value: max_bitrate as u64,
+                    exceeded_by: (media_bitrate - max_bitrate) as u64,
+                    limit_unit: "bits per second",
+                };
+                state.recorder.breach(breach, wall);
                 return Some((Ok(()), Some("IngestBitrateExceeded")));
             }
             if framerate > state.limits.max_framerate * 1.1 {
-                state.recorder.breach("Ingest Framerate", wall);
+                let breach = Breach {
+                    limit_name: "Ingest Framerate",
+                    limit_value: state.limits.max_framerate as u64,
+                    exceeded_by: (framerate - state.limits.max_framerate).ceil() as u64,
+                    limit_unit: "frames per second",
+                };
+                state.recorder.breach(breach, wall);
                 return Some((Ok(()), Some("IngestFramerateExceeded")));
             }
         }
@@ -658,7 +674,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         if starving != state.starving {
             state.starving = starving;
             let name = if starving { "Starvation Start" } else { "Starvation End" };
-            let _ = state.recorder.event(name, HEALTH_CHANGE, None, wall).await;
+            let _ = state.recorder.event(name, STREAM_HEALTH_CHANGE, None, wall).await;
         }
         let due = match (state.first_media_at, state.ingest_recorded_at) {
             (Some(first), None) => now.duration_since(first) >= INGEST_CONFIGURATION_FIRST,
@@ -757,8 +773,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     .ok_or(Some("InvalidVideoConfiguration"))?;
                 let limits = state.limits;
                 let pixels = u64::from(sps.width) * u64::from(sps.height);
-                if pixels > limits.max_pixels || sps.width.max(sps.height) > limits.max_edge {
-                    state.recorder.breach("Ingest Resolution", OffsetDateTime::now_utc());
+                let edge = u64::from(sps.width.max(sps.height));
+                if pixels > limits.max_pixels || edge > u64::from(limits.max_edge) {
+                    // IVS names the limit in total pixels, or in pixels per edge when only that one is passed.
+                    let breach = if pixels > limits.max_pixels {
+                        Breach {
+                            limit_name: "Ingest Resolution",
+                            limit_value: limits.max_pixels,
+                            exceeded_by: pixels - limits.max_pixels,
+                            limit_unit: "total pixels",
+                        }
+                    } else {
+                        Breach {
+                            limit_name: "Ingest Resolution",
+                            limit_value: u64::from(limits.max_edge),
+                            exceeded_by: edge - u64::from(limits.max_edge),
+                            limit_unit: "pixels per edge",
+                        }
+                    };
+                    state.recorder.breach(breach, OffsetDateTime::now_utc());
                     return Err(Some("IngestResolutionExceeded"));
                 }
                 state.stream.hub.set_config(
@@ -840,7 +873,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         state.stream.stats.lock().expect("stats lock").on_media(now, kind, data.len(), dts_ms);
         if state.first_media_at.is_none() {
             state.first_media_at = Some(now);
-            let _ = state.recorder.event("Stream Start", STATE_CHANGE, None, wall).await;
+            let _ = state.recorder.event("Stream Start", STREAM_STATE_CHANGE, None, wall).await;
         }
         state.stream.hub.publish(MediaFrame {
             kind,

@@ -1,7 +1,8 @@
 //! The record of one stream session: created when a publish is accepted, updated as the stream
 //! goes (events, the ingest configuration read from the stream), ended when the publisher
 //! leaves. Every update is written to the store before the session moves on, so GetStreamSession
-//! and ListStreamSessions describe it while it is live and after a restart.
+//! and ListStreamSessions describe it while it is live and after a restart. The session's events
+//! that IVS also sends to EventBridge go into the store's outbox in the same write.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,18 +15,15 @@ use time::OffsetDateTime;
 
 use super::hub::SlateShowing;
 use crate::api::Endpoints;
+use crate::events::{Breach, ChannelEvent, LIMIT_BREACH, STREAM_STATE_CHANGE};
 use crate::ingest::{Authorized, Refusal};
-use crate::store::{ApplyError, Change, Check, FromRecord, Record, Store, StreamSessionRecord, Write};
+use crate::store::{ApplyError, Change, Check, FromRecord, OutboxEvent, Record, Store, StreamSessionRecord, Write};
 
 /// How often the end of a session is written again while the store refuses writes (a full disk).
 const END_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// IVS keeps the newest 500 events of a session.
 const MAX_EVENTS: usize = 500;
-
-pub const STATE_CHANGE: &str = "IVS Stream State Change";
-pub const HEALTH_CHANGE: &str = "IVS Stream Health Change";
-pub const LIMIT_BREACH: &str = "IVS Limit Breach";
 
 /// A new stream id in IVS's format: `st-` and 23 letters and digits.
 pub fn new_stream_id() -> String {
@@ -40,6 +38,8 @@ pub struct SessionRecorder {
     ended: bool,
     /// The failover slate's start is recorded and its end not yet.
     slate_on_air: bool,
+    /// EventBridge events of session events not yet stored: they go with the next write.
+    pending_events: Vec<OutboxEvent>,
 }
 
 impl SessionRecorder {
@@ -60,6 +60,15 @@ impl SessionRecorder {
         now: OffsetDateTime,
     ) -> Result<SessionRecorder, Refusal> {
         let channel_arn = authorized.channel.arn.clone();
+        let created = outbox_event(
+            &channel_arn,
+            &authorized.channel.name,
+            &stream_id,
+            "Session Created",
+            STREAM_STATE_CHANGE,
+            None,
+            now,
+        );
         let opened: Arc<Mutex<Option<Result<StreamSession, Refusal>>>> = Arc::default();
         let outcome = opened.clone();
         let build = FromRecord::new(move |record: Record| {
@@ -89,14 +98,15 @@ impl SessionRecorder {
                 truncated_events: Vec::new(),
                 failover_slate_configuration: authorized.failover_slate_configuration.clone(),
             };
-            push_event(&mut session, "Session Created", STATE_CHANGE, None, now);
+            push_event(&mut session, "Session Created", STREAM_STATE_CHANGE, None, now);
             let stored = session_record(&session, &record.arn, false, false)?;
             *outcome.lock().expect("session outcome lock") = Some(Ok(session));
             Ok(stored)
         });
         let change = Change::new()
             .require(Check::NotLive { channel_arn: channel_arn.clone() }, IvsError::conflict("already live"))
-            .write(Write::OpenStreamSession { channel_arn: channel_arn.clone(), build });
+            .write(Write::OpenStreamSession { channel_arn: channel_arn.clone(), build })
+            .write(Write::AppendEvents(created.into_iter().collect()));
         let applied = store.apply(change).await;
         let built = opened.lock().expect("session outcome lock").take();
         match (applied, built) {
@@ -107,6 +117,7 @@ impl SessionRecorder {
                 has_error_event: false,
                 ended: false,
                 slate_on_air: false,
+                pending_events: Vec::new(),
             }),
             (Err(ApplyError::Rejected(_)), Some(Err(refusal))) => Err(refusal),
             // Deleted since the key was checked: judged again (the key is gone with it).
@@ -143,6 +154,16 @@ impl SessionRecorder {
 
     fn push_event(&mut self, name: &str, event_type: &str, code: Option<&str>, at: OffsetDateTime) {
         push_event(&mut self.session, name, event_type, code, at);
+        let session = &self.session;
+        self.pending_events.extend(outbox_event(
+            &self.channel_arn,
+            &session.channel.name,
+            &session.stream_id,
+            name,
+            event_type,
+            code,
+            at,
+        ));
     }
 
     /// Records an event (newest first) and persists the session.
@@ -165,15 +186,18 @@ impl SessionRecorder {
             _ => return,
         };
         self.slate_on_air = showing.is_some();
-        if let Err(error) = self.event(event.0, STATE_CHANGE, None, event.1).await {
+        if let Err(error) = self.event(event.0, STREAM_STATE_CHANGE, None, event.1).await {
             tracing::warn!("ingest: cannot record {}: {error}", event.0);
         }
     }
 
     /// Records a limit breach (an error event) without persisting yet.
-    pub fn breach(&mut self, limit_name: &str, at: OffsetDateTime) {
+    pub fn breach(&mut self, breach: Breach, at: OffsetDateTime) {
         self.has_error_event = true;
-        self.push_event(limit_name, LIMIT_BREACH, None, at);
+        push_event(&mut self.session, breach.limit_name, LIMIT_BREACH, None, at);
+        let detail = breach.detail(&self.session.channel.name, &self.session.stream_id);
+        let event = ChannelEvent { detail_type: LIMIT_BREACH, channel_arn: &self.channel_arn, detail, time: at };
+        self.pending_events.push(event.to_outbox());
     }
 
     /// The stream's configuration as read from it; persisted.
@@ -205,12 +229,12 @@ impl SessionRecorder {
             return Ok(());
         }
         if stream_started {
-            self.push_event("Stream End", STATE_CHANGE, None, at);
+            self.push_event("Stream End", STREAM_STATE_CHANGE, None, at);
         }
         if error_code.is_some() {
             self.has_error_event = true;
         }
-        self.push_event("Session Ended", STATE_CHANGE, error_code, at);
+        self.push_event("Session Ended", STREAM_STATE_CHANGE, error_code, at);
         self.session.end_time = Some(timestamp::format(at));
         self.ended = true;
         self.persist().await
@@ -223,12 +247,16 @@ impl SessionRecorder {
         let Err(error) = self.end(stream_started, error_code, at).await else { return };
         tracing::error!("ingest: cannot record the end of stream {} (retrying): {error}", self.session.stream_id);
         let Ok(record) = self.record() else { return };
+        let events = std::mem::take(&mut self.pending_events);
         let store = self.store.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(END_RETRY).await;
                 // (Until the process exits: a store that is shut down refuses every write.)
-                if store.put_stream_session(&record).await.is_ok() {
+                let change = Change::new()
+                    .write(Write::PutStreamSession(record.clone()))
+                    .write(Write::AppendEvents(events.clone()));
+                if store.apply(change).await.is_ok() {
                     tracing::info!("ingest: recorded the end of stream {}", record.stream_id);
                     return;
                 }
@@ -240,8 +268,14 @@ impl SessionRecorder {
         session_record(&self.session, &self.channel_arn, self.ended, self.has_error_event)
     }
 
-    async fn persist(&self) -> Result<(), IvsError> {
-        self.store.put_stream_session(&self.record()?).await
+    /// Writes the session and, in the same transaction, its pending EventBridge events.
+    async fn persist(&mut self) -> Result<(), IvsError> {
+        let change = Change::new()
+            .write(Write::PutStreamSession(self.record()?))
+            .write(Write::AppendEvents(self.pending_events.clone()));
+        self.store.apply(change).await?;
+        self.pending_events.clear();
+        Ok(())
     }
 }
 
@@ -260,6 +294,24 @@ fn session_record(
         has_error_event,
         body: serde_json::to_string(session).map_err(|e| IvsError::internal(e.to_string()))?,
     })
+}
+
+/// The EventBridge event IVS sends for a session event, if it sends one (the failover slate's
+/// events are in the session only).
+fn outbox_event(
+    channel_arn: &str,
+    channel_name: &str,
+    stream_id: &str,
+    name: &str,
+    event_type: &str,
+    code: Option<&str>,
+    at: OffsetDateTime,
+) -> Option<OutboxEvent> {
+    if name.starts_with("Failover Slate") {
+        return None;
+    }
+    let detail = crate::events::stream_detail(name, channel_name, stream_id, code);
+    Some(ChannelEvent { detail_type: event_type, channel_arn, detail, time: at }.to_outbox())
 }
 
 /// Adds an event to a session, newest first, keeping the newest [`MAX_EVENTS`].
@@ -289,6 +341,7 @@ pub async fn end_orphaned_sessions(store: &Arc<dyn Store>, now: OffsetDateTime) 
             has_error_event: record.has_error_event,
             ended: false,
             slate_on_air: false,
+            pending_events: Vec::new(),
             session: {
                 session.end_time = None;
                 session

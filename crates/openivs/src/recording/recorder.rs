@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 use super::buckets::Buckets;
+use crate::events::{ChannelEvent, Outbox, RECORDING_STATE_CHANGE, seconds_utc};
 use crate::live::hub::{MediaFrame, Subscription, TrackKind};
 use crate::playback::packager::{metadata_tag, ticks, write_ts_frame};
 
@@ -38,6 +39,9 @@ pub struct Recording {
     pub account: String,
     pub channel_arn: String,
     pub channel_id: String,
+    pub channel_name: String,
+    /// The stream being recorded.
+    pub stream_id: String,
     /// `None`: the configuration's thumbnails are DISABLED.
     pub thumbnails: Option<ThumbnailSettings>,
     /// `recordingReconnectWindowSeconds`: a stream of the channel that starts within this time
@@ -59,6 +63,8 @@ pub struct Parking {
     closing: std::sync::atomic::AtomicBool,
     /// Where recordings in progress keep their journal (none: they keep none).
     journal_dir: Option<std::path::PathBuf>,
+    /// Where "IVS Recording State Change" events go (none: nowhere).
+    outbox: Option<Outbox>,
 }
 
 /// Counts a running recording for as long as it lives.
@@ -71,9 +77,9 @@ impl Drop for Running<'_> {
 }
 
 impl Parking {
-    /// Recordings keeping their journals in `journal_dir`.
-    pub fn with_journal(journal_dir: std::path::PathBuf) -> Parking {
-        Parking { journal_dir: Some(journal_dir), ..Parking::default() }
+    /// Recordings keeping their journals in `journal_dir` and raising their events in `outbox`.
+    pub fn new(journal_dir: std::path::PathBuf, outbox: Outbox) -> Parking {
+        Parking { journal_dir: Some(journal_dir), outbox: Some(outbox), ..Parking::default() }
     }
 
     /// Clean shutdown: the recordings waiting for a comeback end now, and those still running
@@ -186,6 +192,11 @@ pub(super) struct Journal {
     pub(super) codecs: String,
     pub(super) started_at: String,
     pub(super) thumbnails: Option<ThumbnailSettings>,
+    // (Absent from journals of earlier versions.)
+    #[serde(default)]
+    pub(super) channel_name: String,
+    #[serde(default)]
+    pub(super) stream_ids: Vec<String>,
 }
 
 /// The segment being written.
@@ -233,20 +244,9 @@ pub(super) struct Writer {
     streams: u32,
     /// This recording's journal file, once written.
     journal: Option<std::path::PathBuf>,
-}
-
-/// Seconds-precision UTC time, as IVS's recording files write it.
-fn seconds_utc(at: OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+    /// The ids of the streams recorded here, first to last.
+    stream_ids: Vec<String>,
+    outbox: Option<Outbox>,
 }
 
 /// The key prefix of a recording that starts at `at` (UTC, not zero-padded, as IVS writes it).
@@ -269,8 +269,11 @@ impl Writer {
         prefix: String,
         started_at: OffsetDateTime,
         journal: Option<std::path::PathBuf>,
+        outbox: Option<Outbox>,
     ) -> Writer {
         Writer {
+            stream_ids: vec![recording.stream_id.clone()],
+            outbox,
             buckets,
             recording,
             prefix,
@@ -670,12 +673,38 @@ impl Writer {
         if let Some(journal) = self.journal.take() {
             let _ = tokio::fs::remove_file(journal).await;
         }
+        match self.failed.is_some() {
+            false => self.raise("Recording End", "", ended_at).await,
+            true => self.raise("Recording End Failure", "InternalServerException", ended_at).await,
+        }
+    }
+
+    /// Raises an "IVS Recording State Change" event.
+    async fn raise(&self, status: &str, reason: &str, at: OffsetDateTime) {
+        let Some(outbox) = &self.outbox else { return };
+        let ended = status.starts_with("Recording End");
+        let mut detail = json!({
+            "channel_name": self.recording.channel_name,
+            "stream_id": self.stream_ids.last().cloned().unwrap_or_default(),
+            "recording_status": status,
+            "recording_status_reason": reason,
+            "recording_s3_bucket_name": self.recording.bucket,
+            "recording_s3_key_prefix": self.prefix,
+            "recording_duration_ms": if ended { self.segments.iter().map(|s| s.duration_ms).sum::<i64>() } else { 0 },
+            "recording_session_id": self.prefix.rsplit('/').next().unwrap_or_default(),
+        });
+        if ended {
+            detail["recording_session_stream_ids"] = json!(self.stream_ids);
+        }
+        let channel_arn = &self.recording.channel_arn;
+        outbox.emit(ChannelEvent { detail_type: RECORDING_STATE_CHANGE, channel_arn, detail, time: at }).await;
     }
 
     /// Writes `recording-started.json` and the journal that lets a crash be recovered from.
     async fn start(&mut self) {
         let body = self.event_file(None).to_string();
         self.put("events/recording-started.json", body.as_bytes()).await;
+        self.raise("Recording Start", "", self.started_at).await;
         let Some(path) = self.journal.clone() else { return };
         let journal = Journal {
             bucket: self.recording.bucket.clone(),
@@ -689,6 +718,8 @@ impl Writer {
             codecs: self.codecs_string(),
             started_at: openivs_model::timestamp::format(self.started_at),
             thumbnails: self.recording.thumbnails.clone(),
+            channel_name: self.recording.channel_name.clone(),
+            stream_ids: self.stream_ids.clone(),
         };
         let written = match serde_json::to_vec(&journal) {
             Ok(bytes) => tokio::fs::write(&path, bytes).await.map_err(|e| e.to_string()),
@@ -708,6 +739,7 @@ impl Writer {
         journal_path: std::path::PathBuf,
         segments: Vec<Segment>,
         bytes_written: u64,
+        outbox: Option<Outbox>,
     ) -> Writer {
         let started_at = OffsetDateTime::parse(&journal.started_at, &time::format_description::well_known::Rfc3339)
             .unwrap_or_else(|_| OffsetDateTime::now_utc());
@@ -716,10 +748,13 @@ impl Writer {
             account: journal.account,
             channel_arn: journal.channel_arn,
             channel_id: journal.channel_id,
+            channel_name: journal.channel_name,
+            stream_id: journal.stream_ids.first().cloned().unwrap_or_default(),
             thumbnails: journal.thumbnails,
             reconnect_window: std::time::Duration::ZERO,
         };
-        let mut writer = Writer::new(buckets, recording, journal.prefix, started_at, Some(journal_path));
+        let mut writer = Writer::new(buckets, recording, journal.prefix, started_at, Some(journal_path), outbox);
+        writer.stream_ids = journal.stream_ids;
         writer.codecs = journal.codecs;
         writer.size = (journal.width, journal.height);
         writer.rendition = Some(journal.rendition);
@@ -749,7 +784,7 @@ pub async fn run(
     let prefix = key_prefix(&recording.account, &recording.channel_id, started_at, &recording_id);
     tracing::info!("recording: {} to s3://{}/{prefix}", recording.channel_arn, recording.bucket);
     let journal = parking.journal_dir.as_ref().map(|dir| dir.join(format!("{recording_id}.json")));
-    let writer = Writer::new(buckets, recording, prefix, started_at, journal);
+    let writer = Writer::new(buckets, recording, prefix, started_at, journal, parking.outbox.clone());
     let mut writer = Box::new(writer);
     let mut parked = parking.take(&writer.recording.channel_arn);
     let mut started_written = false;
@@ -763,6 +798,7 @@ pub async fn run(
                     if let Some(mut earlier) = parked.take() {
                         if earlier.continues_with(&writer) {
                             earlier.resume_with(&subscription);
+                            earlier.stream_ids.push(writer.recording.stream_id.clone());
                             writer = earlier;
                             started_written = true;
                             tracing::info!("recording: {} continues (reconnect window)", writer.prefix);

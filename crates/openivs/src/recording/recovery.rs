@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 
 use super::buckets::Buckets;
 use super::recorder::{Journal, Segment, Writer};
+use crate::events::Outbox;
 
 /// The journals in `journal_dir`: the recordings the last stop interrupted. (Listed before
 /// ingest starts, so the journals of new recordings are never among them.)
@@ -22,7 +23,7 @@ pub fn interrupted(journal_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Finishes the recordings whose journals are `journals`; how many.
-pub async fn recover(journals: Vec<PathBuf>, buckets: Arc<Buckets>) -> usize {
+pub async fn recover(journals: Vec<PathBuf>, buckets: Arc<Buckets>, outbox: Option<Outbox>) -> usize {
     let mut finished = 0;
     for path in journals {
         let journal = match tokio::fs::read(&path).await.map(|bytes| serde_json::from_slice::<Journal>(&bytes)) {
@@ -49,7 +50,7 @@ pub async fn recover(journals: Vec<PathBuf>, buckets: Arc<Buckets>) -> usize {
             }
         }
         let count = segments.len();
-        let writer = Writer::recovered(buckets.clone(), journal, path, segments, bytes_written);
+        let writer = Writer::recovered(buckets.clone(), journal, path, segments, bytes_written, outbox.clone());
         let prefix = writer.finish_recovered().await;
         tracing::info!("recording: finished {prefix} ({count} segments), interrupted by the last stop");
         finished += 1;

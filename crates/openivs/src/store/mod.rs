@@ -154,6 +154,37 @@ pub enum Write {
         key: String,
         value: String,
     },
+    /// Appends events to the outbox (in the same transaction as the change they describe).
+    AppendEvents(Vec<OutboxEvent>),
+    /// Records that a target has delivered every event up to `seq`.
+    SetEventCursor {
+        target: String,
+        seq: i64,
+    },
+    /// Deletes the outbox events up to `up_to_seq` created before `created_before`.
+    PruneEvents {
+        up_to_seq: i64,
+        created_before: i64,
+    },
+}
+
+/// An event for the outbox: an EventBridge envelope (JSON) and the account and region it belongs to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxEvent {
+    pub account: String,
+    pub region: String,
+    pub body: String,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// An event as the outbox keeps it: in commit order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub account: String,
+    pub region: String,
+    pub body: String,
 }
 
 /// A computation over a resource as it is stored when a change is applied, inside the change:
@@ -296,4 +327,14 @@ pub trait Store: Send + Sync + 'static {
     async fn setting(&self, key: &str) -> Result<Option<String>, IvsError>;
     /// Sets the value unless one is already there; returns the value in force.
     async fn init_setting(&self, key: &str, value: &str) -> Result<String, IvsError>;
+    /// Outbox events with a seq above `after_seq`, oldest first (at most `limit`).
+    async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, IvsError>;
+    /// The seq of the newest outbox event (0 when there is none).
+    async fn last_event_seq(&self) -> Result<i64, IvsError>;
+    /// How far a target has delivered, if it has a cursor.
+    async fn event_cursor(&self, target: &str) -> Result<Option<i64>, IvsError>;
+    /// Deletes the outbox events up to `up_to_seq` created before `created_before` (Unix seconds).
+    async fn prune_events(&self, up_to_seq: i64, created_before: i64) -> Result<(), IvsError>;
+    /// Notified (`notify_waiters`) after every commit that appended events.
+    fn event_signal(&self) -> Arc<tokio::sync::Notify>;
 }

@@ -18,6 +18,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,13 +30,14 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{ApplyError, Change, Check, ListQuery, Record, Store, StreamSessionRecord, Write};
+use super::{ApplyError, Change, Check, ListQuery, Record, Store, StoredEvent, StreamSessionRecord, Write};
 
 /// Schema migrations, applied in order once each (recorded in `schema_migrations`).
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/sqlite/0001_resources.sql")),
     (2, include_str!("migrations/sqlite/0002_stream_sessions.sql")),
     (3, include_str!("migrations/sqlite/0003_playback_access.sql")),
+    (4, include_str!("migrations/sqlite/0004_events.sql")),
 ];
 
 pub struct SqliteStore {
@@ -43,6 +45,8 @@ pub struct SqliteStore {
     commits: mpsc::Sender<Pending>,
     /// Closed (dropped) by `close`, which ends the commit loop; the loop's handle is awaited there.
     commit_loop: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Notified after each commit that appended outbox events.
+    event_signal: Arc<tokio::sync::Notify>,
 }
 
 /// At most this many changes share one transaction.
@@ -81,8 +85,9 @@ impl SqliteStore {
             .await
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let (commits, queue) = mpsc::channel(4 * MAX_GROUP);
-        let commit_loop = tokio::spawn(commit_loop(writer, queue));
-        Ok(SqliteStore { reader, commits, commit_loop: tokio::sync::Mutex::new(Some(commit_loop)) })
+        let event_signal = Arc::new(tokio::sync::Notify::new());
+        let commit_loop = tokio::spawn(commit_loop(writer, queue, event_signal.clone()));
+        Ok(SqliteStore { reader, commits, commit_loop: tokio::sync::Mutex::new(Some(commit_loop)), event_signal })
     }
 
     /// Closes the readers and lets the commit loop finish what is queued, then close the writer.
@@ -387,6 +392,37 @@ async fn perform(tx: &mut SqliteConnection, write: &Write) -> Result<(), ApplyEr
                 .await
                 .map_err(store_error)?;
         }
+        Write::AppendEvents(events) => {
+            for event in events {
+                sqlx::query("INSERT INTO events (account, region, body, created_at) VALUES (?, ?, ?, ?)")
+                    .bind(&event.account)
+                    .bind(&event.region)
+                    .bind(&event.body)
+                    .bind(event.created_at)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(store_error)?;
+            }
+        }
+        Write::PruneEvents { up_to_seq, created_before } => {
+            sqlx::query("DELETE FROM events WHERE seq <= ? AND created_at < ?")
+                .bind(up_to_seq)
+                .bind(created_before)
+                .execute(&mut *tx)
+                .await
+                .map_err(store_error)?;
+        }
+        Write::SetEventCursor { target, seq } => {
+            sqlx::query(
+                "INSERT INTO event_cursors (target, seq) VALUES (?, ?) \
+                 ON CONFLICT (target) DO UPDATE SET seq = MAX(seq, excluded.seq)",
+            )
+            .bind(target)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await
+            .map_err(store_error)?;
+        }
     }
     Ok(())
 }
@@ -400,7 +436,7 @@ struct Pending {
 }
 
 /// Applies queued changes, as many as are waiting (up to [`MAX_GROUP`]) per transaction.
-async fn commit_loop(mut writer: Writer, mut queue: mpsc::Receiver<Pending>) {
+async fn commit_loop(mut writer: Writer, mut queue: mpsc::Receiver<Pending>, event_signal: Arc<tokio::sync::Notify>) {
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP && !group.last().is_some_and(|p| p.last) {
@@ -410,6 +446,12 @@ async fn commit_loop(mut writer: Writer, mut queue: mpsc::Receiver<Pending>) {
             }
         }
         let outcomes = commit_group(&mut writer, group.iter().map(|pending| &pending.change)).await;
+        let appended_events = group.iter().zip(&outcomes).any(|(pending, outcome)| {
+            outcome.is_ok() && pending.change.writes.iter().any(|w| matches!(w, Write::AppendEvents(_)))
+        });
+        if appended_events {
+            event_signal.notify_waiters();
+        }
         let stop = group.iter().any(|pending| pending.last);
         for (pending, outcome) in group.into_iter().zip(outcomes) {
             let _ = pending.reply.send(outcome);
@@ -665,6 +707,51 @@ impl Store for SqliteStore {
         let write = Write::InitSetting { key: key.to_owned(), value: value.to_owned() };
         self.apply(Change::new().write(write)).await?;
         self.setting(key).await?.ok_or_else(|| IvsError::internal(format!("setting {key} was not stored")))
+    }
+
+    async fn events_after(&self, after_seq: i64, limit: u32) -> Result<Vec<StoredEvent>, IvsError> {
+        let rows = sqlx::query("SELECT seq, account, region, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?")
+            .bind(after_seq)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    seq: row.try_get("seq").map_err(backend)?,
+                    account: row.try_get("account").map_err(backend)?,
+                    region: row.try_get("region").map_err(backend)?,
+                    body: row.try_get("body").map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn last_event_seq(&self) -> Result<i64, IvsError> {
+        // (AUTOINCREMENT keeps the highest seq ever used, even once those rows are pruned.)
+        let from_sequence: Option<i64> = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(from_sequence.unwrap_or(0))
+    }
+
+    async fn event_cursor(&self, target: &str) -> Result<Option<i64>, IvsError> {
+        sqlx::query_scalar("SELECT seq FROM event_cursors WHERE target = ?")
+            .bind(target)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)
+    }
+
+    async fn prune_events(&self, up_to_seq: i64, created_before: i64) -> Result<(), IvsError> {
+        self.apply(Change::new().write(Write::PruneEvents { up_to_seq, created_before })).await?;
+        Ok(())
+    }
+
+    fn event_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.event_signal.clone()
     }
 }
 

@@ -19,13 +19,13 @@ use crate::ingest::{Publisher, pattern_720p};
 use crate::recording::{configuration_without_thumbnails, json, plays_for, recorded_channel, walkdir};
 
 /// `moto_server` on a free loopback port, killed when dropped.
-struct Moto {
+pub(crate) struct Moto {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Moto {
-    fn start() -> Moto {
+    pub(crate) fn start() -> Moto {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
@@ -43,7 +43,7 @@ impl Moto {
     }
 
     /// The AWS CLI against moto.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
         let output = Command::new("aws")
             .args(["--endpoint-url", &self.endpoint, "--region", "us-east-1"])
             .args(args)
