@@ -183,7 +183,13 @@ impl Buckets {
         Self::checked_key(key)?;
         match &self.backend {
             Backend::Local(root) => {
-                let path = root.join(bucket).join(key);
+                // A bucket is its folder: one that was removed is gone, not made again.
+                let folder = root.join(bucket);
+                if !tokio::fs::metadata(&folder).await.is_ok_and(|m| m.is_dir()) {
+                    let message = format!("bucket {bucket} does not exist (no folder {})", folder.display());
+                    return Err(std::io::Error::new(std::io::ErrorKind::NotFound, message));
+                }
+                let path = folder.join(key);
                 let parent = path.parent().unwrap_or(Path::new("."));
                 tokio::fs::create_dir_all(parent).await?;
                 let temporary = parent.join(format!(".{}.partial", crate::api::random_alphanumeric(8)));

@@ -236,6 +236,9 @@ pub(super) struct Writer {
     frame_ms: i64,
     bytes_written: u64,
     failed: Option<String>,
+    /// `recording-started.json` could not be written: there is no recording, only a Recording
+    /// Start Failure event, and nothing more is written.
+    start_failed: bool,
     /// Keyframes (Annex B, with SPS and PPS) to make thumbnails of.
     pending_thumbnails: Vec<Vec<u8>>,
     last_thumbnail_dts: Option<i64>,
@@ -295,6 +298,7 @@ impl Writer {
             frame_ms: 33,
             bytes_written: 0,
             failed: None,
+            start_failed: false,
             pending_thumbnails: Vec::new(),
             last_thumbnail_dts: None,
             thumbnails_written: 0,
@@ -305,16 +309,26 @@ impl Writer {
 
     /// Writes an object of this recording; whether it was (a failure fails the recording).
     async fn put(&mut self, key: &str, bytes: &[u8]) -> bool {
+        self.put_object(key, bytes).await.is_ok()
+    }
+
+    async fn put_object(&mut self, key: &str, bytes: &[u8]) -> std::io::Result<()> {
+        if self.start_failed {
+            return Err(std::io::Error::other("the recording did not start"));
+        }
         let full = format!("{}/{key}", self.prefix);
-        if let Err(error) = self.buckets.put(&self.recording.bucket, &full, bytes).await {
-            if self.failed.is_none() {
-                tracing::error!("recording: cannot write {full} to bucket {}: {error}", self.recording.bucket);
-                self.failed = Some(format!("cannot write to the bucket: {error}"));
+        match self.buckets.put(&self.recording.bucket, &full, bytes).await {
+            Err(error) => {
+                if self.failed.is_none() {
+                    tracing::error!("recording: cannot write {full} to bucket {}: {error}", self.recording.bucket);
+                    self.failed = Some(format!("cannot write to the bucket: {error}"));
+                }
+                Err(error)
             }
-            false
-        } else {
-            self.bytes_written += bytes.len() as u64;
-            true
+            Ok(()) => {
+                self.bytes_written += bytes.len() as u64;
+                Ok(())
+            }
         }
     }
 
@@ -652,6 +666,10 @@ impl Writer {
 
     /// The recording is over: the final playlists and `recording-ended.json`.
     async fn finish(&mut self) {
+        if self.start_failed {
+            tracing::info!("recording: {} never started; nothing to finish", self.prefix);
+            return;
+        }
         self.close_open().await;
         if self.segments.is_empty() {
             tracing::info!("recording: the stream had no media; {} holds only its start", self.prefix);
@@ -689,7 +707,8 @@ impl Writer {
             "recording_status": status,
             "recording_status_reason": reason,
             "recording_s3_bucket_name": self.recording.bucket,
-            "recording_s3_key_prefix": self.prefix,
+            // (IVS leaves the prefix empty when a recording could not start.)
+            "recording_s3_key_prefix": if status == "Recording Start Failure" { "" } else { self.prefix.as_str() },
             "recording_duration_ms": if ended { self.segments.iter().map(|s| s.duration_ms).sum::<i64>() } else { 0 },
             "recording_session_id": self.prefix.rsplit('/').next().unwrap_or_default(),
         });
@@ -703,7 +722,16 @@ impl Writer {
     /// Writes `recording-started.json` and the journal that lets a crash be recovered from.
     async fn start(&mut self) {
         let body = self.event_file(None).to_string();
-        self.put("events/recording-started.json", body.as_bytes()).await;
+        if let Err(error) = self.put_object("events/recording-started.json", body.as_bytes()).await {
+            // A bucket that is gone is the user's to fix; anything else is ours.
+            let reason = match error.kind() {
+                std::io::ErrorKind::NotFound => "ValidationException",
+                _ => "InternalServerException",
+            };
+            self.raise("Recording Start Failure", reason, self.started_at).await;
+            self.start_failed = true;
+            return;
+        }
         self.raise("Recording Start", "", self.started_at).await;
         let Some(path) = self.journal.clone() else { return };
         let journal = Journal {

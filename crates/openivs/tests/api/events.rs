@@ -21,7 +21,7 @@ use crate::ingest::{Publisher, create_channel, pattern_720p};
 use crate::recording::{configuration_without_thumbnails, recorded_channel};
 use crate::recording_s3::Moto;
 
-const SECRET: &str = "whsec-test-secret";
+pub(crate) const SECRET: &str = "whsec-test-secret";
 
 /// A webhook request as received.
 struct Delivery {
@@ -37,14 +37,14 @@ impl Delivery {
 }
 
 /// An HTTP server taking webhook POSTs; while `down`, it answers 503 to everything.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     down: Arc<AtomicBool>,
     received: Arc<Mutex<Vec<Delivery>>>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/ivs-events", listener.local_addr().unwrap());
         let down = Arc::new(AtomicBool::new(false));
@@ -105,7 +105,7 @@ impl Receiver {
     }
 
     /// The `detail`s received so far for the channel `arn`, in order of receipt.
-    fn details_for(&self, arn: &str) -> Vec<(String, Value)> {
+    pub(crate) fn details_for(&self, arn: &str) -> Vec<(String, Value)> {
         let received = self.received.lock().unwrap();
         received
             .iter()
@@ -116,7 +116,7 @@ impl Receiver {
     }
 
     /// Waits (at most `limit`) until `predicate` holds of the channel's events.
-    fn wait_for(&self, arn: &str, limit: Duration, predicate: impl Fn(&[(String, Value)]) -> bool) {
+    pub(crate) fn wait_for(&self, arn: &str, limit: Duration, predicate: impl Fn(&[(String, Value)]) -> bool) {
         let deadline = Instant::now() + limit;
         while !predicate(&self.details_for(arn)) {
             assert!(Instant::now() < deadline, "events so far: {:#?}", self.details_for(arn));
@@ -126,7 +126,7 @@ impl Receiver {
 }
 
 /// The names of the stream and recording events among `events` (event_name or recording_status).
-fn names(events: &[(String, Value)]) -> Vec<String> {
+pub(crate) fn names(events: &[(String, Value)]) -> Vec<String> {
     events
         .iter()
         .map(|(_, detail)| {
@@ -251,6 +251,40 @@ async fn events_reach_a_webhook_in_order_and_signed_through_its_outage_and_a_cra
     let first_end = position(&all, "Session Ended", 0).unwrap();
     let second_created = events.iter().position(|(_, d)| d["stream_id"] == second_stream_id.as_str()).unwrap();
     assert!(first_end < second_created, "{all:?}");
+}
+
+/// A bucket removed after its recording configuration was made: the stream goes live and plays,
+/// and its recording is one Recording Start Failure event (an empty key prefix, as IVS sends it)
+/// and nothing more; the bucket's folder is not made again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recording_that_cannot_start_is_a_start_failure_event() {
+    let receiver = Receiver::start();
+    let server = Server::with_args(&["--event-webhook", &receiver.url, "--event-webhook-secret", SECRET]);
+    let configuration = configuration_without_thumbnails(&server, "cli-bucket", 0).await;
+    let (arn, url) = recorded_channel(&server, &configuration).await;
+    let bucket_folder = server.data_dir.join("buckets/cli-bucket");
+    std::fs::remove_dir_all(&bucket_folder).unwrap();
+
+    let mut publisher = Publisher::start(&url, pattern_720p());
+    wait_live(&server, &arn, Duration::from_secs(15)).await;
+    let has = |events: &[(String, Value)], name: &str| names(events).iter().any(|n| n == name);
+    receiver.wait_for(&arn, Duration::from_secs(15), |events| has(events, "Recording Start Failure"));
+    publisher.kill();
+    wait_offline(&server, &arn, Duration::from_secs(15)).await;
+    receiver.wait_for(&arn, Duration::from_secs(15), |events| has(events, "Session Ended"));
+    // (Whatever the recording would still raise, it raises as the stream ends.)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let events = receiver.details_for(&arn);
+    let (_, failure) = events.iter().find(|(_, d)| d["recording_status"] == "Recording Start Failure").unwrap();
+    assert_eq!(failure["recording_s3_key_prefix"], "", "{failure}");
+    assert_eq!(failure["recording_status_reason"], "ValidationException", "{failure}");
+    assert_eq!(failure["recording_s3_bucket_name"], "cli-bucket", "{failure}");
+    assert!(!failure["stream_id"].as_str().unwrap().is_empty(), "{failure}");
+    for name in ["Recording Start", "Recording End", "Recording End Failure"] {
+        assert!(!has(&events, name), "no {name}: {:?}", names(&events));
+    }
+    assert!(!bucket_folder.exists(), "a removed bucket is not made again");
 }
 
 /// The AWS CLI's view of moto's SQS queue: the bodies received within `limit` until `enough`.

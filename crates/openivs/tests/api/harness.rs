@@ -296,10 +296,10 @@ pub fn sigv4_headers(
     headers
 }
 
-/// A recording destination in an S3 bucket.
 /// Buckets every test server has (folders of its buckets directory).
 pub const TEST_BUCKETS: [&str; 5] = ["bucket", "bucket-1", "my-bucket", "other.bucket", "cli-bucket"];
 
+/// A recording destination in an S3 bucket.
 pub fn destination(bucket: &str) -> aws_sdk_ivs::types::DestinationConfiguration {
     aws_sdk_ivs::types::DestinationConfiguration::builder()
         .s3(aws_sdk_ivs::types::S3DestinationConfiguration::builder().bucket_name(bucket).build().unwrap())

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ivs::types::RecordingConfigurationState;
 
+use serde_json::Value;
+
+use crate::events::{Receiver, SECRET, names};
 use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline};
 use crate::ingest::{Publisher, pattern_720p};
 use crate::recording::{configuration_without_thumbnails, json, plays_for, recorded_channel, walkdir};
@@ -141,7 +144,12 @@ impl Relay {
 
 /// An openivs whose recordings go to S3 at `endpoint`.
 fn server_recording_to(endpoint: &str) -> Server {
-    Server::with_args(&[
+    server_recording_with(endpoint, &[])
+}
+
+/// An openivs whose recordings go to S3 at `endpoint`, with more arguments.
+fn server_recording_with(endpoint: &str, more: &[&str]) -> Server {
+    let mut args = vec![
         "--recording-store",
         "s3",
         "--s3-endpoint",
@@ -149,8 +157,10 @@ fn server_recording_to(endpoint: &str) -> Server {
         "--s3-access-key-id",
         "test",
         "--s3-secret-access-key",
-        "test",
-    ])
+    ];
+    args.push("test");
+    args.extend_from_slice(more);
+    Server::with_args(&args)
 }
 
 /// Waits (at most `limit`) until `bucket` holds a `recording-ended.json` under `channel`'s
@@ -236,6 +246,63 @@ async fn a_stream_is_recorded_to_s3_through_a_store_outage() {
     // Nothing waits in the spool.
     let spool = walkdir(&server.data_dir.join("recording-spool"));
     assert!(spool.is_empty(), "{spool:?}");
+}
+
+/// The store stays down past `--recording-store-outage-limit`: the recording stops storing
+/// media and ends failed, never crashing anything: the webhook gets a Recording End Failure, and
+/// `recording-failed.json` reaches S3 once the store is back.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_down_past_the_outage_limit_fails_the_recording() {
+    let moto = Moto::start();
+    moto.cli(&["s3api", "create-bucket", "--bucket", "failing"]);
+    let relay = Relay::to(&moto.endpoint);
+    let receiver = Receiver::start();
+    let hook = ["--event-webhook", receiver.url.as_str(), "--event-webhook-secret", SECRET];
+    let server =
+        server_recording_with(&relay.endpoint, &[&["--recording-store-outage-limit", "2"][..], &hook].concat());
+    let config = configuration_without_thumbnails(&server, "failing", 0).await;
+    let (arn, url) = recorded_channel(&server, &config).await;
+    let channel_id = arn.rsplit('/').next().unwrap().to_owned();
+    relay.cut();
+
+    // `recording-started.json` waits in the spool, its upload failing; the first segment, 10 s
+    // on, comes after the limit and is refused.
+    let mut publisher = Publisher::start(&url, pattern_720p());
+    wait_live(&server, &arn, Duration::from_secs(15)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !server.log_text().contains("refused every write") {
+        assert!(Instant::now() < deadline, "a segment was refused: {}", server.log_text());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    publisher.kill();
+    wait_offline(&server, &arn, Duration::from_secs(15)).await;
+    let ended = |events: &[(String, Value)]| names(events).iter().any(|n| n == "Recording End Failure");
+    receiver.wait_for(&arn, Duration::from_secs(15), ended);
+    let events = receiver.details_for(&arn);
+    let (_, failure) = events.iter().find(|(_, d)| d["recording_status"] == "Recording End Failure").unwrap();
+    assert_eq!(failure["recording_status_reason"], "InternalServerException", "{failure}");
+    assert!(!names(&events).iter().any(|n| n == "Recording End"), "{:?}", names(&events));
+    assert_eq!(server.client().get_channel().arn(&arn).send().await.unwrap().channel().unwrap().arn(), Some(&*arn));
+
+    relay.restore();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed_key = loop {
+        let keys = moto.keys("failing", &format!("ivs/v1/{ACCOUNT}/{channel_id}/"));
+        if let Some(key) = keys.iter().find(|k| k.ends_with("/events/recording-failed.json")) {
+            break key.clone();
+        }
+        assert!(Instant::now() < deadline, "recording-failed.json reached S3: {keys:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let prefix = failed_key.trim_end_matches("/events/recording-failed.json");
+    assert_eq!(failure["recording_s3_key_prefix"], prefix, "{failure}");
+    let folder = downloaded(&moto, "failing", &server, prefix);
+    let file = json(&folder.join("events/recording-failed.json"));
+    assert_eq!(file["recording_status"], "RECORDING_ENDED_WITH_FAILURE", "{file}");
+    let message = file["recording_status_message"].as_str().unwrap();
+    assert!(message.contains("refused every write"), "{message}");
+    assert!(!folder.join("events/recording-ended.json").exists());
+    assert_eq!(json(&folder.join("events/recording-started.json"))["recording_status"], "RECORDING_STARTED");
 }
 
 /// The store is down, and openivs is killed (`kill -9`) mid-stream: the segments in the spool
