@@ -92,7 +92,13 @@ impl SignedClient {
 
 /// GETs a path on a keep-alive connection; returns the status and body.
 pub async fn get(connection: &mut Connection, path: &str) -> Result<(u16, Vec<u8>), String> {
-    let request = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\n\r\n", connection.port);
+    request(connection, "GET", path).await
+}
+
+/// An unsigned request with no body on a keep-alive connection; returns the status and body.
+pub async fn request(connection: &mut Connection, method: &str, path: &str) -> Result<(u16, Vec<u8>), String> {
+    let request =
+        format!("{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-length: 0\r\n\r\n", connection.port);
     connection.send(request.as_bytes()).await
 }
 

@@ -91,7 +91,7 @@ pub(crate) fn process_tree(root: u32) -> Vec<u32> {
     pids
 }
 
-struct Publishers(Vec<Child>);
+pub(crate) struct Publishers(Vec<Child>);
 
 impl Drop for Publishers {
     fn drop(&mut self) {
@@ -116,7 +116,7 @@ pub(crate) fn publisher(url: &str, input: &Path) -> Result<Child, String> {
         .map_err(|e| format!("cannot start ffmpeg (apt-get install ffmpeg): {e}"))
 }
 
-fn publish(urls: &[String], input: &Path) -> Result<Publishers, String> {
+pub(crate) fn publish(urls: &[String], input: &Path) -> Result<Publishers, String> {
     urls.iter().map(|url| publisher(url, input)).collect::<Result<Vec<_>, _>>().map(Publishers)
 }
 
@@ -127,43 +127,59 @@ pub struct Sample {
     pub publishers_alive: usize,
 }
 
-async fn measure(root: u32, urls: &[String], input: &Path, args: &IngestArgs) -> Result<Sample, String> {
-    let rss_idle_kib = process_tree(root).iter().map(|p| rss_kib(*p)).sum();
+/// Starts a publisher per URL, waits `warmup`, then measures each of `roots` (a server and its
+/// children) over `window`: one sample per root, in order.
+pub(crate) async fn measure(
+    roots: &[u32],
+    urls: &[String],
+    input: &Path,
+    warmup: Duration,
+    window: Duration,
+) -> Result<Vec<Sample>, String> {
+    let trees: Vec<Vec<u32>> = roots.iter().map(|root| process_tree(*root)).collect();
+    let rss_idle: Vec<u64> = trees.iter().map(|pids| sample_rss_kib(pids)).collect();
     let mut publishers = publish(urls, input)?;
-    tokio::time::sleep(args.warmup).await;
-    let pids = process_tree(root);
-    let ticks_before: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
+    tokio::time::sleep(warmup).await;
+    let trees: Vec<Vec<u32>> = roots.iter().map(|root| process_tree(*root)).collect();
+    let ticks_before: Vec<u64> = trees.iter().map(|pids| sample_cpu_ticks(pids)).collect();
     let started = Instant::now();
-    let mut rss_max_kib = 0;
-    while started.elapsed() < args.measure {
-        rss_max_kib = rss_max_kib.max(pids.iter().map(|p| rss_kib(*p)).sum());
+    let mut rss_max = vec![0; roots.len()];
+    while started.elapsed() < window {
+        for (max, pids) in rss_max.iter_mut().zip(&trees) {
+            *max = (*max).max(sample_rss_kib(pids));
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let ticks_after: u64 = pids.iter().map(|p| cpu_ticks(*p)).sum();
     let seconds = started.elapsed().as_secs_f64();
     let publishers_alive =
         publishers.0.iter_mut().map(|c| c.try_wait()).filter(|status| matches!(status, Ok(None))).count();
+    let samples = trees
+        .iter()
+        .enumerate()
+        .map(|(at, pids)| Sample {
+            cpu_percent: (sample_cpu_ticks(pids) - ticks_before[at]) as f64 / clock_ticks_per_second() / seconds
+                * 100.0,
+            rss_max_kib: rss_max[at],
+            rss_idle_kib: rss_idle[at],
+            publishers_alive,
+        })
+        .collect();
     drop(publishers);
     // Let the server notice the publishers left before the next case.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(Sample {
-        cpu_percent: (ticks_after - ticks_before) as f64 / clock_ticks_per_second() / seconds * 100.0,
-        rss_max_kib,
-        rss_idle_kib,
-        publishers_alive,
-    })
+    Ok(samples)
 }
 
-/// nginx with the RTMP module: application `app` (live only) and `hls` (live, writing HLS with
-/// 1 s fragments and a 6 s playlist, as in the research peer setup), and an HTTP server for the
-/// HLS files. Returns the process, the RTMP port and the HTTP port.
+/// nginx with the RTMP module: application `app` (live only), `hls` (live, writing HLS with
+/// 1 s fragments and a 6 s playlist, as in the research peer setup) and `rec` (live, recording
+/// every stream to an FLV file), and an HTTP server for the HLS files. Returns the process, the RTMP port and the HTTP port.
 pub(crate) fn start_nginx(work: &Path) -> Result<(Peer, u16, u16), String> {
     let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
     if !module.exists() {
         return Err("nginx-rtmp is needed: apt-get install nginx-light libnginx-mod-rtmp".into());
     }
     let (port, http_port) = (free_port(), free_port());
-    for sub in ["logs", "hls"] {
+    for sub in ["logs", "hls", "rec"] {
         std::fs::create_dir_all(work.join(sub)).map_err(|e| e.to_string())?;
     }
     let dir = work.display();
@@ -171,7 +187,8 @@ pub(crate) fn start_nginx(work: &Path) -> Result<(Peer, u16, u16), String> {
         "load_module {module};\nworker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log warn;\n\
          events {{ worker_connections 1024; }}\n\
          rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096; application app {{ live on; record off; }} \
-         application hls {{ live on; record off; hls on; hls_path {dir}/hls; hls_fragment 1s; hls_playlist_length 6s; }} }} }}\n\
+         application hls {{ live on; record off; hls on; hls_path {dir}/hls; hls_fragment 1s; hls_playlist_length 6s; }} \
+         application rec {{ live on; record all; record_path {dir}/rec; record_unique on; }} }} }}\n\
          http {{ access_log off; client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; \
          uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi; \
          server {{ listen 127.0.0.1:{http_port}; location /hls/ {{ types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }} \
@@ -190,24 +207,31 @@ pub(crate) fn start_nginx(work: &Path) -> Result<(Peer, u16, u16), String> {
         .spawn()
         .map_err(|e| format!("cannot start nginx: {e}"))?;
     Ok((
-        Peer { name: "nginx-rtmp", child, port, rtmp_port: Some(port), rtmps_port: None, _data_dir: None },
+        Peer { name: "nginx-rtmp", child, port, rtmp_port: Some(port), rtmps_port: None, data_dir: None },
         port,
         http_port,
     ))
 }
 
-async fn openivs_channels(client: &SignedClient, port: u16, count: usize) -> Result<Vec<String>, String> {
+/// `count` channels made with CreateChannel `body` (JSON): their ARNs and stream keys.
+pub(crate) async fn openivs_channels(
+    client: &SignedClient,
+    port: u16,
+    count: usize,
+    body: &str,
+) -> Result<Vec<(String, String)>, String> {
     let mut connection = Connection::new(port);
-    let mut keys = Vec::new();
+    let mut channels = Vec::new();
     for _ in 0..count {
-        let (status, body) = client.call(&mut connection, "CreateChannel", r#"{"insecureIngest":true}"#).await?;
+        let (status, answer) = client.call(&mut connection, "CreateChannel", body).await?;
         if status != 200 {
-            return Err(format!("CreateChannel answered {status}"));
+            return Err(format!("CreateChannel answered {status}: {}", String::from_utf8_lossy(&answer)));
         }
-        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        keys.push(json["streamKey"]["value"].as_str().ok_or("no stream key")?.to_owned());
+        let json: serde_json::Value = serde_json::from_slice(&answer).map_err(|e| e.to_string())?;
+        let arn = json["channel"]["arn"].as_str().ok_or("no channel ARN")?.to_owned();
+        channels.push((arn, json["streamKey"]["value"].as_str().ok_or("no stream key")?.to_owned()));
     }
-    Ok(keys)
+    Ok(channels)
 }
 
 pub async fn run(args: IngestArgs) -> Result<(), String> {
@@ -216,7 +240,8 @@ pub async fn run(args: IngestArgs) -> Result<(), String> {
     let openivs = crate::start_openivs().await?;
     let rtmp_port = openivs.rtmp_port.ok_or("openivs has no RTMP port")?;
     let rtmps_port = openivs.rtmps_port.ok_or("openivs has no RTMPS port")?;
-    let keys = openivs_channels(&SignedClient::new(), openivs.port, most).await?;
+    let channels = openivs_channels(&SignedClient::new(), openivs.port, most, r#"{"insecureIngest":true}"#).await?;
+    let keys: Vec<String> = channels.into_iter().map(|(_, key)| key).collect();
     let nginx_dir = TempDir(std::env::temp_dir().join(format!("openivs-bench-nginx-{}", std::process::id())));
     let (nginx, nginx_port, _) = start_nginx(&nginx_dir.0)?;
     wait_for_port(nginx_port).await?;
@@ -258,7 +283,7 @@ pub async fn run(args: IngestArgs) -> Result<(), String> {
             ),
         ];
         for (name, root, urls) in cases {
-            let sample = measure(root, &urls, &input, &args).await?;
+            let sample = measure(&[root], &urls, &input, args.warmup, args.measure).await?.remove(0);
             let per_stream_rss =
                 (sample.rss_max_kib.saturating_sub(sample.rss_idle_kib)) as f64 / 1024.0 / count as f64;
             // openivs always packages HLS: its reference is nginx-rtmp with HLS on.

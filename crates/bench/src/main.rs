@@ -14,6 +14,7 @@ mod fanout;
 mod http_client;
 mod ingest;
 mod playback;
+mod recording;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -27,27 +28,32 @@ const CONCURRENCY: [usize; 3] = [1, 16, 64];
 struct Args {
     seconds: f64,
     moto: String,
-    streams: Vec<usize>,
+    /// `--streams`, when given (each benchmark has its own default).
+    streams: Option<Vec<usize>>,
     /// `--clients`, when given (each benchmark has its own default).
     clients: Option<Vec<usize>>,
     warmup: f64,
+    /// `--samples`: event latencies to collect (`recording`).
+    samples: usize,
 }
 
 fn parse_args() -> Result<(String, Args), String> {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
     let mut parsed =
-        Args { seconds: 5.0, moto: "moto_server".into(), streams: vec![1, 10, 50], clients: None, warmup: 10.0 };
+        Args { seconds: 5.0, moto: "moto_server".into(), streams: None, clients: None, warmup: 10.0, samples: 50 };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--seconds" => parsed.seconds = value.parse().map_err(|_| "--seconds takes a number")?,
             "--moto" => parsed.moto = value,
             "--streams" => {
-                parsed.streams = value
-                    .split(',')
-                    .map(|n| n.trim().parse().map_err(|_| "--streams takes numbers like 1,10,50"))
-                    .collect::<Result<_, _>>()?
+                parsed.streams = Some(
+                    value
+                        .split(',')
+                        .map(|n| n.trim().parse().map_err(|_| "--streams takes numbers like 1,10,50"))
+                        .collect::<Result<_, _>>()?,
+                )
             }
             "--clients" => {
                 parsed.clients = Some(
@@ -58,6 +64,7 @@ fn parse_args() -> Result<(String, Args), String> {
                 )
             }
             "--warmup" => parsed.warmup = value.parse().map_err(|_| "--warmup takes a number")?,
+            "--samples" => parsed.samples = value.parse().map_err(|_| "--samples takes a number")?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -76,7 +83,7 @@ fn main() {
     let outcome = match command.as_str() {
         "control-plane" => run_async(control_plane(args)),
         "ingest" => run_async(ingest::run(ingest::IngestArgs {
-            streams: args.streams.clone(),
+            streams: args.streams.clone().unwrap_or_else(|| vec![1, 10, 50]),
             warmup: Duration::from_secs_f64(args.warmup),
             measure: Duration::from_secs_f64(args.seconds.max(5.0)),
             out_dir,
@@ -88,6 +95,15 @@ fn main() {
         "access" => run_async(access::run(access::AccessArgs {
             seconds: args.seconds,
             clients: args.clients.as_ref().and_then(|c| c.first().copied()).unwrap_or(16),
+            out_dir,
+        })),
+        "recording" => run_async(recording::run(recording::RecordingArgs {
+            // (One count: the first of `--streams`, 10 unless given.)
+            streams: args.streams.as_ref().and_then(|s| s.first().copied()).unwrap_or(10),
+            warmup: Duration::from_secs_f64(args.warmup),
+            measure: Duration::from_secs_f64(args.seconds.max(5.0)),
+            moto: args.moto.clone(),
+            samples: args.samples,
             out_dir,
         })),
         "fanout" => run_async(fanout::run(fanout::FanoutArgs {
@@ -102,6 +118,9 @@ fn main() {
             eprintln!("       openivs-bench playback [--seconds S]");
             eprintln!("       openivs-bench fanout [--clients 100,1000] [--warmup S] [--seconds S]");
             eprintln!("       openivs-bench access [--clients 16] [--seconds S]");
+            eprintln!(
+                "       openivs-bench recording [--streams 10] [--warmup S] [--seconds S] [--samples 50] [--moto PATH]"
+            );
             std::process::exit(2);
         }
     };
@@ -123,7 +142,7 @@ struct Peer {
     port: u16,
     rtmp_port: Option<u16>,
     rtmps_port: Option<u16>,
-    _data_dir: Option<TempDir>,
+    data_dir: Option<TempDir>,
 }
 
 impl Drop for Peer {
@@ -161,13 +180,18 @@ async fn wait_for_port(port: u16) -> Result<(), String> {
 }
 
 async fn start_openivs() -> Result<Peer, String> {
+    start_openivs_with(&[]).await
+}
+
+/// The release `openivs`, with `extra` arguments after the benchmarks' own.
+async fn start_openivs_with(extra: &[&str]) -> Result<Peer, String> {
     let binary = std::env::current_exe().map_err(|e| e.to_string())?.with_file_name("openivs");
     if !binary.exists() {
         return Err(format!("{} not found: build it first (cargo build --release -p openivs)", binary.display()));
     }
-    let data_dir = std::env::temp_dir().join(format!("openivs-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&data_dir);
     let (port, rtmp_port, rtmps_port) = (free_port(), free_port(), free_port());
+    let data_dir = std::env::temp_dir().join(format!("openivs-bench-{}-{port}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data_dir);
     let child = Command::new(&binary)
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&data_dir)
@@ -176,6 +200,7 @@ async fn start_openivs() -> Result<Peer, String> {
         // Every benchmark client comes from 127.0.0.1: lift the per-address caps that are there
         // to keep one real client from taking everything.
         .args(["--http-max-connections-per-address", "100000", "--playback-max-viewer-sessions-per-address", "100000"])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -186,7 +211,7 @@ async fn start_openivs() -> Result<Peer, String> {
         port,
         rtmp_port: Some(rtmp_port),
         rtmps_port: Some(rtmps_port),
-        _data_dir: Some(TempDir(data_dir)),
+        data_dir: Some(TempDir(data_dir)),
     };
     wait_for_port(port).await?;
     Ok(peer)
@@ -200,7 +225,7 @@ async fn start_moto(program: &str) -> Result<Peer, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {program} (pip install 'moto[server]'): {e}"))?;
-    let peer = Peer { name: "moto", child, port, rtmp_port: None, rtmps_port: None, _data_dir: None };
+    let peer = Peer { name: "moto", child, port, rtmp_port: None, rtmps_port: None, data_dir: None };
     wait_for_port(port).await?;
     Ok(peer)
 }
