@@ -182,6 +182,11 @@ pub(crate) fn start_nginx(work: &Path) -> Result<(Peer, u16, u16), String> {
     for sub in ["logs", "hls", "rec"] {
         std::fs::create_dir_all(work.join(sub)).map_err(|e| e.to_string())?;
     }
+    // Started as root, nginx's worker runs as `nobody`: it must be able to write its files.
+    for sub in ["hls", "rec"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(work.join(sub), std::fs::Permissions::from_mode(0o777)).map_err(|e| e.to_string())?;
+    }
     let dir = work.display();
     let config = format!(
         "load_module {module};\nworker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log warn;\n\

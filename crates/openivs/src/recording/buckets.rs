@@ -192,9 +192,7 @@ impl Buckets {
                 let path = folder.join(key);
                 let parent = path.parent().unwrap_or(Path::new("."));
                 tokio::fs::create_dir_all(parent).await?;
-                let temporary = parent.join(format!(".{}.partial", crate::api::random_alphanumeric(8)));
-                tokio::fs::write(&temporary, bytes).await?;
-                tokio::fs::rename(&temporary, &path).await
+                write_synced(&path, bytes).await
             }
             Backend::S3 { spool, .. } => spool.put(bucket, key, bytes).await,
         }
@@ -259,4 +257,17 @@ impl Buckets {
             );
         }
     }
+}
+
+/// Writes `path` whole or not at all, on disk before this returns: a temporary file beside it,
+/// synced, then renamed into place (a power cut leaves the old file or the new one).
+pub(crate) async fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let temporary = parent.join(format!(".{}.partial", crate::api::random_alphanumeric(8)));
+    let mut file = tokio::fs::File::create(&temporary).await?;
+    file.write_all(bytes).await?;
+    file.sync_all().await?;
+    drop(file);
+    tokio::fs::rename(&temporary, path).await
 }

@@ -719,7 +719,7 @@ impl Writer {
         outbox.emit(ChannelEvent { detail_type: RECORDING_STATE_CHANGE, channel_arn, detail, time: at }).await;
     }
 
-    /// Writes `recording-started.json` and the journal that lets a crash be recovered from.
+    /// Writes `recording-started.json` and the journal.
     async fn start(&mut self) {
         let body = self.event_file(None).to_string();
         if let Err(error) = self.put_object("events/recording-started.json", body.as_bytes()).await {
@@ -733,6 +733,12 @@ impl Writer {
             return;
         }
         self.raise("Recording Start", "", self.started_at).await;
+        self.write_journal().await;
+    }
+
+    /// Writes (or rewrites, as streams join the recording) the journal that lets a crash be
+    /// recovered from.
+    async fn write_journal(&mut self) {
         let Some(path) = self.journal.clone() else { return };
         let journal = Journal {
             bucket: self.recording.bucket.clone(),
@@ -750,7 +756,7 @@ impl Writer {
             stream_ids: self.stream_ids.clone(),
         };
         let written = match serde_json::to_vec(&journal) {
-            Ok(bytes) => tokio::fs::write(&path, bytes).await.map_err(|e| e.to_string()),
+            Ok(bytes) => super::buckets::write_synced(&path, &bytes).await.map_err(|e| e.to_string()),
             Err(error) => Err(error.to_string()),
         };
         if let Err(error) = written {
@@ -827,6 +833,7 @@ pub async fn run(
                         if earlier.continues_with(&writer) {
                             earlier.resume_with(&subscription);
                             earlier.stream_ids.push(writer.recording.stream_id.clone());
+                            earlier.write_journal().await;
                             writer = earlier;
                             started_written = true;
                             tracing::info!("recording: {} continues (reconnect window)", writer.prefix);

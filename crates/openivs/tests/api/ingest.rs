@@ -146,7 +146,7 @@ impl Channel {
 }
 
 /// The id of a live channel's stream (GetStream).
-async fn live_stream_id(server: &Server, arn: &str) -> String {
+pub(crate) async fn live_stream_id(server: &Server, arn: &str) -> String {
     let out = server.client().get_stream().channel_arn(arn).send().await.unwrap();
     out.stream().unwrap().stream_id().unwrap().to_owned()
 }

@@ -13,8 +13,9 @@ use aws_sdk_ivs::types::{
 };
 use serde_json::Value;
 
+use crate::events::{Receiver, SECRET};
 use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline};
-use crate::ingest::{Publisher, pattern_720p};
+use crate::ingest::{Publisher, live_stream_id, pattern_720p};
 
 pub(crate) fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
@@ -299,22 +300,31 @@ pub(crate) fn walkdir(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// `kill -9` of openivs mid-recording: the next start finishes the recording from what reached
-/// the bucket (VOD playlists, master playlists, `recording-ended.json`), and it plays.
-#[tokio::test]
+/// the bucket (VOD playlists, master playlists, `recording-ended.json`), and it plays. The
+/// recording had merged two streams (reconnect window): its Recording End event, raised after
+/// the restart, names both.
+#[tokio::test(flavor = "multi_thread")]
 async fn a_recording_interrupted_by_a_crash_is_finished_at_the_next_start() {
-    let mut server = Server::start();
-    let config = configuration_without_thumbnails(&server, "other.bucket", 0).await;
+    let receiver = Receiver::start();
+    let mut server = Server::with_args(&["--event-webhook", &receiver.url, "--event-webhook-secret", SECRET]);
+    let config = configuration_without_thumbnails(&server, "other.bucket", 30).await;
     let (arn, url) = recorded_channel(&server, &config).await;
     let channel_id = arn.rsplit('/').next().unwrap().to_owned();
     let channel_dir = server.data_dir.join("buckets/other.bucket/ivs/v1").join(ACCOUNT).join(channel_id);
-    let _publisher = Publisher::start(&url, pattern_720p());
+    let mut first = Publisher::start(&url, pattern_720p());
     wait_live(&server, &arn, Duration::from_secs(15)).await;
-    // Past the first segment (10 s), into the second.
+    let first_stream_id = live_stream_id(&server, &arn).await;
+    // Past the first segment (10 s), then the publisher drops and comes back within the window.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !walkdir(&channel_dir).iter().any(|p| p.ends_with("720p30/0.ts")) {
         assert!(Instant::now() < deadline, "the first segment is written");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    first.kill();
+    wait_offline(&server, &arn, Duration::from_secs(15)).await;
+    let _second = Publisher::start(&url, pattern_720p());
+    wait_live(&server, &arn, Duration::from_secs(15)).await;
+    let second_stream_id = live_stream_id(&server, &arn).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(!walkdir(&channel_dir).iter().any(|p| p.ends_with("recording-ended.json")));
     server.crash_and_restart();
@@ -328,6 +338,17 @@ async fn a_recording_interrupted_by_a_crash_is_finished_at_the_next_start() {
     let playlist = std::fs::read_to_string(media.join("720p30/playlist.m3u8")).unwrap();
     assert!(playlist.contains("#EXT-X-PLAYLIST-TYPE:VOD\n") && playlist.ends_with("#EXT-X-ENDLIST\n"), "{playlist}");
     plays_for(&media, duration_ms);
+    let recording_ended =
+        |events: &[(String, Value)]| events.iter().any(|(_, d)| d["recording_status"] == "Recording End");
+    receiver.wait_for(&arn, Duration::from_secs(15), recording_ended);
+    let events = receiver.details_for(&arn);
+    let (_, end) = events.iter().find(|(_, d)| d["recording_status"] == "Recording End").unwrap();
+    assert_eq!(end["recording_session_stream_ids"], serde_json::json!([first_stream_id, second_stream_id]), "{end}");
+    assert_eq!(
+        end["recording_s3_key_prefix"],
+        prefix.strip_prefix(server.data_dir.join("buckets/other.bucket")).unwrap().to_str().unwrap(),
+        "{end}"
+    );
 }
 
 /// The recording's master and byte-range playlists each play for `duration_ms` (ffprobe).
