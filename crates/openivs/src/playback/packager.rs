@@ -347,6 +347,17 @@ struct Packager {
 
 /// The ID3 tag of timed metadata: one `TXXX` frame, UTF-8, whose description names the source
 /// as the IVS player's cues name their owner.
+/// An ID3 tag holding only Apple's transport-stream timestamp (`PRIV`
+/// `com.apple.streaming.transportStreamTimestamp`) of media time `pts_ms`, written where a player
+/// may start (independent parts live; keyframe intervals in recordings). Players skip it as a
+/// cue, but it makes hls.js create its metadata text track as soon as it starts playing:
+/// Chromium empties a new track's cues once, just after it is created, so without it the
+/// payloads of the first fragment with metadata that a viewer loads were lost.
+pub fn timestamp_tag(pts_ms: i64) -> Vec<u8> {
+    let timestamp = (ticks(pts_ms) & 0x1_ffff_ffff).to_be_bytes();
+    id3::tag(&[id3::private(id3::APPLE_TIMESTAMP_OWNER, &timestamp)])
+}
+
 pub fn metadata_tag(metadata: &TimedMetadata) -> Vec<u8> {
     let owner = match metadata.source {
         MetadataSource::Api => METADATA_OWNER,
@@ -557,14 +568,9 @@ impl Packager {
         open.part_has_metadata = true;
     }
 
-    /// An ID3 tag holding only Apple's transport-stream timestamp (`PRIV`
-    /// `com.apple.streaming.transportStreamTimestamp`) at the start of every independent part.
-    /// Players skip it as a cue, but it makes hls.js create its metadata text track as soon as
-    /// it starts playing: Chromium empties a new track's cues once, just after it is created, so
-    /// without it the first payloads a viewer would receive were lost.
+    /// A [`timestamp_tag`] at the start of every independent part.
     fn write_timestamp_tag(&mut self, open: &mut OpenSegment, pts_ms: i64) {
-        let timestamp = (ticks(pts_ms) & 0x1_ffff_ffff).to_be_bytes();
-        self.write_tag(open, pts_ms, &id3::tag(&[id3::private(id3::APPLE_TIMESTAMP_OWNER, &timestamp)]));
+        self.write_tag(open, pts_ms, &timestamp_tag(pts_ms));
     }
 
     /// An ID3 tag into the part being built at `pts_ms`: on the TS timed-metadata stream, or in

@@ -25,7 +25,7 @@ use tokio::sync::broadcast;
 use super::buckets::Buckets;
 use crate::events::{ChannelEvent, Outbox, RECORDING_STATE_CHANGE, seconds_utc};
 use crate::live::hub::{MediaFrame, Subscription, TrackKind};
-use crate::playback::packager::{metadata_tag, ticks, write_ts_frame};
+use crate::playback::packager::{metadata_tag, ticks, timestamp_tag, write_ts_frame};
 
 /// Recorded segments are cut at the first keyframe after this much media (IVS's are about 10 s).
 pub const SEGMENT_TARGET_MS: i64 = 10_000;
@@ -401,9 +401,11 @@ impl Writer {
         }
         let open = self.open.as_mut()?;
         if keyframe {
-            // Each keyframe interval starts with the tables, so a byte range plays on its own.
+            // Each keyframe interval starts with the tables, so a byte range plays on its own,
+            // and a timestamp tag, so a player starting there meets the metadata stream at once.
             open.range_starts.push((open.bytes.len(), frame.dts_ms));
             self.muxer.write_tables(&mut open.bytes);
+            self.muxer.write_metadata(ticks(frame.pts_ms), &timestamp_tag(frame.pts_ms), &mut open.bytes);
         }
         if write_ts_frame(&mut self.muxer, frame, self.video.as_ref(), self.audio.as_ref(), keyframe, &mut open.bytes) {
             if frame.kind == TrackKind::Video {

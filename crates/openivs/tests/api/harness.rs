@@ -370,8 +370,27 @@ pub(crate) async fn create_channel_with(
 ) -> (aws_sdk_ivs::operation::create_channel::CreateChannelOutput, String) {
     let builder = server.client().create_channel().latency_mode(latency).container_format(container);
     let out = configure(builder).send().await.unwrap();
-    let channel = out.channel().unwrap();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let url = rtmps_url(&out);
     (out, url)
+}
+
+/// The RTMPS URL a broadcaster publishes a new channel to: its ingest endpoint and stream key.
+pub fn rtmps_url(out: &aws_sdk_ivs::operation::create_channel::CreateChannelOutput) -> String {
+    let channel = out.channel().expect("a channel");
+    let key = out.stream_key().and_then(|k| k.value()).expect("a stream key");
+    format!("rtmps://{}/app/{key}", channel.ingest_endpoint().expect("an ingest endpoint"))
+}
+
+/// Every file under `dir`.
+pub fn walkdir(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() { pending.push(path) } else { files.push(path) }
+        }
+    }
+    files
 }

@@ -9,6 +9,7 @@ use aws_sdk_ivs::types::{ChannelLatencyMode, ChannelType, ContainerFormat};
 use openivs_media::amf0::Value;
 
 use crate::assert_error;
+use crate::harness::rtmps_url;
 use crate::harness::{RawResponse, Server, raw_request};
 use crate::ingest::{Publisher, create_channel, pattern_720p, wait_live};
 use crate::playback::path_of;
@@ -129,8 +130,7 @@ async fn check_metadata(server: &Server, latency: ChannelLatencyMode, container:
         client.create_channel().latency_mode(latency.clone()).container_format(container.clone()).send().await.unwrap();
     let channel = out.channel().unwrap();
     let arn = channel.arn().unwrap().to_owned();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let url = rtmps_url(&out);
     let _publisher = Publisher::start(&url, pattern_720p());
     wait_live(server, &arn, Duration::from_secs(15)).await;
     let multivariant = get(server, &path_of(channel.playback_url().unwrap()));
@@ -184,8 +184,7 @@ async fn put_metadata_reaches_the_stream_in_every_container_and_latency_mode() {
 async fn default_channel(server: &Server) -> (String, String, String) {
     let out = server.client().create_channel().send().await.unwrap();
     let channel = out.channel().unwrap();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let url = rtmps_url(&out);
     (channel.arn().unwrap().to_owned(), url, channel.playback_url().unwrap().to_owned())
 }
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ivs::types::{ChannelLatencyMode, ChannelType, ContainerFormat};
 
+use crate::harness::rtmps_url;
 use crate::harness::{RawResponse, Server, raw_request};
 use crate::ingest::{Publisher, pattern_720p, pattern_720p_short_gop, wait_live, wait_offline};
 
@@ -38,8 +39,7 @@ async fn live_channel_with(
     let out = server.client().create_channel().latency_mode(latency).container_format(container).send().await.unwrap();
     let channel = out.channel().unwrap();
     let arn = channel.arn().unwrap().to_owned();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let url = rtmps_url(&out);
     let publisher = Publisher::start(&url, media);
     wait_live(server, &arn, Duration::from_secs(15)).await;
     (arn, channel.playback_url().unwrap().to_owned(), publisher)
@@ -329,8 +329,7 @@ async fn a_new_stream_gets_new_playlists_and_the_ended_ones_stay_ended() {
     let channel = out.channel().unwrap();
     let arn = channel.arn().unwrap().to_owned();
     let playback_url = channel.playback_url().unwrap().to_owned();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let url = rtmps_url(&out);
     let first_media;
     {
         let _first = Publisher::start(&url, pattern_720p());

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::harness::rtmps_url;
 use crate::harness::{RawResponse, Server, raw_request};
 use crate::ingest::{Publisher, pattern_720p, wait_live};
 use crate::playback::path_of;
@@ -36,8 +37,7 @@ async fn live_channel_with_ingest(
     let out = request.send().await.unwrap();
     let channel = out.channel().unwrap();
     let arn = channel.arn().unwrap().to_owned();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let url = rtmps_url(&out);
     let publisher = Publisher::start(&url, pattern_720p());
     wait_live(server, &arn, Duration::from_secs(15)).await;
     (arn, path_of(channel.playback_url().unwrap()), url, publisher)

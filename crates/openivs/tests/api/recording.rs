@@ -14,7 +14,8 @@ use aws_sdk_ivs::types::{
 use serde_json::Value;
 
 use crate::events::{Receiver, SECRET};
-use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline};
+use crate::harness::rtmps_url;
+use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline, walkdir};
 use crate::ingest::{Publisher, live_stream_id, pattern_720p};
 
 pub(crate) fn json(path: &Path) -> Value {
@@ -212,8 +213,7 @@ pub(crate) async fn configuration_without_thumbnails(server: &Server, bucket: &s
 pub(crate) async fn recorded_channel(server: &Server, configuration: &str) -> (String, String) {
     let out = server.client().create_channel().recording_configuration_arn(configuration).send().await.unwrap();
     let channel = out.channel().unwrap();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let url = rtmps_url(&out);
     (channel.arn().unwrap().to_owned(), url)
 }
 
@@ -283,20 +283,6 @@ async fn the_reconnect_window_merges_streams_into_one_recording() {
     server.stop();
     let ended = ended_recordings(&channel_dir, 2, Duration::ZERO).await;
     assert_eq!(ended.len(), 2);
-}
-
-/// Every file under `dir`.
-pub(crate) fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() { pending.push(path) } else { files.push(path) }
-        }
-    }
-    files
 }
 
 /// `kill -9` of openivs mid-recording: the next start finishes the recording from what reached

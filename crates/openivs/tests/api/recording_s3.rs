@@ -17,9 +17,9 @@ use aws_sdk_ivs::types::RecordingConfigurationState;
 use serde_json::Value;
 
 use crate::events::{Receiver, SECRET, names};
-use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline};
+use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline, walkdir};
 use crate::ingest::{Publisher, pattern_720p};
-use crate::recording::{configuration_without_thumbnails, json, plays_for, recorded_channel, walkdir};
+use crate::recording::{configuration_without_thumbnails, json, plays_for, recorded_channel};
 
 /// `moto_server` on a free loopback port, killed when dropped.
 pub(crate) struct Moto {

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use crate::clock::ClockPublisher;
+use crate::harness::rtmps_url;
 use crate::harness::{Server, wait_live};
 use crate::tokens::{key_pair, now, token};
 use crate::web_players::play;
@@ -38,8 +39,7 @@ async fn private_channel(server: &Server) -> (String, String, ClockPublisher, Pa
     let out = client.create_channel().authorized(true).send().await.unwrap();
     let channel = out.channel().unwrap();
     let arn = channel.arn().unwrap().to_owned();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let url = rtmps_url(&out);
     let publisher = ClockPublisher::start(&url, 30);
     wait_live(server, &arn, Duration::from_secs(20)).await;
     (arn, channel.playback_url().unwrap().to_owned(), publisher, private_key)

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use aws_sdk_ivs::types::ChannelLatencyMode;
 
 use crate::clock::ClockPublisher;
+use crate::harness::rtmps_url;
 use crate::harness::{Server, wait_live};
 use crate::web_players::play;
 
@@ -34,8 +35,7 @@ async fn hls_js_plays_through_the_slate_and_the_comeback() {
         .unwrap();
     let channel = out.channel().unwrap();
     let arn = channel.arn().unwrap().to_owned();
-    let url =
-        format!("rtmps://{}/app/{}", channel.ingest_endpoint().unwrap(), out.stream_key().unwrap().value().unwrap());
+    let url = rtmps_url(&out);
     let publisher = ClockPublisher::start(&url, 30);
     wait_live(&server, &arn, Duration::from_secs(20)).await;
     tokio::time::sleep(Duration::from_secs(10)).await;

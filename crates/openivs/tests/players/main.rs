@@ -23,6 +23,7 @@ mod access;
 mod clock;
 mod failover;
 mod metadata;
+mod recording;
 mod web_players;
 
 /// Held by each test for its whole run: cargo runs a binary's tests in parallel, and two browser

@@ -18,6 +18,7 @@ use std::time::Duration;
 use aws_sdk_ivs::types::{ChannelLatencyMode, ContainerFormat};
 
 use crate::clock::{ClockPublisher, FRAME_RATE};
+use crate::harness::rtmps_url;
 use crate::harness::{Server, wait_live};
 
 /// Seconds each player is watched for, once its picture moves.
@@ -69,11 +70,7 @@ pub(crate) async fn live_channels(server: &Server, container: &ContainerFormat) 
             .await
             .unwrap();
         let channel = out.channel().unwrap();
-        let url = format!(
-            "rtmps://{}/app/{}",
-            channel.ingest_endpoint().unwrap(),
-            out.stream_key().unwrap().value().unwrap()
-        );
+        let url = rtmps_url(&out);
         publishers.push(ClockPublisher::start(&url, FRAME_RATE));
         arns.push(channel.arn().unwrap().to_owned());
         cases.push(Case {
