@@ -25,24 +25,35 @@ struct Pattern {
     seconds: u32,
     /// Frames from one keyframe to the next.
     keyframe_interval: u32,
+    /// Constant bitrate, padded with filler data (a simple picture compresses far below its
+    /// bitrate otherwise).
+    filler: bool,
 }
 
 const PATTERN_720P: Pattern =
-    Pattern { size: "1280x720", rate: 30, video_bitrate: "2500k", seconds: 10, keyframe_interval: 60 };
+    Pattern { size: "1280x720", rate: 30, video_bitrate: "2500k", seconds: 10, keyframe_interval: 60, filler: false };
 /// A keyframe every half second: low-latency segments (cut after 0.9 s) hold two.
 const PATTERN_720P_SHORT_GOP: Pattern =
-    Pattern { size: "1280x720", rate: 30, video_bitrate: "2500k", seconds: 10, keyframe_interval: 15 };
+    Pattern { size: "1280x720", rate: 30, video_bitrate: "2500k", seconds: 10, keyframe_interval: 15, filler: false };
 const PATTERN_720P_6M: Pattern =
-    Pattern { size: "1280x720", rate: 30, video_bitrate: "6000k", seconds: 10, keyframe_interval: 60 };
+    Pattern { size: "1280x720", rate: 30, video_bitrate: "6000k", seconds: 10, keyframe_interval: 60, filler: false };
+/// A keyframe every 20 s at 7.6 Mbit/s (under IVS's 8.5 Mbit/s): a recorded segment (cut at
+/// the first keyframe after 10 s) of about 19 MB.
+const PATTERN_LARGE_SEGMENTS: Pattern =
+    Pattern { size: "640x360", rate: 30, video_bitrate: "7600k", seconds: 30, keyframe_interval: 600, filler: true };
 const PATTERN_1440P: Pattern =
-    Pattern { size: "2560x1440", rate: 10, video_bitrate: "3000k", seconds: 2, keyframe_interval: 20 };
+    Pattern { size: "2560x1440", rate: 10, video_bitrate: "3000k", seconds: 2, keyframe_interval: 20, filler: false };
 
 fn encode(pattern: &Pattern) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("openivs-test-media-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!(
-        "pattern-{}-{}-{}-g{}.flv",
-        pattern.size, pattern.rate, pattern.video_bitrate, pattern.keyframe_interval
+        "pattern-{}-{}-{}-g{}{}.flv",
+        pattern.size,
+        pattern.rate,
+        pattern.video_bitrate,
+        pattern.keyframe_interval,
+        if pattern.filler { "-cbr" } else { "" }
     ));
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
@@ -52,6 +63,7 @@ fn encode(pattern: &Pattern) -> PathBuf {
         .args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p"])
         .args(["-g", &pattern.keyframe_interval.to_string(), "-keyint_min", &pattern.keyframe_interval.to_string()])
         .args(["-b:v", pattern.video_bitrate, "-maxrate", pattern.video_bitrate, "-bufsize", pattern.video_bitrate])
+        .args(if pattern.filler { &["-x264-params", "nal-hrd=cbr"][..] } else { &[] })
         .args(["-c:a", "aac", "-b:a", "128k", "-ac", "2", "-f", "flv"])
         .arg(&path)
         .status()
@@ -63,6 +75,12 @@ fn encode(pattern: &Pattern) -> PathBuf {
 pub(crate) fn pattern_720p() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| encode(&PATTERN_720P))
+}
+
+/// A picture of constant 7.6 Mbit/s with a keyframe every 20 s: recorded segments of ~19 MB.
+pub(crate) fn pattern_large_segments() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| encode(&PATTERN_LARGE_SEGMENTS))
 }
 
 /// The 720p pattern with a keyframe every half second (two in each low-latency segment).

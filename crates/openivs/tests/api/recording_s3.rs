@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use crate::events::{Receiver, SECRET, names};
 use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline, walkdir};
-use crate::ingest::{Publisher, pattern_720p};
+use crate::ingest::{Publisher, pattern_720p, pattern_large_segments};
 use crate::recording::{configuration_without_thumbnails, json, plays_for, recorded_channel};
 
 /// `moto_server` on a free loopback port, killed when dropped.
@@ -246,6 +246,37 @@ async fn a_stream_is_recorded_to_s3_through_a_store_outage() {
     // Nothing waits in the spool.
     let spool = walkdir(&server.data_dir.join("recording-spool"));
     assert!(spool.is_empty(), "{spool:?}");
+}
+
+/// A segment over 16 MiB goes up as an S3 multipart upload (moto's ETag then ends in `-{parts}`)
+/// and arrives whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_segment_is_uploaded_in_parts() {
+    let moto = Moto::start();
+    moto.cli(&["s3api", "create-bucket", "--bucket", "large"]);
+    let server = server_recording_to(&moto.endpoint);
+    let config = configuration_without_thumbnails(&server, "large", 0).await;
+    let (arn, url) = recorded_channel(&server, &config).await;
+    let channel_id = arn.rsplit('/').next().unwrap().to_owned();
+    let mut publisher = Publisher::start(&url, pattern_large_segments());
+    wait_live(&server, &arn, Duration::from_secs(15)).await;
+    // The first segment ends at the second keyframe, 20 s in.
+    tokio::time::sleep(Duration::from_secs(22)).await;
+    publisher.kill();
+    wait_offline(&server, &arn, Duration::from_secs(15)).await;
+
+    let prefix = ended_in_s3(&moto, "large", &channel_id, Duration::from_secs(30));
+    let key = format!("{prefix}/media/hls/360p30/0.ts");
+    let head = moto.cli(&["s3api", "head-object", "--bucket", "large", "--key", &key]);
+    let head: Value = serde_json::from_slice(&head.stdout).unwrap();
+    let size = head["ContentLength"].as_u64().unwrap();
+    assert!(size >= 16 << 20, "a segment of {size} bytes");
+    let etag = head["ETag"].as_str().unwrap();
+    assert!(etag.trim_matches('"').ends_with(&format!("-{}", size.div_ceil(8 << 20))), "a multipart ETag: {etag}");
+    let folder = downloaded(&moto, "large", &server, &prefix);
+    assert_eq!(std::fs::metadata(folder.join("media/hls/360p30/0.ts")).unwrap().len(), size);
+    let ended = json(&folder.join("events/recording-ended.json"));
+    plays_for(&folder.join("media/hls"), ended["media"]["hls"]["duration_ms"].as_f64().unwrap());
 }
 
 /// The store stays down past `--recording-store-outage-limit`: the recording stops storing
