@@ -17,3 +17,4 @@ pub mod recording;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod transcode;
