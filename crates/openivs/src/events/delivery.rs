@@ -21,8 +21,8 @@ use tokio::sync::watch;
 
 use crate::store::{Change, Store, StoredEvent, Write};
 
-/// Events read from the outbox at a time.
-const BATCH: u32 = 100;
+/// Events read from the outbox at a time (by deliveries and event streams).
+pub(super) const BATCH: u32 = 100;
 /// EventBridge takes at most 10 entries per PutEvents call.
 const PUT_EVENTS_ENTRIES: usize = 10;
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -391,8 +391,9 @@ async fn prune(store: Arc<dyn Store>, targets: Vec<String>, mut stopped: watch::
             }
         }
         let before = time::OffsetDateTime::now_utc().unix_timestamp() - RETENTION.as_secs() as i64;
-        if let Err(error) = store.prune_events(up_to, before).await {
-            tracing::warn!("events: cannot prune the outbox: {error}");
+        let change = Change::new().write(Write::PruneEvents { up_to_seq: up_to, created_before: before });
+        if let Err(error) = store.apply(change).await {
+            tracing::warn!("events: cannot prune the outbox: {error:?}");
         }
     }
 }

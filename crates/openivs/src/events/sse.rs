@@ -103,7 +103,7 @@ impl Feed {
             let appended = signal.notified();
             tokio::pin!(appended);
             appended.as_mut().enable();
-            let events = self.store.events_after(self.after, 100).await.ok()?;
+            let events = self.store.events_after(self.after, super::delivery::BATCH).await.ok()?;
             if let Some(last) = events.last() {
                 self.after = last.seq;
             }

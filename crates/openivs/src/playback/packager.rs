@@ -345,8 +345,6 @@ struct Packager {
     limits: crate::settings::Limits,
 }
 
-/// The ID3 tag of timed metadata: one `TXXX` frame, UTF-8, whose description names the source
-/// as the IVS player's cues name their owner.
 /// An ID3 tag holding only Apple's transport-stream timestamp (`PRIV`
 /// `com.apple.streaming.transportStreamTimestamp`) of media time `pts_ms`, written where a player
 /// may start (independent parts live; keyframe intervals in recordings). Players skip it as a
@@ -358,6 +356,8 @@ pub fn timestamp_tag(pts_ms: i64) -> Vec<u8> {
     id3::tag(&[id3::private(id3::APPLE_TIMESTAMP_OWNER, &timestamp)])
 }
 
+/// The ID3 tag of timed metadata: one `TXXX` frame, UTF-8, whose description names the source
+/// as the IVS player's cues name their owner.
 pub fn metadata_tag(metadata: &TimedMetadata) -> Vec<u8> {
     let owner = match metadata.source {
         MetadataSource::Api => METADATA_OWNER,

@@ -161,7 +161,7 @@ pub enum Write {
         target: String,
         seq: i64,
     },
-    /// Deletes the outbox events up to `up_to_seq` created before `created_before`.
+    /// Deletes the outbox events up to `up_to_seq` created before `created_before` (Unix seconds).
     PruneEvents {
         up_to_seq: i64,
         created_before: i64,
@@ -306,8 +306,6 @@ pub trait Store: Send + Sync + 'static {
     async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str, now: i64) -> Result<Option<i64>, IvsError>;
     /// Every resource of a type, in all accounts and regions (start-up checks).
     async fn list_type(&self, resource_type: ResourceType) -> Result<Vec<Record>, IvsError>;
-    /// Inserts or replaces a stream session ([`Write::PutStreamSession`]). Durable when it returns.
-    async fn put_stream_session(&self, session: &StreamSessionRecord) -> Result<(), IvsError>;
     /// A channel's session with this id, or its latest session when `stream_id` is `None`.
     async fn stream_session(
         &self,
@@ -333,8 +331,6 @@ pub trait Store: Send + Sync + 'static {
     async fn last_event_seq(&self) -> Result<i64, IvsError>;
     /// How far a target has delivered, if it has a cursor.
     async fn event_cursor(&self, target: &str) -> Result<Option<i64>, IvsError>;
-    /// Deletes the outbox events up to `up_to_seq` created before `created_before` (Unix seconds).
-    async fn prune_events(&self, up_to_seq: i64, created_before: i64) -> Result<(), IvsError>;
     /// Notified (`notify_waiters`) after every commit that appended events.
     fn event_signal(&self) -> Arc<tokio::sync::Notify>;
 }

@@ -570,10 +570,6 @@ impl Store for SqliteStore {
         row.as_ref().map(record_from_row).transpose()
     }
 
-    async fn put_stream_session(&self, session: &StreamSessionRecord) -> Result<(), IvsError> {
-        Ok(self.apply(Change::new().write(Write::PutStreamSession(session.clone()))).await?)
-    }
-
     async fn stream_session(
         &self,
         channel_arn: &str,
@@ -743,11 +739,6 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(backend)
-    }
-
-    async fn prune_events(&self, up_to_seq: i64, created_before: i64) -> Result<(), IvsError> {
-        self.apply(Change::new().write(Write::PruneEvents { up_to_seq, created_before })).await?;
-        Ok(())
     }
 
     fn event_signal(&self) -> Arc<tokio::sync::Notify> {
@@ -934,9 +925,9 @@ mod tests {
         };
         let not_live =
             || Change::new().require(Check::NotLive { channel_arn: "arn:m".into() }, IvsError::conflict("live"));
-        store.put_stream_session(&session(false)).await.unwrap();
+        store.apply(Change::new().write(Write::PutStreamSession(session(false)))).await.unwrap();
         assert!(matches!(store.apply(not_live()).await, Err(ApplyError::Rejected(_))));
-        store.put_stream_session(&session(true)).await.unwrap();
+        store.apply(Change::new().write(Write::PutStreamSession(session(true)))).await.unwrap();
         store.apply(not_live()).await.unwrap();
         store.close().await;
         std::fs::remove_dir_all(dir).ok();
