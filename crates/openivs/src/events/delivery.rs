@@ -61,16 +61,28 @@ pub struct EventBridgeTarget {
 impl std::fmt::Debug for Target {
     /// Never shows secrets.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.name())
+        f.write_str(&self.label())
     }
 }
 
 impl Target {
-    /// The target's name: its cursor's key in the store and its name in logs.
+    /// The target's name: its cursor's key in the store.
     pub fn name(&self) -> String {
         match self {
             Target::Webhook { url, .. } => format!("webhook {url}"),
             Target::EventBridge(target) => format!("eventbridge {} bus {}", target.endpoint, target.bus),
+        }
+    }
+
+    /// The target as logs name it: a webhook URL's path and query may hold a token (as Slack's
+    /// do), so only its scheme and host are shown.
+    pub fn label(&self) -> String {
+        match self {
+            Target::Webhook { url, .. } => match reqwest::Url::parse(url) {
+                Ok(parsed) => format!("webhook {}://{}/…", parsed.scheme(), parsed.host_str().unwrap_or_default()),
+                Err(_) => "webhook (unparsable URL)".to_owned(),
+            },
+            Target::EventBridge(_) => self.name(),
         }
     }
 }
@@ -95,20 +107,20 @@ pub async fn start(store: Arc<dyn Store>, targets: Vec<Target>) -> Result<Delive
     let mut deliveries = Deliveries { store: store.clone(), delivered: Vec::new(), stop, tasks: Vec::new() };
     let mut names = Vec::new();
     for target in targets {
-        let name = target.name();
+        let (name, label) = (target.name(), target.label());
         let cursor = match store.event_cursor(&name).await.map_err(|e| e.to_string())? {
             Some(cursor) => cursor,
             None => {
                 let end = store.last_event_seq().await.map_err(|e| e.to_string())?;
                 let change = Change::new().write(Write::SetEventCursor { target: name.clone(), seq: end });
-                store.apply(change).await.map_err(|e| format!("cannot record the cursor of {name}: {e:?}"))?;
+                store.apply(change).await.map_err(|e| format!("cannot record the cursor of {label}: {e:?}"))?;
                 end
             }
         };
-        tracing::info!("events: delivering to {name} from event {}", cursor + 1);
+        tracing::info!("events: delivering to {label} from event {}", cursor + 1);
         let delivered = Arc::new(AtomicI64::new(cursor));
         deliveries.delivered.push(delivered.clone());
-        let run = Run { store: store.clone(), client: client.clone(), target, name: name.clone(), delivered };
+        let run = Run { store: store.clone(), client: client.clone(), target, name: name.clone(), label, delivered };
         deliveries.tasks.push(tokio::spawn(run.run(stopped.clone())));
         names.push(name);
     }
@@ -141,7 +153,10 @@ struct Run {
     store: Arc<dyn Store>,
     client: reqwest::Client,
     target: Target,
+    /// The cursor's key.
     name: String,
+    /// The target in logs.
+    label: String,
     delivered: Arc<AtomicI64>,
 }
 
@@ -191,7 +206,7 @@ impl Run {
                 match outcome {
                     Outcome::Acknowledged(seq) => {
                         if failures > 0 {
-                            tracing::info!("events: {} takes events again", self.name);
+                            tracing::info!("events: {} takes events again", self.label);
                         }
                         failures = 0;
                         backoff = FIRST_BACKOFF;
@@ -203,7 +218,7 @@ impl Run {
                         if failures.is_multiple_of(10) {
                             tracing::warn!(
                                 "events: {} did not take event {}: {reason}; retrying in {backoff:?}",
-                                self.name,
+                                self.label,
                                 rest[0].seq
                             );
                         }
@@ -225,7 +240,7 @@ impl Run {
         let change = Change::new().write(Write::SetEventCursor { target: self.name.clone(), seq });
         if let Err(error) = self.store.apply(change).await {
             // Only costs a duplicate delivery after a restart.
-            tracing::warn!("events: cannot record the cursor of {}: {error:?}", self.name);
+            tracing::warn!("events: cannot record the cursor of {}: {error:?}", self.label);
         }
     }
 
@@ -245,7 +260,8 @@ impl Run {
         match sent {
             Ok(response) if response.status().is_success() => Outcome::Acknowledged(event.seq),
             Ok(response) => Outcome::Failed(format!("HTTP {}", response.status())),
-            Err(error) => Outcome::Failed(error_chain(&error)),
+            // (Without the URL, which may hold a token: the target's label names it.)
+            Err(error) => Outcome::Failed(error_chain(&error.without_url())),
         }
     }
 
@@ -318,7 +334,7 @@ impl Run {
                 }
                 Some(code) => tracing::error!(
                     "events: {} refused event {} for good ({code}: {}); skipped{}",
-                    self.name,
+                    self.label,
                     event.seq,
                     result["ErrorMessage"],
                     if code == "NotAuthorizedForSourceException" {
@@ -401,6 +417,15 @@ async fn prune(store: Arc<dyn Store>, targets: Vec<String>, mut stopped: watch::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logs_name_a_webhook_by_its_host_only() {
+        let target =
+            Target::Webhook { url: "https://hooks.example.com/services/T0/B0/token?key=k".into(), secret: "s".into() };
+        assert_eq!(target.label(), "webhook https://hooks.example.com/…");
+        assert_eq!(format!("{target:?}"), "webhook https://hooks.example.com/…");
+        assert_eq!(target.name(), "webhook https://hooks.example.com/services/T0/B0/token?key=k");
+    }
 
     #[test]
     fn webhook_signature_is_hmac_of_timestamp_and_body() {
