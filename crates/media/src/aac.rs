@@ -3,7 +3,8 @@
 use crate::bits::BitReader;
 use crate::{ParseError, Result};
 
-const SAMPLE_RATES: [u32; 13] =
+/// The sampling frequencies of `samplingFrequencyIndex` 0–12 (also ADTS's).
+pub const SAMPLE_RATES: [u32; 13] =
     [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,13 @@ impl AudioSpecificConfig {
             return Err(ParseError::new("AAC: sample rate 0"));
         }
         Ok(AudioSpecificConfig { object_type, sample_rate, channels })
+    }
+
+    /// The two-byte AudioSpecificConfig (object types below 31, a listed sample rate).
+    pub fn to_bytes(&self) -> [u8; 2] {
+        let index = SAMPLE_RATES.iter().position(|r| *r == self.sample_rate).unwrap_or(4) as u16;
+        let bits = (u16::from(self.object_type.min(30)) << 11) | (index << 7) | (u16::from(self.channels & 0x0f) << 3);
+        bits.to_be_bytes()
     }
 
     /// The RFC 6381 codec string, e.g. `mp4a.40.2`.
@@ -120,6 +128,7 @@ mod tests {
         let config = AudioSpecificConfig::parse(&[0x11, 0x90]).unwrap();
         assert_eq!(config, AudioSpecificConfig { object_type: 2, sample_rate: 48000, channels: 2 });
         assert_eq!(config.codec_string(), "mp4a.40.2");
+        assert_eq!(config.to_bytes(), [0x11, 0x90]);
         assert_eq!(AudioSpecificConfig::parse(&[0x12, 0x10]).unwrap().sample_rate, 44100);
         assert!(AudioSpecificConfig::parse(&[0x17]).is_err());
         assert!(AudioSpecificConfig::parse(&[]).is_err());

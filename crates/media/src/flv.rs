@@ -1,5 +1,7 @@
 //! FLV audio and video tag bodies, as RTMP audio (type 8) and video (type 9) messages carry
 //! them: legacy AVC/AAC, and Enhanced RTMP's extended video header (FourCC `avc1`, `hvc1`, …).
+//! Also the writing side of an FLV file (header and tags), which is how a stream is handed to
+//! a transcoder's stdin.
 
 use crate::{ParseError, Result};
 
@@ -103,9 +105,74 @@ pub fn parse_audio(body: &[u8]) -> Result<AudioPacket<'_>> {
     }
 }
 
+/// FLV tag types.
+pub const TAG_AUDIO: u8 = 8;
+pub const TAG_VIDEO: u8 = 9;
+
+/// The FLV file header (version 1, audio and video flagged) and the first PreviousTagSize.
+pub fn file_header() -> [u8; 13] {
+    [b'F', b'L', b'V', 1, 0x05, 0, 0, 0, 9, 0, 0, 0, 0]
+}
+
+/// One FLV tag with its body, and the PreviousTagSize after it. Timestamps are in ms; FLV keeps
+/// 32 bits of them (the lower 24 first, then the upper 8), so they wrap after 49 days.
+pub fn write_tag(tag_type: u8, timestamp_ms: u32, body: &[u8], out: &mut Vec<u8>) {
+    let size = body.len() as u32;
+    let ts = timestamp_ms.to_be_bytes();
+    out.extend_from_slice(&[tag_type, (size >> 16) as u8, (size >> 8) as u8, size as u8]);
+    out.extend_from_slice(&[ts[1], ts[2], ts[3], ts[0], 0, 0, 0]);
+    out.extend_from_slice(body);
+    out.extend_from_slice(&(size + 11).to_be_bytes());
+}
+
+/// The body of an AVC video tag: the sequence header (`avcC`) when `frame` is `None`, else a
+/// frame of length-prefixed NAL units with its composition time (pts − dts, ms).
+pub fn avc_body(frame: Option<(bool, i32)>, payload: &[u8]) -> Vec<u8> {
+    let (first, packet_type, cts) = match frame {
+        None => (0x17, 0, 0),
+        Some((keyframe, cts)) => (if keyframe { 0x17 } else { 0x27 }, 1, cts),
+    };
+    let cts = cts.clamp(-(1 << 23), (1 << 23) - 1).to_be_bytes();
+    let mut body = Vec::with_capacity(payload.len() + 5);
+    body.extend_from_slice(&[first, packet_type, cts[1], cts[2], cts[3]]);
+    body.extend_from_slice(payload);
+    body
+}
+
+/// The body of an AAC audio tag: the AudioSpecificConfig when `sequence_header`, else a raw
+/// frame. (The rate and size bits of the first byte are fixed for AAC: readers take the config.)
+pub fn aac_body(sequence_header: bool, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(payload.len() + 2);
+    body.extend_from_slice(&[0xaf, if sequence_header { 0 } else { 1 }]);
+    body.extend_from_slice(payload);
+    body
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_tags_parse_back() {
+        let mut out = file_header().to_vec();
+        write_tag(TAG_VIDEO, 0x0102_0304, &avc_body(Some((true, -2)), &[0, 0, 0, 1, 0x65]), &mut out);
+        assert_eq!(&out[13..24], &[9, 0, 0, 10, 0x02, 0x03, 0x04, 0x01, 0, 0, 0]);
+        assert_eq!(
+            parse_video(&out[24..34]).unwrap(),
+            VideoPacket::Frame {
+                codec: VideoCodec::Avc,
+                keyframe: true,
+                composition_time: -2,
+                data: &[0, 0, 0, 1, 0x65]
+            }
+        );
+        assert_eq!(&out[34..], &21u32.to_be_bytes());
+        assert_eq!(parse_audio(&aac_body(true, &[0x11, 0x90])).unwrap(), AudioPacket::AacSequenceHeader(&[0x11, 0x90]));
+        assert_eq!(
+            parse_video(&avc_body(None, &[1])).unwrap(),
+            VideoPacket::SequenceHeader { codec: VideoCodec::Avc, config: &[1] }
+        );
+    }
 
     #[test]
     fn legacy_avc_and_aac() {

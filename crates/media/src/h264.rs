@@ -60,6 +60,19 @@ impl DecoderConfiguration {
         })
     }
 
+    /// The record of one SPS and one PPS, with 4-byte NAL lengths (what an Annex B stream's
+    /// parameter sets become for FLV and MP4).
+    pub fn record(sps: &[u8], pps: &[u8]) -> Vec<u8> {
+        let profile = |i: usize| sps.get(i).copied().unwrap_or(0);
+        let mut record = vec![1, profile(1), profile(2), profile(3), 0xff, 0xe1];
+        record.extend_from_slice(&(sps.len() as u16).to_be_bytes());
+        record.extend_from_slice(sps);
+        record.push(1);
+        record.extend_from_slice(&(pps.len() as u16).to_be_bytes());
+        record.extend_from_slice(pps);
+        record
+    }
+
     /// The RFC 6381 codec string, e.g. `avc1.64001F`.
     pub fn codec_string(&self) -> String {
         format!("avc1.{:02X}{:02X}{:02X}", self.profile_indication, self.profile_compatibility, self.level_indication)
@@ -227,6 +240,14 @@ mod tests {
         0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60, 0x01, 0x00,
         0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8, 0xf8, 0x00,
     ];
+
+    #[test]
+    fn a_record_of_its_sets_is_the_same_record() {
+        let config = DecoderConfiguration::parse(&AVCC_720P).unwrap();
+        let record = DecoderConfiguration::record(&config.sps[0], &config.pps[0]);
+        // (libx264 adds the High profile's chroma and bit-depth fields, which are optional.)
+        assert_eq!(record[..], AVCC_720P[..AVCC_720P.len() - 4]);
+    }
 
     #[test]
     fn parses_a_real_configuration() {

@@ -10,20 +10,31 @@ use std::fmt::Write;
 pub struct Variant {
     pub uri: String,
     pub bandwidth: u64,
+    pub average_bandwidth: Option<u64>,
     pub codecs: String,
     pub resolution: Option<(u32, u32)>,
     pub frame_rate: Option<f64>,
+    /// The rendition's name (`720p60`, `audio_only`): `IVS-NAME` and `STABLE-VARIANT-ID`, as
+    /// IVS's playlists name their variants.
+    pub name: Option<String>,
 }
 
 pub fn multivariant(variants: &[Variant]) -> String {
     let mut out = String::from("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for variant in variants {
-        let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"", variant.bandwidth, variant.codecs);
+        let _ = write!(out, "#EXT-X-STREAM-INF:BANDWIDTH={}", variant.bandwidth);
+        if let Some(average) = variant.average_bandwidth {
+            let _ = write!(out, ",AVERAGE-BANDWIDTH={average}");
+        }
+        let _ = write!(out, ",CODECS=\"{}\"", variant.codecs);
         if let Some((width, height)) = variant.resolution {
             let _ = write!(out, ",RESOLUTION={width}x{height}");
         }
         if let Some(rate) = variant.frame_rate {
             let _ = write!(out, ",FRAME-RATE={rate:.3}");
+        }
+        if let Some(name) = &variant.name {
+            let _ = write!(out, ",IVS-NAME=\"{name}\",STABLE-VARIANT-ID=\"{name}\"");
         }
         let _ = write!(out, "\n{}\n", variant.uri);
     }
@@ -376,6 +387,8 @@ mod tests {
             codecs: "avc1.64001F,mp4a.40.2".into(),
             resolution: Some((1280, 720)),
             frame_rate: Some(30.0),
+            average_bandwidth: None,
+            name: None,
         }]);
         assert_eq!(
             text,

@@ -8,7 +8,8 @@
 //! - [`h264`]: AVC decoder configuration records and SPS parsing (codec string, size);
 //! - [`aac`]: AAC AudioSpecificConfig;
 //! - [`id3`]: ID3v2.4 tags, the form of timed metadata in HLS;
-//! - [`scte35`]: SCTE-35 splice_insert sections, the ad-break cues of HLS playlists.
+//! - [`scte35`]: SCTE-35 splice_insert sections, the ad-break cues of HLS playlists;
+//! - [`ts`] and [`ts_demux`]: MPEG-TS muxing (HLS segments) and demuxing (a transcoder's output).
 
 pub mod aac;
 pub mod amf0;
@@ -21,6 +22,7 @@ pub mod id3;
 pub mod rtmp;
 pub mod scte35;
 pub mod ts;
+pub mod ts_demux;
 
 /// Why some bytes could not be parsed. Parsers never panic on bad input; they return this.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -266,8 +266,7 @@ pub fn avc_to_annex_b(
 
 /// An ADTS header for one raw AAC frame.
 pub fn adts_header(config: &AudioSpecificConfig, payload_len: usize) -> [u8; 7] {
-    const RATES: [u32; 13] = [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
-    let index = RATES.iter().position(|r| *r == config.sample_rate).unwrap_or(4) as u8;
+    let index = crate::aac::SAMPLE_RATES.iter().position(|r| *r == config.sample_rate).unwrap_or(4) as u8;
     let profile = config.object_type.saturating_sub(1).min(3);
     let frame_len = payload_len + 7;
     let channels = config.channels & 0x07;

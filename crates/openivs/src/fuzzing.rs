@@ -128,6 +128,30 @@ pub fn media_payload(data: &[u8]) {
     let _ = openivs_media::rtmp::handshake::server_response(payload, 0, &[1, 2, 3]);
 }
 
+/// Any bytes as a transcoder's MPEG-TS output (or, later, SRT ingest): demuxed in uneven
+/// pieces into rendition hubs, never a panic and never more memory than the demuxer's bounds.
+pub fn transport_stream(data: &[u8]) {
+    use crate::transcode::ffmpeg::{Outputs, Track};
+    use crate::transcode::output::RenditionFeeds;
+    let outputs = Outputs(vec![("480p30".into(), Track::Video), ("480p30".into(), Track::Audio)]);
+    let hub = std::sync::Arc::new(crate::live::hub::Hub::new());
+    let mut frames = hub.subscribe();
+    let hubs = [("480p30".to_owned(), hub)].into_iter().collect();
+    let mut feeds = RenditionFeeds::new(outputs, hubs, std::sync::Arc::default());
+    let split = data.first().map_or(188, |b| usize::from(*b).max(1));
+    for piece in data.chunks(split) {
+        feeds.push(piece);
+        while frames.frames.try_recv().is_ok() {}
+    }
+    let mut demuxer = openivs_media::ts_demux::TsDemuxer::new();
+    demuxer.push(data);
+    demuxer.flush();
+    while let Some(pes) = demuxer.next_pes() {
+        let _ = openivs_media::ts_demux::picture(&pes.data);
+        let _ = openivs_media::ts_demux::adts_frames(&pes.data);
+    }
+}
+
 /// What a viewer sends to the playback door: the first byte picks a playback token (`?token=`),
 /// a viewer-session id (the `{session}` of media URLs), or `X-Forwarded-For` and `Origin`
 /// headers. No token or session id made up by the fuzzer may be accepted.

@@ -90,10 +90,13 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let (closing, closing_seen) = watch::channel(false);
     let state = Arc::new(AppState::new(api, Authenticator::new(&settings.credentials), settings.limits, closing_seen));
     let recordings = Arc::new(crate::recording::recorder::Parking::new(journal_dir, outbox));
+    let transcoding =
+        crate::transcode::Transcoding::with_ffmpeg(&settings.ffmpeg, settings.limits.transcode_capacity).await;
     let ingest = Arc::new(IngestContext {
         store: store.clone(),
         live: live.clone(),
         playback,
+        transcoding,
         buckets: buckets.clone(),
         recordings: recordings.clone(),
         endpoints,

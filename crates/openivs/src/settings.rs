@@ -83,6 +83,12 @@ pub struct ServeArgs {
     /// one, country lists are not enforced (a warning says so).
     #[arg(long, env = "OPENIVS_GEOIP_DATABASE")]
     pub geoip_database: Option<PathBuf>,
+
+    /// The ffmpeg that transcodes STANDARD and ADVANCED channels into their renditions (a path,
+    /// or a program on PATH); `none` turns transcoding off. Without it, those channels serve
+    /// their source only. [default: ffmpeg]
+    #[arg(long, env = "OPENIVS_FFMPEG")]
+    pub ffmpeg: Option<String>,
     /// The folder whose subfolders are the buckets recording configurations name (a bucket
     /// exists when its folder does). Default: `buckets` in the data directory.
     #[arg(long, env = "OPENIVS_BUCKETS_DIR")]
@@ -294,6 +300,10 @@ limits! {
     /// Seconds an S3 store may refuse every write before the recordings that write to it fail
     /// (`recording-failed.json` when it returns). [default: 600]
     recording_store_outage_limit: u64 = 600, "OPENIVS_RECORDING_STORE_OUTAGE_LIMIT";
+    /// Transcoding capacity, in ladder units (a STANDARD 720p30 ladder is 1, 1080p30 about 2.3):
+    /// a publish that would pass it is refused ("Transcode capacity exceeded"). The default
+    /// holds on 2 cores. [default: 4]
+    transcode_capacity: f64 = 4.0, "OPENIVS_TRANSCODE_CAPACITY";
 }
 
 impl Limits {
@@ -313,6 +323,7 @@ struct FileSettings {
     tls_key: Option<PathBuf>,
     public_host: Option<String>,
     geoip_database: Option<PathBuf>,
+    ffmpeg: Option<String>,
     buckets_dir: Option<PathBuf>,
     recording_store: Option<String>,
     s3_endpoint: Option<String>,
@@ -403,6 +414,7 @@ pub struct Settings {
     pub tls_key: Option<PathBuf>,
     pub public_host: String,
     pub geoip_database: Option<PathBuf>,
+    pub ffmpeg: String,
     pub buckets_dir: PathBuf,
     /// Recordings go to this S3-compatible service (none: to folders of `buckets_dir`).
     pub s3: Option<crate::recording::buckets::S3Settings>,
@@ -477,6 +489,7 @@ impl Settings {
             tls_key: args.tls_key.or(file.tls_key),
             public_host: args.public_host.or(file.public_host).unwrap_or_else(|| "127.0.0.1".into()),
             geoip_database: args.geoip_database.or(file.geoip_database),
+            ffmpeg: args.ffmpeg.or(file.ffmpeg).unwrap_or_else(|| "ffmpeg".into()),
             buckets_dir,
             s3,
             trusted_proxies,

@@ -44,3 +44,8 @@ fn media_payload_corpus() {
 fn playback_access_corpus() {
     replay("playback_access", openivs::fuzzing::playback_access);
 }
+
+#[test]
+fn transport_stream_corpus() {
+    replay("transport_stream", openivs::fuzzing::transport_stream);
+}

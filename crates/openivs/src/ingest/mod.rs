@@ -33,6 +33,7 @@ pub struct IngestContext {
     pub store: Arc<dyn Store>,
     pub live: Arc<LiveRegistry>,
     pub playback: Arc<crate::playback::Playback>,
+    pub transcoding: Arc<crate::transcode::Transcoding>,
     pub buckets: Arc<crate::recording::buckets::Buckets>,
     /// Recordings waiting out their reconnect window.
     pub recordings: Arc<crate::recording::recorder::Parking>,

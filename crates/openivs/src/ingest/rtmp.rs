@@ -128,6 +128,11 @@ struct Publishing {
     /// The stream ended because the publisher went away (the connection closed or failed, or
     /// media stopped): what a failover slate covers.
     dropped: bool,
+    /// The frame rate `onMetaData` announced (the transcoder's ladder depends on it).
+    announced_framerate: Option<f64>,
+    /// The server's transcoding, and the playback the renditions join.
+    transcoding: Arc<crate::transcode::Transcoding>,
+    playback: Arc<crate::playback::Playback>,
 }
 
 /// How long a publisher that came back waits for the stream's session to be handed over.
@@ -495,6 +500,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             starving: false,
             timeline: Timeline::default(),
             dropped: false,
+            announced_framerate: None,
+            transcoding: context.transcoding.clone(),
+            playback: context.playback.clone(),
         };
         let (result, code) = self.stream(&mut state).await;
         let _ = self.record_ingest_configuration(&mut state).await;
@@ -580,10 +588,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             ));
         }
         // Packaging starts with the stream, so a viewer who sees it live can play it.
+        // ADVANCED channels never offer the source itself (once their renditions play).
+        let source_listed = !channel.channel_type.starts_with("ADVANCED");
         context.playback.start_stream(
             &live,
             crate::playback::packager::Packaging::of_channel(&channel.container_format, &channel.latency_mode),
+            source_listed,
         );
+        if context.transcoding.available()
+            && channel.channel_type != "BASIC"
+            && let Some(source) = context.playback.channel(&channel.arn)
+        {
+            // Renditions are coming once the picture is known: new viewers wait for them.
+            source.renditions_expected.store(usize::MAX, std::sync::atomic::Ordering::SeqCst);
+        }
         Ok((live, recorder))
     }
 
@@ -641,6 +659,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         }
         let slate = *state.stream.hub.slate_showing().borrow();
         state.recorder.note_slate(slate).await;
+        for notice in state.stream.take_transcode_notices() {
+            let _ = state.recorder.event(notice.name, STREAM_STATE_CHANGE, notice.code, wall).await;
+        }
         if now.duration_since(state.started_at) >= MAX_STREAM_DURATION {
             return Some((Ok(()), Some("MaximumDurationReached")));
         }
@@ -794,6 +815,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                     state.recorder.breach(breach, OffsetDateTime::now_utc());
                     return Err(Some("IngestResolutionExceeded"));
                 }
+                start_transcoding(state, sps.width, sps.height)?;
                 state.stream.hub.set_config(
                     TrackKind::Video,
                     TrackConfig {
@@ -899,6 +921,70 @@ fn amf_payload(message: &Message) -> &[u8] {
 /// Data messages: `@setDataFrame onMetaData {…}` or `onMetaData {…}` (the encoder's name), and
 /// timed metadata from the broadcaster, `onTextData {text: …}` or `onCuePoint {…}` (either may
 /// come after `@setDataFrame`).
+/// At the stream's first picture configuration: its ladder (by channel type, picture and
+/// announced frame rate), admitted against the transcoding capacity and started. Over capacity,
+/// the stream is refused before any media flows, as IVS refuses it ("Stream Failure").
+fn start_transcoding(state: &mut Publishing, width: u32, height: u32) -> Result<(), EndCode> {
+    if state.stream.transcoding.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Ok(());
+    }
+    let channel = state.recorder.channel();
+    let (channel_type, preset) = (channel.channel_type.clone(), channel.preset.clone());
+    let frame_rate = state.announced_framerate.unwrap_or(30.0);
+    let input = crate::transcode::ladder::Input { width, height, frame_rate };
+    let source = state.playback.channel(&state.stream.channel_arn).filter(|p| *p.id == *state.stream.stream_id);
+    let no_renditions = || {
+        if let Some(source) = &source {
+            source.renditions_expected.store(0, std::sync::atomic::Ordering::SeqCst);
+        }
+    };
+    match state.transcoding.plan(&channel_type, &preset, input) {
+        Ok(Some(plan)) => {
+            let Some(source) = source.clone() else {
+                no_renditions();
+                return Ok(());
+            };
+            tracing::info!(
+                "transcode: {} ({width}x{height} at {frame_rate} fps) into {}",
+                state.stream.channel_arn,
+                plan.ladder.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            tokio::spawn(crate::transcode::run(
+                state.transcoding.clone(),
+                plan,
+                state.stream.clone(),
+                state.playback.clone(),
+                source,
+            ));
+            Ok(())
+        }
+        Ok(None) => {
+            no_renditions();
+            if channel_type != "BASIC"
+                && let Some(why) = &state.transcoding.unavailable
+            {
+                tracing::info!("transcode: {} serves its source only: {why}", state.stream.channel_arn);
+                state.stream.note_transcoding(crate::transcode::Notice {
+                    name: "Transcode Failure",
+                    code: Some("TranscoderUnavailable"),
+                });
+            }
+            Ok(())
+        }
+        Err(crate::transcode::OverCapacity) => {
+            no_renditions();
+            tracing::warn!(
+                "ingest: {} refused: transcoding capacity ({} of {} units in use)",
+                state.stream.channel_arn,
+                state.transcoding.in_use(),
+                state.bounds.transcode_capacity
+            );
+            state.recorder.stream_failure(crate::transcode::CAPACITY_EXCEEDED, OffsetDateTime::now_utc());
+            Err(None)
+        }
+    }
+}
+
 fn on_data(state: &mut Publishing, values: &[Value]) {
     let values = match values.first().and_then(Value::as_str) {
         Some("@setDataFrame") => &values[1..],
@@ -908,6 +994,11 @@ fn on_data(state: &mut Publishing, values: &[Value]) {
         Some("onMetaData") => {
             if let Some(encoder) = values.get(1).and_then(|m| m.get("encoder")).and_then(Value::as_str) {
                 state.encoder_name = encoder.chars().take(128).collect();
+            }
+            if let Some(Value::Number(rate)) = values.get(1).and_then(|m| m.get("framerate"))
+                && (1.0..=240.0).contains(rate)
+            {
+                state.announced_framerate = Some(*rate);
             }
         }
         Some(kind @ ("onTextData" | "onCuePoint")) => {

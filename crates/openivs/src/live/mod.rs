@@ -43,6 +43,10 @@ pub struct LiveStream {
     handover: Arc<Mutex<Handover>>,
     /// Notified when a publisher comes back to take the stream over.
     comeback: Arc<Notify>,
+    /// The stream's transcoding has begun (it begins once, at the first picture configuration).
+    pub transcoding: Arc<std::sync::atomic::AtomicBool>,
+    /// What its transcoding has to say in the session's events, until the session takes it.
+    transcode_notices: Arc<Mutex<Vec<crate::transcode::Notice>>>,
 }
 
 /// Who holds a live stream's session record: the connection publishing, or, after it dropped
@@ -98,7 +102,23 @@ impl LiveStream {
             metadata_calls: Arc::default(),
             handover: Arc::default(),
             comeback: Arc::new(Notify::new()),
+            transcoding: Arc::default(),
+            transcode_notices: Arc::default(),
         }
+    }
+
+    /// Notes something about the stream's transcoding for its session's events.
+    pub fn note_transcoding(&self, notice: crate::transcode::Notice) {
+        let mut notices = self.transcode_notices.lock().expect("notices lock");
+        // (Bounded: the session takes them every second.)
+        if notices.len() < 64 {
+            notices.push(notice);
+        }
+    }
+
+    /// The notes of the stream's transcoding not yet in its session's events.
+    pub fn take_transcode_notices(&self) -> Vec<crate::transcode::Notice> {
+        std::mem::take(&mut *self.transcode_notices.lock().expect("notices lock"))
     }
 
     /// The publisher dropped and the failover slate holds the stream: a publisher of the same

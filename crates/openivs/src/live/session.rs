@@ -191,6 +191,19 @@ impl SessionRecorder {
         }
     }
 
+    /// Records a "Stream Failure" (an error event; its EventBridge detail carries `reason`)
+    /// without persisting yet.
+    pub fn stream_failure(&mut self, reason: &str, at: OffsetDateTime) {
+        self.has_error_event = true;
+        push_event(&mut self.session, "Stream Failure", STREAM_STATE_CHANGE, None, at);
+        let session = &self.session;
+        let mut detail =
+            crate::events::stream_detail("Stream Failure", &session.channel.name, &session.stream_id, None);
+        detail["reason"] = serde_json::json!(reason);
+        let event = ChannelEvent { detail_type: STREAM_STATE_CHANGE, channel_arn: &self.channel_arn, detail, time: at };
+        self.pending_events.push(event.to_outbox());
+    }
+
     /// Records a limit breach (an error event) without persisting yet.
     pub fn breach(&mut self, breach: Breach, at: OffsetDateTime) {
         self.has_error_event = true;
@@ -297,7 +310,7 @@ fn session_record(
 }
 
 /// The EventBridge event IVS sends for a session event, if it sends one (the failover slate's
-/// events are in the session only).
+/// and the transcoder's events are in the session only).
 fn outbox_event(
     channel_arn: &str,
     channel_name: &str,
@@ -307,7 +320,8 @@ fn outbox_event(
     code: Option<&str>,
     at: OffsetDateTime,
 ) -> Option<OutboxEvent> {
-    if name.starts_with("Failover Slate") {
+    // (The transcoder's events are openivs's own: IVS sends none like them.)
+    if name.starts_with("Failover Slate") || name.starts_with("Transcode") {
         return None;
     }
     let detail = crate::events::stream_detail(name, channel_name, stream_id, code);

@@ -111,7 +111,9 @@ impl Denial {
             Denial::SingleUseReplayed => "The single-use playback token has been used already".into(),
             Denial::SessionRevoked => "This viewer's playback sessions have been revoked".into(),
             Denial::ResolutionNotAllowed { height, maximum } => {
-                format!("The stream's only rendition ({height}p) is above the token's aws:maximum-resolution {maximum}")
+                format!(
+                    "The stream's smallest rendition ({height}p) is above the token's aws:maximum-resolution {maximum}"
+                )
             }
             Denial::Failed(why) => format!("Playback access could not be checked: {why}"),
         }
@@ -137,9 +139,21 @@ pub struct SessionRules {
     /// Every request must come from one of `origins`, not only the multivariant playlist.
     #[serde(default, rename = "s", skip_serializing_if = "std::ops::Not::not")]
     pub strict_origin: bool,
+    /// `aws:maximum-resolution`: the tallest picture (short side) the session may play.
+    #[serde(default, rename = "m", skip_serializing_if = "Option::is_none")]
+    pub max_height: Option<u32>,
 }
 
 impl SessionRules {
+    /// Whether the session may play a rendition whose picture's short side is `height`
+    /// (`None`: audio only).
+    pub fn allows_height(&self, height: Option<u32>) -> bool {
+        match (self.max_height, height) {
+            (Some(cap), Some(height)) => height <= cap,
+            _ => true,
+        }
+    }
+
     /// Whether a request with this `Origin` may use the session.
     pub fn allows_request_from(&self, origin: Option<&str>) -> bool {
         match &self.origins {
@@ -174,7 +188,8 @@ pub struct Visitor<'a> {
     pub origin: Option<&'a str>,
     pub address: IpAddr,
     /// The short side of the stream's picture (720 for 1280×720), when known.
-    pub source_height: Option<u32>,
+    /// The short side of the smallest picture the stream offers.
+    pub lowest_height: Option<u32>,
 }
 
 /// An address block of `--trusted-proxies`.
@@ -405,6 +420,7 @@ impl Access {
         let keys = self.verifying_keys(store, &arn.account, &arn.region).await?;
         let claims = token.verified(&keys)?;
         let short_lived = claims.viewer_id.is_some() || claims.single_use_uuid.is_some();
+        let mut max_height = None;
         if short_lived && expires > (now + SHORT_TOKEN_LIFETIME + CLOCK_SKEW) as f64 {
             return Err(Denial::ExpiresTooLate);
         }
@@ -436,11 +452,12 @@ impl Access {
                     )));
                 }
             };
-            // One rendition (the source) is all a channel offers today: above the cap, nothing
+            // Renditions above the cap are left out of the session; when none is left, nothing
             // may be played.
-            if let Some(height) = visitor.source_height.filter(|h| *h > cap) {
+            if let Some(height) = visitor.lowest_height.filter(|h| *h > cap) {
                 return Err(Denial::ResolutionNotAllowed { height, maximum: maximum.clone() });
             }
+            max_height = Some(cap);
         }
         let viewer = claims.viewer_id.map(|id| (id, claims.viewer_session_version.unwrap_or(0)));
         if let Some((viewer_id, version)) = &viewer
@@ -450,7 +467,7 @@ impl Access {
             return Err(Denial::SessionRevoked);
         }
         Ok(Admission {
-            rules: SessionRules { viewer, origins, strict_origin },
+            rules: SessionRules { viewer, origins, strict_origin, max_height },
             single_use: claims.single_use_uuid.map(|uuid| (uuid, expires.ceil() as i64)),
         })
     }

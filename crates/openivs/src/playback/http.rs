@@ -140,21 +140,27 @@ pub async fn multivariant(
     let playback = state.api.playback.channel(&arn).filter(|_| state.api.live.is_live(&arn));
     if let Some(playback) = &playback {
         // A stream that just started has no complete segment yet (so no measured bandwidth and
-        // size, and nothing to play): give it the moment it takes.
+        // size, and nothing to play), nor its transcoded renditions: give it the moment it takes.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         wait_until(playback, Duration::from_secs(5), |s| !s.segments.is_empty()).await;
+        while !playback.renditions_ready() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
-    let source_height =
-        playback.as_ref().and_then(|p| p.state.read().expect("playlist lock").resolution).map(|(w, h)| w.min(h));
+    let offered = playback.as_ref().map(|p| p.offered()).unwrap_or_default();
+    let lowest_height = offered.iter().filter_map(|r| r.short_side()).min();
     let origin = origin_of(&headers);
     let access = &state.api.playback.access;
     let address = access.viewer_address(peer, &headers);
     // The door comes before "offline": a viewer without the right to watch learns nothing.
-    let visitor = Visitor { channel: &channel, token: query.token.as_deref(), origin, address, source_height };
+    let visitor = Visitor { channel: &channel, token: query.token.as_deref(), origin, address, lowest_height };
     let admission = match access.admit(state.api.store.as_ref(), &visitor).await {
         Ok(admission) => admission,
         Err(denial) => return denied(&denial),
     };
-    let Some(playback) = playback else { return not_found("The channel is not broadcasting") };
+    if playback.is_none() {
+        return not_found("The channel is not broadcasting");
+    }
     if !state.api.playback.viewers.would_admit(&arn, address) {
         return too_many_viewers();
     }
@@ -165,22 +171,45 @@ pub async fn multivariant(
     }
     // The session is a signed token: nothing is held until it fetches media.
     let session = state.api.playback.viewers.issue(&arn, channel.latency_mode == "LOW", &admission.rules);
-    let (codecs, resolution, bandwidth, frame_rate) = {
-        let playlist = playback.state.read().expect("playlist lock");
-        (playlist.codecs.clone(), playlist.resolution, playlist.bandwidth.max(1), playlist.frame_rate)
-    };
-    let frame_rate = frame_rate
-        .or_else(|| state.api.live.stream(&arn).map(|s| s.stats.lock().expect("stats lock").video_framerate()));
+    let source_frame_rate = state.api.live.stream(&arn).map(|s| s.stats.lock().expect("stats lock").video_framerate());
     let stem = name.trim_end_matches(".m3u8");
-    let body = hls::multivariant(&[Variant {
-        uri: format!("/playback/{session}/{stem}/{}.m3u8", playback.id),
-        bandwidth,
-        codecs,
-        resolution,
-        frame_rate: frame_rate.filter(|r| *r > 0.0),
-    }]);
+    let variants: Vec<Variant> = offered
+        .iter()
+        .filter(|r| admission.rules.allows_height(r.short_side()))
+        .map(|rendition| {
+            let playlist = rendition.state.read().expect("playlist lock");
+            let frame_rate = match &rendition.rendition {
+                Some(name) => name.split_once('p').and_then(|(_, fps)| fps.parse::<f64>().ok()),
+                None => playlist.frame_rate.or(source_frame_rate).map(nominal_frame_rate),
+            };
+            let name = rendition.rendition.clone().or_else(|| {
+                let (width, height) = playlist.resolution?;
+                Some(format!("{}p{}", width.min(height), frame_rate?.round()))
+            });
+            Variant {
+                uri: format!("/playback/{session}/{stem}/{}.m3u8", rendition.id),
+                bandwidth: playlist.bandwidth.max(1),
+                average_bandwidth: Some(playlist.average_bandwidth.max(1)),
+                codecs: playlist.codecs.clone(),
+                resolution: playlist.resolution,
+                frame_rate: frame_rate.filter(|r| *r > 0.0),
+                name,
+            }
+        })
+        .collect();
+    let body = hls::multivariant(&variants);
     let response = response(StatusCode::OK, PLAYLIST_TYPE, "no-cache", body);
     allow_origin(response, admission.rules.allow_origin_header(origin))
+}
+
+/// A measured frame rate as the nominal rate it is within 0.5 % of (29.994 → 30, 29.97 stays).
+fn nominal_frame_rate(measured: f64) -> f64 {
+    const NOMINAL: [f64; 10] = [23.976, 24.0, 25.0, 29.97, 30.0, 48.0, 50.0, 59.94, 60.0, 120.0];
+    NOMINAL
+        .into_iter()
+        .filter(|rate| (measured - rate).abs() <= rate * 0.005)
+        .min_by(|a, b| (measured - a).abs().total_cmp(&(measured - b).abs()))
+        .unwrap_or(measured)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,7 +243,8 @@ pub async fn media(
     if !viewer.rules.allows_request_from(origin) {
         return denied(&Denial::OriginNotAllowed);
     }
-    let response = media_response(&state, &viewer.channel_arn, viewer.low_latency, &file, &query, &headers).await;
+    let response =
+        media_response(&state, &viewer.channel_arn, viewer.low_latency, &viewer.rules, &file, &query, &headers).await;
     allow_origin(response, viewer.rules.allow_origin_header(origin))
 }
 
@@ -223,6 +253,7 @@ async fn media_response(
     state: &AppState,
     channel_arn: &str,
     low_latency: bool,
+    rules: &super::access::SessionRules,
     file: &str,
     query: &PlaylistQuery,
     headers: &HeaderMap,
@@ -230,6 +261,11 @@ async fn media_response(
     let Some(playback) = state.api.playback.playlists_of_file(channel_arn, file) else {
         return not_found("The channel is not broadcasting");
     };
+    if !rules.allows_height(playback.short_side()) {
+        let height = playback.short_side().unwrap_or_default();
+        let maximum = format!("{}p", rules.max_height.unwrap_or_default());
+        return denied(&Denial::ResolutionNotAllowed { height, maximum });
+    }
     if file.strip_suffix(".m3u8") == Some(&*playback.id) {
         return media_playlist(&playback, low_latency, query).await;
     }
@@ -600,6 +636,14 @@ fn parse_range(range: &str, total: usize) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn measured_frame_rates_are_named_by_their_nominal_rate() {
+        assert_eq!(nominal_frame_rate(29.994), 30.0);
+        assert_eq!(nominal_frame_rate(29.968), 29.97);
+        assert_eq!(nominal_frame_rate(59.7), 59.94);
+        assert_eq!(nominal_frame_rate(17.5), 17.5);
+    }
 
     #[test]
     fn names() {

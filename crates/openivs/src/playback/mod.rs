@@ -16,10 +16,11 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use access::Access;
-use packager::{ChannelPlayback, Packaging};
+use packager::{ChannelPlayback, Follow, Packaging};
 use viewers::ViewerSessions;
 
 use crate::live::LiveStream;
+use crate::live::hub::{Hub, Subscription};
 use crate::settings::Limits;
 
 /// How long an ended stream's playlists stay (with `EXT-X-ENDLIST`) for the viewers who were
@@ -43,9 +44,12 @@ impl Playback {
     }
 
     /// Starts packaging a stream that just went live, as the channel's container format and
-    /// latency mode say, into playlists of its own.
-    pub fn start_stream(self: &Arc<Self>, stream: &LiveStream, packaging: Packaging) {
-        let channel = Arc::new(ChannelPlayback::new(packaging, stream.stream_id.as_str().into()));
+    /// latency mode say, into playlists of its own. `source_listed`: the multivariant playlist
+    /// offers the source rendition (not on ADVANCED channels once their renditions play).
+    pub fn start_stream(self: &Arc<Self>, stream: &LiveStream, packaging: Packaging, source_listed: bool) {
+        let mut channel = ChannelPlayback::new(packaging, stream.stream_id.as_str().into());
+        channel.source_listed = source_listed;
+        let channel = Arc::new(channel);
         self.channels
             .write()
             .expect("playback lock")
@@ -59,7 +63,7 @@ impl Playback {
         let stream_id = stream.stream_id.clone();
         let limits = self.limits;
         tokio::spawn(async move {
-            packager::run(channel.clone(), subscription, stream_id, ended, limits).await;
+            packager::run(channel.clone(), subscription, stream_id, ended, limits, None).await;
             // The ended playlists stay a while for the viewers who were watching.
             tokio::time::sleep(LINGER).await;
             let mut channels = this.channels.write().expect("playback lock");
@@ -72,14 +76,55 @@ impl Playback {
         });
     }
 
+    /// Starts packaging a stream's transcoded renditions (best first), each from its own hub,
+    /// with the timed metadata and ad breaks of the stream's; their playlists follow the
+    /// source's cuts and are served beside it.
+    pub fn start_renditions(
+        &self,
+        stream: &LiveStream,
+        source: &Arc<ChannelPlayback>,
+        renditions: Vec<(String, bool, Arc<Hub>)>,
+    ) {
+        for (name, audio_only, hub) in renditions {
+            let id = format!("{}_{name}", source.id);
+            let mut playback = ChannelPlayback::new(source.packaging, id.as_str().into());
+            playback.rendition = Some(name);
+            let playback = Arc::new(playback);
+            source.renditions.write().expect("renditions lock").push(playback.clone());
+            let frames = hub.subscribe();
+            let of_stream = stream.hub.subscribe();
+            let subscription = Subscription {
+                frames: frames.frames,
+                video: frames.video,
+                audio: frames.audio,
+                metadata: of_stream.metadata,
+                ads: of_stream.ads,
+            };
+            let follow = Follow { cuts: source.cuts.clone(), audio_only };
+            tokio::spawn(packager::run(playback, subscription, id, hub.ended(), self.limits, Some(follow)));
+        }
+    }
+
     /// The channel's newest playlists (those of its live stream, while it is live).
     pub fn channel(&self, channel_arn: &str) -> Option<Arc<ChannelPlayback>> {
         self.channels.read().expect("playback lock").get(channel_arn).and_then(|p| p.last().cloned())
     }
 
-    /// The playlists a media file of the channel belongs to: its name starts with their id.
+    /// The playlists a media file of the channel belongs to: its name is their id followed by
+    /// `.` or `-` (a rendition's id is its stream's followed by `_`).
     pub fn playlists_of_file(&self, channel_arn: &str, file: &str) -> Option<Arc<ChannelPlayback>> {
+        let named = |p: &ChannelPlayback| {
+            file.strip_prefix(&*p.id).is_some_and(|rest| rest.starts_with('.') || rest.starts_with('-'))
+        };
         let channels = self.channels.read().expect("playback lock");
-        channels.get(channel_arn)?.iter().rev().find(|p| file.starts_with(&*p.id)).cloned()
+        for stream in channels.get(channel_arn)?.iter().rev() {
+            if named(stream) {
+                return Some(stream.clone());
+            }
+            if let Some(rendition) = stream.renditions.read().expect("renditions lock").iter().find(|r| named(r)) {
+                return Some(rendition.clone());
+            }
+        }
+        None
     }
 }

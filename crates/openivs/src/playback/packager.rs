@@ -160,7 +160,9 @@ pub struct PlaylistState {
     pub codecs: String,
     pub resolution: Option<(u32, u32)>,
     pub frame_rate: Option<f64>,
+    /// `BANDWIDTH` (the peak segment bit rate) and `AVERAGE-BANDWIDTH`, bits per second.
     pub bandwidth: u64,
+    pub average_bandwidth: u64,
     /// The next segment starts a new stream session.
     pending_discontinuity: bool,
     /// fMP4 initialisation segments of the streams in the window, by stream id.
@@ -271,12 +273,79 @@ impl PlaylistState {
     }
 }
 
+/// Where a segment of the source rendition starts. The transcoded renditions cut theirs at the
+/// same media times, with the same sequence numbers, dates and discontinuities, so a player can
+/// switch renditions at any segment without a gap (their keyframes were forced on the
+/// source's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cut {
+    /// The presentation time of the segment's first picture.
+    pub pts_ms: i64,
+    pub sequence: u64,
+    pub date: time::OffsetDateTime,
+    pub discontinuity: bool,
+    /// Discontinuities before this segment in the stream (`EXT-X-DISCONTINUITY-SEQUENCE` of a
+    /// playlist starting here).
+    pub discontinuities_before: u64,
+}
+
+/// Cuts remembered: a minute of 0.9 s segments (renditions run a few seconds behind at most).
+const CUTS_KEPT: usize = 64;
+
+/// The newest segment starts of a rendition.
+#[derive(Debug, Default)]
+pub struct Cuts(std::sync::Mutex<VecDeque<Cut>>);
+
+impl Cuts {
+    fn push(&self, cut: Cut) {
+        let mut cuts = self.0.lock().expect("cuts lock");
+        if cuts.len() >= CUTS_KEPT {
+            cuts.pop_front();
+        }
+        cuts.push_back(cut);
+    }
+
+    /// The newest cut at or before `pts_ms` numbered after `after`.
+    pub fn at_or_before(&self, pts_ms: i64, after: Option<u64>) -> Option<Cut> {
+        let cuts = self.0.lock().expect("cuts lock");
+        cuts.iter().rev().find(|c| c.pts_ms <= pts_ms && after.is_none_or(|a| c.sequence > a)).cloned()
+    }
+}
+
+/// A transcoded rendition's packager follows the source's cuts.
+#[derive(Clone)]
+pub struct Follow {
+    pub cuts: Arc<Cuts>,
+    /// The rendition has no video: segments start at the audio frame that reaches a cut.
+    pub audio_only: bool,
+}
+
+/// How far (ms) a rendition's picture may be from the source's at a cut: the frame-rate filter
+/// moves pictures onto its own grid (half a frame at 30 fps).
+const CUT_TOLERANCE_MS: i64 = 20;
+
 /// The playback state of one stream of a channel, shared by its packager and the playback
 /// handlers.
 pub struct ChannelPlayback {
-    /// The playlists' id (the stream's id): media files are named after it.
+    /// The playlists' id (the stream's id, and `_{rendition}` for a transcoded rendition):
+    /// media files are named after it.
     pub id: Arc<str>,
     pub packaging: Packaging,
+    /// A transcoded rendition's name (`480p30`, `audio_only`); `None` for the source.
+    pub rendition: Option<String>,
+    /// The source's: its transcoded renditions, best first, as they start.
+    pub renditions: RwLock<Vec<Arc<ChannelPlayback>>>,
+    /// The source's: whether the multivariant playlist lists the source itself (not on
+    /// ADVANCED channels, once their renditions play).
+    pub source_listed: bool,
+    /// The source's: false while the transcoder is behind real time or down, when new
+    /// multivariant playlists leave the renditions out.
+    pub renditions_listed: std::sync::atomic::AtomicBool,
+    /// The source's: how many transcoded renditions are coming (`usize::MAX` until the
+    /// transcoder knows its ladder; 0: none).
+    pub renditions_expected: std::sync::atomic::AtomicUsize,
+    /// Where this playlist's segments started (the source's are followed by the renditions).
+    pub cuts: Arc<Cuts>,
     pub state: RwLock<PlaylistState>,
     /// Bumped on every change (new part, segment, end); blocking reloads wait on it.
     pub changed: watch::Sender<u64>,
@@ -289,10 +358,51 @@ impl ChannelPlayback {
         ChannelPlayback {
             id,
             packaging,
+            rendition: None,
+            renditions: RwLock::default(),
+            source_listed: true,
+            renditions_listed: std::sync::atomic::AtomicBool::new(true),
+            renditions_expected: std::sync::atomic::AtomicUsize::new(0),
+            cuts: Arc::default(),
             state: RwLock::new(PlaylistState::default()),
             changed: watch::Sender::new(0),
             appended: watch::Sender::new(0),
         }
+    }
+
+    /// The short side of the rendition's picture (`None`: no picture yet, or audio only).
+    pub fn short_side(&self) -> Option<u32> {
+        self.state.read().expect("playlist lock").resolution.map(|(width, height)| width.min(height))
+    }
+
+    /// The source's: its transcoded renditions are known and each has a segment to play (or
+    /// there will be none).
+    pub fn renditions_ready(&self) -> bool {
+        let expected = self.renditions_expected.load(std::sync::atomic::Ordering::SeqCst);
+        let renditions = self.renditions.read().expect("renditions lock");
+        expected == 0
+            || !self.renditions_listed.load(std::sync::atomic::Ordering::SeqCst)
+            || (renditions.len() >= expected
+                && renditions.iter().all(|r| !r.state.read().expect("playlist lock").segments.is_empty()))
+    }
+
+    /// The source's: the renditions a new multivariant playlist offers, best first: the source
+    /// (unless the channel type keeps it for itself and renditions play), then every transcoded
+    /// rendition that has a segment, while the transcoder keeps up.
+    pub fn offered(self: &Arc<Self>) -> Vec<Arc<ChannelPlayback>> {
+        let mut offered = Vec::new();
+        if self.renditions_listed.load(std::sync::atomic::Ordering::SeqCst) {
+            for rendition in self.renditions.read().expect("renditions lock").iter() {
+                let state = rendition.state.read().expect("playlist lock");
+                if !state.segments.is_empty() && !state.ended {
+                    offered.push(rendition.clone());
+                }
+            }
+        }
+        if self.source_listed || offered.is_empty() {
+            offered.insert(0, self.clone());
+        }
+        offered
     }
 
     fn notify(&self) {
@@ -343,6 +453,11 @@ struct Packager {
     /// Where ad breaks start and end.
     ads: AdMarker,
     limits: crate::settings::Limits,
+    /// A transcoded rendition's: the source's cuts, and the one the next segment starts at.
+    follow: Option<Follow>,
+    next_cut: Option<Cut>,
+    /// Discontinuities so far (the source's, for its cuts).
+    discontinuities: u64,
 }
 
 /// An ID3 tag holding only Apple's transport-stream timestamp (`PRIV`
@@ -452,9 +567,19 @@ impl Packager {
         if frame.discontinuity {
             self.splice();
         }
-        let is_video = frame.kind == TrackKind::Video;
+        let audio_only = self.follow.as_ref().is_some_and(|f| f.audio_only);
+        // The frames that pace parts (video; audio in an audio-only rendition), and those a
+        // segment may start with (keyframes; any audio frame there).
+        let is_video = if audio_only { frame.kind == TrackKind::Audio } else { frame.kind == TrackKind::Video };
+        let keyframe = is_video && (frame.keyframe || audio_only);
+        let playback = self.playback.clone();
+        let mut state = playback.state.write().expect("playlist lock");
+        let followed_cut = match &self.follow {
+            Some(follow) if keyframe => self.cut_due(follow, &state, frame),
+            _ => None,
+        };
         if self.waiting_for_keyframe {
-            if !(is_video && frame.keyframe) {
+            if !keyframe || (self.follow.is_some() && followed_cut.is_none()) {
                 return;
             }
             self.waiting_for_keyframe = false;
@@ -467,23 +592,24 @@ impl Packager {
             }
             self.last_video_dts = Some(frame.dts_ms);
         }
-        let playback = self.playback.clone();
-        let mut state = playback.state.write().expect("playlist lock");
-        let keyframe = is_video && frame.keyframe;
-        let cut_segment = match state.open.as_ref() {
-            None => keyframe,
-            Some(open) => {
+        let cut_segment = match (state.open.as_ref(), &self.follow) {
+            (None, None) => keyframe,
+            (Some(open), None) => {
                 (keyframe && frame.dts_ms - open.start_dts >= self.playback.packaging.segment_target.as_millis() as i64)
                     || self.segment_overgrown(open, frame)
             }
+            (None, Some(_)) => followed_cut.is_some(),
+            (Some(open), Some(_)) => followed_cut.is_some() || self.segment_overgrown(open, frame),
         };
+        self.next_cut = followed_cut;
         if cut_segment {
             self.close_segment(&mut state, frame.dts_ms);
             self.open_segment(&mut state, frame);
         } else if let Some(mut open) = state.open.take() {
             // A keyframe starts a part of its own, so every part that begins with one can be
             // marked INDEPENDENT (and played from) as a whole.
-            if keyframe
+            // (Every audio frame can start an audio-only part: parts there are all independent.)
+            if (keyframe && !audio_only)
                 || (is_video && frame.dts_ms + self.video_frame_ms - open.part_start_dts > PART_TARGET_MS)
                 || open.part_bytes >= self.limits.playback_max_part_bytes
             {
@@ -529,6 +655,16 @@ impl Packager {
         {
             self.bytes_in_window.pop_front();
         }
+    }
+
+    /// A follower's segment starts at `frame` (a keyframe, or an audio frame of an audio-only
+    /// rendition) when the source cut a segment there: the cut, numbered after every segment
+    /// this rendition has. Its first segment must start at the cut itself, not within it.
+    fn cut_due(&self, follow: &Follow, state: &PlaylistState, frame: &MediaFrame) -> Option<Cut> {
+        let numbered = state.open.as_ref().map(|o| o.sequence).or(state.last_complete());
+        let cut = follow.cuts.at_or_before(frame.pts_ms + CUT_TOLERANCE_MS, numbered)?;
+        let first = numbered.is_none() || self.waiting_for_keyframe;
+        (!first || frame.pts_ms - cut.pts_ms <= CUT_TOLERANCE_MS + self.video_frame_ms.max(25)).then_some(cut)
     }
 
     /// Timed metadata into the part being built, at the media time it arrived.
@@ -652,9 +788,19 @@ impl Packager {
     }
 
     fn open_segment(&mut self, state: &mut PlaylistState, frame: &MediaFrame) {
-        let sequence = state.next_sequence;
-        state.next_sequence += 1;
-        let discontinuity = std::mem::take(&mut state.pending_discontinuity);
+        let followed = self.next_cut.take();
+        let (sequence, discontinuity) = match &followed {
+            Some(cut) => {
+                if state.segments.is_empty() && state.open.is_none() {
+                    state.discontinuity_sequence = cut.discontinuities_before;
+                }
+                // A segment cut at the source's discontinuity carries its tag (and its number).
+                state.pending_discontinuity = false;
+                (cut.sequence, cut.discontinuity)
+            }
+            None => (state.next_sequence, std::mem::take(&mut state.pending_discontinuity)),
+        };
+        state.next_sequence = sequence + 1;
         let mut part_data = Vec::with_capacity(64 * 1024);
         if let Writer::Ts(muxer) = &mut self.writer {
             muxer.write_tables(&mut part_data);
@@ -674,7 +820,24 @@ impl Packager {
                 *id == self.stream_id || segments.iter().chain(retired.iter()).any(|s| s.stream_id == *id)
             });
         }
-        let date = self.program_date_time(frame);
+        let date = match &followed {
+            // The source's date for the same media time (so the renditions' dates agree).
+            Some(cut) => {
+                self.clock_anchor.get_or_insert((frame.dts_ms, cut.date));
+                cut.date
+            }
+            None => self.program_date_time(frame),
+        };
+        if self.follow.is_none() {
+            self.playback.cuts.push(Cut {
+                pts_ms: frame.pts_ms,
+                sequence,
+                date,
+                discontinuity,
+                discontinuities_before: self.discontinuities,
+            });
+        }
+        self.discontinuities += u64::from(discontinuity);
         let ad = self.ads.at_segment_start(frame.dts_ms, ticks(frame.pts_ms), date);
         state.open = Some(OpenSegment {
             sequence,
@@ -699,6 +862,8 @@ impl Packager {
                 None => config.codec.clone(),
             };
             state.resolution = Some((config.width, config.height));
+        } else if let Some(asc) = &self.audio {
+            state.codecs = asc.codec_string();
         }
     }
 
@@ -752,8 +917,18 @@ impl Packager {
         if window_ms > 0 {
             let bytes: usize = self.bytes_in_window.iter().map(|(_, b)| b).sum();
             // Transport overhead (TS headers, PES, ADTS) on top of the media.
-            state.bandwidth = (bytes as f64 * 8.0 * 1000.0 / window_ms as f64 * 1.1) as u64;
+            state.average_bandwidth = (bytes as f64 * 8.0 * 1000.0 / window_ms as f64 * 1.1) as u64;
         }
+        // BANDWIDTH is the peak segment bit rate (RFC 8216 4.3.4.2), of the segments listed (a
+        // segment of less than half a second is too short to say).
+        let peak = state
+            .segments
+            .iter()
+            .filter(|s| s.duration >= 0.5)
+            .map(|s| (s.size() as f64 * 8.0 / s.duration) as u64)
+            .max()
+            .unwrap_or(0);
+        state.bandwidth = peak.max(state.average_bandwidth);
     }
 }
 
@@ -811,6 +986,7 @@ pub async fn run(
     stream_id: String,
     mut ended: watch::Receiver<bool>,
     limits: crate::settings::Limits,
+    follow: Option<Follow>,
 ) {
     let stream_id: Arc<str> = stream_id.into();
     let mut packager = Packager {
@@ -820,7 +996,10 @@ pub async fn run(
         feeds: 0,
         writer: match playback.packaging.container {
             // The timed-metadata stream is declared from the start, as IVS's streams do.
-            Container::Ts => Writer::Ts(TsMuxer::new(Tracks { video: true, audio: true, metadata: true })),
+            Container::Ts => {
+                let video = !follow.as_ref().is_some_and(|f| f.audio_only);
+                Writer::Ts(TsMuxer::new(Tracks { video, audio: true, metadata: true }))
+            }
             Container::Fmp4 => {
                 Writer::Fmp4 { frames: Vec::new(), fragment_sequence: 0, audio_time: None, emsgs: Vec::new() }
             }
@@ -839,6 +1018,9 @@ pub async fn run(
         emsg_id: 0,
         ads: AdMarker::new(subscription.ads.clone()),
         limits,
+        follow,
+        next_cut: None,
+        discontinuities: 0,
     };
     loop {
         tokio::select! {

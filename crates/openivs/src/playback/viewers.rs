@@ -335,6 +335,7 @@ mod tests {
             viewer: Some(("alice".into(), version)),
             origins: Some(vec!["https://example.com".into()]),
             strict_origin: true,
+            max_height: Some(480),
         };
         let old = viewers.issue(CHANNEL, true, &rules(1));
         let newer = viewers.issue(CHANNEL, true, &rules(2));

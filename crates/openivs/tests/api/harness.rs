@@ -67,11 +67,16 @@ impl Server {
     }
 
     fn launch(&mut self) {
+        // Transcoding (STANDARD channels' renditions, an ffmpeg per stream) only where a test
+        // asks for it with `--ffmpeg`: elsewhere it would only load the machine.
+        let transcoding =
+            if self.extra_args.iter().any(|a| a == "--ffmpeg") { &[][..] } else { &["--ffmpeg", "none"][..] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_openivs"))
             .arg("serve")
             .args(["--http-addr", "127.0.0.1:0", "--rtmp-addr", "127.0.0.1:0", "--rtmps-addr", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&self.data_dir)
+            .args(transcoding)
             .args(&self.extra_args)
             .env("OPENIVS_LOG", "debug")
             .env_remove("RUST_LOG")

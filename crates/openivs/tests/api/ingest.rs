@@ -41,6 +41,8 @@ const PATTERN_720P_6M: Pattern =
 /// the first keyframe after 10 s) of about 19 MB.
 const PATTERN_LARGE_SEGMENTS: Pattern =
     Pattern { size: "640x360", rate: 30, video_bitrate: "7600k", seconds: 30, keyframe_interval: 600, filler: true };
+const PATTERN_1080P: Pattern =
+    Pattern { size: "1920x1080", rate: 30, video_bitrate: "4500k", seconds: 10, keyframe_interval: 60, filler: false };
 const PATTERN_1440P: Pattern =
     Pattern { size: "2560x1440", rate: 10, video_bitrate: "3000k", seconds: 2, keyframe_interval: 20, filler: false };
 
@@ -75,6 +77,11 @@ fn encode(pattern: &Pattern) -> PathBuf {
 pub(crate) fn pattern_720p() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| encode(&PATTERN_720P))
+}
+
+pub(crate) fn pattern_1080p() -> &'static Path {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| encode(&PATTERN_1080P))
 }
 
 /// A picture of constant 7.6 Mbit/s with a keyframe every 20 s: recorded segments of ~19 MB.

@@ -24,4 +24,5 @@ mod stream_keys;
 mod streams;
 mod tags;
 mod tokens;
+mod transcoding;
 mod viewer_sessions;
