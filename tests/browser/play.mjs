@@ -17,6 +17,10 @@
 // then served from that origin (private channels' and restriction policies' origin rules).
 // Each result lists the responses of the stream's server as [epoch ms, status, file name,
 // Access-Control-Allow-Origin].
+// PLAY_HLS_CONFIG (JSON) is merged into hls.js's configuration; PLAY_THROTTLE
+// ({"after_ms": …, "kbps": …}) limits the page's network that long after the page opens
+// (Chrome DevTools Protocol Network.emulateNetworkConditions), and hls.js's rendition switches
+// are reported (`levels`: [epoch ms, height, bitrate], the first being the start level).
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -106,8 +110,27 @@ async function play(target) {
     page.on('request', (request) => console.error(Date.now() - t0, 'request', request.url()));
   }
   await servePage(page, origin);
+  let throttledAt = null;
+  if (process.env.PLAY_THROTTLE) {
+    const { after_ms: afterMs, kbps } = JSON.parse(process.env.PLAY_THROTTLE);
+    const cdp = await page.context().newCDPSession(page);
+    await cdp.send('Network.enable');
+    setTimeout(() => {
+      const bytesPerSecond = (kbps * 1000) / 8;
+      cdp
+        .send('Network.emulateNetworkConditions', {
+          offline: false,
+          latency: 20,
+          downloadThroughput: bytesPerSecond,
+          uploadThroughput: bytesPerSecond,
+        })
+        .then(() => {
+          throttledAt = Date.now();
+        });
+    }, afterMs);
+  }
   await page.goto(`${origin}/`);
-  const result = await page.evaluate(async ({ player, url, seconds, debug }) => {
+  const result = await page.evaluate(async ({ player, url, seconds, debug, hlsConfig }) => {
     const CLOCK_BITS = 20;
     const CLOCK_BOX = 24;
     const SAMPLE_MS = 50;
@@ -141,9 +164,17 @@ async function play(target) {
     if (player === 'hls.js') {
       result.supported = window.Hls.isSupported();
       if (!result.supported) return result;
-      const hls = new window.Hls({ lowLatencyMode: true });
+      const hls = new window.Hls({ lowLatencyMode: true, ...hlsConfig });
       hls.on(window.Hls.Events.ERROR, (_event, data) => {
         if (data.fatal) result.fatal.push(`${data.type}: ${data.details}`);
+      });
+      result.levels = [];
+      hls.on(window.Hls.Events.LEVEL_SWITCHED, (_event, data) => {
+        const level = hls.levels[data.level];
+        if (level) result.levels.push([Date.now(), level.height, level.bitrate]);
+      });
+      hls.on(window.Hls.Events.MANIFEST_PARSED, () => {
+        result.level_heights = hls.levels.map((level) => level.height);
       });
       // hls.js puts ID3 frames on a metadata text track as cues (value: {key, info, data}).
       // Each is recorded when it is added to the track (`added_at`) and when it becomes active
@@ -331,8 +362,15 @@ async function play(target) {
     }
     destroy();
     return result;
-  }, { player, url, seconds: Number(seconds), debug: Boolean(process.env.PLAY_DEBUG) });
+  }, {
+    player,
+    url,
+    seconds: Number(seconds),
+    debug: Boolean(process.env.PLAY_DEBUG),
+    hlsConfig: JSON.parse(process.env.PLAY_HLS_CONFIG || '{}'),
+  });
   result.responses = responses;
+  result.throttled_at = throttledAt;
   await page.close();
   return result;
 }

@@ -82,11 +82,16 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The processes whose CPU and memory count for a server (nginx: master and workers).
+/// The processes whose CPU and memory count for a server (nginx: master and workers; openivs:
+/// itself and its transcoders), as they are now: its children, whichever of its threads
+/// started them.
 pub(crate) fn process_tree(root: u32) -> Vec<u32> {
     let mut pids = vec![root];
-    if let Ok(children) = std::fs::read_to_string(format!("/proc/{root}/task/{root}/children")) {
-        pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{root}/task")) else { return pids };
+    for thread in threads.flatten() {
+        if let Ok(children) = std::fs::read_to_string(thread.path().join("children")) {
+            pids.extend(children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+        }
     }
     pids
 }

@@ -7,7 +7,8 @@
 //! CreateChannel+DeleteChannel pairs, with the openivs/moto ratio. A benchmark, not a test: it
 //! asserts nothing, it measures.
 //!
-//! The other benchmarks (`ingest`, `playback`, `fanout`, `access`) are described in their modules.
+//! The other benchmarks (`ingest`, `playback`, `fanout`, `access`, `recording`, `transcode`) are
+//! described in their modules.
 
 mod access;
 mod fanout;
@@ -15,6 +16,7 @@ mod http_client;
 mod ingest;
 mod playback;
 mod recording;
+mod transcode;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -106,6 +108,13 @@ fn main() {
             samples: args.samples,
             out_dir,
         })),
+        "transcode" => run_async(transcode::run(transcode::TranscodeArgs {
+            streams: args.streams.clone().unwrap_or_else(|| vec![1, 4]),
+            warmup: Duration::from_secs_f64(args.warmup),
+            measure: Duration::from_secs_f64(args.seconds.max(5.0)),
+            samples: args.samples,
+            out_dir,
+        })),
         "fanout" => run_async(fanout::run(fanout::FanoutArgs {
             clients: args.clients.clone().unwrap_or_else(|| vec![100, 1000]),
             warmup: Duration::from_secs_f64(args.warmup),
@@ -121,6 +130,7 @@ fn main() {
             eprintln!(
                 "       openivs-bench recording [--streams 10] [--warmup S] [--seconds S] [--samples 50] [--moto PATH]"
             );
+            eprintln!("       openivs-bench transcode [--streams 1,4] [--warmup S] [--seconds S] [--samples 50]");
             std::process::exit(2);
         }
     };
@@ -200,6 +210,9 @@ async fn start_openivs_with(extra: &[&str]) -> Result<Peer, String> {
         // Every benchmark client comes from 127.0.0.1: lift the per-address caps that are there
         // to keep one real client from taking everything.
         .args(["--http-max-connections-per-address", "100000", "--playback-max-viewer-sessions-per-address", "100000"])
+        // Transcoding only in the benchmark that measures it: elsewhere STANDARD channels would
+        // each run an ffmpeg (and the peers transcode nothing).
+        .args(if extra.contains(&"--ffmpeg") { &[][..] } else { &["--ffmpeg", "none"][..] })
         .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -75,7 +75,8 @@ pub fn cost(ladder: &[Rendition], input: Input) -> f64 {
 /// The server's transcoding: its transcoder (none without ffmpeg) and capacity.
 pub struct Transcoding {
     transcoder: Option<Arc<dyn Transcoder>>,
-    /// Why there is no transcoder.
+    /// Why there is no transcoder, when one was wanted (`--ffmpeg none` turns it off: then
+    /// nothing is missing, and sessions say nothing of it).
     pub unavailable: Option<String>,
     capacity: f64,
     in_use: Mutex<f64>,
@@ -96,7 +97,7 @@ impl Transcoding {
             tracing::warn!(
                 "transcoding is off (--ffmpeg none): STANDARD and ADVANCED channels serve their source only"
             );
-            return Transcoding::new(Err("transcoding is off (--ffmpeg none)".into()), capacity);
+            return Arc::new(Transcoding { transcoder: None, unavailable: None, capacity, in_use: Mutex::new(0.0) });
         }
         let ffmpeg = ffmpeg::Ffmpeg { program: program.into() };
         match ffmpeg.version().await {

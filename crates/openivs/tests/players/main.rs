@@ -19,6 +19,7 @@ mod harness;
 #[path = "../api/tokens.rs"]
 mod tokens;
 
+mod abr;
 mod access;
 mod clock;
 mod failover;

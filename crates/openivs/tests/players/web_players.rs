@@ -34,12 +34,18 @@ pub(crate) struct Case {
 
 /// Runs play.mjs: `player` plays every URL at once for `seconds` in headless Chromium.
 pub(crate) fn play(player: &str, seconds: u32, urls: &[&str]) -> Vec<serde_json::Value> {
+    play_with(player, seconds, urls, &[])
+}
+
+/// [`play`] with `PLAY_*` settings of play.mjs (hls.js configuration, network throttling).
+pub(crate) fn play_with(player: &str, seconds: u32, urls: &[&str], env: &[(&str, &str)]) -> Vec<serde_json::Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/play.mjs");
     let output = Command::new("node")
         .arg(&script)
         .arg(player)
         .arg(seconds.to_string())
         .args(urls)
+        .envs(env.iter().copied())
         .output()
         .expect("Node.js must be installed to run the player tests");
     assert!(
