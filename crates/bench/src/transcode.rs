@@ -23,6 +23,9 @@ use openivs::transcode::ladder::{ChannelType, Input, Preset, ladder};
 use crate::http_client::{Connection, SignedClient, get};
 use crate::ingest::{clock_ticks_per_second, input_file, measure, openivs_channels, sample_cpu_ticks};
 
+/// The density search stops here (or at the first count not held).
+const MOST_CHANNELS: usize = 8;
+
 pub struct TranscodeArgs {
     pub streams: Vec<usize>,
     pub warmup: Duration,
@@ -36,7 +39,8 @@ pub async fn run(args: TranscodeArgs) -> Result<(), String> {
     let openivs = crate::start_openivs_with(&["--ffmpeg", "ffmpeg", "--transcode-capacity", "1000"]).await?;
     let rtmp_port = openivs.rtmp_port.ok_or("openivs has no RTMP port")?;
     let client = SignedClient::new();
-    let most = args.streams.iter().copied().max().unwrap_or(1);
+    // (Enough channels for the density search too.)
+    let most = args.streams.iter().copied().max().unwrap_or(1).max(MOST_CHANNELS);
     let channels = openivs_channels(&client, openivs.port, most, r#"{"insecureIngest":true}"#).await?;
     println!(
         "# Transcoding: 720p30 ~3 Mbit/s RTMP inputs, STANDARD ladder (source + 480p30 1.4 Mbit/s, 360p30 0.63, 160p30 0.23), {} s warm-up, {} s measured, 127.0.0.1, {} CPUs",
@@ -68,7 +72,7 @@ pub async fn run(args: TranscodeArgs) -> Result<(), String> {
     println!();
     println!("| channels | slowest rendition's media / wall time | renditions offered | held |");
     println!("|---|---|---|---|");
-    for count in 1..=most {
+    for count in 1..=MOST_CHANNELS {
         let (slowest, offered) = real_time(&openivs, &channels[..count], &input, args.warmup, args.measure).await?;
         let held = slowest >= 0.95 && offered;
         println!(
@@ -188,22 +192,38 @@ async fn real_time(
     let mut smallest = Vec::new();
     for (arn, _) in channels {
         let offered = renditions(openivs.port, arn).await?;
-        let media = offered.iter().find(|(name, _)| name == "160p30").map(|(_, uri)| uri.clone());
-        smallest.push(media.ok_or_else(|| format!("{arn} offers no 160p30 after the warm-up: {offered:?}"))?);
+        match offered.iter().find(|(name, _)| name == "160p30") {
+            Some((_, uri)) => smallest.push(uri.clone()),
+            // Its transcoder is behind real time already: its renditions are left out.
+            None => {
+                drop(publishers);
+                tokio::time::sleep(Duration::from_secs(4)).await;
+                return Ok((0.0, false));
+            }
+        }
     }
-    let mut before = Vec::new();
+    // Media each playlist adds, followed every 2 s (the playlist lists 16 s at most).
+    let mut newest = Vec::new();
     for media in &smallest {
-        before.push(listed_media(openivs.port, media).await?);
+        newest.push(listed_media(openivs.port, media).await?.last().map_or(0, |(s, _)| *s));
     }
+    let mut added = vec![0.0; smallest.len()];
     let started = Instant::now();
-    tokio::time::sleep(window).await;
-    let mut slowest = f64::MAX;
-    for (media, before) in smallest.iter().zip(&before) {
-        let after = listed_media(openivs.port, media).await?;
-        let newest_before = before.last().map_or(0, |(s, _)| *s);
-        let added: f64 = after.iter().filter(|(s, _)| *s > newest_before).map(|(_, d)| d).sum();
-        slowest = slowest.min(added / started.elapsed().as_secs_f64());
+    while started.elapsed() < window {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for ((media, newest), added) in smallest.iter().zip(newest.iter_mut()).zip(added.iter_mut()) {
+            for (sequence, duration) in listed_media(openivs.port, media).await? {
+                if sequence > *newest {
+                    *added += duration;
+                    *newest = sequence;
+                }
+            }
+        }
     }
+    let elapsed = started.elapsed().as_secs_f64();
+    // (The first segment counted began before the window and the one open at its end is not
+    // counted: the two roughly cancel.)
+    let slowest = added.iter().map(|a| a / elapsed).fold(f64::MAX, f64::min);
     let mut offered = true;
     for (arn, _) in channels {
         offered &= renditions(openivs.port, arn).await?.len() == 4;

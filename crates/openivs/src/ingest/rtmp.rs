@@ -579,10 +579,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
                 thumbnails: crate::recording::recorder::ThumbnailSettings::of(&config.thumbnail_configuration),
                 reconnect_window: Duration::from_secs(config.recording_reconnect_window_seconds.max(0) as u64),
             };
+            let renditions = crate::recording::renditions::RecordingRenditions::new(
+                config.rendition_configuration.clone(),
+                !channel.channel_type.starts_with("ADVANCED"),
+            );
+            let _ = live.recording.set(renditions.clone());
             tokio::spawn(crate::recording::recorder::run(
                 context.buckets.clone(),
                 context.recordings.clone(),
                 target,
+                renditions,
                 live.hub.subscribe(),
                 live.hub.ended(),
             ));
@@ -938,7 +944,25 @@ fn start_transcoding(state: &mut Publishing, width: u32, height: u32) -> Result<
             source.renditions_expected.store(0, std::sync::atomic::Ordering::SeqCst);
         }
     };
-    match state.transcoding.plan(&channel_type, &preset, input) {
+    let plan = state.transcoding.plan(&channel_type, &preset, input);
+    if let Some(recording) = state.stream.recording.get() {
+        // What the recording may select among: the encoded video renditions.
+        let ladder = match &plan {
+            Ok(Some(plan)) => plan
+                .ladder
+                .iter()
+                .filter_map(|r| match r.video {
+                    Some(crate::transcode::ladder::Video::Encoded { width, height, .. }) => {
+                        Some((r.name.clone(), width, height))
+                    }
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        recording.set_ladder(ladder);
+    }
+    match plan {
         Ok(Some(plan)) => {
             let Some(source) = source.clone() else {
                 no_renditions();

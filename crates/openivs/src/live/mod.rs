@@ -45,6 +45,8 @@ pub struct LiveStream {
     comeback: Arc<Notify>,
     /// The stream's transcoding has begun (it begins once, at the first picture configuration).
     pub transcoding: Arc<std::sync::atomic::AtomicBool>,
+    /// The stream's recording, when it has one: which renditions it holds, where.
+    pub recording: Arc<std::sync::OnceLock<Arc<crate::recording::renditions::RecordingRenditions>>>,
     /// What its transcoding has to say in the session's events, until the session takes it.
     transcode_notices: Arc<Mutex<Vec<crate::transcode::Notice>>>,
 }
@@ -103,6 +105,7 @@ impl LiveStream {
             handover: Arc::default(),
             comeback: Arc::new(Notify::new()),
             transcoding: Arc::default(),
+            recording: Arc::default(),
             transcode_notices: Arc::default(),
         }
     }

@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 use super::buckets::Buckets;
+use super::renditions::{Destination, Recorded, RecordingRenditions};
 use crate::events::{ChannelEvent, Outbox, RECORDING_STATE_CHANGE, seconds_utc};
 use crate::live::hub::{MediaFrame, Subscription, TrackKind};
 use crate::playback::packager::{metadata_tag, ticks, timestamp_tag, write_ts_frame};
@@ -250,6 +251,13 @@ pub(super) struct Writer {
     /// The ids of the streams recorded here, first to last.
     stream_ids: Vec<String>,
     outbox: Option<Outbox>,
+    /// What the recording's writers share (the renditions selected and recorded).
+    renditions: Arc<RecordingRenditions>,
+    /// The primary writer (the stream's hub: event files, thumbnails, multivariant playlists),
+    /// or a transcoded rendition's.
+    primary: bool,
+    /// Whether this writer's rendition is selected (decided once it is named).
+    records_media: bool,
 }
 
 /// The key prefix of a recording that starts at `at` (UTC, not zero-padded, as IVS writes it).
@@ -273,10 +281,14 @@ impl Writer {
         started_at: OffsetDateTime,
         journal: Option<std::path::PathBuf>,
         outbox: Option<Outbox>,
+        renditions: Arc<RecordingRenditions>,
     ) -> Writer {
         Writer {
             stream_ids: vec![recording.stream_id.clone()],
             outbox,
+            renditions,
+            primary: true,
+            records_media: true,
             buckets,
             recording,
             prefix,
@@ -347,6 +359,20 @@ impl Writer {
         }
     }
 
+    /// Takes a frame, storing the segments it completes.
+    async fn take(&mut self, frame: Arc<MediaFrame>) {
+        for (segment, bytes) in self.on_frame(frame) {
+            self.store(segment, bytes).await;
+        }
+    }
+
+    /// Takes the frames still in the ring (the stream ended: they are part of it).
+    async fn drain(&mut self, subscription: &mut Subscription) {
+        while let Ok(frame) = subscription.frames.try_recv() {
+            self.take(frame).await;
+        }
+    }
+
     /// Takes a frame; the segments it completed (bytes and description).
     fn on_frame(&mut self, frame: Arc<MediaFrame>) -> Vec<(Segment, Vec<u8>)> {
         if self.rendition.is_some() {
@@ -362,7 +388,7 @@ impl Writer {
             return Vec::new();
         }
         let fps = (self.early_video.len().saturating_sub(1) as f64 * 1000.0 / span.max(1) as f64).round();
-        self.rendition = Some(format!("{}p{}", self.size.0.min(self.size.1), fps.max(1.0) as u32));
+        self.name_rendition(format!("{}p{}", self.size.0.min(self.size.1), fps.max(1.0) as u32));
         std::mem::take(&mut self.held).iter().filter_map(|held| self.write(held)).collect()
     }
 
@@ -374,11 +400,18 @@ impl Writer {
         let keyframe = frame.kind == TrackKind::Video && frame.keyframe;
         let mut completed = None;
         if keyframe {
-            let cut = match &self.open {
-                None => true,
-                Some(open) => self.discontinuity || frame.dts_ms - open.start_dts >= SEGMENT_TARGET_MS,
+            let own_rule =
+                |open: &OpenSegment| self.discontinuity || frame.dts_ms - open.start_dts >= SEGMENT_TARGET_MS;
+            let cut = match (&self.open, self.primary) {
+                (None, _) => true,
+                (Some(open), true) => own_rule(open),
+                // A rendition cuts where the source did (their keyframes are the same pictures).
+                (Some(open), false) => self.renditions.is_cut(frame.pts_ms).unwrap_or_else(|| own_rule(open)),
             };
             if cut {
+                if self.primary {
+                    self.renditions.note_cut(frame.pts_ms);
+                }
                 let end = if self.discontinuity { self.last_end() } else { Some(frame.dts_ms) };
                 completed = end.and_then(|end| self.close_segment(end));
                 self.open = Some(OpenSegment {
@@ -452,6 +485,31 @@ impl Writer {
         self.rendition.as_deref().unwrap_or("source")
     }
 
+    /// Names the (source) rendition, and decides whether its media is recorded.
+    fn name_rendition(&mut self, name: String) {
+        self.records_media = self.renditions.selects(true, self.size.0.min(self.size.1));
+        self.rendition = Some(name);
+    }
+
+    /// The recording's duration: its longest rendition's (the source's, when recorded).
+    fn duration_ms(&self) -> i64 {
+        let own: i64 = self.segments.iter().map(|s| s.duration_ms).sum();
+        self.renditions.recorded().iter().map(|r| r.duration_ms).chain([own]).max().unwrap_or(own)
+    }
+
+    /// What this writer has recorded, for the multivariant playlists.
+    fn recorded(&self) -> Recorded {
+        let duration_ms: i64 = self.segments.iter().map(|s| s.duration_ms).sum();
+        Recorded {
+            duration_ms,
+            name: self.rendition().to_owned(),
+            width: self.size.0,
+            height: self.size.1,
+            codecs: self.codecs_string(),
+            bandwidth: (self.bytes_written as f64 * 8.0 * 1000.0 / duration_ms.max(1) as f64) as u64,
+        }
+    }
+
     /// Makes and stores the thumbnails of the keyframes that were due (decoding on a blocking
     /// thread).
     async fn store_thumbnails(&mut self) {
@@ -483,6 +541,9 @@ impl Writer {
 
     /// Stores a completed segment and the EVENT playlist that now lists it.
     async fn store(&mut self, segment: Segment, bytes: Vec<u8>) {
+        if !self.records_media {
+            return;
+        }
         let key = format!("media/hls/{}/{}.ts", self.rendition(), self.segments.len());
         if !self.put(&key, &bytes).await {
             // Lost to the store: the playlists go on without it, after a discontinuity.
@@ -492,6 +553,7 @@ impl Writer {
         let mut segment = segment;
         segment.discontinuity |= std::mem::take(&mut self.lost_segment);
         self.segments.push(segment);
+        self.renditions.note(self.recorded());
         let playlist = self.playlist(false);
         let key = format!("media/hls/{}/playlist.m3u8", self.rendition());
         self.put(&key, playlist.as_bytes()).await;
@@ -552,25 +614,28 @@ impl Writer {
         out
     }
 
-    /// `master.m3u8` or `byte-range-multivariant.m3u8`, pointing at `playlist` of the rendition.
+    /// `master.m3u8` or `byte-range-multivariant.m3u8`, pointing at `playlist` of every
+    /// rendition recorded, best first.
     fn multivariant(&self, playlist: &str) -> String {
-        let rendition = self.rendition();
-        let duration_ms: i64 = self.segments.iter().map(|s| s.duration_ms).sum();
-        let bandwidth = (self.bytes_written as f64 * 8.0 * 1000.0 / duration_ms.max(1) as f64) as u64;
-        let name = rendition.split('p').next().unwrap_or(rendition);
-        format!(
+        let mut out = format!(
             "#EXTM3U\n\
              #EXT-X-SESSION-DATA:DATA-ID=\"net.live-video.content.id\",VALUE=\"{}\"\n\
-             #EXT-X-SESSION-DATA:DATA-ID=\"net.live-video.customer.id\",VALUE=\"{}\"\n\
-             #EXT-X-MEDIA:TYPE=VIDEO,GROUP-ID=\"{rendition}\",NAME=\"{name}p\",AUTOSELECT=YES,DEFAULT=YES\n\
-             #EXT-X-STREAM-INF:PROGRAM-ID=1,BANDWIDTH={bandwidth},CODECS=\"{}\",RESOLUTION={}x{},VIDEO=\"{rendition}\"\n\
-             {rendition}/{playlist}\n",
-            self.recording.channel_id,
-            self.recording.account,
-            self.codecs_string(),
-            self.size.0,
-            self.size.1,
-        )
+             #EXT-X-SESSION-DATA:DATA-ID=\"net.live-video.customer.id\",VALUE=\"{}\"\n",
+            self.recording.channel_id, self.recording.account,
+        );
+        for (index, rendition) in self.renditions.recorded().iter().enumerate() {
+            let name = &rendition.name;
+            let short = name.split('p').next().unwrap_or(name);
+            let default = if index == 0 { "YES" } else { "NO" };
+            let _ = write!(
+                out,
+                "#EXT-X-MEDIA:TYPE=VIDEO,GROUP-ID=\"{name}\",NAME=\"{short}p\",AUTOSELECT=YES,DEFAULT={default}\n\
+                 #EXT-X-STREAM-INF:PROGRAM-ID=1,BANDWIDTH={},CODECS=\"{}\",RESOLUTION={}x{},VIDEO=\"{name}\"\n\
+                 {name}/{playlist}\n",
+                rendition.bandwidth, rendition.codecs, rendition.width, rendition.height,
+            );
+        }
+        out
     }
 
     fn codecs_string(&self) -> String {
@@ -578,6 +643,17 @@ impl Writer {
             Some(asc) => format!("{},{}", self.codecs, asc.codec_string()),
             None => self.codecs.clone(),
         }
+    }
+
+    /// The renditions the recording holds (or will): the source's when selected, and the
+    /// selected transcoded renditions, best first.
+    fn planned_renditions(&self) -> Vec<(String, u32, u32)> {
+        let mut planned: Vec<(String, u32, u32)> = Vec::new();
+        if self.records_media {
+            planned.push((self.rendition().to_owned(), self.size.0, self.size.1));
+        }
+        planned.extend(self.renditions.selected_ladder());
+        planned
     }
 
     /// The body of `recording-started.json`, `recording-ended.json` or `recording-failed.json`.
@@ -591,13 +667,13 @@ impl Writer {
             "path": "media/hls",
             "playlist": "master.m3u8",
             "byte_range_playlist": "byte-range-multivariant.m3u8",
-            "renditions": [{
-                "path": self.rendition(),
+            "renditions": self.planned_renditions().iter().map(|(path, width, height)| json!({
+                "path": path,
                 "playlist": "playlist.m3u8",
                 "byte_range_playlist": "byte-range-variant.m3u8",
-                "resolution_width": self.size.0,
-                "resolution_height": self.size.1,
-            }],
+                "resolution_width": width,
+                "resolution_height": height,
+            })).collect::<Vec<_>>(),
         });
         let mut file = json!({
             "version": "v1",
@@ -607,7 +683,7 @@ impl Writer {
             "recording_status_message": self.failed.clone().unwrap_or_default(),
         });
         if let Some(ended_at) = ended_at {
-            hls["duration_ms"] = json!(self.segments.iter().map(|s| s.duration_ms).sum::<i64>());
+            hls["duration_ms"] = json!(self.duration_ms());
             file["recording_ended_at"] = json!(seconds_utc(ended_at));
         }
         file["media"] = json!({ "hls": hls });
@@ -633,7 +709,7 @@ impl Writer {
     /// playlist up to there.
     async fn close_open(&mut self) {
         if self.rendition.is_none() && !self.held.is_empty() {
-            self.rendition = Some(format!("{}p30", self.size.0.min(self.size.1)));
+            self.name_rendition(format!("{}p30", self.size.0.min(self.size.1)));
             let held = std::mem::take(&mut self.held);
             for frame in held {
                 if let Some((segment, bytes)) = self.write(&frame) {
@@ -651,7 +727,10 @@ impl Writer {
     /// this recording: the same bucket, picture size and codecs (IVS also compares the frame
     /// rate and bitrate; openivs does not).
     fn continues_with(&self, fresh: &Writer) -> bool {
-        self.recording.bucket == fresh.recording.bucket
+        // (Recordings of transcoded renditions are not merged: each stream has its own.)
+        !self.renditions.has_writers()
+            && !fresh.renditions.has_writers()
+            && self.recording.bucket == fresh.recording.bucket
             && self.size == fresh.size
             && self.codecs_string() == fresh.codecs_string()
     }
@@ -673,14 +752,22 @@ impl Writer {
             return;
         }
         self.close_open().await;
-        if self.segments.is_empty() {
-            tracing::info!("recording: the stream had no media; {} holds only its start", self.prefix);
-        } else {
+        if !self.segments.is_empty() {
             let rendition = self.rendition().to_owned();
             let playlist = self.playlist(true);
             self.put(&format!("media/hls/{rendition}/playlist.m3u8"), playlist.as_bytes()).await;
             let byte_ranges = self.byte_range_playlist(true);
             self.put(&format!("media/hls/{rendition}/byte-range-variant.m3u8"), byte_ranges.as_bytes()).await;
+            self.renditions.note(self.recorded());
+        }
+        if !self.primary {
+            return;
+        }
+        // The renditions' writers finish their last segments first.
+        self.renditions.writers_finished().await;
+        if self.renditions.recorded().is_empty() {
+            tracing::info!("recording: no media recorded; {} holds its events (and thumbnails)", self.prefix);
+        } else {
             let master = self.multivariant("playlist.m3u8");
             self.put("media/hls/master.m3u8", master.as_bytes()).await;
             let multivariant = self.multivariant("byte-range-variant.m3u8");
@@ -711,7 +798,7 @@ impl Writer {
             "recording_s3_bucket_name": self.recording.bucket,
             // (IVS leaves the prefix empty when a recording could not start.)
             "recording_s3_key_prefix": if status == "Recording Start Failure" { "" } else { self.prefix.as_str() },
-            "recording_duration_ms": if ended { self.segments.iter().map(|s| s.duration_ms).sum::<i64>() } else { 0 },
+            "recording_duration_ms": if ended { self.duration_ms() } else { 0 },
             "recording_session_id": self.prefix.rsplit('/').next().unwrap_or_default(),
         });
         if ended {
@@ -789,13 +876,18 @@ impl Writer {
             thumbnails: journal.thumbnails,
             reconnect_window: std::time::Duration::ZERO,
         };
-        let mut writer = Writer::new(buckets, recording, journal.prefix, started_at, Some(journal_path), outbox);
+        // (A crash leaves the transcoded renditions' playlists as they were: the recording is
+        // finished with its source.)
+        let renditions = RecordingRenditions::new(Default::default(), true);
+        let mut writer =
+            Writer::new(buckets, recording, journal.prefix, started_at, Some(journal_path), outbox, renditions);
         writer.stream_ids = journal.stream_ids;
         writer.codecs = journal.codecs;
         writer.size = (journal.width, journal.height);
         writer.rendition = Some(journal.rendition);
         writer.segments = segments;
         writer.bytes_written = bytes_written;
+        writer.renditions.note(writer.recorded());
         writer
     }
 
@@ -805,11 +897,39 @@ impl Writer {
     }
 }
 
+/// The stream's next frame, writing the timed metadata that comes first; `None` once the stream
+/// ended.
+async fn next_frame(
+    writer: &mut Writer,
+    subscription: &mut Subscription,
+    ended: &mut tokio::sync::watch::Receiver<bool>,
+) -> Option<Arc<MediaFrame>> {
+    loop {
+        tokio::select! {
+            received = subscription.frames.recv() => match received {
+                Ok(frame) => return Some(frame),
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!("recording: {} fell behind the stream by {missed} frames", writer.rendition());
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+            received = subscription.metadata.recv() => {
+                if let Ok(metadata) = received {
+                    writer.metadata(&metadata);
+                }
+            }
+            // (Mapped to `()`: the watch's guard must not live across the other branches' awaits.)
+            () = async { let _ = ended.wait_for(|ended| *ended).await; } => return None,
+        }
+    }
+}
+
 /// Records the stream `subscription` follows until it ends.
 pub async fn run(
     buckets: Arc<Buckets>,
     parking: Arc<Parking>,
     recording: Recording,
+    renditions: Arc<RecordingRenditions>,
     mut subscription: Subscription,
     mut ended: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -819,59 +939,41 @@ pub async fn run(
     let recording_id = crate::api::random_alphanumeric(12);
     let prefix = key_prefix(&recording.account, &recording.channel_id, started_at, &recording_id);
     tracing::info!("recording: {} to s3://{}/{prefix}", recording.channel_arn, recording.bucket);
+    renditions.set_destination(Destination {
+        buckets: buckets.clone(),
+        recording: recording.clone(),
+        prefix: prefix.clone(),
+    });
     let journal = parking.journal_dir.as_ref().map(|dir| dir.join(format!("{recording_id}.json")));
-    let writer = Writer::new(buckets, recording, prefix, started_at, journal, parking.outbox.clone());
+    let writer = Writer::new(buckets, recording, prefix, started_at, journal, parking.outbox.clone(), renditions);
     let mut writer = Box::new(writer);
     let mut parked = parking.take(&writer.recording.channel_arn);
     let mut started_written = false;
-    loop {
-        tokio::select! {
-            received = subscription.frames.recv() => match received {
-                Ok(frame) => {
-                    writer.refresh_configs(&subscription);
-                    // The stream before this one waits in its reconnect window: with the same
-                    // encoding, this stream continues its recording.
-                    if let Some(mut earlier) = parked.take() {
-                        if earlier.continues_with(&writer) {
-                            earlier.resume_with(&subscription);
-                            earlier.stream_ids.push(writer.recording.stream_id.clone());
-                            earlier.write_journal().await;
-                            writer = earlier;
-                            started_written = true;
-                            tracing::info!("recording: {} continues (reconnect window)", writer.prefix);
-                        } else {
-                            tokio::spawn(async move { earlier.finish().await });
-                        }
-                    }
-                    for (segment, bytes) in writer.on_frame(frame) {
-                        writer.store(segment, bytes).await;
-                    }
-                    writer.store_thumbnails().await;
-                    if !started_written && writer.rendition.is_some() {
-                        started_written = true;
-                        writer.start().await;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!("recording: fell behind the stream by {missed} frames");
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
-            received = subscription.metadata.recv() => {
-                if let Ok(metadata) = received {
-                    writer.metadata(&metadata);
-                }
+    while let Some(frame) = next_frame(&mut writer, &mut subscription, &mut ended).await {
+        writer.refresh_configs(&subscription);
+        // The stream before this one waits in its reconnect window: with the same
+        // encoding, this stream continues its recording.
+        if let Some(mut earlier) = parked.take() {
+            if earlier.continues_with(&writer) {
+                earlier.resume_with(&subscription);
+                earlier.stream_ids.push(writer.recording.stream_id.clone());
+                earlier.write_journal().await;
+                writer = earlier;
+                started_written = true;
+                tracing::info!("recording: {} continues (reconnect window)", writer.prefix);
+            } else {
+                tokio::spawn(async move { earlier.finish().await });
             }
-            // (Mapped to `()`: the watch's guard must not live across the other branches' awaits.)
-            () = async { let _ = ended.wait_for(|ended| *ended).await; } => break,
+        }
+        writer.take(frame).await;
+        writer.store_thumbnails().await;
+        if !started_written && writer.rendition.is_some() {
+            started_written = true;
+            writer.start().await;
         }
     }
     // Frames still in the ring are part of the stream.
-    while let Ok(frame) = subscription.frames.try_recv() {
-        for (segment, bytes) in writer.on_frame(frame) {
-            writer.store(segment, bytes).await;
-        }
-    }
+    writer.drain(&mut subscription).await;
     if !started_written {
         writer.start().await;
     }
@@ -893,4 +995,29 @@ pub async fn run(
     }
     writer.finish().await;
     tracing::info!("recording: {} ended ({} segments)", writer.prefix, writer.segments.len());
+}
+
+/// Records a transcoded rendition of a stream (its hub) into the recording of the stream, until
+/// the rendition ends: `media/hls/{name}/` beside the source's.
+pub async fn run_rendition(
+    renditions: Arc<RecordingRenditions>,
+    name: String,
+    mut subscription: Subscription,
+    mut ended: tokio::sync::watch::Receiver<bool>,
+) {
+    let Some(destination) = renditions.destination().cloned() else { return };
+    let _running = renditions.writer_started();
+    // (Thumbnails are the primary's.)
+    let recording = Recording { thumbnails: None, ..destination.recording };
+    let started_at = OffsetDateTime::now_utc();
+    let mut writer =
+        Writer::new(destination.buckets, recording, destination.prefix, started_at, None, None, renditions);
+    writer.primary = false;
+    writer.rendition = Some(name);
+    while let Some(frame) = next_frame(&mut writer, &mut subscription, &mut ended).await {
+        writer.refresh_configs(&subscription);
+        writer.take(frame).await;
+    }
+    writer.drain(&mut subscription).await;
+    writer.finish().await;
 }

@@ -212,6 +212,8 @@ pub async fn run(
     source: Arc<ChannelPlayback>,
 ) {
     let Some(transcoder) = transcoding.transcoder.clone() else { return };
+    // Released as soon as the stream ends (a new publish may need it while this one drains).
+    let mut reservation = Some(plan.reservation);
     let encoded: Vec<&Rendition> = plan.ladder.iter().filter(|r| r.video != Some(Video::Source)).collect();
     let hubs: HashMap<String, Arc<Hub>> = encoded.iter().map(|r| (r.name.clone(), Arc::new(Hub::new()))).collect();
     source.renditions_expected.store(encoded.len(), std::sync::atomic::Ordering::SeqCst);
@@ -220,6 +222,7 @@ pub async fn run(
         &source,
         encoded.iter().map(|r| (r.name.clone(), r.video.is_none(), hubs[&r.name].clone())).collect(),
     );
+    record_renditions(&live, &encoded, &hubs);
     let mut subscription = live.hub.subscribe();
     let mut ended = live.hub.ended();
     let arrivals = Arc::new(input::Arrivals::default());
@@ -275,6 +278,7 @@ pub async fn run(
                     // No more input (the queue closes with it): the process finishes what it
                     // has, then exits.
                     drop(queue.take());
+                    drop(reservation.take());
                     let drained = tokio::time::timeout(DRAIN, async {
                         loop {
                             match output.read(&mut buffer).await {
@@ -326,7 +330,34 @@ pub async fn run(
     for hub in hubs.values() {
         hub.end();
     }
-    drop(plan.reservation);
+    drop(reservation);
+}
+
+/// Starts recording the renditions the stream's recording configuration selects, each from its
+/// hub with the stream's timed metadata.
+fn record_renditions(live: &LiveStream, encoded: &[&Rendition], hubs: &HashMap<String, Arc<Hub>>) {
+    let Some(recording) = live.recording.get() else { return };
+    for rendition in encoded {
+        let Some(Video::Encoded { width, height, .. }) = rendition.video else { continue };
+        if !recording.selects(false, width.min(height)) {
+            continue;
+        }
+        let hub = &hubs[&rendition.name];
+        let frames = hub.subscribe();
+        let subscription = crate::live::hub::Subscription {
+            frames: frames.frames,
+            video: frames.video,
+            audio: frames.audio,
+            metadata: live.hub.subscribe().metadata,
+            ads: frames.ads,
+        };
+        tokio::spawn(crate::recording::recorder::run_rendition(
+            recording.clone(),
+            rendition.name.clone(),
+            subscription,
+            hub.ended(),
+        ));
+    }
 }
 
 /// Queues `frame` for the process; false when its queue is full.

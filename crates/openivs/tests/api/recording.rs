@@ -22,7 +22,7 @@ pub(crate) fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
-fn ffprobe_duration(path: &Path) -> f64 {
+pub(crate) fn ffprobe_duration(path: &Path) -> f64 {
     let output = Command::new("ffprobe")
         .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
         .arg(path)
@@ -218,7 +218,7 @@ pub(crate) async fn recorded_channel(server: &Server, configuration: &str) -> (S
 }
 
 /// The prefix of the channel's recording, once `recording-ended.json` is written (at most 10 s).
-async fn ended_recording(channel_dir: &Path) -> PathBuf {
+pub(crate) async fn ended_recording(channel_dir: &Path) -> PathBuf {
     ended_recordings(channel_dir, 1, Duration::from_secs(10)).await.remove(0)
 }
 

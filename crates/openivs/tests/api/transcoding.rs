@@ -434,3 +434,143 @@ async fn without_ffmpeg_transcoded_channels_serve_their_source() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn maximum_resolution_tokens_leave_the_renditions_above_their_cap_out() {
+    let server = Server::with_args(&["--ffmpeg", "ffmpeg"]);
+    let client = server.client();
+    let keys =
+        server.data_dir.with_file_name(format!("{}-keys", server.data_dir.file_name().unwrap().to_string_lossy()));
+    let (signing_key, public) = crate::tokens::key_pair(&keys, "abr");
+    client.import_playback_key_pair().public_key_material(&public).send().await.unwrap();
+    let out = client.create_channel().authorized(true).send().await.unwrap();
+    let channel = out.channel().unwrap();
+    let arn = channel.arn().unwrap().to_owned();
+    let _publisher = Publisher::start(&rtmps_url(&out), pattern_720p());
+    wait_live(&server, &arn, Duration::from_secs(20)).await;
+    let playback = path_of(channel.playback_url().unwrap());
+    let token = |maximum: Option<&str>| {
+        let mut claims = serde_json::json!({ "aws:channel-arn": arn, "exp": crate::tokens::now() + 300 });
+        if let Some(maximum) = maximum {
+            claims["aws:maximum-resolution"] = serde_json::json!(maximum);
+        }
+        crate::tokens::token(&signing_key, &claims)
+    };
+    let offered = |maximum: Option<&str>| {
+        let response = get(&server, &format!("{playback}?token={}", token(maximum)));
+        assert_eq!(response.status, 200, "{maximum:?}: {}", response.body);
+        variants(&response.body)
+    };
+    let names = |variants: &[Variant]| variants.iter().map(|v| v.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&offered(None)), ["720p30", "480p30", "360p30", "160p30"]);
+    assert_eq!(names(&offered(Some("HD"))), ["720p30", "480p30", "360p30", "160p30"]);
+    let sd = offered(Some("SD"));
+    assert_eq!(names(&sd), ["480p30", "360p30", "160p30"], "SD: 480 lines at most");
+    // The session cannot reach the renditions its token leaves out.
+    let source = format!("{}/{}.m3u8", sd[0].uri.rsplit_once('/').unwrap().0, live_stream_id(&server, &arn).await);
+    let refused = get(&server, &source);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("resolution_not_allowed"), "{}", refused.body);
+    assert_eq!(get(&server, &sd[0].uri).status, 200);
+}
+
+/// The renditions of a recording in the bucket: (folder, playlist lines of `master.m3u8`).
+fn recorded_renditions(prefix: &Path) -> (Vec<String>, String) {
+    let hls = prefix.join("media/hls");
+    let mut folders: Vec<String> = std::fs::read_dir(&hls)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    folders.sort();
+    (folders, std::fs::read_to_string(hls.join("master.m3u8")).unwrap_or_default())
+}
+
+#[tokio::test]
+async fn recordings_hold_the_renditions_their_configuration_selects() {
+    use aws_sdk_ivs::types::{RecordingMode, RenditionConfiguration, RenditionConfigurationRendition as Class};
+    use aws_sdk_ivs::types::{RenditionConfigurationRenditionSelection as Selection, ThumbnailConfiguration};
+    let server = Server::with_args(&["--ffmpeg", "ffmpeg"]);
+    let client = server.client();
+    let configuration = |selection: Selection, classes: &[Class]| {
+        let renditions = RenditionConfiguration::builder()
+            .rendition_selection(selection)
+            .set_renditions((!classes.is_empty()).then(|| classes.to_vec()))
+            .build();
+        client
+            .create_recording_configuration()
+            .destination_configuration(crate::harness::destination("my-bucket"))
+            .thumbnail_configuration(ThumbnailConfiguration::builder().recording_mode(RecordingMode::Disabled).build())
+            .rendition_configuration(renditions)
+            .send()
+    };
+    let all = configuration(Selection::All, &[]).await.unwrap();
+    let custom = configuration(Selection::Custom, &[Class::Hd, Class::LowestResolution]).await.unwrap();
+    let none = configuration(Selection::None, &[]).await.unwrap();
+    let mut channels = Vec::new();
+    for (config, channel_type) in [
+        (&all, ChannelType::StandardChannelType),
+        (&custom, ChannelType::StandardChannelType),
+        (&none, ChannelType::AdvancedSdChannelType),
+    ] {
+        let arn = config.recording_configuration().unwrap().arn();
+        let out = client.create_channel().r#type(channel_type).recording_configuration_arn(arn).send().await.unwrap();
+        let channel_arn = out.channel().unwrap().arn().unwrap().to_owned();
+        let publisher = Publisher::start(&rtmps_url(&out), pattern_720p());
+        channels.push((channel_arn, publisher));
+    }
+    for (arn, _) in &channels {
+        wait_live(&server, arn, Duration::from_secs(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let mut prefixes = Vec::new();
+    for (arn, publisher) in &mut channels {
+        publisher.kill();
+        let channel_dir = server
+            .data_dir
+            .join("buckets/my-bucket/ivs/v1")
+            .join(crate::harness::ACCOUNT)
+            .join(arn.rsplit('/').next().unwrap());
+        prefixes.push(crate::recording::ended_recording(&channel_dir).await);
+    }
+
+    // ALL: the source and every rendition, best first, each playing as long as the source.
+    let (folders, master) = recorded_renditions(&prefixes[0]);
+    assert_eq!(folders, ["160p30", "360p30", "480p30", "720p30"]);
+    let listed: Vec<&str> = master.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        listed,
+        ["720p30/playlist.m3u8", "480p30/playlist.m3u8", "360p30/playlist.m3u8", "160p30/playlist.m3u8"]
+    );
+    assert!(master.contains("RESOLUTION=852x480"), "{master}");
+    let ended = crate::recording::json(&prefixes[0].join("events/recording-ended.json"));
+    let renditions = ended["media"]["hls"]["renditions"].as_array().unwrap();
+    let paths: Vec<&str> = renditions.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["720p30", "480p30", "360p30", "160p30"], "{ended}");
+    assert_eq!(
+        (renditions[3]["resolution_width"].as_u64(), renditions[3]["resolution_height"].as_u64()),
+        (Some(284), Some(160))
+    );
+    let source_seconds = crate::recording::ffprobe_duration(&prefixes[0].join("media/hls/720p30/playlist.m3u8"));
+    assert!(source_seconds > 8.0, "{source_seconds}");
+    for folder in ["480p30", "360p30", "160p30"] {
+        let seconds =
+            crate::recording::ffprobe_duration(&prefixes[0].join(format!("media/hls/{folder}/playlist.m3u8")));
+        assert!(
+            (seconds - source_seconds).abs() < 3.0,
+            "{folder}: {seconds} s against the source's {source_seconds} s"
+        );
+    }
+    // CUSTOM HD + LOWEST_RESOLUTION: the 720p source and the 160p rendition.
+    let (folders, master) = recorded_renditions(&prefixes[1]);
+    assert_eq!(folders, ["160p30", "720p30"]);
+    assert_eq!(master.lines().filter(|l| !l.starts_with('#')).count(), 2, "{master}");
+    // NONE: the events only.
+    let (folders, master) = recorded_renditions(&prefixes[2]);
+    assert!(folders.is_empty() && master.is_empty(), "{folders:?}");
+    assert!(prefixes[2].join("events/recording-started.json").exists());
+}
