@@ -259,8 +259,10 @@ pub async fn run(
                         if !feed(&mut flv, &subscription, &frame, sender) {
                             // The process is not keeping up: drop frames, resume at a keyframe.
                             flv.restart(false);
-                            behind = true;
-                            set_listed(false);
+                            if !behind {
+                                behind = true;
+                                fell_behind(&live, &set_listed);
+                            }
                         }
                         fed = true;
                     }
@@ -297,9 +299,7 @@ pub async fn run(
                     let silent = fed && last_output.elapsed() > BEHIND;
                     if !behind && (feeds.lag > BEHIND || silent) {
                         behind = true;
-                        set_listed(false);
-                        tracing::warn!("transcode: {} is behind real time; its renditions leave new playlists", live.channel_arn);
-                        live.note_transcoding(Notice { name: "Transcode Behind", code: None });
+                        fell_behind(&live, &set_listed);
                     } else if behind && feeds.lag < CAUGHT_UP && !silent {
                         behind = false;
                         set_listed(true);
@@ -358,6 +358,14 @@ fn record_renditions(live: &LiveStream, encoded: &[&Rendition], hubs: &HashMap<S
             hub.ended(),
         ));
     }
+}
+
+/// The transcoder fell behind real time: its renditions leave new playlists, and the session
+/// says so.
+fn fell_behind(live: &LiveStream, set_listed: &impl Fn(bool)) {
+    set_listed(false);
+    tracing::warn!("transcode: {} is behind real time; its renditions leave new playlists", live.channel_arn);
+    live.note_transcoding(Notice { name: "Transcode Behind", code: None });
 }
 
 /// Queues `frame` for the process; false when its queue is full.

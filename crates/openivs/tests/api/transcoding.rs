@@ -574,3 +574,38 @@ async fn recordings_hold_the_renditions_their_configuration_selects() {
     assert!(folders.is_empty() && master.is_empty(), "{folders:?}");
     assert!(prefixes[2].join("events/recording-started.json").exists());
 }
+
+#[tokio::test]
+async fn a_transcoder_behind_real_time_is_left_out_of_new_playlists() {
+    // An ffmpeg that reads its input at half speed: it falls further behind every second.
+    let dir = std::env::temp_dir().join(format!("openivs-slow-ffmpeg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let slow = dir.join("ffmpeg");
+    std::fs::write(&slow, "#!/bin/sh\nexec ffmpeg -readrate 0.5 \"$@\"\n").unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&slow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::with_args(&["--ffmpeg", slow.to_str().unwrap()]);
+    let out = server.client().create_channel().send().await.unwrap();
+    let arn = out.channel().unwrap().arn().unwrap().to_owned();
+    let playback = path_of(out.channel().unwrap().playback_url().unwrap());
+    let _publisher = Publisher::start(&rtmps_url(&out), pattern_720p());
+    wait_live(&server, &arn, Duration::from_secs(20)).await;
+    // The source keeps playing; the renditions leave new multivariant playlists, and the session
+    // says why.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = session_events(&server, &arn, None).await;
+        let offered = variants(&get(&server, &playback).body);
+        let names: Vec<&str> = offered.iter().map(|v| v.name.as_str()).collect();
+        if names == ["720p30"] && events.iter().any(|(n, _)| n == "Transcode Behind") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the renditions stayed offered: {names:?} {events:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let source = variants(&get(&server, &playback).body).remove(0).uri;
+    let before = newest_segment(&server, &source).unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(newest_segment(&server, &source).unwrap() >= before + 1, "the source never waits for the transcoder");
+    let _ = std::fs::remove_dir_all(&dir);
+}
