@@ -606,6 +606,6 @@ async fn a_transcoder_behind_real_time_is_left_out_of_new_playlists() {
     let source = variants(&get(&server, &playback).body).remove(0).uri;
     let before = newest_segment(&server, &source).unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(newest_segment(&server, &source).unwrap() >= before + 1, "the source never waits for the transcoder");
+    assert!(newest_segment(&server, &source).unwrap() > before, "the source never waits for the transcoder");
     let _ = std::fs::remove_dir_all(&dir);
 }
