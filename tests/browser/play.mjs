@@ -17,10 +17,11 @@
 // then served from that origin (private channels' and restriction policies' origin rules).
 // Each result lists the responses of the stream's server as [epoch ms, status, file name,
 // Access-Control-Allow-Origin].
-// PLAY_HLS_CONFIG (JSON) is merged into hls.js's configuration; PLAY_THROTTLE
-// ({"after_ms": …, "kbps": …}) limits the page's network that long after the page opens
-// (Chrome DevTools Protocol Network.emulateNetworkConditions), and hls.js's rendition switches
-// are reported (`levels`: [epoch ms, height, bitrate], the first being the start level).
+// PLAY_HLS_CONFIG, PLAY_SHAKA_CONFIG and PLAY_VHS_CONFIG (JSON) are merged into hls.js's,
+// Shaka's and video.js VHS's configurations; PLAY_THROTTLE ({"after_ms": …, "kbps": …}) limits
+// the page's network that long after the page opens (Chrome DevTools Protocol
+// Network.emulateNetworkConditions). Every player's rendition switches are reported (`levels`:
+// [epoch ms, height, bitrate], the first being the start level).
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
@@ -111,11 +112,14 @@ async function play(target) {
   }
   await servePage(page, origin);
   let throttledAt = null;
+  let throttle = null;
   if (process.env.PLAY_THROTTLE) {
     const { after_ms: afterMs, kbps } = JSON.parse(process.env.PLAY_THROTTLE);
     const cdp = await page.context().newCDPSession(page);
     await cdp.send('Network.enable');
-    setTimeout(() => {
+    throttle = setTimeout(() => {
+      // (From the moment it is asked for: the network may slow before the answer.)
+      const requestedAt = Date.now();
       const bytesPerSecond = (kbps * 1000) / 8;
       cdp
         .send('Network.emulateNetworkConditions', {
@@ -125,12 +129,13 @@ async function play(target) {
           uploadThroughput: bytesPerSecond,
         })
         .then(() => {
-          throttledAt = Date.now();
-        });
+          throttledAt = requestedAt;
+        })
+        .catch(() => {});
     }, afterMs);
   }
   await page.goto(`${origin}/`);
-  const result = await page.evaluate(async ({ player, url, seconds, debug, hlsConfig }) => {
+  const result = await page.evaluate(async ({ player, url, seconds, debug, configs }) => {
     const CLOCK_BITS = 20;
     const CLOCK_BOX = 24;
     const SAMPLE_MS = 50;
@@ -138,6 +143,7 @@ async function play(target) {
     const result = {
       url,
       player,
+      levels: [],
       supported: true,
       mse_h264_aac: MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'),
       fatal: [],
@@ -164,11 +170,10 @@ async function play(target) {
     if (player === 'hls.js') {
       result.supported = window.Hls.isSupported();
       if (!result.supported) return result;
-      const hls = new window.Hls({ lowLatencyMode: true, ...hlsConfig });
+      const hls = new window.Hls({ lowLatencyMode: true, ...configs.hls });
       hls.on(window.Hls.Events.ERROR, (_event, data) => {
         if (data.fatal) result.fatal.push(`${data.type}: ${data.details}`);
       });
-      result.levels = [];
       hls.on(window.Hls.Events.LEVEL_SWITCHED, (_event, data) => {
         const level = hls.levels[data.level];
         if (level) result.levels.push([Date.now(), level.height, level.bitrate]);
@@ -212,7 +217,18 @@ async function play(target) {
       if (!result.supported) return result;
       const shakaPlayer = new window.shaka.Player();
       await shakaPlayer.attach(video);
-      shakaPlayer.configure({ streaming: { lowLatencyMode: true } });
+      shakaPlayer.configure({ streaming: { lowLatencyMode: true }, ...configs.shaka });
+      let shakaHeight = null;
+      const shakaLevel = () => {
+        const active = shakaPlayer.getVariantTracks().find((track) => track.active);
+        if (active && active.height !== shakaHeight) {
+          shakaHeight = active.height;
+          result.levels.push([Date.now(), active.height, active.bandwidth]);
+        }
+      };
+      shakaPlayer.addEventListener('adaptation', shakaLevel);
+      shakaPlayer.addEventListener('variantchanged', shakaLevel);
+      shakaPlayer.addEventListener('trackschanged', shakaLevel);
       shakaPlayer.addEventListener('error', (event) => {
         if (event.detail.severity === window.shaka.util.Error.Severity.CRITICAL) {
           result.fatal.push(`shaka ${event.detail.code}`);
@@ -221,7 +237,7 @@ async function play(target) {
       try {
         await shakaPlayer.load(url);
       } catch (error) {
-        result.fatal.push(`shaka load ${error.code}`);
+        result.fatal.push(`shaka load ${error.code}${error.code ? "" : ` ${error}`}`);
       }
       playerLatency = () => {
         const date = shakaPlayer.getPlayheadTimeAsDate();
@@ -232,7 +248,7 @@ async function play(target) {
       if (debug) window.videojs.log.level('debug');
       // videojs-segments: VHS with its low-latency (part) loading off, as the README advises
       // for MPEG-TS low-latency channels (VHS cannot transmux parts that start mid-GOP).
-      const vhs = player === 'videojs-segments' ? { llhls: false } : {};
+      const vhs = { ...(player === 'videojs-segments' ? { llhls: false } : {}), ...configs.vhs };
       const vjs = window.videojs(video, { autoplay: true, muted: true, liveui: true, html5: { vhs } });
       vjs.on('error', () => {
         const error = vjs.error();
@@ -240,6 +256,22 @@ async function play(target) {
       });
       vjs.src({ src: url, type: 'application/x-mpegURL' });
       video = vjs.tech(true).el();
+      let vhsHeight = null;
+      vjs.on('loadedmetadata', () => {
+        const engine = vjs.tech(true).vhs;
+        if (!engine) return;
+        const note = () => {
+          const media = engine.playlists.media();
+          const attributes = (media && media.attributes) || {};
+          const height = attributes.RESOLUTION ? attributes.RESOLUTION.height : 0;
+          if (height !== vhsHeight) {
+            vhsHeight = height;
+            result.levels.push([Date.now(), height, attributes.BANDWIDTH || 0]);
+          }
+        };
+        note();
+        engine.playlists.on('mediachange', note);
+      });
       playerLatency = () => {
         const seekable = vjs.seekable();
         return seekable.length ? (seekable.end(seekable.length - 1) - vjs.currentTime()) * 1000 : null;
@@ -256,6 +288,9 @@ async function play(target) {
       ivsPlayer.attachHTMLVideoElement(video);
       ivsPlayer.addEventListener(IVS.PlayerEventType.ERROR, (error) => {
         result.fatal.push(`ivs ${error.type} ${error.code} (${error.source}): ${error.message}`);
+      });
+      ivsPlayer.addEventListener(IVS.PlayerEventType.QUALITY_CHANGED, (quality) => {
+        result.levels.push([Date.now(), quality.height, quality.bitrate]);
       });
       ivsPlayer.addEventListener(IVS.PlayerEventType.TEXT_METADATA_CUE, (cue) => {
         result.metadata.push({ at: Date.now(), text: cue.text, owner: cue.owner, description: cue.description });
@@ -367,8 +402,13 @@ async function play(target) {
     url,
     seconds: Number(seconds),
     debug: Boolean(process.env.PLAY_DEBUG),
-    hlsConfig: JSON.parse(process.env.PLAY_HLS_CONFIG || '{}'),
+    configs: {
+      hls: JSON.parse(process.env.PLAY_HLS_CONFIG || '{}'),
+      shaka: JSON.parse(process.env.PLAY_SHAKA_CONFIG || '{}'),
+      vhs: JSON.parse(process.env.PLAY_VHS_CONFIG || '{}'),
+    },
   });
+  clearTimeout(throttle);
   result.responses = responses;
   result.throttled_at = throttledAt;
   await page.close();

@@ -434,7 +434,8 @@ struct Packager {
     audio: Option<AudioSpecificConfig>,
     audio_config: Option<Arc<TrackConfig>>,
     waiting_for_keyframe: bool,
-    bytes_in_window: VecDeque<(i64, usize)>,
+    /// Every frame of the last 10 s of media: (decode time, bytes, is video).
+    bytes_in_window: VecDeque<(i64, usize, bool)>,
     /// A part or segment was completed since the last notification.
     completed: bool,
     /// The last video frame's decode time, and the interval before it (the expected duration of
@@ -649,9 +650,9 @@ impl Packager {
         }
         // Bandwidth: bytes over the last 10 s of media (and no more frames than 10 s hold at
         // high frame rates, whatever the timestamps do).
-        self.bytes_in_window.push_back((frame.dts_ms, frame.data.len()));
+        self.bytes_in_window.push_back((frame.dts_ms, frame.data.len(), frame.kind == TrackKind::Video));
         while self.bytes_in_window.len() > MAX_BANDWIDTH_FRAMES
-            || self.bytes_in_window.front().is_some_and(|(dts, _)| frame.dts_ms - dts > 10_000)
+            || self.bytes_in_window.front().is_some_and(|(dts, ..)| frame.dts_ms - dts > 10_000)
         {
             self.bytes_in_window.pop_front();
         }
@@ -915,9 +916,16 @@ impl Packager {
         let window_ms =
             self.bytes_in_window.back().map_or(0, |b| b.0) - self.bytes_in_window.front().map_or(0, |f| f.0);
         if window_ms > 0 {
-            let bytes: usize = self.bytes_in_window.iter().map(|(_, b)| b).sum();
+            let bytes: usize = self.bytes_in_window.iter().map(|(_, b, _)| b).sum();
             // Transport overhead (TS headers, PES, ADTS) on top of the media.
             state.average_bandwidth = (bytes as f64 * 8.0 * 1000.0 / window_ms as f64 * 1.1) as u64;
+        }
+        // The frame rate, from the media's own timestamps (arrival times jitter under load).
+        let video: Vec<i64> = self.bytes_in_window.iter().filter(|(.., video)| *video).map(|(dts, ..)| *dts).collect();
+        if let (Some(first), Some(last)) = (video.first(), video.last())
+            && last - first >= 1000
+        {
+            state.frame_rate = Some((video.len() - 1) as f64 * 1000.0 / (last - first) as f64);
         }
         // BANDWIDTH is the peak segment bit rate (RFC 8216 4.3.4.2), of the segments listed (a
         // segment of less than half a second is too short to say).
