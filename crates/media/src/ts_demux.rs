@@ -57,8 +57,8 @@ pub struct TsDemuxer {
     pub errors: u64,
 }
 
-/// The value of 33-bit `raw` nearest `last`, counting wraps.
-fn unwrap_timestamp(last: Option<u64>, raw: u64) -> u64 {
+/// The value of 33-bit `raw` (90 kHz) nearest `last`, counting wraps.
+pub fn unwrap_timestamp(last: Option<u64>, raw: u64) -> u64 {
     let Some(last) = last else { return raw };
     let base = last - last % TIMESTAMP_WRAP;
     [base.checked_sub(TIMESTAMP_WRAP), Some(base), Some(base + TIMESTAMP_WRAP)]

@@ -388,6 +388,20 @@ impl Hub {
         }
     }
 
+    /// A rendition's view: this hub's frames and codec configurations, with the timed metadata
+    /// and ad breaks of `stream`'s hub (a transcoded rendition carries its stream's).
+    pub fn subscribe_with(&self, stream: &Hub) -> Subscription {
+        let own = self.subscribe();
+        let of_stream = stream.subscribe();
+        Subscription {
+            frames: own.frames,
+            video: own.video,
+            audio: own.audio,
+            metadata: of_stream.metadata,
+            ads: of_stream.ads,
+        }
+    }
+
     /// The stream is over: consumers finish what they have and stop.
     pub fn end(&self) {
         self.ended.send_replace(true);

@@ -20,7 +20,7 @@ use packager::{ChannelPlayback, Follow, Packaging};
 use viewers::ViewerSessions;
 
 use crate::live::LiveStream;
-use crate::live::hub::{Hub, Subscription};
+use crate::live::hub::Hub;
 use crate::settings::Limits;
 
 /// How long an ended stream's playlists stay (with `EXT-X-ENDLIST`) for the viewers who were
@@ -91,15 +91,7 @@ impl Playback {
             playback.rendition = Some(name);
             let playback = Arc::new(playback);
             source.renditions.write().expect("renditions lock").push(playback.clone());
-            let frames = hub.subscribe();
-            let of_stream = stream.hub.subscribe();
-            let subscription = Subscription {
-                frames: frames.frames,
-                video: frames.video,
-                audio: frames.audio,
-                metadata: of_stream.metadata,
-                ads: of_stream.ads,
-            };
+            let subscription = hub.subscribe_with(&stream.hub);
             let follow = Follow { cuts: source.cuts.clone(), audio_only };
             tokio::spawn(packager::run(playback, subscription, id, hub.ended(), self.limits, Some(follow)));
         }

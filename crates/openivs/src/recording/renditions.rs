@@ -154,9 +154,10 @@ impl RecordingRenditions {
         self.recorded.lock().expect("renditions lock").clone()
     }
 
-    /// Any rendition besides the source is being recorded (or was).
+    /// The stream is transcoded: renditions besides the source may be recorded (their writers
+    /// start only once the ladder is set).
     pub fn has_writers(&self) -> bool {
-        *self.running.borrow() > 0 || self.ladder.get().is_some_and(|l| !l.is_empty())
+        self.ladder.get().is_some_and(|l| !l.is_empty())
     }
 
     /// A rendition writer starts; the guard counts it until dropped.

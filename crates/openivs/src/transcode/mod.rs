@@ -343,18 +343,10 @@ fn record_renditions(live: &LiveStream, encoded: &[&Rendition], hubs: &HashMap<S
             continue;
         }
         let hub = &hubs[&rendition.name];
-        let frames = hub.subscribe();
-        let subscription = crate::live::hub::Subscription {
-            frames: frames.frames,
-            video: frames.video,
-            audio: frames.audio,
-            metadata: live.hub.subscribe().metadata,
-            ads: frames.ads,
-        };
         tokio::spawn(crate::recording::recorder::run_rendition(
             recording.clone(),
             rendition.name.clone(),
-            subscription,
+            hub.subscribe_with(&live.hub),
             hub.ended(),
         ));
     }

@@ -58,17 +58,8 @@ impl RenditionFeeds {
     /// The source's media time (ms) of a 90 kHz timestamp, which wraps every 26.5 hours in
     /// MPEG-TS while the source's does not: the value nearest the source's newest frame.
     fn media_ms(&self, ticks: u64) -> i64 {
-        let ticks = ticks % TIMESTAMP_WRAP;
-        let Some(reference) = self.arrivals.newest_pts().map(|ms| ms.max(0) as u64 * 90) else {
-            return (ticks as f64 / 90.0).round() as i64;
-        };
-        let base = reference - reference % TIMESTAMP_WRAP;
-        let nearest = [base.checked_sub(TIMESTAMP_WRAP), Some(base), Some(base + TIMESTAMP_WRAP)]
-            .into_iter()
-            .flatten()
-            .map(|b| b + ticks)
-            .min_by_key(|candidate| candidate.abs_diff(reference))
-            .unwrap_or(ticks);
+        let reference = self.arrivals.newest_pts().map(|ms| ms.max(0) as u64 * 90);
+        let nearest = ts_demux::unwrap_timestamp(reference, ticks % TIMESTAMP_WRAP);
         (nearest as f64 / 90.0).round() as i64
     }
 

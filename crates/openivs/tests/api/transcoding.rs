@@ -355,6 +355,19 @@ async fn session_events(server: &Server, arn: &str, stream_id: Option<&str>) -> 
         .collect()
 }
 
+/// Waits (at most 5 s) until the channel's live session has event `name` (with `code`, if given).
+async fn wait_for_session_event(server: &Server, arn: &str, name: &str, code: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let events = session_events(server, arn, None).await;
+        if events.iter().any(|(n, c)| n == name && (code.is_none() || c.as_deref() == code)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no {name} {code:?} in the session's events: {events:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The newest segment of a media playlist, by sequence number.
 fn newest_segment(server: &Server, media: &str) -> Option<u64> {
     segments(&get(server, media).body).0.keys().last().copied()
@@ -411,11 +424,7 @@ async fn capacity_is_enforced_and_a_killed_transcoder_comes_back() {
         assert!(Instant::now() < deadline, "the renditions did not come back: {}", get(&server, &rendition).body);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !session_events(&server, &first_arn, None).await.iter().any(|(n, _)| n == "Transcode Restart") {
-        assert!(Instant::now() < deadline, "the restart is in the session's events");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_session_event(&server, &first_arn, "Transcode Restart", Some("TranscoderExited")).await;
 }
 
 #[tokio::test]
@@ -430,15 +439,8 @@ async fn without_ffmpeg_transcoded_channels_serve_their_source() {
     let offered = variants(&get(&server, &path_of(out.channel().unwrap().playback_url().unwrap())).body);
     let names: Vec<&str> = offered.iter().map(|v| v.name.as_str()).collect();
     assert_eq!(names, ["720p30"]);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let events = session_events(&server, &arn, None).await;
-        if events.iter().any(|(n, c)| n == "Transcode Failure" && c.as_deref() == Some("TranscoderUnavailable")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the session says the renditions are missing: {events:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The session says why the renditions are missing.
+    wait_for_session_event(&server, &arn, "Transcode Failure", Some("TranscoderUnavailable")).await;
 }
 
 #[tokio::test]
