@@ -229,6 +229,9 @@ pub async fn run(
     let mut flv = input::FlvInput::new(arrivals.clone());
     let mut restarts: Vec<Instant> = Vec::new();
     let set_listed = |listed: bool| source.renditions_listed.store(listed, std::sync::atomic::Ordering::SeqCst);
+    // (Kept across restarts: renditions left out while behind come back only once a process
+    // keeps up again.)
+    let mut behind = false;
     'processes: loop {
         let process = match transcoder.start(&plan.ladder, plan.input.frame_rate) {
             Ok(process) => process,
@@ -247,7 +250,6 @@ pub async fn run(
         let mut feeds = output::RenditionFeeds::new(outputs, hubs.clone(), arrivals.clone());
         flv.restart(true);
         let mut buffer = vec![0u8; 64 * 1024];
-        let mut behind = false;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_output = Instant::now();
         let mut fed = false;
@@ -300,7 +302,7 @@ pub async fn run(
                     if !behind && (feeds.lag > BEHIND || silent) {
                         behind = true;
                         fell_behind(&live, &set_listed);
-                    } else if behind && feeds.lag < CAUGHT_UP && !silent {
+                    } else if behind && feeds.video_frames > 0 && feeds.lag < CAUGHT_UP && !silent {
                         behind = false;
                         set_listed(true);
                         live.note_transcoding(Notice { name: "Transcode Caught Up", code: None });

@@ -29,7 +29,7 @@ pub struct RenditionFeeds {
     audio_configs: HashMap<u16, AudioSpecificConfig>,
     /// How far behind the source the newest video frame came out.
     pub lag: Duration,
-    /// Video frames that came out.
+    /// Video frames that came out (until one has, `lag` says nothing).
     pub video_frames: u64,
 }
 
