@@ -19,7 +19,7 @@
 // Access-Control-Allow-Origin].
 // PLAY_HLS_CONFIG, PLAY_SHAKA_CONFIG and PLAY_VHS_CONFIG (JSON) are merged into hls.js's,
 // Shaka's and video.js VHS's configurations; PLAY_THROTTLE ({"after_ms": …, "kbps": …}) limits
-// the page's network that long after the page opens (Chrome DevTools Protocol
+// the page's network that long after its picture starts moving (Chrome DevTools Protocol
 // Network.emulateNetworkConditions). Every player's rendition switches are reported (`levels`:
 // [epoch ms, height, bitrate], the first being the start level).
 import { chromium } from 'playwright-core';
@@ -113,27 +113,33 @@ async function play(target) {
   await servePage(page, origin);
   let throttledAt = null;
   let throttle = null;
+  // The page calls this once its picture moves; the throttle counts from then, so that every
+  // player has played on the fast link for the same time however slowly it started.
+  let cdp = null;
   if (process.env.PLAY_THROTTLE) {
-    const { after_ms: afterMs, kbps } = JSON.parse(process.env.PLAY_THROTTLE);
-    const cdp = await page.context().newCDPSession(page);
+    cdp = await page.context().newCDPSession(page);
     await cdp.send('Network.enable');
-    throttle = setTimeout(() => {
+  }
+  await page.exposeFunction('pictureStarted', () => {
+    if (cdp === null || throttle !== null) return;
+    const { after_ms: afterMs, kbps } = JSON.parse(process.env.PLAY_THROTTLE);
+    throttle = setTimeout(async () => {
       // (From the moment it is asked for: the network may slow before the answer.)
       const requestedAt = Date.now();
       const bytesPerSecond = (kbps * 1000) / 8;
-      cdp
-        .send('Network.emulateNetworkConditions', {
+      try {
+        await cdp.send('Network.emulateNetworkConditions', {
           offline: false,
           latency: 20,
           downloadThroughput: bytesPerSecond,
           uploadThroughput: bytesPerSecond,
-        })
-        .then(() => {
-          throttledAt = requestedAt;
-        })
-        .catch(() => {});
+        });
+        throttledAt = requestedAt;
+      } catch {
+        // (The page closed first: no throttled_at, which the test reports.)
+      }
     }, afterMs);
-  }
+  });
   await page.goto(`${origin}/`);
   const result = await page.evaluate(async ({ player, url, seconds, debug, configs }) => {
     const CLOCK_BITS = 20;
@@ -144,6 +150,7 @@ async function play(target) {
       url,
       player,
       levels: [],
+      level_decisions: [],
       supported: true,
       mse_h264_aac: MediaSource.isTypeSupported('video/mp4; codecs="avc1.64001f,mp4a.40.2"'),
       fatal: [],
@@ -173,6 +180,10 @@ async function play(target) {
       const hls = new window.Hls({ lowLatencyMode: true, ...configs.hls });
       hls.on(window.Hls.Events.ERROR, (_event, data) => {
         if (data.fatal) result.fatal.push(`${data.type}: ${data.details}`);
+      });
+      // (The decision to switch, before the new rendition's first fragment is buffered.)
+      hls.on(window.Hls.Events.LEVEL_SWITCHING, (_event, data) => {
+        result.level_decisions.push([Date.now(), data.height, Math.round(hls.bandwidthEstimate)]);
       });
       hls.on(window.Hls.Events.LEVEL_SWITCHED, (_event, data) => {
         const level = hls.levels[data.level];
@@ -344,6 +355,7 @@ async function play(target) {
       if (firstClock === null) firstClock = clock;
     }
     result.startup_ms = Date.now() - started;
+    await window.pictureStarted();
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     result.start_time = video.currentTime;
     const until = Date.now() + seconds * 1000;
