@@ -206,7 +206,7 @@ async fn start_openivs_with(extra: &[&str]) -> Result<Peer, String> {
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&data_dir)
         .args(["--rtmp-addr", &format!("127.0.0.1:{rtmp_port}"), "--rtmps-addr", &format!("127.0.0.1:{rtmps_port}")])
-        .args(["--log", "warn", "--quota-channels", "1000000"])
+        .args(["--srt-addr", "127.0.0.1:0", "--log", "warn", "--quota-channels", "1000000"])
         // Every benchmark client comes from 127.0.0.1: lift the per-address caps that are there
         // to keep one real client from taking everything.
         .args(["--http-max-connections-per-address", "100000", "--playback-max-viewer-sessions-per-address", "100000"])

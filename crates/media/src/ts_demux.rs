@@ -353,6 +353,83 @@ pub fn adts_frames(mut bytes: &[u8]) -> Result<Vec<(AudioSpecificConfig, &[u8])>
     Ok(frames)
 }
 
+/// What an elementary stream's PES packets carry, in decoding order: a codec configuration
+/// whenever it first appears or changes, then frames. Timestamps are the PES's 90 kHz ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessUnit {
+    /// An H.264 decoder configuration record (avcC) built from in-band SPS and PPS.
+    VideoConfiguration {
+        record: Vec<u8>,
+    },
+    /// One H.264 picture as length-prefixed NAL units (parameter sets left out).
+    Video {
+        pts: u64,
+        dts: u64,
+        keyframe: bool,
+        sample: Vec<u8>,
+    },
+    AudioConfiguration(AudioSpecificConfig),
+    /// One raw AAC frame.
+    Audio {
+        pts: u64,
+        frame: Vec<u8>,
+    },
+}
+
+/// Turns PES packets into [`AccessUnit`]s, remembering each stream's configuration so that it
+/// is given again only when it changes. Pictures before the first SPS and PPS cannot be
+/// decoded and are left out; PES packets without a PTS or with broken ADTS are skipped.
+#[derive(Debug, Default)]
+pub struct AccessUnits {
+    parameter_sets: HashMap<u16, (Vec<u8>, Vec<u8>)>,
+    audio_configurations: HashMap<u16, AudioSpecificConfig>,
+}
+
+impl AccessUnits {
+    pub fn new() -> AccessUnits {
+        AccessUnits::default()
+    }
+
+    /// The access units of one PES of an H.264 or ADTS AAC stream (others give none).
+    pub fn of(&mut self, pes: &Pes) -> Vec<AccessUnit> {
+        let Some(pts) = pes.pts else { return Vec::new() };
+        let mut units = Vec::new();
+        match pes.stream_type {
+            STREAM_TYPE_H264 => {
+                let picture = picture(&pes.data);
+                if let (Some(sps), Some(pps)) = (picture.sps, picture.pps)
+                    && self.parameter_sets.get(&pes.pid).is_none_or(|known| known != &(sps.clone(), pps.clone()))
+                {
+                    let record = crate::h264::DecoderConfiguration::record(&sps, &pps);
+                    if crate::h264::DecoderConfiguration::parse(&record).is_err() {
+                        return units;
+                    }
+                    units.push(AccessUnit::VideoConfiguration { record });
+                    self.parameter_sets.insert(pes.pid, (sps, pps));
+                }
+                if !picture.sample.is_empty() && self.parameter_sets.contains_key(&pes.pid) {
+                    let dts = pes.dts.unwrap_or(pts);
+                    units.push(AccessUnit::Video { pts, dts, keyframe: picture.keyframe, sample: picture.sample });
+                }
+            }
+            STREAM_TYPE_AAC_ADTS => {
+                let Ok(frames) = adts_frames(&pes.data) else { return units };
+                for (index, (configuration, frame)) in frames.into_iter().enumerate() {
+                    if self.audio_configurations.get(&pes.pid) != Some(&configuration) {
+                        units.push(AccessUnit::AudioConfiguration(configuration.clone()));
+                        self.audio_configurations.insert(pes.pid, configuration.clone());
+                    }
+                    // Frames after the first of a PES follow it by 1024 samples each.
+                    let offset = index as u64 * 1024 * 90_000 / u64::from(configuration.sample_rate.max(1));
+                    units.push(AccessUnit::Audio { pts: pts + offset, frame: frame.to_vec() });
+                }
+            }
+            _ => {}
+        }
+        units
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

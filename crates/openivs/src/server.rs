@@ -19,9 +19,25 @@ use crate::settings::Settings;
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 
-/// SRT ingest's conventional port (IVS: `srt://{srt.endpoint}:9000`); the listener is a later
-/// milestone, the port is what `srt.endpoint` already advertises.
-const SRT_PORT: u16 = 9000;
+/// Binds SRT ingest on libsrt; without libsrt the server runs on, SRT off, and says why.
+fn bind_srt(settings: &Settings) -> Result<Option<crate::ingest::srt::SrtListener>, String> {
+    if settings.libsrt.as_deref() == Some("none") {
+        return Ok(None);
+    }
+    let libsrt = match crate::ingest::srt::libsrt::Libsrt::load(settings.libsrt.as_deref()) {
+        Ok(libsrt) => Arc::new(libsrt),
+        Err(why) => {
+            tracing::warn!(
+                "SRT ingest is off: {why}. Install libsrt (Debian: apt-get install libsrt1.5-gnutls) or pass --libsrt PATH"
+            );
+            return Ok(None);
+        }
+    };
+    let latency = Duration::from_millis(settings.limits.srt_latency_ms);
+    crate::ingest::srt::bind(libsrt, settings.srt_addr, latency)
+        .map(Some)
+        .map_err(|e| format!("cannot listen for SRT on {}: {e}", settings.srt_addr))
+}
 
 async fn bind(address: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
     TcpListener::bind(address).await.map_err(|e| format!("cannot listen for {what} on {address}: {e}"))
@@ -45,6 +61,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let http = bind(settings.http_addr, "HTTP").await?;
     let rtmp = bind(settings.rtmp_addr, "RTMP").await?;
     let rtmps = bind(settings.rtmps_addr, "RTMPS").await?;
+    let srt = bind_srt(&settings)?;
     let tls = tls::acceptor(&settings)?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let rtmp_addr = rtmp.local_addr().map_err(|e| e.to_string())?;
@@ -53,7 +70,8 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         public_host: settings.public_host.clone(),
         http_port: http_addr.port(),
         rtmps_port: rtmps_addr.port(),
-        srt_port: SRT_PORT,
+        // (Without SRT, the port it would have.)
+        srt_port: srt.as_ref().map_or(settings.srt_addr.port(), |srt| srt.addr.port()),
     };
     let live = Arc::new(LiveRegistry::new());
     let access = Access::new(settings.geoip_database.as_deref(), settings.trusted_proxies.clone())?;
@@ -104,9 +122,18 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     });
     let (stop_ingest, ingest_stopped) = watch::channel(false);
     let rtmp_task = tokio::spawn(run_listener(rtmp, None, ingest.clone(), ingest_stopped.clone()));
+    let srt_addr = srt.as_ref().map(|srt| srt.addr);
+    if let Some(srt) = srt {
+        crate::ingest::srt::listen(srt, ingest.clone(), ingest_stopped.clone())?;
+    }
     let rtmps_task = tokio::spawn(run_listener(rtmps, Some(tls), ingest, ingest_stopped));
     tracing::info!("openivs RTMPS ingest listening on rtmps://{rtmps_addr}/app/");
     tracing::info!("openivs RTMP ingest listening on rtmp://{rtmp_addr}/app/ (channels with insecureIngest only)");
+    if let Some(addr) = srt_addr {
+        tracing::info!(
+            "openivs SRT ingest listening on srt://{addr}?streamid={{streamKey}}&passphrase={{srt.passphrase}}"
+        );
+    }
     tracing::info!("openivs API listening on http://{http_addr} (data in {})", settings.data_dir.display());
     let stopping = async {
         shutdown_signal().await;

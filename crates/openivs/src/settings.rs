@@ -60,6 +60,15 @@ pub struct ServeArgs {
     #[arg(long, env = "OPENIVS_RTMPS_ADDR")]
     pub rtmps_addr: Option<SocketAddr>,
 
+    /// Address (UDP) of the SRT ingest listener. [default: 127.0.0.1:9000]
+    #[arg(long, env = "OPENIVS_SRT_ADDR")]
+    pub srt_addr: Option<SocketAddr>,
+
+    /// The libsrt library SRT ingest runs on (a path); by default the system's (Debian:
+    /// libsrt1.5-gnutls, which ffmpeg installs); `none` turns SRT ingest off.
+    #[arg(long, env = "OPENIVS_LIBSRT")]
+    pub libsrt: Option<String>,
+
     /// PEM certificate (chain) of the RTMPS listener. With none, a self-signed certificate for
     /// --public-host is generated once into the data directory.
     #[arg(long, env = "OPENIVS_TLS_CERTIFICATE")]
@@ -260,7 +269,10 @@ limits! {
     /// Bytes of request bodies being received at once, over all connections; past it requests
     /// answer ThrottlingException. [default: 33554432]
     http_request_body_memory: usize = 32 << 20, "OPENIVS_HTTP_REQUEST_BODY_MEMORY";
-    /// RTMP (and, separately, RTMPS) connections held at once; more are closed. [default: 4096]
+    /// Milliseconds of SRT receive latency: how long a lost packet may take to be retransmitted
+    /// (the larger of this and the caller's latency applies). [default: 120]
+    srt_latency_ms: u64 = 120, "OPENIVS_SRT_LATENCY_MS";
+    /// RTMP (and, separately, RTMPS and SRT) connections held at once; more are closed. [default: 4096]
     ingest_max_connections: usize = 4096, "OPENIVS_INGEST_MAX_CONNECTIONS";
     /// Seconds an RTMPS connection may take to complete its TLS handshake. [default: 10]
     ingest_tls_handshake_timeout: u64 = 10, "OPENIVS_INGEST_TLS_HANDSHAKE_TIMEOUT";
@@ -318,6 +330,8 @@ struct FileSettings {
     http_addr: Option<SocketAddr>,
     rtmp_addr: Option<SocketAddr>,
     rtmps_addr: Option<SocketAddr>,
+    srt_addr: Option<SocketAddr>,
+    libsrt: Option<String>,
     data_dir: Option<PathBuf>,
     tls_certificate: Option<PathBuf>,
     tls_key: Option<PathBuf>,
@@ -409,6 +423,9 @@ pub struct Settings {
     pub http_addr: SocketAddr,
     pub rtmp_addr: SocketAddr,
     pub rtmps_addr: SocketAddr,
+    pub srt_addr: SocketAddr,
+    /// The libsrt to load (`None`: the system's); `Some("none")`: SRT off.
+    pub libsrt: Option<String>,
     pub data_dir: PathBuf,
     pub tls_certificate: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -484,6 +501,8 @@ impl Settings {
             http_addr: args.http_addr.or(file.http_addr).unwrap_or(([127, 0, 0, 1], 8080).into()),
             rtmp_addr: args.rtmp_addr.or(file.rtmp_addr).unwrap_or(([127, 0, 0, 1], 1935).into()),
             rtmps_addr: args.rtmps_addr.or(file.rtmps_addr).unwrap_or(([127, 0, 0, 1], 4443).into()),
+            srt_addr: args.srt_addr.or(file.srt_addr).unwrap_or(([127, 0, 0, 1], 9000).into()),
+            libsrt: args.libsrt.or(file.libsrt),
             data_dir,
             tls_certificate: args.tls_certificate.or(file.tls_certificate),
             tls_key: args.tls_key.or(file.tls_key),
@@ -524,7 +543,7 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), String> {
-        let listeners = [self.http_addr, self.rtmp_addr, self.rtmps_addr];
+        let listeners = [self.http_addr, self.rtmp_addr, self.rtmps_addr, self.srt_addr];
         if self.dev_credentials
             && !self.allow_dev_credentials_on_network
             && listeners.iter().any(|addr| !addr.ip().is_loopback())

@@ -130,6 +130,11 @@ impl LiveStream {
         self.handover.lock().expect("handover lock").holder = Holder::AwaitingComeback;
     }
 
+    /// Whether the stream waits for its publisher to come back (a new publish takes it over).
+    pub fn awaits_comeback(&self) -> bool {
+        self.handover.lock().expect("handover lock").holder == Holder::AwaitingComeback
+    }
+
     /// A publisher came back: it takes the stream over (once), and receives its session from
     /// the waiting task.
     pub fn take_over(&self) -> Option<tokio::sync::oneshot::Receiver<session::SessionRecorder>> {

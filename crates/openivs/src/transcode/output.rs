@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use openivs_media::aac::AudioSpecificConfig;
 use openivs_media::h264::{DecoderConfiguration, SequenceParameterSet};
-use openivs_media::ts_demux::{self, TsDemuxer};
+use openivs_media::ts_demux::{self, AccessUnit, AccessUnits, TsDemuxer};
 
-use super::ffmpeg::{Outputs, Track};
+use super::ffmpeg::Outputs;
 use super::input::Arrivals;
 use crate::live::hub::{Hub, MediaFrame, TrackConfig, TrackKind};
 
@@ -25,8 +24,7 @@ pub struct RenditionFeeds {
     outputs: Outputs,
     hubs: HashMap<String, Arc<Hub>>,
     arrivals: Arc<Arrivals>,
-    parameter_sets: HashMap<u16, (Vec<u8>, Vec<u8>)>,
-    audio_configs: HashMap<u16, AudioSpecificConfig>,
+    access_units: AccessUnits,
     /// How far behind the source the newest video frame came out.
     pub lag: Duration,
     /// Video frames that came out (until one has, `lag` says nothing).
@@ -40,8 +38,7 @@ impl RenditionFeeds {
             outputs,
             hubs,
             arrivals,
-            parameter_sets: HashMap::new(),
-            audio_configs: HashMap::new(),
+            access_units: AccessUnits::new(),
             lag: Duration::ZERO,
             video_frames: 0,
         }
@@ -64,13 +61,11 @@ impl RenditionFeeds {
     }
 
     fn on_pes(&mut self, pes: ts_demux::Pes) {
-        let Some((name, track)) = self.outputs.of_pid(pes.pid).cloned() else { return };
-        let Some(hub) = self.hubs.get(&name).cloned() else { return };
+        let Some((name, _)) = self.outputs.of_pid(pes.pid) else { return };
+        let Some(hub) = self.hubs.get(name).cloned() else { return };
         let Some(pts) = pes.pts else { return };
-        let pts_ms = self.media_ms(pts);
-        let dts_ms = pes.dts.map_or(pts_ms, |dts| self.media_ms(dts));
         let (arrival, arrival_wall) =
-            self.arrivals.of(pts_ms).unwrap_or_else(|| (Instant::now(), time::OffsetDateTime::now_utc()));
+            self.arrivals.of(self.media_ms(pts)).unwrap_or_else(|| (Instant::now(), time::OffsetDateTime::now_utc()));
         let frame = |kind, dts_ms, pts_ms, keyframe, data: Vec<u8>| MediaFrame {
             kind,
             dts_ms,
@@ -81,55 +76,45 @@ impl RenditionFeeds {
             arrival_wall,
             discontinuity: false,
         };
-        match track {
-            Track::Video => {
-                let picture = ts_demux::picture(&pes.data);
-                if let (Some(sps), Some(pps)) = (picture.sps, picture.pps)
-                    && self.parameter_sets.get(&pes.pid) != Some(&(sps.clone(), pps.clone()))
-                {
-                    let Ok(parsed) = SequenceParameterSet::parse(&sps) else { return };
-                    let record = DecoderConfiguration::record(&sps, &pps);
-                    let Ok(avcc) = DecoderConfiguration::parse(&record) else { return };
+        for unit in self.access_units.of(&pes) {
+            match unit {
+                AccessUnit::VideoConfiguration { record } => {
+                    let Ok(avcc) = DecoderConfiguration::parse(&record) else { continue };
+                    let Some(sps) = avcc.sps.first().and_then(|nal| SequenceParameterSet::parse(nal).ok()) else {
+                        continue;
+                    };
                     hub.set_config(
                         TrackKind::Video,
                         TrackConfig {
                             codec: avcc.codec_string(),
                             config: record.into(),
-                            width: parsed.width,
-                            height: parsed.height,
+                            width: sps.width,
+                            height: sps.height,
                             sample_rate: 0,
                             channels: 0,
                         },
                     );
-                    self.parameter_sets.insert(pes.pid, (sps, pps));
                 }
-                if picture.sample.is_empty() || !self.parameter_sets.contains_key(&pes.pid) {
-                    return;
+                AccessUnit::Video { pts, dts, keyframe, sample } => {
+                    self.lag = arrival.elapsed();
+                    self.video_frames += 1;
+                    let (pts_ms, dts_ms) = (self.media_ms(pts), self.media_ms(dts));
+                    hub.publish(frame(TrackKind::Video, dts_ms, pts_ms, keyframe, sample));
                 }
-                self.lag = arrival.elapsed();
-                self.video_frames += 1;
-                hub.publish(frame(TrackKind::Video, dts_ms, pts_ms, picture.keyframe, picture.sample));
-            }
-            Track::Audio => {
-                let Ok(frames) = ts_demux::adts_frames(&pes.data) else { return };
-                for (index, (config, raw)) in frames.into_iter().enumerate() {
-                    if self.audio_configs.get(&pes.pid) != Some(&config) {
-                        hub.set_config(
-                            TrackKind::Audio,
-                            TrackConfig {
-                                codec: config.codec_string(),
-                                config: Bytes::copy_from_slice(&config.to_bytes()),
-                                width: 0,
-                                height: 0,
-                                sample_rate: config.sample_rate,
-                                channels: config.channels,
-                            },
-                        );
-                        self.audio_configs.insert(pes.pid, config.clone());
-                    }
-                    // Frames after the first of a PES follow it by 1024 samples each.
-                    let offset = (index as u64 * 1024 * 1000 / u64::from(config.sample_rate.max(1))) as i64;
-                    hub.publish(frame(TrackKind::Audio, pts_ms + offset, pts_ms + offset, true, raw.to_vec()));
+                AccessUnit::AudioConfiguration(config) => hub.set_config(
+                    TrackKind::Audio,
+                    TrackConfig {
+                        codec: config.codec_string(),
+                        config: Bytes::copy_from_slice(&config.to_bytes()),
+                        width: 0,
+                        height: 0,
+                        sample_rate: config.sample_rate,
+                        channels: config.channels,
+                    },
+                ),
+                AccessUnit::Audio { pts, frame: raw } => {
+                    let pts_ms = self.media_ms(pts);
+                    hub.publish(frame(TrackKind::Audio, pts_ms, pts_ms, true, raw));
                 }
             }
         }

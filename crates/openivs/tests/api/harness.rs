@@ -26,6 +26,8 @@ pub struct Server {
     /// `127.0.0.1:PORT` of the plain RTMP and the RTMPS ingest listeners.
     pub rtmp_address: String,
     pub rtmps_address: String,
+    /// `127.0.0.1:PORT` of the SRT ingest listener.
+    pub srt_address: String,
     extra_args: Vec<String>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
@@ -59,6 +61,7 @@ impl Server {
             port: 0,
             rtmp_address: String::new(),
             rtmps_address: String::new(),
+            srt_address: String::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             log: Arc::new(Mutex::new(Vec::new())),
         };
@@ -74,6 +77,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_openivs"))
             .arg("serve")
             .args(["--http-addr", "127.0.0.1:0", "--rtmp-addr", "127.0.0.1:0", "--rtmps-addr", "127.0.0.1:0"])
+            .args(["--srt-addr", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(transcoding)
@@ -89,9 +93,9 @@ impl Server {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for scheme in ["rtmp", "rtmps", "http"] {
+                for scheme in ["rtmp", "rtmps", "srt", "http"] {
                     if let Some(rest) = line.split(&format!("listening on {scheme}://")).nth(1) {
-                        let address = rest.split(['/', ' ']).next().unwrap_or("").to_owned();
+                        let address = rest.split(['/', ' ', '?']).next().unwrap_or("").to_owned();
                         let _ = address_tx.send((scheme, address));
                     }
                 }
@@ -106,6 +110,7 @@ impl Server {
             match scheme {
                 "rtmp" => self.rtmp_address = found,
                 "rtmps" => self.rtmps_address = found,
+                "srt" => self.srt_address = found,
                 _ => address = found,
             }
         }

@@ -109,10 +109,19 @@ impl Publisher {
     }
 
     pub(crate) fn start(url: &str, media: &Path) -> Publisher {
+        Publisher::start_as(url, media, "flv")
+    }
+
+    /// Publishes over SRT (`srt://…`): the same media in MPEG-TS.
+    pub(crate) fn start_srt(url: &str, media: &Path) -> Publisher {
+        Publisher::start_as(url, media, "mpegts")
+    }
+
+    fn start_as(url: &str, media: &Path, format: &str) -> Publisher {
         let child = Command::new("ffmpeg")
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
             .arg(media)
-            .args(["-c", "copy", "-f", "flv", url])
+            .args(["-c", "copy", "-f", format, url])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

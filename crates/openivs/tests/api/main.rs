@@ -20,6 +20,7 @@ mod raw_rtmp;
 mod recording;
 mod recording_s3;
 mod restart;
+mod srt;
 mod stream_keys;
 mod streams;
 mod tags;
