@@ -494,6 +494,37 @@ mod tests {
     }
 
     #[test]
+    fn access_units_give_each_configuration_once_before_its_frames() {
+        let mut demuxer = TsDemuxer::new();
+        demuxer.push(&muxed());
+        demuxer.push(&muxed());
+        demuxer.flush();
+        let mut access_units = AccessUnits::new();
+        let units: Vec<AccessUnit> =
+            std::iter::from_fn(|| demuxer.next_pes()).flat_map(|pes| access_units.of(&pes)).collect();
+        let kinds: Vec<&str> = units
+            .iter()
+            .map(|unit| match unit {
+                AccessUnit::VideoConfiguration { .. } => "video configuration",
+                AccessUnit::Video { .. } => "video",
+                AccessUnit::AudioConfiguration(_) => "audio configuration",
+                AccessUnit::Audio { .. } => "audio",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["video configuration", "video", "audio configuration", "audio", "video", "video", "audio", "video"]
+        );
+        let AccessUnit::VideoConfiguration { record } = &units[0] else { unreachable!() };
+        assert_eq!(
+            *record,
+            crate::h264::DecoderConfiguration::record(&[0x67, 0x42, 0xc0, 0x1e], &[0x68, 0xce, 0x3c, 0x80])
+        );
+        assert!(matches!(&units[1], AccessUnit::Video { keyframe: true, pts, dts, .. }
+            if *pts == TIMESTAMP_WRAP - 3000 && *dts == TIMESTAMP_WRAP - 6000));
+    }
+
+    #[test]
     fn garbage_is_skipped_and_bounded() {
         let mut demuxer = TsDemuxer::new();
         demuxer.push(&[0x12, 0x34, 0x56]);

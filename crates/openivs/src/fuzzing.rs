@@ -128,8 +128,9 @@ pub fn media_payload(data: &[u8]) {
     let _ = openivs_media::rtmp::handshake::server_response(payload, 0, &[1, 2, 3]);
 }
 
-/// Any bytes as a transcoder's MPEG-TS output (or, later, SRT ingest): demuxed in uneven
-/// pieces into rendition hubs, never a panic and never more memory than the demuxer's bounds.
+/// Any bytes as a transcoder's MPEG-TS output or an SRT publisher's: demuxed in uneven pieces
+/// into rendition hubs, and into access units as SRT ingest reads them; never a panic and never
+/// more memory than the demuxer's bounds.
 pub fn transport_stream(data: &[u8]) {
     use crate::transcode::ffmpeg::{Outputs, Track};
     use crate::transcode::output::RenditionFeeds;
@@ -146,9 +147,9 @@ pub fn transport_stream(data: &[u8]) {
     let mut demuxer = openivs_media::ts_demux::TsDemuxer::new();
     demuxer.push(data);
     demuxer.flush();
+    let mut access_units = openivs_media::ts_demux::AccessUnits::new();
     while let Some(pes) = demuxer.next_pes() {
-        let _ = openivs_media::ts_demux::picture(&pes.data);
-        let _ = openivs_media::ts_demux::adts_frames(&pes.data);
+        let _ = access_units.of(&pes);
     }
 }
 
