@@ -1,5 +1,7 @@
 //! FLV audio and video tag bodies, as RTMP audio (type 8) and video (type 9) messages carry
-//! them: legacy AVC/AAC, and Enhanced RTMP's extended video header (FourCC `avc1`, `hvc1`, …).
+//! them: legacy AVC/AAC, and Enhanced RTMP's extended video header (FourCC `avc1`, `hvc1`, …),
+//! with v2's multitrack video (several tracks in one message, or one track per message with its
+//! track id: what OBS's Enhanced Broadcasting and FFmpeg 7.1+ send).
 //! Also the writing side of an FLV file (header and tags), which is how a stream is handed to
 //! a transcoder's stdin.
 
@@ -59,23 +61,11 @@ pub fn parse_video(body: &[u8]) -> Result<VideoPacket<'_>> {
         // Enhanced RTMP: IsExHeader | FrameType(3) | PacketType(4), then a FourCC.
         let packet_type = first & 0x0f;
         let fourcc = body.get(1..5).ok_or_else(|| ParseError::new("FLV video: truncated FourCC"))?;
-        let codec = match fourcc {
-            b"avc1" => VideoCodec::Avc,
-            b"hvc1" => VideoCodec::Hevc,
-            b"av01" => VideoCodec::Av1,
-            other => VideoCodec::Other(u32::from_be_bytes(other.try_into().expect("4 bytes"))),
-        };
-        let rest = &body[5..];
-        return Ok(match packet_type {
-            0 => VideoPacket::SequenceHeader { codec, config: rest },
-            1 => {
-                let cts = rest.get(..3).ok_or_else(|| ParseError::new("FLV video: truncated composition time"))?;
-                VideoPacket::Frame { codec, keyframe, composition_time: si24(cts), data: &rest[3..] }
-            }
-            2 => VideoPacket::EndOfSequence,
-            3 => VideoPacket::Frame { codec, keyframe, composition_time: 0, data: rest },
-            _ => VideoPacket::Ignored,
-        });
+        if packet_type == PACKET_MULTITRACK {
+            // (Read with parse_video_tracks.)
+            return Ok(VideoPacket::Ignored);
+        }
+        return ex_packet(packet_type, codec_of(fourcc), keyframe, &body[5..]);
     }
     let codec_id = first & 0x0f;
     if codec_id != 7 {
@@ -89,6 +79,88 @@ pub fn parse_video(body: &[u8]) -> Result<VideoPacket<'_>> {
         2 => VideoPacket::EndOfSequence,
         _ => VideoPacket::Ignored,
     })
+}
+
+/// Enhanced RTMP video packet types.
+const PACKET_SEQUENCE_START: u8 = 0;
+const PACKET_CODED_FRAMES: u8 = 1;
+const PACKET_SEQUENCE_END: u8 = 2;
+const PACKET_CODED_FRAMES_X: u8 = 3;
+const PACKET_MULTITRACK: u8 = 6;
+/// Enhanced RTMP multitrack types (the third, ManyTracks = 1, has one FourCC and sized tracks).
+const ONE_TRACK: u8 = 0;
+const MANY_TRACKS_MANY_CODECS: u8 = 2;
+
+fn codec_of(fourcc: &[u8]) -> VideoCodec {
+    match fourcc {
+        b"avc1" => VideoCodec::Avc,
+        b"hvc1" => VideoCodec::Hevc,
+        b"av01" => VideoCodec::Av1,
+        other => VideoCodec::Other(u32::from_be_bytes(other.try_into().expect("4 bytes"))),
+    }
+}
+
+/// One Enhanced RTMP packet's payload for `packet_type`.
+fn ex_packet(packet_type: u8, codec: VideoCodec, keyframe: bool, payload: &[u8]) -> Result<VideoPacket<'_>> {
+    Ok(match packet_type {
+        PACKET_SEQUENCE_START => VideoPacket::SequenceHeader { codec, config: payload },
+        PACKET_CODED_FRAMES => {
+            let cts = payload.get(..3).ok_or_else(|| ParseError::new("FLV video: truncated composition time"))?;
+            VideoPacket::Frame { codec, keyframe, composition_time: si24(cts), data: &payload[3..] }
+        }
+        PACKET_SEQUENCE_END => VideoPacket::EndOfSequence,
+        PACKET_CODED_FRAMES_X => VideoPacket::Frame { codec, keyframe, composition_time: 0, data: payload },
+        _ => VideoPacket::Ignored,
+    })
+}
+
+/// A video tag's packets with their track ids: a multitrack message's every track, otherwise the
+/// one packet of [`parse_video`] as track 0.
+pub fn parse_video_tracks(body: &[u8]) -> Result<Vec<(u8, VideoPacket<'_>)>> {
+    let first = *body.first().ok_or_else(|| ParseError::new("FLV video: empty tag"))?;
+    if first & 0x80 == 0 || first & 0x0f != PACKET_MULTITRACK || (first >> 4) & 0x07 == 5 {
+        return Ok(vec![(0, parse_video(body)?)]);
+    }
+    let keyframe = (first >> 4) & 0x07 == 1;
+    let truncated = || ParseError::new("FLV video: truncated multitrack packet");
+    let kind = *body.get(1).ok_or_else(truncated)?;
+    let (multitrack_type, packet_type) = (kind >> 4, kind & 0x0f);
+    if packet_type == PACKET_MULTITRACK || multitrack_type > MANY_TRACKS_MANY_CODECS {
+        return Err(ParseError::new("FLV video: malformed multitrack header"));
+    }
+    let mut rest = &body[2..];
+    let mut fourcc = None;
+    if multitrack_type != MANY_TRACKS_MANY_CODECS {
+        fourcc = Some(rest.get(..4).ok_or_else(truncated)?);
+        rest = &rest[4..];
+    }
+    let mut tracks = Vec::new();
+    while !rest.is_empty() {
+        let codec = match fourcc {
+            Some(fourcc) => codec_of(fourcc),
+            None => {
+                let own = rest.get(..4).ok_or_else(truncated)?;
+                rest = &rest[4..];
+                codec_of(own)
+            }
+        };
+        let track_id = *rest.first().ok_or_else(truncated)?;
+        rest = &rest[1..];
+        let payload = if multitrack_type == ONE_TRACK {
+            std::mem::take(&mut rest)
+        } else {
+            let size = rest.get(..3).ok_or_else(truncated)?;
+            let size = (usize::from(size[0]) << 16) | (usize::from(size[1]) << 8) | usize::from(size[2]);
+            let payload = rest.get(3..3 + size).ok_or_else(truncated)?;
+            rest = &rest[3 + size..];
+            payload
+        };
+        tracks.push((track_id, ex_packet(packet_type, codec, keyframe, payload)?));
+        if multitrack_type == ONE_TRACK {
+            break;
+        }
+    }
+    Ok(tracks)
 }
 
 pub fn parse_audio(body: &[u8]) -> Result<AudioPacket<'_>> {
@@ -151,6 +223,41 @@ pub fn aac_body(sequence_header: bool, payload: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multitrack_packets_give_every_track() {
+        // FFmpeg 9's FLV muxer, a second video track: one track per message (OneTrack),
+        // SequenceStart, FourCC avc1, track 1, then the avcC record.
+        let one = [&[0x96, 0x00][..], b"avc1", &[0x01, 0x01, 0x42, 0xc0, 0x1e]].concat();
+        let tracks = parse_video_tracks(&one).unwrap();
+        assert_eq!(
+            tracks,
+            [(1, VideoPacket::SequenceHeader { codec: VideoCodec::Avc, config: &[0x01, 0x42, 0xc0, 0x1e] })]
+        );
+        // ManyTracks of coded frames (keyframe), each sized.
+        let many = [&[0x96, 0x11][..], b"avc1", &[0, 0, 0, 5, 0, 0, 0, 9, 9], &[2, 0, 0, 4, 0, 0, 0, 7]].concat();
+        let tracks = parse_video_tracks(&many).unwrap();
+        assert_eq!(
+            tracks,
+            [
+                (0, VideoPacket::Frame { codec: VideoCodec::Avc, keyframe: true, composition_time: 0, data: &[9, 9] }),
+                (2, VideoPacket::Frame { codec: VideoCodec::Avc, keyframe: true, composition_time: 0, data: &[7] }),
+            ]
+        );
+        // ManyTracksManyCodecs: a FourCC per track (CodedFramesX).
+        let codecs = [&[0xa6, 0x23][..], b"hvc1", &[0, 0, 0, 1, 5], b"avc1", &[1, 0, 0, 1, 6]].concat();
+        let tracks = parse_video_tracks(&codecs).unwrap();
+        assert_eq!(
+            tracks[0],
+            (0, VideoPacket::Frame { codec: VideoCodec::Hevc, keyframe: false, composition_time: 0, data: &[5] })
+        );
+        assert_eq!(tracks[1].0, 1);
+        // A legacy tag is track 0; a size past the end is refused, not read.
+        assert_eq!(parse_video_tracks(&[0x17, 2, 0, 0, 0]).unwrap(), [(0, VideoPacket::EndOfSequence)]);
+        let lying = [&[0x96, 0x11][..], b"avc1", &[0, 0xff, 0xff, 0xff, 1]].concat();
+        assert!(parse_video_tracks(&lying).is_err());
+        assert!(parse_video_tracks(&[0x96, 0x66]).is_err());
+    }
 
     #[test]
     fn written_tags_parse_back() {

@@ -123,6 +123,7 @@ pub fn media_payload(data: &[u8]) {
     let Some((&selector, payload)) = data.split_first() else { return };
     let type_id = [8u8, 9, 18, 20][usize::from(selector) % 4];
     media_message(type_id, payload);
+    let _ = openivs_media::flv::parse_video_tracks(payload);
     let _ = openivs_media::h264::SequenceParameterSet::parse(payload);
     let _ = openivs_media::h264::DecoderConfiguration::parse(payload);
     let _ = openivs_media::rtmp::handshake::server_response(payload, 0, &[1, 2, 3]);
