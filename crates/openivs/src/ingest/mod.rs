@@ -7,6 +7,7 @@
 //! channel. Connections are capped, and every phase before going live has a deadline, so idle or
 //! half-open connections cannot pile up.
 
+pub mod multitrack;
 pub mod publish;
 pub mod rtmp;
 pub mod srt;

@@ -16,6 +16,7 @@ use openivs_media::h264::{DecoderConfiguration, SequenceParameterSet};
 use openivs_model::resources::{AudioConfiguration, VideoConfiguration};
 use time::OffsetDateTime;
 
+use super::multitrack::Tracks;
 use super::{Authorized, IngestContext, Refusal};
 use crate::events::{Breach, STREAM_HEALTH_CHANGE, STREAM_STATE_CHANGE};
 use crate::live::LiveStream;
@@ -99,6 +100,10 @@ pub struct Publish {
     /// The server's transcoding, and the playback the renditions join.
     transcoding: Arc<crate::transcode::Transcoding>,
     playback: Arc<crate::playback::Playback>,
+    /// Multitrack video: the tracks after the first.
+    tracks: Tracks,
+    /// Whether the stream's renditions were decided (transcoded, multitrack, or none).
+    renditions_decided: bool,
 }
 
 /// How long a publisher that came back waits for the stream's session to be handed over.
@@ -199,6 +204,8 @@ pub async fn begin(
         announced_framerate: None,
         transcoding: context.transcoding.clone(),
         playback: context.playback.clone(),
+        tracks: Tracks::new(channel.multitrack_input_configuration.clone()),
+        renditions_decided: false,
     })
 }
 
@@ -314,9 +321,9 @@ impl Publish {
         }
     }
 
-    /// An H.264 decoder configuration record (avcC): the picture is checked against the
-    /// channel type's limits, transcoding is admitted on the first, and the hub takes it.
-    pub fn video_configuration(&mut self, config: &[u8]) -> Result<(), EndCode> {
+    /// An H.264 decoder configuration record (avcC), parsed and checked against the channel
+    /// type's limits (a breach is recorded).
+    fn picture(&mut self, config: &[u8]) -> Result<(DecoderConfiguration, SequenceParameterSet), EndCode> {
         // The configuration rides in front of every keyframe the packager writes.
         if config.len() > self.bounds.ingest_max_decoder_configuration {
             return Err(Some("InvalidVideoConfiguration"));
@@ -350,7 +357,14 @@ impl Publish {
             self.recorder.breach(breach, OffsetDateTime::now_utc());
             return Err(Some("IngestResolutionExceeded"));
         }
-        start_transcoding(self, sps.width, sps.height)?;
+        Ok((avcc, sps))
+    }
+
+    /// The stream's (track 0's) picture configuration: checked, then the hub takes it. The
+    /// stream's renditions are decided here (transcoding admitted), or, on a channel that takes
+    /// multitrack video, at the first picture, once every track has announced itself.
+    pub fn video_configuration(&mut self, config: &[u8]) -> Result<(), EndCode> {
+        let (avcc, sps) = self.picture(config)?;
         self.stream.hub.set_config(
             TrackKind::Video,
             TrackConfig {
@@ -363,7 +377,84 @@ impl Publish {
             },
         );
         self.video = Some((avcc, sps));
+        if !self.tracks.accepts_multitrack() || self.first_media_at.is_some() {
+            self.decide_renditions()?;
+        }
         Ok(())
+    }
+
+    /// Once: the stream's renditions. A multitrack publish brings its own (no transcoding); a
+    /// channel that requires multitrack refuses a single track; otherwise the channel type's
+    /// ladder is admitted against the transcoding capacity.
+    fn decide_renditions(&mut self) -> Result<(), EndCode> {
+        let Some((_, sps)) = &self.video else { return Ok(()) };
+        if self.renditions_decided {
+            return Ok(());
+        }
+        self.renditions_decided = true;
+        let (width, height) = (sps.width, sps.height);
+        if self.tracks.is_multitrack() && !self.tracks.within_maximum_resolution(width, height) {
+            return Err(Some("InvalidMultitrackInputVideoTrackMediaProperties"));
+        }
+        if !self.tracks.is_multitrack() && self.tracks.required() {
+            return Err(Some("MultitrackInputRequired"));
+        }
+        let multitrack = self.tracks.is_multitrack();
+        start_transcoding(self, width, height, multitrack)
+    }
+
+    /// A further track's picture configuration (multitrack video): a new track becomes a
+    /// rendition of the stream's playlists.
+    pub fn track_configuration(&mut self, track: u8, config: &[u8]) -> Result<(), EndCode> {
+        if !self.tracks.accepts_multitrack() {
+            return Err(Some("MultitrackInputNotAllowed"));
+        }
+        if self.renditions_decided && !self.tracks.has(track) {
+            // Tracks announce themselves before media flows; one that comes later is refused.
+            return Err(Some("InvalidMultitrackInputTrackCount"));
+        }
+        let (avcc, sps) = self.picture(config)?;
+        let audio = self.audio.as_ref().map(|asc| TrackConfig {
+            codec: asc.codec_string(),
+            config: Bytes::copy_from_slice(&asc.to_bytes()),
+            width: 0,
+            height: 0,
+            sample_rate: asc.sample_rate,
+            channels: asc.channels,
+        });
+        let frame_rate = self.announced_framerate.unwrap_or(30.0);
+        let Some(rendition) = self.tracks.configuration(track, config, avcc, sps, audio, frame_rate)? else {
+            return Ok(());
+        };
+        let source = self.playback.channel(&self.stream.channel_arn).filter(|p| *p.id == *self.stream.stream_id);
+        if let Some(source) = source {
+            tracing::info!("ingest: {} track {track} is rendition {}", self.stream.channel_arn, rendition.name);
+            self.playback.start_renditions(&self.stream, &source, vec![(rendition.name, false, rendition.hub)]);
+        }
+        Ok(())
+    }
+
+    /// A further track's video frame.
+    pub fn track_frame(&mut self, track: u8, dts_ms: i64, pts_ms: i64, keyframe: bool, data: Bytes) {
+        let now = Instant::now();
+        self.tracks.frame(
+            track,
+            MediaFrame {
+                kind: TrackKind::Video,
+                dts_ms,
+                pts_ms,
+                keyframe,
+                data,
+                arrival: now,
+                arrival_wall: OffsetDateTime::now_utc(),
+                discontinuity: false,
+            },
+        );
+    }
+
+    /// Whether a further track's frames can be decoded (its configuration came).
+    pub fn has_track(&self, track: u8) -> bool {
+        self.tracks.has(track)
     }
 
     /// An AAC AudioSpecificConfig.
@@ -372,17 +463,16 @@ impl Publish {
             return Err(Some("InvalidAudioConfiguration"));
         }
         let asc = AudioSpecificConfig::parse(config).map_err(|_| Some("InvalidAudioConfiguration"))?;
-        self.stream.hub.set_config(
-            TrackKind::Audio,
-            TrackConfig {
-                codec: asc.codec_string(),
-                config: Bytes::copy_from_slice(config),
-                width: 0,
-                height: 0,
-                sample_rate: asc.sample_rate,
-                channels: asc.channels,
-            },
-        );
+        let audio = TrackConfig {
+            codec: asc.codec_string(),
+            config: Bytes::copy_from_slice(config),
+            width: 0,
+            height: 0,
+            sample_rate: asc.sample_rate,
+            channels: asc.channels,
+        };
+        self.tracks.audio_configuration(&audio);
+        self.stream.hub.set_config(TrackKind::Audio, audio);
         self.audio = Some(asc);
         Ok(())
     }
@@ -480,28 +570,38 @@ impl Publish {
             channels: i64::from(asc.channels),
             track: "Track0".into(),
         });
-        self.recorder.set_ingest_configuration(video, audio).await
+        let videos = video.into_iter().chain(self.tracks.video_configurations(&self.encoder_name)).collect();
+        self.recorder.set_ingest_configuration(videos, audio).await
     }
 
-    /// One frame of media, timed in the publisher's milliseconds.
-    pub async fn frame(&mut self, kind: TrackKind, dts_ms: i64, pts_ms: i64, keyframe: bool, data: Bytes) {
+    /// One frame of media, timed in the publisher's milliseconds. `Err`: the stream is refused
+    /// (its renditions, decided by the first picture at the latest, cannot be).
+    pub async fn frame(
+        &mut self,
+        kind: TrackKind,
+        dts_ms: i64,
+        pts_ms: i64,
+        keyframe: bool,
+        data: Bytes,
+    ) -> Result<(), EndCode> {
         let now = Instant::now();
         let wall = OffsetDateTime::now_utc();
+        // (Tracks announce themselves before the first picture; audio may come earlier.)
+        if !self.renditions_decided && kind == TrackKind::Video {
+            self.decide_renditions()?;
+        }
         self.stream.stats.lock().expect("stats lock").on_media(now, kind, data.len(), dts_ms);
         if self.first_media_at.is_none() {
             self.first_media_at = Some(now);
             let _ = self.recorder.event("Stream Start", STREAM_STATE_CHANGE, None, wall).await;
         }
-        self.stream.hub.publish(MediaFrame {
-            kind,
-            dts_ms,
-            pts_ms,
-            keyframe,
-            data,
-            arrival: now,
-            arrival_wall: wall,
-            discontinuity: false,
-        });
+        let frame =
+            MediaFrame { kind, dts_ms, pts_ms, keyframe, data, arrival: now, arrival_wall: wall, discontinuity: false };
+        if kind == TrackKind::Audio {
+            self.tracks.audio(&frame);
+        }
+        self.stream.hub.publish(frame);
+        Ok(())
     }
 
     /// Timed metadata from the broadcaster, within PutMetadata's limits (1 KB, 5 per second per
@@ -538,6 +638,7 @@ impl Publish {
                 None => return result,
             }
         }
+        self.tracks.end();
         live.hub.end();
         // The stream is over: record it, then free the channel.
         recorder.note_slate(None).await;
@@ -553,10 +654,10 @@ impl Publish {
     }
 }
 
-/// At the stream's first picture configuration: its ladder (by channel type, picture and
+/// When the stream's renditions are decided: its ladder (by channel type, picture and
 /// announced frame rate), admitted against the transcoding capacity and started. Over capacity,
 /// the stream is refused before any media flows, as IVS refuses it ("Stream Failure").
-fn start_transcoding(state: &mut Publish, width: u32, height: u32) -> Result<(), EndCode> {
+fn start_transcoding(state: &mut Publish, width: u32, height: u32, multitrack: bool) -> Result<(), EndCode> {
     if state.stream.transcoding.swap(true, std::sync::atomic::Ordering::SeqCst) {
         return Ok(());
     }
@@ -570,6 +671,11 @@ fn start_transcoding(state: &mut Publish, width: u32, height: u32) -> Result<(),
             source.renditions_expected.store(0, std::sync::atomic::Ordering::SeqCst);
         }
     };
+    if multitrack {
+        // The broadcaster's tracks are the renditions: nothing to transcode, nothing to wait for.
+        no_renditions();
+        return Ok(());
+    }
     let plan = state.transcoding.plan(&channel_type, &preset, input);
     if let Some(recording) = state.stream.recording.get() {
         // What the recording may select among: the encoded video renditions.

@@ -425,21 +425,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
 }
 
 async fn on_video(publish: &mut Publish, timeline: &mut Timeline, message: &Message) -> Result<(), EndCode> {
-    let packet = flv::parse_video(&message.payload).map_err(|_| Some("InvalidVideoCodec"))?;
-    match packet {
-        VideoPacket::SequenceHeader { codec: VideoCodec::Avc, config } => publish.video_configuration(config)?,
-        VideoPacket::SequenceHeader { .. } => return Err(Some("InvalidVideoCodec")),
-        VideoPacket::Frame { codec: VideoCodec::Avc, keyframe, composition_time, data } => {
-            if !publish.has_video_configuration() {
-                // Frames before the configuration cannot be decoded; drop them.
-                return Ok(());
+    let tracks = flv::parse_video_tracks(&message.payload).map_err(|_| Some("InvalidVideoCodec"))?;
+    let mut dts = None;
+    for (track, packet) in tracks {
+        match packet {
+            VideoPacket::SequenceHeader { codec: VideoCodec::Avc, config } if track == 0 => {
+                publish.video_configuration(config)?
             }
-            let dts = timeline.extend(message.timestamp);
-            let data = message.payload.slice_ref(data);
-            publish.frame(TrackKind::Video, dts, dts + i64::from(composition_time), keyframe, data).await;
+            VideoPacket::SequenceHeader { codec: VideoCodec::Avc, config } => {
+                publish.track_configuration(track, config)?
+            }
+            // (Multitrack HEVC, which IVS takes on fMP4 channels, is not packaged yet.)
+            VideoPacket::SequenceHeader { .. } if track != 0 => {
+                return Err(Some("InvalidMultitrackInputVideoTrackMediaProperties"));
+            }
+            VideoPacket::SequenceHeader { .. } => return Err(Some("InvalidVideoCodec")),
+            VideoPacket::Frame { codec: VideoCodec::Avc, keyframe, composition_time, data } => {
+                let decodable = if track == 0 { publish.has_video_configuration() } else { publish.has_track(track) };
+                if !decodable {
+                    // Frames before their configuration cannot be decoded; drop them.
+                    continue;
+                }
+                let dts = *dts.get_or_insert_with(|| timeline.extend(message.timestamp));
+                let (pts, data) = (dts + i64::from(composition_time), message.payload.slice_ref(data));
+                if track == 0 {
+                    publish.frame(TrackKind::Video, dts, pts, keyframe, data).await?;
+                } else {
+                    publish.track_frame(track, dts, pts, keyframe, data);
+                }
+            }
+            VideoPacket::Frame { .. } => return Err(Some("InvalidVideoCodec")),
+            VideoPacket::EndOfSequence | VideoPacket::Ignored => {}
         }
-        VideoPacket::Frame { .. } => return Err(Some("InvalidVideoCodec")),
-        VideoPacket::EndOfSequence | VideoPacket::Ignored => {}
     }
     Ok(())
 }
@@ -450,7 +467,7 @@ async fn on_audio(publish: &mut Publish, timeline: &mut Timeline, message: &Mess
         Ok(AudioPacket::AacFrame(data)) if publish.has_audio_configuration() => {
             let dts = timeline.extend(message.timestamp);
             let data = message.payload.slice_ref(data);
-            publish.frame(TrackKind::Audio, dts, dts, false, data).await;
+            publish.frame(TrackKind::Audio, dts, dts, false, data).await?;
         }
         // Audio other than AAC is not part of what IVS ingests: ignored.
         Ok(_) => {}

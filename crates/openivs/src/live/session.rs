@@ -216,17 +216,20 @@ impl SessionRecorder {
     /// The stream's configuration as read from it; persisted.
     pub async fn set_ingest_configuration(
         &mut self,
-        video: Option<VideoConfiguration>,
+        videos: Vec<VideoConfiguration>,
         audio: Option<AudioConfiguration>,
     ) -> Result<(), IvsError> {
-        // The deprecated `ingestConfiguration` carries avcProfile/avcLevel; the list form leaves them "".
-        let listed_video =
-            video.clone().map(|v| VideoConfiguration { avc_profile: String::new(), avc_level: String::new(), ..v });
+        // The deprecated `ingestConfiguration` carries avcProfile/avcLevel of the first track; the
+        // list form has every track and leaves them "".
+        let listed_videos = videos
+            .iter()
+            .map(|v| VideoConfiguration { avc_profile: String::new(), avc_level: String::new(), ..v.clone() })
+            .collect();
         self.session.ingest_configurations = Some(IngestConfigurations {
-            video_configurations: listed_video.into_iter().collect(),
+            video_configurations: listed_videos,
             audio_configurations: audio.clone().into_iter().collect(),
         });
-        self.session.ingest_configuration = Some(IngestConfiguration { video, audio });
+        self.session.ingest_configuration = Some(IngestConfiguration { video: videos.into_iter().next(), audio });
         self.persist().await
     }
 

@@ -13,6 +13,7 @@ mod failover;
 mod faults;
 mod ingest;
 mod metadata;
+mod multitrack;
 mod playback;
 mod playback_key_pairs;
 mod private_channels;

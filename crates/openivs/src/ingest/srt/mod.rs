@@ -290,12 +290,12 @@ async fn on_access_unit(publish: &mut Publish, unit: AccessUnit) -> Result<(), p
             let dts_ms = milliseconds(dts);
             // (A composition offset rounded apart from its decoding time must not go negative.)
             let pts_ms = milliseconds(pts).max(dts_ms);
-            publish.frame(TrackKind::Video, dts_ms, pts_ms, keyframe, Bytes::from(sample)).await;
+            publish.frame(TrackKind::Video, dts_ms, pts_ms, keyframe, Bytes::from(sample)).await?;
         }
         AccessUnit::AudioConfiguration(config) => publish.audio_configuration(&config.to_bytes())?,
         AccessUnit::Audio { pts, frame } if publish.has_audio_configuration() => {
             let ms = milliseconds(pts);
-            publish.frame(TrackKind::Audio, ms, ms, false, Bytes::from(frame)).await;
+            publish.frame(TrackKind::Audio, ms, ms, false, Bytes::from(frame)).await?;
         }
         AccessUnit::Audio { .. } => {}
     }
