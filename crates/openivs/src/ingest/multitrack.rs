@@ -17,7 +17,7 @@ use bytes::Bytes;
 use openivs_media::h264::{DecoderConfiguration, SequenceParameterSet};
 use openivs_model::resources::{MultitrackInputConfiguration, VideoConfiguration};
 
-use super::publish::EndCode;
+use super::publish::{EndCode, video_configuration};
 use crate::live::hub::{Hub, MediaFrame, TrackConfig, TrackKind};
 
 /// Tracks a publish may send (IVS's guide: up to 5 video tracks).
@@ -94,14 +94,7 @@ impl Tracks {
         if !self.within_maximum_resolution(sps.width, sps.height) {
             return Err(Some("InvalidMultitrackInputVideoTrackMediaProperties"));
         }
-        let video = TrackConfig {
-            codec: avcc.codec_string(),
-            config: Bytes::copy_from_slice(config),
-            width: sps.width,
-            height: sps.height,
-            sample_rate: 0,
-            channels: 0,
-        };
+        let video = TrackConfig::video(&avcc, &sps, Bytes::copy_from_slice(config));
         if let Some(known) = self.tracks.get_mut(&track) {
             known.hub.set_config(TrackKind::Video, video);
             (known.avcc, known.sps) = (avcc, sps);
@@ -178,19 +171,7 @@ impl Tracks {
                 } else {
                     (0, 0)
                 };
-                VideoConfiguration {
-                    avc_profile: track.sps.profile_name().into(),
-                    avc_level: track.sps.level_name(),
-                    codec: track.avcc.codec_string(),
-                    encoder: encoder.to_owned(),
-                    target_bitrate: bitrate,
-                    target_framerate: frame_rate,
-                    video_height: i64::from(track.sps.height),
-                    video_width: i64::from(track.sps.width),
-                    level: track.sps.level_name(),
-                    track: format!("Track{id}"),
-                    profile: track.sps.profile_name().into(),
-                }
+                video_configuration(&track.avcc, &track.sps, encoder, bitrate, frame_rate, *id)
             })
             .collect()
     }

@@ -365,17 +365,7 @@ impl Publish {
     /// multitrack video, at the first picture, once every track has announced itself.
     pub fn video_configuration(&mut self, config: &[u8]) -> Result<(), EndCode> {
         let (avcc, sps) = self.picture(config)?;
-        self.stream.hub.set_config(
-            TrackKind::Video,
-            TrackConfig {
-                codec: avcc.codec_string(),
-                config: Bytes::copy_from_slice(config),
-                width: sps.width,
-                height: sps.height,
-                sample_rate: 0,
-                channels: 0,
-            },
-        );
+        self.stream.hub.set_config(TrackKind::Video, TrackConfig::video(&avcc, &sps, Bytes::copy_from_slice(config)));
         self.video = Some((avcc, sps));
         if !self.tracks.accepts_multitrack() || self.first_media_at.is_some() {
             self.decide_renditions()?;
@@ -414,14 +404,7 @@ impl Publish {
             return Err(Some("InvalidMultitrackInputTrackCount"));
         }
         let (avcc, sps) = self.picture(config)?;
-        let audio = self.audio.as_ref().map(|asc| TrackConfig {
-            codec: asc.codec_string(),
-            config: Bytes::copy_from_slice(&asc.to_bytes()),
-            width: 0,
-            height: 0,
-            sample_rate: asc.sample_rate,
-            channels: asc.channels,
-        });
+        let audio = self.audio.as_ref().map(|asc| TrackConfig::audio(asc, Bytes::copy_from_slice(&asc.to_bytes())));
         let frame_rate = self.announced_framerate.unwrap_or(30.0);
         let Some(rendition) = self.tracks.configuration(track, config, avcc, sps, audio, frame_rate)? else {
             return Ok(());
@@ -463,14 +446,7 @@ impl Publish {
             return Err(Some("InvalidAudioConfiguration"));
         }
         let asc = AudioSpecificConfig::parse(config).map_err(|_| Some("InvalidAudioConfiguration"))?;
-        let audio = TrackConfig {
-            codec: asc.codec_string(),
-            config: Bytes::copy_from_slice(config),
-            width: 0,
-            height: 0,
-            sample_rate: asc.sample_rate,
-            channels: asc.channels,
-        };
+        let audio = TrackConfig::audio(&asc, Bytes::copy_from_slice(config));
         self.tracks.audio_configuration(&audio);
         self.stream.hub.set_config(TrackKind::Audio, audio);
         self.audio = Some(asc);
@@ -550,18 +526,8 @@ impl Publish {
             let stats = self.stream.stats.lock().expect("stats lock");
             (stats.video_bitrate(), stats.audio_bitrate(), stats.video_framerate())
         };
-        let video = self.video.as_ref().map(|(config, sps)| VideoConfiguration {
-            avc_profile: sps.profile_name().into(),
-            avc_level: sps.level_name(),
-            codec: config.codec_string(),
-            encoder: self.encoder_name.clone(),
-            target_bitrate: video_bitrate,
-            target_framerate: framerate.round() as i64,
-            video_height: i64::from(sps.height),
-            video_width: i64::from(sps.width),
-            level: sps.level_name(),
-            track: "Track0".into(),
-            profile: sps.profile_name().into(),
+        let video = self.video.as_ref().map(|(avcc, sps)| {
+            video_configuration(avcc, sps, &self.encoder_name, video_bitrate, framerate.round() as i64, 0)
         });
         let audio = self.audio.as_ref().map(|asc| AudioConfiguration {
             codec: asc.codec_string(),
@@ -651,6 +617,31 @@ impl Publish {
             code.map(|c| format!(", {c}")).unwrap_or_default()
         );
         result
+    }
+}
+
+/// What GetStreamSession reports of a video track (`Track{track}`) from its configuration and
+/// what was measured of it.
+pub fn video_configuration(
+    avcc: &DecoderConfiguration,
+    sps: &SequenceParameterSet,
+    encoder: &str,
+    bitrate: i64,
+    frame_rate: i64,
+    track: u8,
+) -> VideoConfiguration {
+    VideoConfiguration {
+        avc_profile: sps.profile_name().into(),
+        avc_level: sps.level_name(),
+        codec: avcc.codec_string(),
+        encoder: encoder.to_owned(),
+        target_bitrate: bitrate,
+        target_framerate: frame_rate,
+        video_height: i64::from(sps.height),
+        video_width: i64::from(sps.width),
+        level: sps.level_name(),
+        track: format!("Track{track}"),
+        profile: sps.profile_name().into(),
     }
 }
 

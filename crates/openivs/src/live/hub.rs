@@ -109,6 +109,36 @@ pub struct TrackConfig {
     pub channels: u8,
 }
 
+impl TrackConfig {
+    /// An H.264 track: its avcC record (`config`), parsed, with the picture size of its SPS.
+    pub fn video(
+        avcc: &openivs_media::h264::DecoderConfiguration,
+        sps: &openivs_media::h264::SequenceParameterSet,
+        config: Bytes,
+    ) -> TrackConfig {
+        TrackConfig {
+            codec: avcc.codec_string(),
+            config,
+            width: sps.width,
+            height: sps.height,
+            sample_rate: 0,
+            channels: 0,
+        }
+    }
+
+    /// An AAC track: its AudioSpecificConfig (`config`), parsed.
+    pub fn audio(asc: &openivs_media::aac::AudioSpecificConfig, config: Bytes) -> TrackConfig {
+        TrackConfig {
+            codec: asc.codec_string(),
+            config,
+            width: 0,
+            height: 0,
+            sample_rate: asc.sample_rate,
+            channels: asc.channels,
+        }
+    }
+}
+
 /// Timed metadata, to be carried in the stream at the position it arrived.
 #[derive(Debug, Clone)]
 pub struct TimedMetadata {

@@ -83,17 +83,7 @@ impl RenditionFeeds {
                     let Some(sps) = avcc.sps.first().and_then(|nal| SequenceParameterSet::parse(nal).ok()) else {
                         continue;
                     };
-                    hub.set_config(
-                        TrackKind::Video,
-                        TrackConfig {
-                            codec: avcc.codec_string(),
-                            config: record.into(),
-                            width: sps.width,
-                            height: sps.height,
-                            sample_rate: 0,
-                            channels: 0,
-                        },
-                    );
+                    hub.set_config(TrackKind::Video, TrackConfig::video(&avcc, &sps, record.into()));
                 }
                 AccessUnit::Video { pts, dts, keyframe, sample } => {
                     self.lag = arrival.elapsed();
@@ -103,14 +93,7 @@ impl RenditionFeeds {
                 }
                 AccessUnit::AudioConfiguration(config) => hub.set_config(
                     TrackKind::Audio,
-                    TrackConfig {
-                        codec: config.codec_string(),
-                        config: Bytes::copy_from_slice(&config.to_bytes()),
-                        width: 0,
-                        height: 0,
-                        sample_rate: config.sample_rate,
-                        channels: config.channels,
-                    },
+                    TrackConfig::audio(&config, Bytes::copy_from_slice(&config.to_bytes())),
                 ),
                 AccessUnit::Audio { pts, frame: raw } => {
                     let pts_ms = self.media_ms(pts);

@@ -94,13 +94,10 @@ fn decide(handshakes: &Handshakes, socket: Socket, hs_version: c_int, stream_id:
         .block_on(async move { tokio::time::timeout(AUTHORIZE_WITHIN, context.authorize(&key, true)).await });
     let authorized = match authorized {
         Ok(Ok(authorized)) => authorized,
-        Ok(Err(Refusal::UnknownStreamKey)) => {
-            tracing::info!("ingest: SRT publish refused: {:?}", Refusal::UnknownStreamKey);
-            return Err(RejectReason::Forbidden);
-        }
         Ok(Err(refusal)) => {
             tracing::info!("ingest: SRT publish refused: {refusal:?}");
-            return Err(RejectReason::Unavailable);
+            let unknown = refusal == Refusal::UnknownStreamKey;
+            return Err(if unknown { RejectReason::Forbidden } else { RejectReason::Unavailable });
         }
         Err(_) => return Err(RejectReason::Unavailable),
     };
@@ -189,15 +186,11 @@ async fn serve(libsrt: Arc<Libsrt>, socket: Socket, peer: SocketAddr, context: A
             return;
         }
     };
-    let authorized = match context.authorize(&stream_key, secure).await {
-        Ok(authorized) => authorized,
-        Err(refusal) => {
-            tracing::info!("ingest: SRT publish refused: {refusal:?}");
-            libsrt.close(socket);
-            return;
-        }
+    let begun = match context.authorize(&stream_key, secure).await {
+        Ok(authorized) => publish::begin(authorized, &stream_key, secure, peer, &context).await,
+        Err(refusal) => Err(refusal),
     };
-    let mut publish = match publish::begin(authorized, &stream_key, secure, peer, &context).await {
+    let mut publish = match begun {
         Ok(publish) => publish,
         Err(refusal) => {
             tracing::info!("ingest: SRT publish refused: {refusal:?}");
