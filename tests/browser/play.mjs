@@ -18,9 +18,9 @@
 // Each result lists the responses of the stream's server as [epoch ms, status, file name,
 // Access-Control-Allow-Origin].
 // PLAY_HLS_CONFIG, PLAY_SHAKA_CONFIG and PLAY_VHS_CONFIG (JSON) are merged into hls.js's,
-// Shaka's and video.js VHS's configurations; PLAY_THROTTLE ({"after_ms": …, "kbps": …}) limits
-// the page's network that long after its picture starts moving (Chrome DevTools Protocol
-// Network.emulateNetworkConditions). Every player's rendition switches are reported (`levels`:
+// Shaka's and video.js VHS's configurations; PLAY_THROTTLE ({"fast_kbps": …, "after_ms": …,
+// "kbps": …}) limits the page's network to fast_kbps from the start (if given), then to kbps that
+// long after its picture starts moving (Chrome DevTools Protocol Network.emulateNetworkConditions). Every player's rendition switches are reported (`levels`:
 // [epoch ms, height, bitrate], the first being the start level).
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
@@ -116,9 +116,23 @@ async function play(target) {
   // The page calls this once its picture moves; the throttle counts from then, so that every
   // player has played on the fast link for the same time however slowly it started.
   let cdp = null;
+  // Limits the page's network to `kbps` (download and upload) with 20 ms of latency.
+  const limitNetwork = (kbps) => {
+    const bytesPerSecond = (kbps * 1000) / 8;
+    return cdp.send('Network.emulateNetworkConditions', {
+      offline: false,
+      latency: 20,
+      downloadThroughput: bytesPerSecond,
+      uploadThroughput: bytesPerSecond,
+    });
+  };
   if (process.env.PLAY_THROTTLE) {
     cdp = await page.context().newCDPSession(page);
     await cdp.send('Network.enable');
+    // The fast link is a real link too: over bare loopback players measure hundreds of
+    // Mbit/s, an estimate their moving averages take many seconds to forget once it slows.
+    const { fast_kbps: fastKbps } = JSON.parse(process.env.PLAY_THROTTLE);
+    if (fastKbps) await limitNetwork(fastKbps);
   }
   await page.exposeFunction('pictureStarted', () => {
     if (cdp === null || throttle !== null) return;
@@ -126,14 +140,8 @@ async function play(target) {
     throttle = setTimeout(async () => {
       // (From the moment it is asked for: the network may slow before the answer.)
       const requestedAt = Date.now();
-      const bytesPerSecond = (kbps * 1000) / 8;
       try {
-        await cdp.send('Network.emulateNetworkConditions', {
-          offline: false,
-          latency: 20,
-          downloadThroughput: bytesPerSecond,
-          uploadThroughput: bytesPerSecond,
-        });
+        await limitNetwork(kbps);
         throttledAt = requestedAt;
       } catch {
         // (The page closed first: no throttled_at, which the test reports.)
@@ -184,6 +192,17 @@ async function play(target) {
       // (The decision to switch, before the new rendition's first fragment is buffered.)
       hls.on(window.Hls.Events.LEVEL_SWITCHING, (_event, data) => {
         result.level_decisions.push([Date.now(), data.height, Math.round(hls.bandwidthEstimate)]);
+      });
+      // Each fragment or part as it arrived: [epoch ms, level, sn, part (-1: whole segment),
+      // bytes, ms from request to first byte, ms from first byte to last, estimate after].
+      result.fragments = [];
+      hls.on(window.Hls.Events.FRAG_LOADED, (_event, data) => {
+        const stats = (data.part || data.frag).stats;
+        result.fragments.push([
+          Date.now(), data.frag.level, data.frag.sn, data.part ? data.part.index : -1, stats.loaded,
+          Math.round(stats.loading.first - stats.loading.start), Math.round(stats.loading.end - stats.loading.first),
+          Math.round(hls.bandwidthEstimate),
+        ]);
       });
       hls.on(window.Hls.Events.LEVEL_SWITCHED, (_event, data) => {
         const level = hls.levels[data.level];

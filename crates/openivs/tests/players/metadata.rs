@@ -15,26 +15,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_ivs::types::ContainerFormat;
 
-use crate::harness::{Server, raw_request};
-use crate::web_players::{Case, live_channels, percentiles, play};
+use crate::harness::Server;
+use crate::web_players::{Case, live_channels, percentiles, play, wait_for_segments};
 
 /// Seconds each player is watched for once its picture moves (NORMAL channels run ~7 s behind).
 const SECONDS: u32 = 16;
 
 fn epoch_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-/// Waits (at most 30 s) until the channel's media playlist lists `count` complete segments.
-async fn wait_for_segments(server: &Server, playback_url: &str, count: usize) {
-    let path = format!("/{}", playback_url.split_once("://").unwrap().1.split_once('/').unwrap().1);
-    let get = |path: &str| raw_request(server, "GET", path, &[], "").body;
-    let media = get(&path).lines().find(|l| l.starts_with('/')).expect("a variant").to_owned();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while get(&media).lines().filter(|l| l.starts_with("#EXTINF")).count() < count {
-        assert!(std::time::Instant::now() < deadline, "{playback_url} never listed {count} segments");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
 
 fn payloads() -> Vec<String> {

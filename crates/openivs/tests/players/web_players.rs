@@ -19,7 +19,7 @@ use aws_sdk_ivs::types::{ChannelLatencyMode, ContainerFormat};
 
 use crate::clock::{ClockPublisher, FRAME_RATE};
 use crate::harness::rtmps_url;
-use crate::harness::{Server, wait_live};
+use crate::harness::{Server, raw_request, wait_live};
 
 /// Seconds each player is watched for, once its picture moves.
 const SECONDS: u32 = 20;
@@ -90,7 +90,25 @@ pub(crate) async fn live_channels(server: &Server, container: &ContainerFormat) 
     for arn in &arns {
         wait_live(server, arn, Duration::from_secs(20)).await;
     }
+    // A viewer who joins a NORMAL stream that has been live a while starts three segments behind
+    // the live edge, with that much buffer (the first viewer of a new stream has one segment, and
+    // stalls at any hiccup of the broadcaster's encoder on this busy machine).
+    for case in cases.iter().filter(|case| !case.low_latency) {
+        wait_for_segments(server, &case.url, 3).await;
+    }
     (publishers, cases)
+}
+
+/// Waits (at most 30 s) until the channel's media playlist lists `count` complete segments.
+pub(crate) async fn wait_for_segments(server: &Server, playback_url: &str, count: usize) {
+    let path = format!("/{}", playback_url.split_once("://").unwrap().1.split_once('/').unwrap().1);
+    let get = |path: &str| raw_request(server, "GET", path, &[], "").body;
+    let media = get(&path).lines().find(|l| l.starts_with('/')).expect("a variant").to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while get(&media).lines().filter(|l| l.starts_with("#EXTINF")).count() < count {
+        assert!(std::time::Instant::now() < deadline, "{playback_url} never listed {count} segments");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// The median and 95th percentile of a player's latency samples (ms), if any.
