@@ -70,6 +70,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         public_host: settings.public_host.clone(),
         http_port: http_addr.port(),
         rtmps_port: rtmps_addr.port(),
+        rtmp_port: rtmp_addr.port(),
         // (Without SRT, the port it would have.)
         srt_port: srt.as_ref().map_or(settings.srt_addr.port(), |srt| srt.addr.port()),
     };
@@ -106,6 +107,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         playback.access.warn_if_countries_unenforced(store.as_ref()).await;
     }
     let (closing, closing_seen) = watch::channel(false);
+    let client_configurations = api.client_configurations.clone();
     let state = Arc::new(AppState::new(api, Authenticator::new(&settings.credentials), settings.limits, closing_seen));
     let recordings = Arc::new(crate::recording::recorder::Parking::new(journal_dir, outbox));
     let transcoding =
@@ -119,6 +121,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         recordings: recordings.clone(),
         endpoints,
         limits: settings.limits,
+        client_configurations,
     });
     let (stop_ingest, ingest_stopped) = watch::channel(false);
     let rtmp_task = tokio::spawn(run_listener(rtmp, None, ingest.clone(), ingest_stopped.clone()));

@@ -40,11 +40,13 @@ pub struct Endpoints {
     pub public_host: String,
     pub http_port: u16,
     pub rtmps_port: u16,
+    /// Plain RTMP (channels with `insecureIngest`).
+    pub rtmp_port: u16,
     pub srt_port: u16,
 }
 
 impl Endpoints {
-    fn host_port(&self, port: u16, default_port: u16) -> String {
+    pub(crate) fn host_port(&self, port: u16, default_port: u16) -> String {
         let host =
             if self.public_host.contains(':') { format!("[{}]", self.public_host) } else { self.public_host.clone() };
         if port == default_port { host } else { format!("{host}:{port}") }
@@ -59,6 +61,8 @@ pub struct Api {
     pub quotas: Quotas,
     pub endpoints: Endpoints,
     tokens: PageTokens,
+    /// GetClientConfiguration's answers (served beside the API, authenticated by stream key).
+    pub client_configurations: Arc<crate::ingest::client_configuration::ClientConfigurations>,
 }
 
 /// A resource as stored: the model type plus what the store indexes about it.
@@ -183,7 +187,18 @@ impl Api {
         endpoints: Endpoints,
     ) -> Result<Api, IvsError> {
         let key = store.init_setting("pagination_token_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
-        Ok(Api { store, live, playback, buckets, quotas, endpoints, tokens: PageTokens::new(key.into_bytes()) })
+        let client_configurations =
+            Arc::new(crate::ingest::client_configuration::ClientConfigurations::load(store.as_ref()).await?);
+        Ok(Api {
+            store,
+            live,
+            playback,
+            buckets,
+            quotas,
+            endpoints,
+            tokens: PageTokens::new(key.into_bytes()),
+            client_configurations,
+        })
     }
 
     /// Runs one operation. Returns the response body (`Value::Null` for operations without

@@ -140,11 +140,12 @@ impl AppState {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    use axum::routing::get;
+    use axum::routing::{get, post};
     Router::new()
         .route("/api/video/v1/{name}", get(crate::playback::http::multivariant))
         .route("/playback/{session}/{channel}/{file}", get(crate::playback::http::media))
         .route(crate::events::sse::PATH, get(crate::events::sse::stream))
+        .route(crate::ingest::client_configuration::PATH, post(client_configuration))
         .fallback(control_plane)
         .with_state(state)
 }
@@ -256,6 +257,34 @@ async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> 
         }
     };
     tracing::debug!(%request_id, operation, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    response
+}
+
+/// GetClientConfiguration (automatic stream configuration for multitrack broadcasters): outside
+/// the SigV4 pipeline, as with IVS; the stream key in the body authenticates it.
+async fn client_configuration(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let request_id = crate::api::random_uuid();
+    let (parts, body) = request.into_parts();
+    let address = parts.extensions.get::<ClientAddress>().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.0);
+    let (status, answer) = match state.read_body(&parts.headers, address, body).await {
+        Ok((body, _body_memory)) => {
+            let api = &state.api;
+            match api.client_configurations.answer(api.store.as_ref(), &api.endpoints, &body).await {
+                Ok(answer) => (200, answer),
+                Err(refused) => (refused.status, refused.body()),
+            }
+        }
+        Err(error) => {
+            let refused = crate::ingest::client_configuration::Refused {
+                status: error.kind.http_status(),
+                message: error.message,
+            };
+            (refused.status, refused.body())
+        }
+    };
+    tracing::debug!(%request_id, status, "GetClientConfiguration");
+    let mut response = base_response(&request_id, status, Body::from(answer.to_string()));
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

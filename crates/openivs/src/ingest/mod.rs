@@ -7,6 +7,7 @@
 //! channel. Connections are capped, and every phase before going live has a deadline, so idle or
 //! half-open connections cannot pile up.
 
+pub mod client_configuration;
 pub mod multitrack;
 pub mod publish;
 pub mod rtmp;
@@ -16,6 +17,7 @@ pub mod tls;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openivs_model::IvsError;
 use openivs_model::resources::{
     AdConfiguration, Channel, FailoverSlateConfiguration, RecordingConfiguration, StreamKey,
 };
@@ -42,6 +44,8 @@ pub struct IngestContext {
     pub recordings: Arc<crate::recording::recorder::Parking>,
     pub endpoints: Endpoints,
     pub limits: crate::settings::Limits,
+    /// Checks the authentication values GetClientConfiguration answered.
+    pub client_configurations: Arc<client_configuration::ClientConfigurations>,
 }
 
 /// What a publish needs once its key is accepted: the channel and what it refers to.
@@ -86,13 +90,10 @@ impl IngestContext {
             tracing::error!("ingest: store error while authorising a publish: {e}");
             Refusal::Unavailable
         };
-        let key_record = self.store.get_by_unique_key(&stream_key_index(stream_key)).await.map_err(fetch)?;
-        let key: StreamKey = key_record.ok_or(Refusal::UnknownStreamKey)?.decode().map_err(fetch)?;
-        if key.value != stream_key {
-            return Err(Refusal::UnknownStreamKey);
-        }
-        let channel_record = self.store.get(&key.channel_arn).await.map_err(fetch)?.ok_or(Refusal::UnknownStreamKey)?;
-        let mut channel: Channel = channel_record.decode().map_err(fetch)?;
+        let mut channel = channel_of_stream_key(self.store.as_ref(), stream_key)
+            .await
+            .map_err(fetch)?
+            .ok_or(Refusal::UnknownStreamKey)?;
         crate::api::Resource::present(&mut channel, &self.endpoints);
         if !secure && !channel.insecure_ingest {
             return Err(Refusal::InsecureIngestNotAllowed);
@@ -154,10 +155,7 @@ impl IngestContext {
         }
     }
 
-    async fn referenced<T: serde::de::DeserializeOwned>(
-        &self,
-        arn: &str,
-    ) -> Result<Option<T>, openivs_model::IvsError> {
+    async fn referenced<T: serde::de::DeserializeOwned>(&self, arn: &str) -> Result<Option<T>, IvsError> {
         if arn.is_empty() {
             return Ok(None);
         }
@@ -165,6 +163,21 @@ impl IngestContext {
             Some(record) => Ok(Some(record.decode()?)),
             None => Ok(None),
         }
+    }
+}
+
+/// The channel a stream key (its value) belongs to, if any.
+pub async fn channel_of_stream_key(store: &dyn Store, stream_key: &str) -> Result<Option<Channel>, IvsError> {
+    let Some(key_record) = store.get_by_unique_key(&stream_key_index(stream_key)).await? else {
+        return Ok(None);
+    };
+    let key: StreamKey = key_record.decode()?;
+    if key.value != stream_key {
+        return Ok(None);
+    }
+    match store.get(&key.channel_arn).await? {
+        Some(record) => Ok(Some(record.decode()?)),
+        None => Ok(None),
     }
 }
 

@@ -8,7 +8,11 @@
 //! The channel's `multitrackInputConfiguration` rules: multitrack on a channel without it is
 //! refused (`MultitrackInputNotAllowed`), a track larger than its `maximumResolution` too
 //! (`InvalidMultitrackInputVideoTrackMediaProperties`); `REQUIRE` refuses a single-track publish
-//! (decided in `publish`, at the first picture).
+//! (decided in `publish`, at the first picture). A multitrack publish must use the authentication
+//! GetClientConfiguration answered ([`Answered`]), and send the tracks it was answered, in order:
+//! `GetClientConfigurationStreamKeyRequired`, `InvalidGetClientConfigurationStreamKey`,
+//! `InvalidMultitrackInputTrackCount` and `InvalidMultitrackInputVideoTrackMediaProperties`
+//! otherwise (sizes are compared; frame rates are not, being measured only later).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +21,7 @@ use bytes::Bytes;
 use openivs_media::h264::{DecoderConfiguration, SequenceParameterSet};
 use openivs_model::resources::{MultitrackInputConfiguration, VideoConfiguration};
 
+use super::client_configuration::Answered;
 use super::publish::{EndCode, video_configuration};
 use crate::live::hub::{Hub, MediaFrame, TrackConfig, TrackKind};
 
@@ -39,6 +44,8 @@ struct Track {
 pub struct Tracks {
     configuration: MultitrackInputConfiguration,
     tracks: BTreeMap<u8, Track>,
+    /// What the publish's stream name says about GetClientConfiguration.
+    answered: Answered,
 }
 
 /// A new track's rendition, for the playback to package: its name and hub.
@@ -49,7 +56,35 @@ pub struct NewRendition {
 
 impl Tracks {
     pub fn new(configuration: MultitrackInputConfiguration) -> Tracks {
-        Tracks { configuration, tracks: BTreeMap::new() }
+        Tracks { configuration, tracks: BTreeMap::new(), answered: Answered::Plain }
+    }
+
+    pub fn set_answered(&mut self, answered: Answered) {
+        self.answered = answered;
+    }
+
+    /// Whether the publish's authentication is a forged or foreign GetClientConfiguration answer.
+    pub fn answered_invalid(&self) -> bool {
+        self.answered == Answered::Invalid
+    }
+
+    /// Checks the publish's tracks (track 0 is `first`, width × height) against the answer its
+    /// authentication carries; a multitrack publish needs one.
+    pub fn check_answered(&self, first: (u32, u32)) -> Result<(), EndCode> {
+        let answered = match &self.answered {
+            Answered::Plain if self.is_multitrack() => return Err(Some("GetClientConfigurationStreamKeyRequired")),
+            Answered::Plain => return Ok(()),
+            Answered::Invalid => return Err(Some("InvalidGetClientConfigurationStreamKey")),
+            Answered::Tracks(answered) => answered,
+        };
+        if answered.len() != 1 + self.tracks.len() {
+            return Err(Some("InvalidMultitrackInputTrackCount"));
+        }
+        let sent = std::iter::once(first).chain(self.tracks.values().map(|t| (t.sps.width, t.sps.height)));
+        if !sent.zip(answered).all(|((width, height), a)| width == a.width && height == a.height) {
+            return Err(Some("InvalidMultitrackInputVideoTrackMediaProperties"));
+        }
+        Ok(())
     }
 
     /// Whether the publish sent more than one track.

@@ -286,6 +286,11 @@ async fn go_live(
 
 impl Publish {
     /// Notified when the stream is to stop (StopStream).
+    /// What the stream name said about GetClientConfiguration (RTMP; SRT has no multitrack).
+    pub fn set_answered(&mut self, answered: super::client_configuration::Answered) {
+        self.tracks.set_answered(answered);
+    }
+
     pub fn stop(&self) -> Arc<tokio::sync::Notify> {
         self.stream.stop.clone()
     }
@@ -364,6 +369,9 @@ impl Publish {
     /// stream's renditions are decided here (transcoding admitted), or, on a channel that takes
     /// multitrack video, at the first picture, once every track has announced itself.
     pub fn video_configuration(&mut self, config: &[u8]) -> Result<(), EndCode> {
+        if self.tracks.answered_invalid() {
+            return Err(Some("InvalidGetClientConfigurationStreamKey"));
+        }
         let (avcc, sps) = self.picture(config)?;
         self.stream.hub.set_config(TrackKind::Video, TrackConfig::video(&avcc, &sps, Bytes::copy_from_slice(config)));
         self.video = Some((avcc, sps));
@@ -383,6 +391,7 @@ impl Publish {
         }
         self.renditions_decided = true;
         let (width, height) = (sps.width, sps.height);
+        self.tracks.check_answered((width, height))?;
         if self.tracks.is_multitrack() && !self.tracks.within_maximum_resolution(width, height) {
             return Err(Some("InvalidMultitrackInputVideoTrackMediaProperties"));
         }

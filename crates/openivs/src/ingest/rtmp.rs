@@ -21,12 +21,22 @@ use openivs_media::rtmp::handshake::{self, C0_C1_LEN, C2_LEN};
 use openivs_media::rtmp::{Message, message_type};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::client_configuration::Answered;
 use super::publish::{self, EndCode, Outcome, Publish};
 use super::{Authorized, IngestContext, Refusal};
 use crate::live::hub::TrackKind;
 
 const OUR_CHUNK_SIZE: usize = 4096;
 const WINDOW_ACK_SIZE: u32 = 2_500_000;
+
+/// A publish the setup accepted: its channel, its stream key (without the stream name's query),
+/// what the query says about GetClientConfiguration, and the RTMP message stream it uses.
+struct Accepted {
+    authorized: Authorized,
+    stream_key: String,
+    answered: Answered,
+    stream_id: u32,
+}
 /// Bytes read per call; the buffer grows only while a chunk larger than this is arriving.
 const READ_BUFFER: usize = 16 * 1024;
 /// The application name IVS ingest uses.
@@ -159,22 +169,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     async fn run(&mut self, secure: bool, peer: SocketAddr, context: &IngestContext) -> Result<(), String> {
         let setup_timeout = crate::settings::Limits::seconds(context.limits.ingest_setup_timeout);
         let setup = tokio::time::timeout(setup_timeout, self.setup(secure, context)).await;
-        let (authorized, stream_key, stream_name_id) = match setup {
+        let accepted = match setup {
             Err(_) => return Err("setup timed out".into()),
             Ok(result) => match result? {
                 Some(ready) => ready,
                 None => return Ok(()),
             },
         };
-        self.publish(authorized, &stream_key, secure, stream_name_id, peer, context).await
+        self.publish(accepted, secure, peer, context).await
     }
 
     /// Handshake and commands up to an accepted `publish`. `None`: the peer left or was refused.
-    async fn setup(
-        &mut self,
-        secure: bool,
-        context: &IngestContext,
-    ) -> Result<Option<(Authorized, String, u32)>, String> {
+    async fn setup(&mut self, secure: bool, context: &IngestContext) -> Result<Option<Accepted>, String> {
         self.handshake().await?;
         loop {
             while let Some(message) = self.decoder.decode(&mut self.buffer).map_err(|e| e.to_string())? {
@@ -211,7 +217,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
         message: &Message,
         secure: bool,
         context: &IngestContext,
-    ) -> Result<Option<Option<(Authorized, String, u32)>>, String> {
+    ) -> Result<Option<Option<Accepted>>, String> {
         let name = values.first().and_then(Value::as_str).unwrap_or("");
         let transaction = values.get(1).and_then(Value::as_f64).unwrap_or(0.0);
         match name {
@@ -280,13 +286,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
             }
             "publish" => {
                 let stream_name = values.get(3).and_then(Value::as_str).unwrap_or("");
-                // Broadcast tools may append "?query" to the key.
-                let stream_key = stream_name.split('?').next().unwrap_or("");
+                // Broadcast tools may append "?query" to the key; GetClientConfiguration's
+                // answered authentication is the key with a signed query.
+                let (stream_key, query) = match stream_name.split_once('?') {
+                    Some((key, query)) => (key, Some(query)),
+                    None => (stream_name, None),
+                };
                 let stream_id = message.stream_id.max(1);
                 // A key that names no channel is refused here; the rest is decided when the
                 // session opens (IngestContext::open_session).
                 return match context.authorize(stream_key, secure).await {
-                    Ok(authorized) => Ok(Some(Some((authorized, stream_key.to_owned(), stream_id)))),
+                    Ok(authorized) => {
+                        let answered = context.client_configurations.verify(stream_key, query);
+                        Ok(Some(Some(Accepted { authorized, stream_key: stream_key.to_owned(), answered, stream_id })))
+                    }
                     Err(refusal) => {
                         self.refuse(refusal, stream_id).await?;
                         Ok(Some(None))
@@ -308,17 +321,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Connection<S> {
     /// Puts the publish on the air and receives its media until it ends.
     async fn publish(
         &mut self,
-        authorized: Authorized,
-        stream_key: &str,
+        accepted: Accepted,
         secure: bool,
-        stream_id: u32,
         peer: SocketAddr,
         context: &IngestContext,
     ) -> Result<(), String> {
-        let mut publish = match publish::begin(authorized, stream_key, secure, peer, context).await {
+        let Accepted { authorized, stream_key, answered, stream_id } = accepted;
+        let mut publish = match publish::begin(authorized, &stream_key, secure, peer, context).await {
             Ok(publish) => publish,
             Err(refusal) => return self.refuse(refusal, stream_id).await,
         };
+        publish.set_answered(answered);
         // The publisher is known now: frames may be as large as a keyframe gets.
         self.decoder.set_limits(Limits {
             max_message_len: context.limits.ingest_max_message,

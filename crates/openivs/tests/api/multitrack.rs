@@ -4,17 +4,23 @@
 //! does. On a channel whose `multitrackInputConfiguration` is enabled every track is a rendition
 //! of the multivariant playlist and an ingest configuration of the session; the channel's policy
 //! and maximum resolution refuse what IVS refuses, with IVS's codes.
+//!
+//! The broadcaster first asks GetClientConfiguration (`POST /api/v3/GetClientConfiguration`, the
+//! stream key as authentication) which tracks to encode, encodes exactly those, and publishes
+//! with the answered authentication, as OBS does; a publish that does otherwise is refused with
+//! IVS's GetClientConfiguration codes.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ivs::types::{
     ChannelType, ContainerFormat, MultitrackInputConfiguration, MultitrackMaximumResolution, MultitrackPolicy,
 };
 
-use crate::harness::{Server, raw_request, rtmps_url};
+use crate::harness::{RawResponse, Server, raw_request, rtmps_url};
 use crate::ingest::{Publisher, pattern_720p, wait_live};
 use crate::playback::path_of;
 
@@ -37,37 +43,95 @@ fn ffmpeg9() -> &'static str {
     })
 }
 
-/// A 10 s multitrack FLV (1280x720, 640x360, 256x144 at 30 fps, keyframes every 2 s on every
-/// track, AAC), encoded once.
-fn multitrack_pattern() -> &'static Path {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("openivs-test-media-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("multitrack-720-360-144.flv");
-        let status = Command::new(ffmpeg9())
-            .args(["-hide_banner", "-loglevel", "error", "-y"])
-            .args([
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=1280x720:rate=30",
-                "-f",
-                "lavfi",
-                "-i",
-                "sine=sample_rate=48000",
-            ])
-            .args(["-t", "10", "-filter_complex", "[0:v]split=3[a][b][c];[b]scale=640:360[b2];[c]scale=256:144[c2]"])
-            .args(["-map", "[a]", "-map", "[b2]", "-map", "[c2]", "-map", "1:a"])
-            .args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "60", "-keyint_min", "60"])
-            .args(["-sc_threshold", "0", "-b:v:0", "1500k", "-b:v:1", "500k", "-b:v:2", "150k"])
-            .args(["-c:a", "aac", "-b:a", "96k", "-f", "flv"])
-            .arg(&path)
-            .status()
-            .expect("FFmpeg 9 runs");
-        assert!(status.success(), "FFmpeg 9 could not encode the multitrack pattern");
-        path
-    })
+/// A 10 s multitrack FLV of `tracks` (width, height, kbit/s) at 30 fps, keyframes every 2 s on
+/// every track, AAC; encoded once per set of tracks.
+fn multitrack_pattern(tracks: &[(u32, u32, u32)]) -> PathBuf {
+    type Encoded = HashMap<Vec<(u32, u32, u32)>, PathBuf>;
+    static PATHS: OnceLock<Mutex<Encoded>> = OnceLock::new();
+    let mut paths = PATHS.get_or_init(Mutex::default).lock().unwrap();
+    if let Some(path) = paths.get(tracks) {
+        return path.clone();
+    }
+    let dir = std::env::temp_dir().join(format!("openivs-test-media-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let name: Vec<String> = tracks.iter().map(|(w, h, _)| format!("{w}x{h}")).collect();
+    let path = dir.join(format!("multitrack-{}.flv", name.join("-")));
+    let (first_width, first_height, _) = tracks[0];
+    let splits: String = (0..tracks.len()).map(|i| format!("[s{i}]")).collect();
+    let mut filter = format!("[0:v]split={}{splits}", tracks.len());
+    let mut command = Command::new(ffmpeg9());
+    command.args(["-hide_banner", "-loglevel", "error", "-y"]).args([
+        "-f",
+        "lavfi",
+        "-i",
+        &format!("testsrc2=size={first_width}x{first_height}:rate=30"),
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=sample_rate=48000",
+    ]);
+    for (i, (width, height, _)) in tracks.iter().enumerate() {
+        filter.push_str(&format!(";[s{i}]scale={width}:{height}[v{i}]"));
+    }
+    command.args(["-t", "10", "-filter_complex", &filter]);
+    for i in 0..tracks.len() {
+        command.args(["-map", &format!("[v{i}]")]);
+    }
+    command.args(["-map", "1:a"]);
+    command.args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "60", "-keyint_min", "60"]);
+    command.args(["-sc_threshold", "0", "-bf", "0"]);
+    for (i, (_, _, kbps)) in tracks.iter().enumerate() {
+        command.args([format!("-b:v:{i}"), format!("{kbps}k")]);
+    }
+    let status = command.args(["-c:a", "aac", "-b:a", "96k", "-f", "flv"]).arg(&path).status().expect("FFmpeg 9 runs");
+    assert!(status.success(), "FFmpeg 9 could not encode the multitrack pattern {name:?}");
+    paths.insert(tracks.to_vec(), path.clone());
+    path
+}
+
+/// Tracks of a pattern that matches no answer: 720p, 360p and 144p.
+const UNANSWERED_TRACKS: [(u32, u32, u32); 3] = [(1280, 720, 1500), (640, 360, 500), (256, 144, 150)];
+
+/// GetClientConfiguration as a broadcaster asks it: `authentication` and `preferences`.
+fn get_client_configuration(server: &Server, authentication: &str, preferences: serde_json::Value) -> RawResponse {
+    let request = serde_json::json!({
+        "authentication": authentication,
+        "schema_version": "2025-01-25",
+        "service": "IVS",
+        "client": { "name": "openivs-test", "version": "1", "supported_codecs": ["h264"] },
+        "capabilities": { "cpu": { "logical_cores": 2, "physical_cores": 2 }, "memory": { "total": 1, "free": 1 } },
+        "preferences": preferences,
+    });
+    let headers = [("content-type".to_owned(), "application/json".to_owned())];
+    raw_request(server, "POST", "/api/v3/GetClientConfiguration", &headers, &request.to_string())
+}
+
+/// The answer's tracks (width, height, kbit/s) and the RTMPS URL to publish them to.
+fn answered(answer: &serde_json::Value) -> (Vec<(u32, u32, u32)>, String) {
+    let tracks = answer["encoder_configurations"]
+        .as_array()
+        .expect("encoder_configurations")
+        .iter()
+        .map(|e| {
+            let number = |v: &serde_json::Value| v.as_u64().unwrap() as u32;
+            (number(&e["width"]), number(&e["height"]), number(&e["settings"]["bitrate"]))
+        })
+        .collect();
+    let endpoint = &answer["ingest_endpoints"][0];
+    assert_eq!(endpoint["protocol"], "RTMPS", "{answer}");
+    let url = endpoint["url_template"]
+        .as_str()
+        .unwrap()
+        .replace("{stream_key}", endpoint["authentication"].as_str().unwrap());
+    (tracks, url)
+}
+
+/// Asks GetClientConfiguration for `preferences` on the channel of `stream_key`; the answered
+/// tracks and the URL to publish them to.
+fn configured(server: &Server, stream_key: &str, preferences: serde_json::Value) -> (Vec<(u32, u32, u32)>, String) {
+    let response = get_client_configuration(server, stream_key, preferences);
+    assert_eq!(response.status, 200, "{}", response.body);
+    answered(&serde_json::from_str(&response.body).unwrap())
 }
 
 /// FFmpeg 9 publishing the multitrack pattern in a loop; killed on drop.
@@ -76,11 +140,12 @@ struct MultitrackPublisher {
 }
 
 impl MultitrackPublisher {
-    /// Publishes to `url` over RTMPS, trusting the server's certificate (FFmpeg 9 verifies it).
-    fn start(server: &Server, url: &str) -> MultitrackPublisher {
+    /// Publishes `tracks` to `url` over RTMPS, trusting the server's certificate (FFmpeg 9
+    /// verifies it).
+    fn start(server: &Server, url: &str, tracks: &[(u32, u32, u32)]) -> MultitrackPublisher {
         let child = Command::new(ffmpeg9())
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
-            .arg(multitrack_pattern())
+            .arg(multitrack_pattern(tracks))
             .args(["-map", "0", "-c", "copy", "-ca_file"])
             .arg(server.data_dir.join("rtmps-certificate.pem"))
             .args(["-f", "flv", url])
@@ -110,12 +175,16 @@ impl Drop for MultitrackPublisher {
     }
 }
 
-/// A STANDARD fMP4 channel with `multitrack` (None: multitrack left off); its ARN, RTMPS URL
-/// and playback URL.
-async fn channel(
-    server: &Server,
-    multitrack: Option<(MultitrackPolicy, MultitrackMaximumResolution)>,
-) -> (String, String, String) {
+/// A STANDARD fMP4 channel with `multitrack` (None: multitrack left off).
+struct TestChannel {
+    arn: String,
+    /// The plain stream key's RTMPS URL.
+    rtmps: String,
+    stream_key: String,
+    playback_url: String,
+}
+
+async fn channel(server: &Server, multitrack: Option<(MultitrackPolicy, MultitrackMaximumResolution)>) -> TestChannel {
     let mut builder = server
         .client()
         .create_channel()
@@ -132,7 +201,12 @@ async fn channel(
     }
     let out = builder.send().await.unwrap();
     let channel = out.channel().unwrap();
-    (channel.arn().unwrap().to_owned(), rtmps_url(&out), channel.playback_url().unwrap().to_owned())
+    TestChannel {
+        arn: channel.arn().unwrap().to_owned(),
+        rtmps: rtmps_url(&out),
+        stream_key: out.stream_key().unwrap().value().unwrap().to_owned(),
+        playback_url: channel.playback_url().unwrap().to_owned(),
+    }
 }
 
 /// The code of the channel's (only) session's "Session Ended" event, once it has one.
@@ -150,20 +224,79 @@ async fn end_code(server: &Server, arn: &str) -> Option<String> {
     panic!("{arn}: no session ended within 20 s; log:\n{}", server.log_text());
 }
 
+/// A broadcaster at 1280x720, 30 fps, that can encode three tracks.
+fn three_tracks_of_720p() -> serde_json::Value {
+    serde_json::json!({
+        "width": 1280, "height": 720, "canvas_width": 1280, "canvas_height": 720,
+        "framerate": { "numerator": 30, "denominator": 1 }, "maximum_video_tracks": 3, "vod_track_audio": false,
+    })
+}
+
+#[tokio::test]
+async fn get_client_configuration_answers_as_the_integration_api() {
+    let server = Server::start();
+    let multitrack = channel(&server, Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::FullHd))).await;
+    let response = get_client_configuration(&server, &multitrack.stream_key, three_tracks_of_720p());
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(response.header("content-type").is_some_and(|t| t.starts_with("application/json")));
+    let answer: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(answer["meta"]["service"], "IVS");
+    assert_eq!(answer["meta"]["schema_version"], "2025-01-25");
+    assert!(answer["meta"]["config_id"].as_str().is_some_and(|id| !id.is_empty()));
+    let (tracks, url) = answered(&answer);
+    assert_eq!(tracks, [(1280, 720, 3000), (854, 480, 1500), (640, 360, 800)]);
+    for encoder in answer["encoder_configurations"].as_array().unwrap() {
+        assert_eq!(encoder["framerate"], serde_json::json!({ "numerator": 30, "denominator": 1 }));
+        assert_eq!(encoder["settings"]["keyint_sec"], 2);
+        assert_eq!(encoder["settings"]["bf"], 0);
+        let points = encoder["bitrate_interpolation_points"].as_array().unwrap();
+        assert_eq!(points.last(), Some(&encoder["settings"]["bitrate"]));
+    }
+    assert_eq!(answer["audio_configurations"]["live"][0]["channels"], 2);
+    // The answered authentication is the key with a signed answer; the URL is the channel's RTMPS
+    // ingest endpoint.
+    let plain = multitrack.rtmps.rsplit_once('/').unwrap().0;
+    assert!(url.starts_with(&format!("{plain}/{}?", multitrack.stream_key)), "{url} vs {plain}");
+    // The reference's schema version too; the channel's maximum resolution caps the top track.
+    let capped = channel(&server, Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::Sd))).await;
+    let mut request = three_tracks_of_720p();
+    request["maximum_video_tracks"] = 2.into();
+    let response = get_client_configuration(&server, &capped.stream_key, request);
+    let answer: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(answered(&answer).0, [(854, 480, 1500), (640, 360, 800)]);
+
+    // Refusals: a JSON status a broadcaster can show.
+    let refusal = |response: RawResponse, status: u16| {
+        assert_eq!(response.status, status, "{}", response.body);
+        let body: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+        assert_eq!(body["status"]["result"], "error", "{body}");
+        assert!(body["status"]["html_en_us"].as_str().is_some_and(|m| !m.is_empty()));
+    };
+    refusal(get_client_configuration(&server, "sk_us-west-2_nope", three_tracks_of_720p()), 403);
+    refusal(get_client_configuration(&server, "", three_tracks_of_720p()), 401);
+    let headers = [("content-type".to_owned(), "application/json".to_owned())];
+    refusal(raw_request(&server, "POST", "/api/v3/GetClientConfiguration", &headers, "{not json"), 400);
+    let future = serde_json::json!({ "authentication": multitrack.stream_key, "schema_version": "2099-01-01" });
+    refusal(raw_request(&server, "POST", "/api/v3/GetClientConfiguration", &headers, &future.to_string()), 400);
+    // No SigV4 on it, and no IVS operation at other methods.
+    assert_eq!(raw_request(&server, "GET", "/api/v3/GetClientConfiguration", &[], "").status, 405);
+}
+
 #[tokio::test]
 async fn every_track_is_a_rendition() {
     let server = Server::start();
     let client = server.client();
-    let (arn, rtmps, playback_url) =
-        channel(&server, Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::FullHd))).await;
-    let _publisher = MultitrackPublisher::start(&server, &rtmps);
-    wait_live(&server, &arn, Duration::from_secs(20)).await;
+    let multitrack = channel(&server, Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::FullHd))).await;
+    let (tracks, url) = configured(&server, &multitrack.stream_key, three_tracks_of_720p());
+    let _publisher = MultitrackPublisher::start(&server, &url, &tracks);
+    let (arn, playback_url) = (&multitrack.arn, &multitrack.playback_url);
+    wait_live(&server, arn, Duration::from_secs(20)).await;
 
     // The multivariant playlist lists the three tracks, best first, each with its own measured
     // bandwidth, resolution and codec.
     let deadline = Instant::now() + Duration::from_secs(15);
     let variants = loop {
-        let multivariant = raw_request(&server, "GET", &path_of(&playback_url), &[], "");
+        let multivariant = raw_request(&server, "GET", &path_of(playback_url), &[], "");
         let variants: Vec<(String, String)> = multivariant
             .body
             .lines()
@@ -180,7 +313,7 @@ async fn every_track_is_a_rendition() {
         .iter()
         .map(|(tag, _)| tag.split("RESOLUTION=").nth(1).unwrap_or("").split(',').next().unwrap())
         .collect();
-    assert_eq!(resolutions, ["1280x720", "640x360", "256x144"], "{variants:?}");
+    assert_eq!(resolutions, ["1280x720", "854x480", "640x360"], "{variants:?}");
     let bandwidths: Vec<u64> = variants
         .iter()
         .map(|(tag, _)| tag.split("BANDWIDTH=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap())
@@ -200,44 +333,80 @@ async fn every_track_is_a_rendition() {
 
     // The session describes every track.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let session = client.get_stream_session().channel_arn(&arn).send().await.unwrap();
+    let session = client.get_stream_session().channel_arn(arn).send().await.unwrap();
     let session = session.stream_session().unwrap();
     let videos = session.ingest_configurations().unwrap().video_configurations();
     let tracks: Vec<(&str, i64, i64)> =
         videos.iter().map(|v| (v.track().unwrap(), v.video_width(), v.video_height())).collect();
-    assert_eq!(tracks, [("Track0", 1280, 720), ("Track1", 640, 360), ("Track2", 256, 144)]);
+    assert_eq!(tracks, [("Track0", 1280, 720), ("Track1", 854, 480), ("Track2", 640, 360)]);
     assert!(videos.iter().all(|v| (v.target_framerate() - 30).abs() <= 1 && v.target_bitrate() > 50_000), "{videos:?}");
     assert_eq!(session.ingest_configuration().unwrap().video().unwrap().track(), Some("Track0"));
+}
+
+/// Publishes `tracks` to `url` and expects the publish refused with `code`.
+async fn refused(server: &Server, arn: &str, url: &str, tracks: &[(u32, u32, u32)], code: &str) {
+    let mut publisher = MultitrackPublisher::start(server, url, tracks);
+    assert!(publisher.exited_within(Duration::from_secs(20)), "{code}: the publish was not refused");
+    assert_eq!(end_code(server, arn).await.as_deref(), Some(code));
 }
 
 #[tokio::test]
 async fn the_channel_policy_and_maximum_resolution_refuse_as_ivs_does() {
     let server = Server::start();
+    let allow = Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::FullHd));
     // Multitrack on a channel that does not take it.
-    let (off, rtmps, _) = channel(&server, None).await;
-    let mut publisher = MultitrackPublisher::start(&server, &rtmps);
-    assert!(publisher.exited_within(Duration::from_secs(20)), "a multitrack publish to a channel without it");
-    assert_eq!(end_code(&server, &off).await.as_deref(), Some("MultitrackInputNotAllowed"));
+    let off = channel(&server, None).await;
+    refused(&server, &off.arn, &off.rtmps, &UNANSWERED_TRACKS, "MultitrackInputNotAllowed").await;
 
     // A single track where multitrack is required.
-    let (required, rtmps, _) =
-        channel(&server, Some((MultitrackPolicy::Require, MultitrackMaximumResolution::FullHd))).await;
-    let mut single = Publisher::start(&rtmps, pattern_720p());
+    let required = channel(&server, Some((MultitrackPolicy::Require, MultitrackMaximumResolution::FullHd))).await;
+    let mut single = Publisher::start(&required.rtmps, pattern_720p());
     assert!(single.exited_within(Duration::from_secs(20)).is_some(), "a single track where multitrack is required");
-    assert_eq!(end_code(&server, &required).await.as_deref(), Some("MultitrackInputRequired"));
+    assert_eq!(end_code(&server, &required.arn).await.as_deref(), Some("MultitrackInputRequired"));
 
-    // A track above the channel's maximum resolution: 720p where SD (480p) is the most.
-    let (capped, rtmps, _) = channel(&server, Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::Sd))).await;
-    let mut publisher = MultitrackPublisher::start(&server, &rtmps);
-    assert!(publisher.exited_within(Duration::from_secs(20)), "a track above the maximum resolution");
-    assert_eq!(end_code(&server, &capped).await.as_deref(), Some("InvalidMultitrackInputVideoTrackMediaProperties"));
-    // Within HD, the same publish goes live.
-    let (within, rtmps, _) = channel(&server, Some((MultitrackPolicy::Require, MultitrackMaximumResolution::Hd))).await;
-    let _publisher = MultitrackPublisher::start(&server, &rtmps);
-    wait_live(&server, &within, Duration::from_secs(20)).await;
+    // Multitrack with the plain stream key, not GetClientConfiguration's answer.
+    let plain = channel(&server, allow.clone()).await;
+    refused(&server, &plain.arn, &plain.rtmps, &UNANSWERED_TRACKS, "GetClientConfigurationStreamKeyRequired").await;
 
-    // ALLOW takes a single track too, as any stream.
-    let (allowed, rtmps, _) = channel(&server, Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::Hd))).await;
-    let _single = Publisher::start(&rtmps, pattern_720p());
-    wait_live(&server, &allowed, Duration::from_secs(20)).await;
+    // An answer altered, or answered for another channel's key.
+    let tampered = channel(&server, allow.clone()).await;
+    let (tracks, url) = configured(&server, &tampered.stream_key, three_tracks_of_720p());
+    let forged = match url.strip_suffix('A') {
+        Some(rest) => format!("{rest}B"),
+        None => format!("{}A", &url[..url.len() - 1]),
+    };
+    refused(&server, &tampered.arn, &forged, &tracks, "InvalidGetClientConfigurationStreamKey").await;
+    let foreign = channel(&server, allow.clone()).await;
+    let (_, their_url) = configured(&server, &plain.stream_key, three_tracks_of_720p());
+    let query = their_url.split_once('?').unwrap().1;
+    let url = format!("{}?{query}", foreign.rtmps);
+    refused(&server, &foreign.arn, &url, &tracks, "InvalidGetClientConfigurationStreamKey").await;
+
+    // More tracks than answered, and tracks other than answered.
+    let counted = channel(&server, allow.clone()).await;
+    let mut two = three_tracks_of_720p();
+    two["maximum_video_tracks"] = 2.into();
+    let (answered_two, url) = configured(&server, &counted.stream_key, two);
+    assert_eq!(answered_two.len(), 2);
+    refused(&server, &counted.arn, &url, &tracks, "InvalidMultitrackInputTrackCount").await;
+    let other = channel(&server, allow.clone()).await;
+    let (_, url) = configured(&server, &other.stream_key, three_tracks_of_720p());
+    refused(&server, &other.arn, &url, &UNANSWERED_TRACKS, "InvalidMultitrackInputVideoTrackMediaProperties").await;
+
+    // A track above the channel's maximum resolution: 720p where SD (480p) is the most, sent
+    // with an answer (for 480p) all the same.
+    let capped = channel(&server, Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::Sd))).await;
+    let (_, url) = configured(&server, &capped.stream_key, three_tracks_of_720p());
+    refused(&server, &capped.arn, &url, &tracks, "InvalidMultitrackInputVideoTrackMediaProperties").await;
+    // Within HD, the answered publish goes live.
+    let within = channel(&server, Some((MultitrackPolicy::Require, MultitrackMaximumResolution::Hd))).await;
+    let (answered_tracks, url) = configured(&server, &within.stream_key, three_tracks_of_720p());
+    assert_eq!(answered_tracks, tracks);
+    let _publisher = MultitrackPublisher::start(&server, &url, &answered_tracks);
+    wait_live(&server, &within.arn, Duration::from_secs(20)).await;
+
+    // ALLOW takes a single track too, as any stream, with the plain key.
+    let allowed = channel(&server, Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::Hd))).await;
+    let _single = Publisher::start(&allowed.rtmps, pattern_720p());
+    wait_live(&server, &allowed.arn, Duration::from_secs(20)).await;
 }
