@@ -14,6 +14,7 @@ mod faults;
 mod ingest;
 mod metadata;
 mod multitrack;
+mod multitrack_broadcaster;
 mod playback;
 mod playback_key_pairs;
 mod private_channels;

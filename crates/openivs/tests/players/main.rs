@@ -19,6 +19,10 @@ mod harness;
 #[path = "../api/tokens.rs"]
 mod tokens;
 
+#[path = "../api/multitrack_broadcaster.rs"]
+#[allow(dead_code)]
+mod multitrack_broadcaster;
+
 mod abr;
 mod access;
 mod clock;
