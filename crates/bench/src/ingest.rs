@@ -109,12 +109,14 @@ impl Drop for Publishers {
     }
 }
 
-/// One `ffmpeg -re -stream_loop -1 -c copy` publisher of `input` to `url`.
+/// One `ffmpeg -re -stream_loop -1 -c copy` publisher of `input` to `url`: FLV over RTMP(S),
+/// MPEG-TS over SRT.
 pub(crate) fn publisher(url: &str, input: &Path) -> Result<Child, String> {
+    let format = if url.starts_with("srt://") { "mpegts" } else { "flv" };
     Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
         .arg(input)
-        .args(["-c", "copy", "-f", "flv", url])
+        .args(["-c", "copy", "-f", format, url])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -16,6 +16,7 @@ mod http_client;
 mod ingest;
 mod playback;
 mod recording;
+mod srt;
 mod transcode;
 
 use std::path::PathBuf;
@@ -115,6 +116,12 @@ fn main() {
             samples: args.samples,
             out_dir,
         })),
+        "srt" => run_async(srt::run(srt::SrtArgs {
+            streams: args.streams.clone().unwrap_or_else(|| vec![1, 10]),
+            warmup: Duration::from_secs_f64(args.warmup),
+            measure: Duration::from_secs_f64(args.seconds.max(5.0)),
+            out_dir,
+        })),
         "fanout" => run_async(fanout::run(fanout::FanoutArgs {
             clients: args.clients.clone().unwrap_or_else(|| vec![100, 1000]),
             warmup: Duration::from_secs_f64(args.warmup),
@@ -124,6 +131,7 @@ fn main() {
         _ => {
             eprintln!("usage: openivs-bench control-plane [--seconds N] [--moto PATH-TO-moto_server]");
             eprintln!("       openivs-bench ingest [--streams 1,10,50] [--warmup S] [--seconds S]");
+            eprintln!("       openivs-bench srt [--streams 1,10] [--warmup S] [--seconds S]");
             eprintln!("       openivs-bench playback [--seconds S]");
             eprintln!("       openivs-bench fanout [--clients 100,1000] [--warmup S] [--seconds S]");
             eprintln!("       openivs-bench access [--clients 16] [--seconds S]");
@@ -206,7 +214,8 @@ async fn start_openivs_with(extra: &[&str]) -> Result<Peer, String> {
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(&data_dir)
         .args(["--rtmp-addr", &format!("127.0.0.1:{rtmp_port}"), "--rtmps-addr", &format!("127.0.0.1:{rtmps_port}")])
-        .args(["--srt-addr", "127.0.0.1:0", "--log", "warn", "--quota-channels", "1000000"])
+        .args(if extra.contains(&"--srt-addr") { &[][..] } else { &["--srt-addr", "127.0.0.1:0"][..] })
+        .args(["--log", "warn", "--quota-channels", "1000000"])
         // Every benchmark client comes from 127.0.0.1: lift the per-address caps that are there
         // to keep one real client from taking everything.
         .args(["--http-max-connections-per-address", "100000", "--playback-max-viewer-sessions-per-address", "100000"])

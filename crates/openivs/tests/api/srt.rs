@@ -207,14 +207,38 @@ async fn insecure_ingest_takes_unencrypted_srt() {
 }
 
 /// A UDP relay between the broadcaster and the server that drops one packet in `drop_one_in`
-/// from the broadcaster and swaps the order of every `swap_every`-th pair: a poor network.
+/// from the broadcaster, swaps the order of every `swap_every`-th pair, and delays every packet
+/// by [`LossyLink::DELAY`] each way: a poor, distant network (what `tc netem` would make,
+/// without needing root and a network namespace).
 struct LossyLink {
     address: String,
     dropped: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 }
 
+/// Sends each packet given to it `delay` after it was given, in order.
+fn delayed_sender(delay: Duration, send: impl Fn(&[u8]) + Send + 'static) -> std::sync::mpsc::Sender<Vec<u8>> {
+    let (queue, packets) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        for (due, packet) in packets {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            send(&packet);
+        }
+    });
+    let (input, given) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        for packet in given {
+            if queue.send((Instant::now() + delay, packet)).is_err() {
+                break;
+            }
+        }
+    });
+    input
+}
+
 impl LossyLink {
+    const DELAY: Duration = Duration::from_millis(50);
+
     fn start(server_address: &str, drop_one_in: u64, swap_every: u64) -> LossyLink {
         let outside = UdpSocket::bind("127.0.0.1:0").unwrap();
         let inside = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -229,6 +253,9 @@ impl LossyLink {
             // Broadcaster to server: lossy.
             let (outside, inside, caller, dropped, stop) =
                 (outside.clone(), inside.clone(), caller.clone(), dropped.clone(), stop.clone());
+            let to_server = delayed_sender(Self::DELAY, move |packet| {
+                let _ = inside.send(packet);
+            });
             std::thread::spawn(move || {
                 let mut buffer = [0u8; 2048];
                 let mut held: Option<Vec<u8>> = None;
@@ -246,23 +273,26 @@ impl LossyLink {
                         held = Some(buffer[..length].to_vec());
                         continue;
                     }
-                    let _ = inside.send(&buffer[..length]);
+                    let _ = to_server.send(buffer[..length].to_vec());
                     if let Some(packet) = held.take() {
-                        let _ = inside.send(&packet);
+                        let _ = to_server.send(packet);
                     }
                 }
             });
         }
         {
-            // Server to broadcaster (acknowledgements, loss reports): as is.
+            // Server to broadcaster (acknowledgements, loss reports): delayed, not lost.
             let (outside, inside, stop) = (outside.clone(), inside.clone(), stop.clone());
+            let to_caller = delayed_sender(Self::DELAY, move |packet| {
+                if let Some(to) = *caller.lock().unwrap() {
+                    let _ = outside.send_to(packet, to);
+                }
+            });
             std::thread::spawn(move || {
                 let mut buffer = [0u8; 2048];
                 while !stop.load(Ordering::Relaxed) {
                     let Ok(length) = inside.recv(&mut buffer) else { continue };
-                    if let Some(to) = *caller.lock().unwrap() {
-                        let _ = outside.send_to(&buffer[..length], to);
-                    }
+                    let _ = to_caller.send(buffer[..length].to_vec());
                 }
             });
         }
@@ -292,10 +322,12 @@ fn decode(url: &str) -> (u64, String) {
 async fn a_lossy_link_still_gives_complete_segments() {
     let server = Server::start();
     let channel = srt_channel(&server, false, ChannelLatencyMode::NormalLatency).await;
-    // 2 % of packets lost, 1 in 25 reordered.
-    let link = LossyLink::start(&server.srt_address, 50, 25);
+    // 5 % of packets lost, 1 in 25 reordered, 50 ms each way. The broadcaster sets SRT's latency
+    // window to 4 round trips, as SRT's guidance asks for a lossy link (ffmpeg: microseconds).
+    let link = LossyLink::start(&server.srt_address, 20, 25);
     let endpoint = link.address.clone();
-    let _publisher = Publisher::start_srt(&srt_url(&endpoint, &channel.key, Some(&channel.passphrase)), pattern_720p());
+    let url = format!("{}&latency=400000", srt_url(&endpoint, &channel.key, Some(&channel.passphrase)));
+    let _publisher = Publisher::start_srt(&url, pattern_720p());
     wait_live(&server, &channel.arn, Duration::from_secs(20)).await;
     // Segments that began after the start: each complete, every frame decodable.
     let multivariant = raw_request(&server, "GET", &path_of(&channel.playback_url), &[], "");
