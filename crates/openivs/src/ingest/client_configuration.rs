@@ -30,7 +30,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::multitrack::MAX_TRACKS;
+use super::multitrack::{MAX_TRACKS, maximum_resolution};
 use crate::api::Endpoints;
 use crate::store::Store;
 
@@ -101,15 +101,8 @@ struct Request {
     authentication: Option<String>,
     schema_version: Option<String>,
     service: Option<String>,
-    client: Client,
     capabilities: Capabilities,
     preferences: Preferences,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(default)]
-struct Client {
-    supported_codecs: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -234,7 +227,8 @@ impl ClientConfigurations {
         let config_id = crate::api::random_uuid();
         let authentication = self.authentication(stream_key, &config_id, &tracks);
         let nvidia = request.capabilities.gpu.iter().any(|gpu| gpu.vendor_id == Some(0x10de));
-        let _ = &request.client.supported_codecs; // (H.264 is answered whatever else a client takes.)
+        // (H.264 whatever else the client lists in `client.supported_codecs`: HEVC tracks are not
+        // taken yet.)
         let encoder = if nvidia { "jim_nvenc" } else { "obs_x264" };
         let encoder_configurations: Vec<Value> = tracks
             .iter()
@@ -299,11 +293,7 @@ fn ladder(channel: &Channel, request: &Request) -> Vec<Track> {
         .framerate
         .filter(|f| f.numerator > 0 && f.denominator > 0 && f.numerator / f.denominator <= 60)
         .map_or((30, 1), |f| (f.numerator, f.denominator));
-    let max_lines = match channel.multitrack_input_configuration.maximum_resolution.as_deref() {
-        Some("SD") => 480,
-        Some("HD") => 720,
-        _ => 1080,
-    };
+    let (_, max_lines) = maximum_resolution(&channel.multitrack_input_configuration);
     let landscape = canvas_width >= canvas_height;
     let (long, short) = if landscape { (canvas_width, canvas_height) } else { (canvas_height, canvas_width) };
     let even = |x: f64| ((x / 2.0).round() as u32 * 2).max(2);

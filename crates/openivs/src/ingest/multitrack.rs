@@ -48,6 +48,16 @@ pub struct Tracks {
     answered: Answered,
 }
 
+/// The largest picture (long edge, short edge) a channel's `maximumResolution` takes: SD 480p,
+/// HD 720p, FULL_HD (the default) 1080p.
+pub fn maximum_resolution(configuration: &MultitrackInputConfiguration) -> (u32, u32) {
+    match configuration.maximum_resolution.as_deref() {
+        Some("SD") => (854, 480),
+        Some("HD") => (1280, 720),
+        _ => (1920, 1080),
+    }
+}
+
 /// A new track's rendition, for the playback to package: its name and hub.
 pub struct NewRendition {
     pub name: String,
@@ -105,11 +115,7 @@ impl Tracks {
     /// Whether a picture of this size is within the channel's `maximumResolution` (SD 480p,
     /// HD 720p, FULL_HD 1080p; the short edge and the long edge both count).
     pub fn within_maximum_resolution(&self, width: u32, height: u32) -> bool {
-        let (long, short) = match self.configuration.maximum_resolution.as_deref() {
-            Some("SD") => (854, 480),
-            Some("HD") => (1280, 720),
-            _ => (1920, 1080),
-        };
+        let (long, short) = maximum_resolution(&self.configuration);
         width.max(height) <= long && width.min(height) <= short
     }
 

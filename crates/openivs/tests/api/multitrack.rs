@@ -119,6 +119,10 @@ async fn get_client_configuration_answers_as_the_integration_api() {
     refusal(raw_request(&server, "POST", "/api/v3/GetClientConfiguration", &headers, "{not json"), 400);
     let future = serde_json::json!({ "authentication": multitrack.stream_key, "schema_version": "2099-01-01" });
     refusal(raw_request(&server, "POST", "/api/v3/GetClientConfiguration", &headers, &future.to_string()), 400);
+    // The body is bounded as every request's is (--http-max-request-body, 64 KiB by default).
+    let oversized =
+        format!("{{\"authentication\": \"{}\", \"pad\": \"{}\"}}", multitrack.stream_key, "x".repeat(70_000));
+    refusal(raw_request(&server, "POST", "/api/v3/GetClientConfiguration", &headers, &oversized), 400);
     // No SigV4 on it, and no IVS operation at other methods.
     assert_eq!(raw_request(&server, "GET", "/api/v3/GetClientConfiguration", &[], "").status, 405);
 }
