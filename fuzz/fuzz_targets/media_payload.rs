@@ -1,4 +1,4 @@
-//! Any bytes as an AMF0, FLV, AVC configuration, SPS, AAC configuration or handshake payload: never a panic.
+//! Any bytes as an AMF0, FLV, AVC or HEVC configuration, SPS, AAC configuration or handshake payload: never a panic.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 

@@ -1,9 +1,10 @@
 //! Fragmented MP4 (CMAF) for HLS: the initialisation segment (`ftyp` + `moov` describing one
-//! H.264 track and one AAC track) and media fragments (`moof` + `mdat`), one per part. H.264
+//! H.264 or HEVC track and one AAC track) and media fragments (`moof` + `mdat`), one per part. H.264
 //! samples stay length-prefixed as in the `avcC` record; AAC samples are raw frames. Timed
 //! metadata rides in `emsg` boxes placed before a fragment's `moof`.
 
 use crate::aac::AudioSpecificConfig;
+use crate::video::VideoCoding;
 
 pub const VIDEO_TRACK: u32 = 1;
 pub const AUDIO_TRACK: u32 = 2;
@@ -71,11 +72,19 @@ pub fn emsg_id3(scheme: &str, timescale: u32, presentation_time: u64, id: u32, i
     full_box(b"emsg", 1, 0, &content)
 }
 
+/// The video track of an init segment: its coding, decoder configuration record and picture size.
+#[derive(Debug, Clone)]
+pub struct InitVideo<'a> {
+    pub coding: VideoCoding,
+    pub record: &'a [u8],
+    pub width: u32,
+    pub height: u32,
+}
+
 /// What the init segment describes.
 #[derive(Debug, Clone)]
 pub struct InitTracks<'a> {
-    /// The `avcC` record, and the picture size.
-    pub video: Option<(&'a [u8], u32, u32)>,
+    pub video: Option<InitVideo<'a>>,
     /// The AudioSpecificConfig bytes and what they say.
     pub audio: Option<(&'a [u8], AudioSpecificConfig)>,
 }
@@ -130,7 +139,10 @@ fn empty_tables() -> Vec<u8> {
     ])
 }
 
-fn avc1(avcc: &[u8], width: u32, height: u32) -> Vec<u8> {
+/// The visual sample entry of `video`: `avc1` holding `avcC`, or `hvc1` holding `hvcC` (the
+/// sample entry Apple's players require for HEVC).
+fn visual_sample_entry(video: &InitVideo<'_>) -> Vec<u8> {
+    let (width, height) = (video.width, video.height);
     let mut c = vec![0; 6];
     c.extend_from_slice(&1u16.to_be_bytes());
     c.extend_from_slice(&[0; 16]);
@@ -143,8 +155,10 @@ fn avc1(avcc: &[u8], width: u32, height: u32) -> Vec<u8> {
     c.extend_from_slice(&[0; 32]);
     c.extend_from_slice(&0x0018u16.to_be_bytes());
     c.extend_from_slice(&(-1i16).to_be_bytes());
-    c.extend_from_slice(&boxed(b"avcC", avcc));
-    boxed(b"avc1", &c)
+    match video.coding {
+        VideoCoding::Avc => boxed(b"avc1", &[c, boxed(b"avcC", video.record)].concat()),
+        VideoCoding::Hevc => boxed(b"hvc1", &[c, boxed(b"hvcC", video.record)].concat()),
+    }
 }
 
 fn descriptor(tag: u8, content: &[u8]) -> Vec<u8> {
@@ -218,17 +232,10 @@ pub fn init_segment(tracks: &InitTracks<'_>) -> Vec<u8> {
     mvhd.extend_from_slice(&3u32.to_be_bytes());
     let mut moov = vec![full_box(b"mvhd", 0, 0, &mvhd)];
     let mut mvex = Vec::new();
-    if let Some((avcc, width, height)) = tracks.video {
+    if let Some(video) = &tracks.video {
         let vmhd = full_box(b"vmhd", 0, 1, &[0; 8]);
-        moov.push(trak(
-            VIDEO_TRACK,
-            VIDEO_TIMESCALE,
-            b"vide",
-            "VideoHandler",
-            vmhd,
-            avc1(avcc, width, height),
-            (width, height),
-        ));
+        let size = (video.width, video.height);
+        moov.push(trak(VIDEO_TRACK, VIDEO_TIMESCALE, b"vide", "VideoHandler", vmhd, visual_sample_entry(video), size));
         mvex.push(trex(VIDEO_TRACK));
     }
     if let Some((bytes, asc)) = &tracks.audio {
@@ -344,8 +351,9 @@ mod tests {
     #[test]
     fn init_segment_structure() {
         let asc = AudioSpecificConfig { object_type: 2, sample_rate: 48000, channels: 2 };
+        let record = [1, 0x64, 0, 0x1f, 0xff, 0xe0, 0];
         let init = init_segment(&InitTracks {
-            video: Some((&[1, 0x64, 0, 0x1f, 0xff, 0xe0, 0], 1280, 720)),
+            video: Some(InitVideo { coding: VideoCoding::Avc, record: &record, width: 1280, height: 720 }),
             audio: Some((&[0x11, 0x90], asc)),
         });
         let top: Vec<String> = boxes(&init).into_iter().map(|(t, _)| t).collect();

@@ -90,7 +90,7 @@ pub struct SequenceParameterSet {
 }
 
 /// Removes emulation-prevention bytes (00 00 03 → 00 00).
-fn unescape(nal: &[u8]) -> Vec<u8> {
+pub(crate) fn unescape(nal: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(nal.len());
     let mut zeros = 0;
     for &byte in nal {

@@ -6,6 +6,8 @@
 //! - [`amf0`]: Action Message Format 0, the encoding of RTMP commands and metadata;
 //! - [`flv`]: FLV audio/video tag bodies as RTMP carries them (legacy and Enhanced RTMP);
 //! - [`h264`]: AVC decoder configuration records and SPS parsing (codec string, size);
+//! - [`h265`]: HEVC decoder configuration records and SPS parsing (multitrack HEVC tracks);
+//! - [`video`]: either record reduced to what packaging and reporting need;
 //! - [`aac`]: AAC AudioSpecificConfig;
 //! - [`id3`]: ID3v2.4 tags, the form of timed metadata in HLS;
 //! - [`scte35`]: SCTE-35 splice_insert sections, the ad-break cues of HLS playlists;
@@ -17,12 +19,14 @@ pub mod bits;
 pub mod flv;
 pub mod fmp4;
 pub mod h264;
+pub mod h265;
 pub mod hls;
 pub mod id3;
 pub mod rtmp;
 pub mod scte35;
 pub mod ts;
 pub mod ts_demux;
+pub mod video;
 
 /// Why some bytes could not be parsed. Parsers never panic on bad input; they return this.
 #[derive(Debug, Clone, PartialEq, Eq)]

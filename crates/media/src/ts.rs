@@ -1,9 +1,11 @@
 //! MPEG-2 Transport Stream muxing for HLS segments: PAT and PMT, PES packets with PTS/DTS,
 //! PCR on the video PID, continuity counters per PID, stuffing through the adaptation field, and a
-//! timed-metadata PID (ID3, stream type 0x15) for PutMetadata. Video is H.264 in Annex B with an
-//! access unit delimiter (and SPS/PPS before each IDR); audio is AAC in ADTS.
+//! timed-metadata PID (ID3, stream type 0x15) for PutMetadata. Video is H.264 (or HEVC, a
+//! multitrack rendition's, in recordings) in Annex B with an access unit delimiter (and the
+//! parameter sets before each keyframe); audio is AAC in ADTS.
 
 use crate::aac::AudioSpecificConfig;
+use crate::video::{VideoCoding, VideoRecord};
 
 pub const PACKET_LEN: usize = 188;
 pub const PMT_PID: u16 = 0x1000;
@@ -33,6 +35,7 @@ pub struct Tracks {
 
 pub struct TsMuxer {
     tracks: Tracks,
+    video_coding: VideoCoding,
     continuity: [u8; 5],
 }
 
@@ -60,7 +63,12 @@ fn pes_timestamp(prefix: u8, ticks: u64) -> [u8; 5] {
 
 impl TsMuxer {
     pub fn new(tracks: Tracks) -> TsMuxer {
-        TsMuxer { tracks, continuity: [0; 5] }
+        TsMuxer { tracks, video_coding: VideoCoding::Avc, continuity: [0; 5] }
+    }
+
+    /// The video stream's coding (H.264 unless set), declared in the next tables written.
+    pub fn set_video_coding(&mut self, coding: VideoCoding) {
+        self.video_coding = coding;
     }
 
     fn next_counter(&mut self, pid: u16) -> u8 {
@@ -96,7 +104,11 @@ impl TsMuxer {
         }
         let mut streams = Vec::new();
         if self.tracks.video {
-            streams.extend_from_slice(&[0x1b, 0xe0 | (VIDEO_PID >> 8) as u8, VIDEO_PID as u8, 0xf0, 0x00]);
+            let stream_type = match self.video_coding {
+                VideoCoding::Avc => 0x1b,
+                VideoCoding::Hevc => 0x24,
+            };
+            streams.extend_from_slice(&[stream_type, 0xe0 | (VIDEO_PID >> 8) as u8, VIDEO_PID as u8, 0xf0, 0x00]);
         }
         if self.tracks.audio {
             streams.extend_from_slice(&[0x0f, 0xe0 | (AUDIO_PID >> 8) as u8, AUDIO_PID as u8, 0xf0, 0x00]);
@@ -226,35 +238,30 @@ impl TsMuxer {
     }
 }
 
-/// Converts a length-prefixed AVC sample to Annex B, starting with an access unit delimiter,
-/// with the SPS and PPS in front when `with_parameter_sets` (keyframes, so every segment can
-/// start decoding, and the first picture of every low-latency part, so players that transmux
-/// each part alone find them there).
-pub fn avc_to_annex_b(
-    sample: &[u8],
-    nal_length_size: u8,
-    with_parameter_sets: bool,
-    sps: &[Vec<u8>],
-    pps: &[Vec<u8>],
-) -> Vec<u8> {
+/// Converts a length-prefixed sample of `record`'s coding to Annex B, starting with an access
+/// unit delimiter, with the record's parameter sets in front when `with_parameter_sets`
+/// (keyframes, so every segment can start decoding, and the first picture of every low-latency
+/// part, so players that transmux each part alone find them there).
+pub fn to_annex_b(sample: &[u8], record: &VideoRecord, with_parameter_sets: bool) -> Vec<u8> {
     const START: [u8; 4] = [0, 0, 0, 1];
     let mut out = Vec::with_capacity(sample.len() + 64);
     out.extend_from_slice(&START);
-    out.extend_from_slice(&[0x09, 0xf0]);
+    out.extend_from_slice(record.delimiter());
     if with_parameter_sets {
-        for set in sps.iter().chain(pps) {
+        for set in &record.parameter_sets {
             out.extend_from_slice(&START);
             out.extend_from_slice(set);
         }
     }
-    let size = usize::from(nal_length_size.clamp(1, 4));
+    let size = usize::from(record.nal_length_size.clamp(1, 4));
     let mut rest = sample;
     while rest.len() >= size {
         let len = rest[..size].iter().fold(0usize, |n, b| (n << 8) | usize::from(*b));
         let Some(nal) = rest.get(size..size + len) else { break };
         // Encoders' own delimiters and parameter sets are replaced by ours.
-        let nal_type = nal.first().map(|b| b & 0x1f);
-        let replaced = matches!(nal_type, Some(9)) || (with_parameter_sets && matches!(nal_type, Some(7 | 8)));
+        let replaced = record
+            .nal_type(nal)
+            .is_some_and(|t| record.is_delimiter(t) || (with_parameter_sets && record.is_parameter_set(t)));
         if !replaced {
             out.extend_from_slice(&START);
             out.extend_from_slice(nal);
@@ -282,7 +289,7 @@ pub fn adts_header(config: &AudioSpecificConfig, payload_len: usize) -> [u8; 7] 
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn packets(bytes: &[u8]) -> Vec<&[u8]> {
@@ -330,13 +337,50 @@ mod tests {
         }
     }
 
+    /// A record of `coding` with these parameter sets and 4-byte NAL lengths.
+    pub(crate) fn record(coding: VideoCoding, parameter_sets: &[&[u8]]) -> VideoRecord {
+        VideoRecord {
+            coding,
+            nal_length_size: 4,
+            parameter_sets: parameter_sets.iter().map(|set| set.to_vec()).collect(),
+            codec: String::new(),
+            profile: String::new(),
+            level: String::new(),
+            width: 16,
+            height: 16,
+        }
+    }
+
     #[test]
     fn annex_b_conversion() {
+        let avc = record(VideoCoding::Avc, &[&[0x67, 9], &[0x68, 8]]);
         let sample = [0, 0, 0, 2, 0x09, 0x10, 0, 0, 0, 3, 0x65, 1, 2];
-        let out = avc_to_annex_b(&sample, 4, true, &[vec![0x67, 9]], &[vec![0x68, 8]]);
+        let out = to_annex_b(&sample, &avc, true);
         assert_eq!(out, [0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1, 0x67, 9, 0, 0, 0, 1, 0x68, 8, 0, 0, 0, 1, 0x65, 1, 2]);
         // Truncated input stops cleanly.
-        assert_eq!(avc_to_annex_b(&[0, 0, 0, 9, 1], 4, false, &[], &[]), [0, 0, 0, 1, 0x09, 0xf0]);
+        assert_eq!(to_annex_b(&[0, 0, 0, 9, 1], &avc, false), [0, 0, 0, 1, 0x09, 0xf0]);
+        // HEVC: its own delimiter (type 35) and parameter sets (types 32-34) are replaced.
+        let hevc = record(VideoCoding::Hevc, &[&[0x40, 1], &[0x42, 1], &[0x44, 1]]);
+        let sample = [0, 0, 0, 3, 0x46, 0x01, 0x10, 0, 0, 0, 2, 0x42, 1, 0, 0, 0, 3, 0x26, 1, 7];
+        let out = to_annex_b(&sample, &hevc, true);
+        let expected = [
+            &[0, 0, 0, 1, 0x46, 0x01, 0x50][..],
+            &[0, 0, 0, 1, 0x40, 1, 0, 0, 0, 1, 0x42, 1, 0, 0, 0, 1, 0x44, 1],
+            &[0, 0, 0, 1, 0x26, 1, 7],
+        ]
+        .concat();
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn hevc_streams_are_declared_as_such() {
+        let mut muxer = TsMuxer::new(Tracks { video: true, audio: false, metadata: false });
+        muxer.set_video_coding(VideoCoding::Hevc);
+        let mut out = Vec::new();
+        muxer.write_tables(&mut out);
+        let pmt = &out[PACKET_LEN..];
+        // The PMT's first stream entry (after the 5-byte header, 12 bytes of section header).
+        assert_eq!(pmt[5 + 12], 0x24);
     }
 
     #[test]

@@ -433,7 +433,8 @@ impl AccessUnits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ts::{AUDIO_PID, Tracks, TsMuxer, VIDEO_PID, adts_header, avc_to_annex_b};
+    use crate::ts::{AUDIO_PID, Tracks, TsMuxer, VIDEO_PID, adts_header, to_annex_b};
+    use crate::video::VideoCoding;
 
     fn muxed() -> Vec<u8> {
         let mut muxer = TsMuxer::new(Tracks { video: true, audio: true, metadata: false });
@@ -442,7 +443,7 @@ mod tests {
         let sps = vec![0x67, 0x42, 0xc0, 0x1e];
         let pps = vec![0x68, 0xce, 0x3c, 0x80];
         let idr: Vec<u8> = [&[0, 0, 0, 5][..], &[0x65, 1, 2, 3, 0x80]].concat();
-        let annex_b = avc_to_annex_b(&idr, 4, true, &[sps], &[pps]);
+        let annex_b = to_annex_b(&idr, &crate::ts::tests::record(VideoCoding::Avc, &[&sps, &pps]), true);
         // Near the 33-bit wrap, then past it.
         muxer.write_video(TIMESTAMP_WRAP - 3000, TIMESTAMP_WRAP - 6000, true, &annex_b, &mut out);
         let config = AudioSpecificConfig { object_type: 2, sample_rate: 48000, channels: 2 };
@@ -450,7 +451,8 @@ mod tests {
         let mut adts = adts_header(&config, raw.len()).to_vec();
         adts.extend_from_slice(&raw);
         muxer.write_audio(TIMESTAMP_WRAP + 900, &adts, &mut out);
-        let big = avc_to_annex_b(&[&[0, 0, 4, 1][..], &[0x41; 1025]].concat(), 4, false, &[], &[]);
+        let plain = crate::ts::tests::record(VideoCoding::Avc, &[]);
+        let big = to_annex_b(&[&[0, 0, 4, 1][..], &[0x41; 1025]].concat(), &plain, false);
         muxer.write_video(TIMESTAMP_WRAP + 3000, TIMESTAMP_WRAP, false, &big, &mut out);
         out
     }

@@ -126,6 +126,12 @@ pub fn media_payload(data: &[u8]) {
     let _ = openivs_media::flv::parse_video_tracks(payload);
     let _ = openivs_media::h264::SequenceParameterSet::parse(payload);
     let _ = openivs_media::h264::DecoderConfiguration::parse(payload);
+    for coding in [openivs_media::video::VideoCoding::Avc, openivs_media::video::VideoCoding::Hevc] {
+        if let Ok(record) = openivs_media::video::VideoRecord::parse(coding, payload) {
+            let _ = openivs_media::ts::to_annex_b(payload, &record, true);
+        }
+    }
+    let _ = openivs_media::h265::SequenceParameterSet::parse(payload);
     let _ = openivs_media::rtmp::handshake::server_response(payload, 0, &[1, 2, 3]);
 }
 

@@ -99,10 +99,17 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
             tracing::info!("finished {recovered} recording(s) interrupted by the last stop");
         }
     });
-    let api =
-        Api::new(store.clone(), live.clone(), playback.clone(), buckets.clone(), settings.quotas, endpoints.clone())
-            .await
-            .map_err(|e| e.to_string())?;
+    let api = Api::new(
+        store.clone(),
+        live.clone(),
+        playback.clone(),
+        buckets.clone(),
+        settings.quotas,
+        endpoints.clone(),
+        settings.multitrack_hevc,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     if !playback.access.has_geoip() {
         playback.access.warn_if_countries_unenforced(store.as_ref()).await;
     }

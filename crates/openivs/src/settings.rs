@@ -98,6 +98,13 @@ pub struct ServeArgs {
     /// their source only. [default: ffmpeg]
     #[arg(long, env = "OPENIVS_FFMPEG")]
     pub ffmpeg: Option<String>,
+
+    /// Answer HEVC tracks (`jim_hevc_nvenc`) in GetClientConfiguration to multitrack
+    /// broadcasters that can encode them (an NVIDIA GPU and `h265` among their codecs), for the
+    /// tracks after the first. Off by default: a viewer whose browser cannot decode HEVC then
+    /// plays only track 0. [default: false]
+    #[arg(long, env = "OPENIVS_MULTITRACK_HEVC")]
+    pub multitrack_hevc: Option<bool>,
     /// The folder whose subfolders are the buckets recording configurations name (a bucket
     /// exists when its folder does). Default: `buckets` in the data directory.
     #[arg(long, env = "OPENIVS_BUCKETS_DIR")]
@@ -338,6 +345,7 @@ struct FileSettings {
     public_host: Option<String>,
     geoip_database: Option<PathBuf>,
     ffmpeg: Option<String>,
+    multitrack_hevc: Option<bool>,
     buckets_dir: Option<PathBuf>,
     recording_store: Option<String>,
     s3_endpoint: Option<String>,
@@ -432,6 +440,7 @@ pub struct Settings {
     pub public_host: String,
     pub geoip_database: Option<PathBuf>,
     pub ffmpeg: String,
+    pub multitrack_hevc: bool,
     pub buckets_dir: PathBuf,
     /// Recordings go to this S3-compatible service (none: to folders of `buckets_dir`).
     pub s3: Option<crate::recording::buckets::S3Settings>,
@@ -509,6 +518,7 @@ impl Settings {
             public_host: args.public_host.or(file.public_host).unwrap_or_else(|| "127.0.0.1".into()),
             geoip_database: args.geoip_database.or(file.geoip_database),
             ffmpeg: args.ffmpeg.or(file.ffmpeg).unwrap_or_else(|| "ffmpeg".into()),
+            multitrack_hevc: args.multitrack_hevc.or(file.multitrack_hevc).unwrap_or(false),
             buckets_dir,
             s3,
             trusted_proxies,

@@ -185,10 +185,12 @@ impl Api {
         buckets: Arc<crate::recording::buckets::Buckets>,
         quotas: Quotas,
         endpoints: Endpoints,
+        multitrack_hevc: bool,
     ) -> Result<Api, IvsError> {
         let key = store.init_setting("pagination_token_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
-        let client_configurations =
-            Arc::new(crate::ingest::client_configuration::ClientConfigurations::load(store.as_ref()).await?);
+        let client_configurations = Arc::new(
+            crate::ingest::client_configuration::ClientConfigurations::load(store.as_ref(), multitrack_hevc).await?,
+        );
         Ok(Api {
             store,
             live,

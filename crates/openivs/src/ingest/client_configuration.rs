@@ -18,7 +18,10 @@
 //! lowest while the total exceeds `maximum_aggregate_bitrate` (or the reference's
 //! `maximum_streaming_bandwidth`), read as kbit/s. A channel without multitrack is answered one
 //! track. Encoders: `jim_nvenc` (the value the reference documents) when the client lists an
-//! NVIDIA GPU, otherwise `obs_x264`; H.264 only (HEVC tracks are not taken yet).
+//! NVIDIA GPU, otherwise `obs_x264`. HEVC (`jim_hevc_nvenc`, the reference's other value) only
+//! when the server is started with `--multitrack-hevc` and the client lists an NVIDIA GPU and
+//! `h265` among its `supported_codecs`, and then for the tracks after the first: track 0 stays
+//! H.264, so every viewer's player (and the thumbnail decoder) can play the stream.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -29,6 +32,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
+
+use openivs_media::video::VideoCoding;
 
 use super::multitrack::{MAX_TRACKS, maximum_resolution};
 use crate::api::Endpoints;
@@ -51,6 +56,8 @@ const RUNGS: [(u32, u32); 5] = [(1080, 6000), (720, 3000), (480, 1500), (360, 80
 /// Signs and checks the authentication values GetClientConfiguration answers.
 pub struct ClientConfigurations {
     key: Vec<u8>,
+    /// Whether HEVC tracks are answered to clients that can encode them (`--multitrack-hevc`).
+    hevc: bool,
 }
 
 /// A video track of an answer.
@@ -58,6 +65,7 @@ pub struct ClientConfigurations {
 pub struct AnsweredTrack {
     pub width: u32,
     pub height: u32,
+    pub coding: VideoCoding,
 }
 
 /// What the stream name of a publish says about GetClientConfiguration.
@@ -101,8 +109,16 @@ struct Request {
     authentication: Option<String>,
     schema_version: Option<String>,
     service: Option<String>,
+    client: Client,
     capabilities: Capabilities,
     preferences: Preferences,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Client {
+    /// What the client can encode: `h264`, `h265`, `av1` (OBS's names).
+    supported_codecs: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -143,12 +159,13 @@ struct Track {
     height: u32,
     fps: (u32, u32),
     kbps: u32,
+    coding: VideoCoding,
 }
 
 impl ClientConfigurations {
-    pub async fn load(store: &dyn Store) -> Result<ClientConfigurations, IvsError> {
+    pub async fn load(store: &dyn Store, hevc: bool) -> Result<ClientConfigurations, IvsError> {
         let key = store.init_setting("client_configuration_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
-        Ok(ClientConfigurations { key: key.into_bytes() })
+        Ok(ClientConfigurations { key: key.into_bytes(), hevc })
     }
 
     fn mac(&self, stream_key: &str, payload: &[u8]) -> [u8; MAC_LEN] {
@@ -159,9 +176,13 @@ impl ClientConfigurations {
         mac.finalize().into_bytes()[..MAC_LEN].try_into().expect("sha256 is longer than the mac")
     }
 
-    /// The authentication value of an answer: the key, and the answer's id and tracks signed.
+    /// The authentication value of an answer: the key, and the answer's id and tracks signed
+    /// (each as `{width}x{height}`, HEVC ones with an `h` after).
     fn authentication(&self, stream_key: &str, config_id: &str, tracks: &[Track]) -> String {
-        let sizes: Vec<String> = tracks.iter().map(|t| format!("{}x{}", t.width, t.height)).collect();
+        let sizes: Vec<String> = tracks
+            .iter()
+            .map(|t| format!("{}x{}{}", t.width, t.height, if t.coding == VideoCoding::Hevc { "h" } else { "" }))
+            .collect();
         let mut token = format!("{config_id}~{}", sizes.join(",")).into_bytes();
         let mac = self.mac(stream_key, &token);
         token.extend_from_slice(&mac);
@@ -189,7 +210,11 @@ impl ClientConfigurations {
                 .split(',')
                 .map(|size| {
                     let (width, height) = size.split_once('x')?;
-                    Some(AnsweredTrack { width: width.parse().ok()?, height: height.parse().ok()? })
+                    let (height, coding) = match height.strip_suffix('h') {
+                        Some(height) => (height, VideoCoding::Hevc),
+                        None => (height, VideoCoding::Avc),
+                    };
+                    Some(AnsweredTrack { width: width.parse().ok()?, height: height.parse().ok()?, coding })
                 })
                 .collect::<Option<Vec<_>>>()
         });
@@ -223,16 +248,24 @@ impl ClientConfigurations {
                 refused(503, "The service is unavailable; try again")
             })?
             .ok_or_else(|| refused(403, "Invalid stream key"))?;
-        let tracks = ladder(&channel, &request);
+        let mut tracks = ladder(&channel, &request);
+        let nvidia = request.capabilities.gpu.iter().any(|gpu| gpu.vendor_id == Some(0x10de));
+        let encodes_hevc = request.client.supported_codecs.iter().any(|c| c == "h265" || c == "hevc");
+        if self.hevc && nvidia && encodes_hevc {
+            for track in tracks.iter_mut().skip(1) {
+                track.coding = VideoCoding::Hevc;
+            }
+        }
         let config_id = crate::api::random_uuid();
         let authentication = self.authentication(stream_key, &config_id, &tracks);
-        let nvidia = request.capabilities.gpu.iter().any(|gpu| gpu.vendor_id == Some(0x10de));
-        // (H.264 whatever else the client lists in `client.supported_codecs`: HEVC tracks are not
-        // taken yet.)
-        let encoder = if nvidia { "jim_nvenc" } else { "obs_x264" };
         let encoder_configurations: Vec<Value> = tracks
             .iter()
             .map(|track| {
+                let (encoder, profile) = match track.coding {
+                    VideoCoding::Hevc => ("jim_hevc_nvenc", "main"),
+                    VideoCoding::Avc if nvidia => ("jim_nvenc", "high"),
+                    VideoCoding::Avc => ("obs_x264", "high"),
+                };
                 json!({
                     "type": encoder,
                     "width": track.width,
@@ -245,7 +278,7 @@ impl ClientConfigurations {
                         "bitrate": track.kbps,
                         "keyint_sec": KEYFRAME_SECONDS,
                         "bf": 0,
-                        "profile": "high",
+                        "profile": profile,
                         "preset2": "p5",
                         "lookahead": false,
                         "psycho_aq": false,
@@ -309,7 +342,8 @@ fn ladder(channel: &Channel, request: &Request) -> Vec<Track> {
     };
     let top_lines = short.min(max_lines);
     let (width, height) = sized(top_lines);
-    let mut tracks = vec![Track { width, height, fps, kbps: kbps_of(top_lines, high_fps) }];
+    let coding = VideoCoding::Avc;
+    let mut tracks = vec![Track { width, height, fps, kbps: kbps_of(top_lines, high_fps), coding }];
     let wanted = if channel.multitrack_input_configuration.enabled {
         preferences.maximum_video_tracks.map_or(DEFAULT_TRACKS, |n| n as usize).clamp(1, MAX_TRACKS)
     } else {
@@ -321,7 +355,7 @@ fn ladder(channel: &Channel, request: &Request) -> Vec<Track> {
             break;
         }
         let (width, height) = sized(*lines);
-        tracks.push(Track { width, height, fps: lower_fps, kbps: kbps_of(*lines, false) });
+        tracks.push(Track { width, height, fps: lower_fps, kbps: kbps_of(*lines, false), coding });
     }
     let budget = preferences.maximum_aggregate_bitrate.or(preferences.maximum_streaming_bandwidth);
     if let Some(budget) = budget.filter(|b| *b > 0) {
@@ -377,14 +411,18 @@ mod tests {
 
     #[test]
     fn answered_authentication_is_bound_to_its_key_and_tracks() {
-        let configurations = ClientConfigurations { key: b"k".to_vec() };
-        let tracks = [Track { width: 1280, height: 720, fps: (30, 1), kbps: 3000 }];
+        let configurations = ClientConfigurations { key: b"k".to_vec(), hevc: false };
+        let track = Track { width: 1280, height: 720, fps: (30, 1), kbps: 3000, coding: VideoCoding::Avc };
+        let tracks = [track, Track { width: 854, height: 480, coding: VideoCoding::Hevc, ..track }];
         let answered = configurations.authentication("sk_key", "id", &tracks);
         let (key, query) = answered.split_once('?').unwrap();
         assert_eq!(key, "sk_key");
         assert_eq!(
             configurations.verify("sk_key", Some(query)),
-            Answered::Tracks(vec![AnsweredTrack { width: 1280, height: 720 }])
+            Answered::Tracks(vec![
+                AnsweredTrack { width: 1280, height: 720, coding: VideoCoding::Avc },
+                AnsweredTrack { width: 854, height: 480, coding: VideoCoding::Hevc },
+            ])
         );
         assert_eq!(configurations.verify("sk_other", Some(query)), Answered::Invalid);
         let mut tampered = query.to_owned().into_bytes();

@@ -12,13 +12,16 @@
 //! GetClientConfiguration answered ([`Answered`]), and send the tracks it was answered, in order:
 //! `GetClientConfigurationStreamKeyRequired`, `InvalidGetClientConfigurationStreamKey`,
 //! `InvalidMultitrackInputTrackCount` and `InvalidMultitrackInputVideoTrackMediaProperties`
-//! otherwise (sizes are compared; frame rates are not, being measured only later).
+//! otherwise (sizes and codecs are compared; frame rates are not, being measured only later).
+//!
+//! Tracks after the first may be H.264 or HEVC (packaged in fMP4 as `hvc1`; multitrack channels
+//! are fMP4 only); track 0 is H.264 (see `rtmp::on_video`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use openivs_media::h264::{DecoderConfiguration, SequenceParameterSet};
+use openivs_media::video::{VideoCoding, VideoRecord};
 use openivs_model::resources::{MultitrackInputConfiguration, VideoConfiguration};
 
 use super::client_configuration::Answered;
@@ -31,8 +34,7 @@ pub const MAX_TRACKS: usize = 5;
 struct Track {
     name: String,
     hub: Arc<Hub>,
-    avcc: DecoderConfiguration,
-    sps: SequenceParameterSet,
+    record: VideoRecord,
     /// Bytes and media time received, for the track's measured bitrate and frame rate.
     bytes: u64,
     frames: u64,
@@ -78,8 +80,8 @@ impl Tracks {
         self.answered == Answered::Invalid
     }
 
-    /// Checks the publish's tracks (track 0 is `first`, width × height) against the answer its
-    /// authentication carries; a multitrack publish needs one.
+    /// Checks the publish's tracks (track 0 is `first`, width × height, H.264) against the answer
+    /// its authentication carries; a multitrack publish needs one.
     pub fn check_answered(&self, first: (u32, u32)) -> Result<(), EndCode> {
         let answered = match &self.answered {
             Answered::Plain if self.is_multitrack() => return Err(Some("GetClientConfigurationStreamKeyRequired")),
@@ -90,8 +92,13 @@ impl Tracks {
         if answered.len() != 1 + self.tracks.len() {
             return Err(Some("InvalidMultitrackInputTrackCount"));
         }
-        let sent = std::iter::once(first).chain(self.tracks.values().map(|t| (t.sps.width, t.sps.height)));
-        if !sent.zip(answered).all(|((width, height), a)| width == a.width && height == a.height) {
+        let first = (first.0, first.1, VideoCoding::Avc);
+        let sent = std::iter::once(first)
+            .chain(self.tracks.values().map(|t| (t.record.width, t.record.height, t.record.coding)));
+        if !sent
+            .zip(answered)
+            .all(|((width, height, coding), a)| (width, height, coding) == (a.width, a.height, a.coding))
+        {
             return Err(Some("InvalidMultitrackInputVideoTrackMediaProperties"));
         }
         Ok(())
@@ -119,26 +126,25 @@ impl Tracks {
         width.max(height) <= long && width.min(height) <= short
     }
 
-    /// A track's decoder configuration (avcC, parsed). `Some`: a new rendition to package.
+    /// A track's decoder configuration (avcC or hvcC, parsed). `Some`: a new rendition to package.
     pub fn configuration(
         &mut self,
         track: u8,
         config: &[u8],
-        avcc: DecoderConfiguration,
-        sps: SequenceParameterSet,
+        record: VideoRecord,
         audio: Option<TrackConfig>,
         frame_rate: f64,
     ) -> Result<Option<NewRendition>, EndCode> {
         if !self.configuration.enabled {
             return Err(Some("MultitrackInputNotAllowed"));
         }
-        if !self.within_maximum_resolution(sps.width, sps.height) {
+        if !self.within_maximum_resolution(record.width, record.height) {
             return Err(Some("InvalidMultitrackInputVideoTrackMediaProperties"));
         }
-        let video = TrackConfig::video(&avcc, &sps, Bytes::copy_from_slice(config));
+        let video = TrackConfig::video(&record, Bytes::copy_from_slice(config));
         if let Some(known) = self.tracks.get_mut(&track) {
             known.hub.set_config(TrackKind::Video, video);
-            (known.avcc, known.sps) = (avcc, sps);
+            known.record = record;
             return Ok(None);
         }
         if self.tracks.len() + 1 >= MAX_TRACKS {
@@ -149,17 +155,9 @@ impl Tracks {
         if let Some(audio) = audio {
             hub.set_config(TrackKind::Audio, audio);
         }
-        let name = self.unique_name(format!("{}p{}", sps.height, frame_rate.round() as u32));
-        let known = Track {
-            name: name.clone(),
-            hub: hub.clone(),
-            avcc,
-            sps,
-            bytes: 0,
-            frames: 0,
-            first_dts: None,
-            last_dts: 0,
-        };
+        let name = self.unique_name(format!("{}p{}", record.height, frame_rate.round() as u32));
+        let known =
+            Track { name: name.clone(), hub: hub.clone(), record, bytes: 0, frames: 0, first_dts: None, last_dts: 0 };
         self.tracks.insert(track, known);
         Ok(Some(NewRendition { name, hub }))
     }
@@ -171,6 +169,11 @@ impl Tracks {
             return name;
         }
         (2..).map(|n| format!("{name}-{n}")).find(|candidate| !taken(candidate)).expect("a free name")
+    }
+
+    /// The tracks' renditions: (name, width, height, hub), in track order.
+    pub fn renditions(&self) -> Vec<(String, u32, u32, Arc<Hub>)> {
+        self.tracks.values().map(|t| (t.name.clone(), t.record.width, t.record.height, t.hub.clone())).collect()
     }
 
     /// Whether the track's configuration arrived (its frames can be decoded).
@@ -212,7 +215,7 @@ impl Tracks {
                 } else {
                     (0, 0)
                 };
-                video_configuration(&track.avcc, &track.sps, encoder, bitrate, frame_rate, *id)
+                video_configuration(&track.record, encoder, bitrate, frame_rate, *id)
             })
             .collect()
     }

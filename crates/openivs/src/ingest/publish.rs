@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openivs_media::aac::AudioSpecificConfig;
-use openivs_media::h264::{DecoderConfiguration, SequenceParameterSet};
+use openivs_media::video::{VideoCoding, VideoRecord};
 use openivs_model::resources::{AudioConfiguration, VideoConfiguration};
 use time::OffsetDateTime;
 
@@ -85,7 +85,7 @@ pub struct Publish {
     limits: IngestLimits,
     /// The server's own bounds (media timeout, largest decoder configuration).
     bounds: crate::settings::Limits,
-    video: Option<(DecoderConfiguration, SequenceParameterSet)>,
+    video: Option<VideoRecord>,
     audio: Option<AudioSpecificConfig>,
     encoder_name: String,
     started_at: Instant,
@@ -326,19 +326,14 @@ impl Publish {
         }
     }
 
-    /// An H.264 decoder configuration record (avcC), parsed and checked against the channel
-    /// type's limits (a breach is recorded).
-    fn picture(&mut self, config: &[u8]) -> Result<(DecoderConfiguration, SequenceParameterSet), EndCode> {
+    /// A decoder configuration record (H.264's avcC, HEVC's hvcC), parsed and checked against
+    /// the channel type's limits (a breach is recorded).
+    fn picture(&mut self, coding: VideoCoding, config: &[u8]) -> Result<VideoRecord, EndCode> {
         // The configuration rides in front of every keyframe the packager writes.
         if config.len() > self.bounds.ingest_max_decoder_configuration {
             return Err(Some("InvalidVideoConfiguration"));
         }
-        let avcc = DecoderConfiguration::parse(config).map_err(|_| Some("InvalidVideoConfiguration"))?;
-        let sps = avcc
-            .sps
-            .first()
-            .and_then(|nal| SequenceParameterSet::parse(nal).ok())
-            .ok_or(Some("InvalidVideoConfiguration"))?;
+        let sps = VideoRecord::parse(coding, config).map_err(|_| Some("InvalidVideoConfiguration"))?;
         let limits = self.limits;
         let pixels = u64::from(sps.width) * u64::from(sps.height);
         let edge = u64::from(sps.width.max(sps.height));
@@ -362,19 +357,20 @@ impl Publish {
             self.recorder.breach(breach, OffsetDateTime::now_utc());
             return Err(Some("IngestResolutionExceeded"));
         }
-        Ok((avcc, sps))
+        Ok(sps)
     }
 
     /// The stream's (track 0's) picture configuration: checked, then the hub takes it. The
     /// stream's renditions are decided here (transcoding admitted), or, on a channel that takes
     /// multitrack video, at the first picture, once every track has announced itself.
+    /// The stream's picture is H.264 (IVS's single-track ingest; thumbnails are decoded from it).
     pub fn video_configuration(&mut self, config: &[u8]) -> Result<(), EndCode> {
         if self.tracks.answered_invalid() {
             return Err(Some("InvalidGetClientConfigurationStreamKey"));
         }
-        let (avcc, sps) = self.picture(config)?;
-        self.stream.hub.set_config(TrackKind::Video, TrackConfig::video(&avcc, &sps, Bytes::copy_from_slice(config)));
-        self.video = Some((avcc, sps));
+        let record = self.picture(VideoCoding::Avc, config)?;
+        self.stream.hub.set_config(TrackKind::Video, TrackConfig::video(&record, Bytes::copy_from_slice(config)));
+        self.video = Some(record);
         if !self.tracks.accepts_multitrack() || self.first_media_at.is_some() {
             self.decide_renditions()?;
         }
@@ -385,7 +381,7 @@ impl Publish {
     /// channel that requires multitrack refuses a single track; otherwise the channel type's
     /// ladder is admitted against the transcoding capacity.
     fn decide_renditions(&mut self) -> Result<(), EndCode> {
-        let Some((_, sps)) = &self.video else { return Ok(()) };
+        let Some(sps) = &self.video else { return Ok(()) };
         if self.renditions_decided {
             return Ok(());
         }
@@ -402,9 +398,9 @@ impl Publish {
         start_transcoding(self, width, height, multitrack)
     }
 
-    /// A further track's picture configuration (multitrack video): a new track becomes a
-    /// rendition of the stream's playlists.
-    pub fn track_configuration(&mut self, track: u8, config: &[u8]) -> Result<(), EndCode> {
+    /// A further track's picture configuration (multitrack video, H.264 or HEVC): a new track
+    /// becomes a rendition of the stream's playlists.
+    pub fn track_configuration(&mut self, track: u8, coding: VideoCoding, config: &[u8]) -> Result<(), EndCode> {
         if !self.tracks.accepts_multitrack() {
             return Err(Some("MultitrackInputNotAllowed"));
         }
@@ -412,10 +408,10 @@ impl Publish {
             // Tracks announce themselves before media flows; one that comes later is refused.
             return Err(Some("InvalidMultitrackInputTrackCount"));
         }
-        let (avcc, sps) = self.picture(config)?;
+        let record = self.picture(coding, config)?;
         let audio = self.audio.as_ref().map(|asc| TrackConfig::audio(asc, Bytes::copy_from_slice(&asc.to_bytes())));
         let frame_rate = self.announced_framerate.unwrap_or(30.0);
-        let Some(rendition) = self.tracks.configuration(track, config, avcc, sps, audio, frame_rate)? else {
+        let Some(rendition) = self.tracks.configuration(track, config, record, audio, frame_rate)? else {
             return Ok(());
         };
         let source = self.playback.channel(&self.stream.channel_arn).filter(|p| *p.id == *self.stream.stream_id);
@@ -442,6 +438,11 @@ impl Publish {
                 discontinuity: false,
             },
         );
+    }
+
+    /// Whether the channel takes multitrack video.
+    pub fn accepts_multitrack(&self) -> bool {
+        self.tracks.accepts_multitrack()
     }
 
     /// Whether a further track's frames can be decoded (its configuration came).
@@ -486,7 +487,7 @@ impl Publish {
         if let Some(first) = self.first_media_at
             && now.duration_since(first) >= Duration::from_secs(BITRATE_WINDOW_SECONDS + 1)
         {
-            let height = self.video.as_ref().map_or(0, |(_, sps)| sps.height);
+            let height = self.video.as_ref().map_or(0, |sps| sps.height);
             let max_bitrate = self.limits.max_bitrate(height);
             if media_bitrate > max_bitrate * BITRATE_TOLERANCE {
                 let breach = Breach {
@@ -535,9 +536,10 @@ impl Publish {
             let stats = self.stream.stats.lock().expect("stats lock");
             (stats.video_bitrate(), stats.audio_bitrate(), stats.video_framerate())
         };
-        let video = self.video.as_ref().map(|(avcc, sps)| {
-            video_configuration(avcc, sps, &self.encoder_name, video_bitrate, framerate.round() as i64, 0)
-        });
+        let video = self
+            .video
+            .as_ref()
+            .map(|record| video_configuration(record, &self.encoder_name, video_bitrate, framerate.round() as i64, 0));
         let audio = self.audio.as_ref().map(|asc| AudioConfiguration {
             codec: asc.codec_string(),
             target_bitrate: audio_bitrate,
@@ -631,26 +633,26 @@ impl Publish {
 
 /// What GetStreamSession reports of a video track (`Track{track}`) from its configuration and
 /// what was measured of it.
+/// (IVS's deprecated `avcProfile` and `avcLevel` repeat `profile` and `level`.)
 pub fn video_configuration(
-    avcc: &DecoderConfiguration,
-    sps: &SequenceParameterSet,
+    record: &VideoRecord,
     encoder: &str,
     bitrate: i64,
     frame_rate: i64,
     track: u8,
 ) -> VideoConfiguration {
     VideoConfiguration {
-        avc_profile: sps.profile_name().into(),
-        avc_level: sps.level_name(),
-        codec: avcc.codec_string(),
+        avc_profile: record.profile.clone(),
+        avc_level: record.level.clone(),
+        codec: record.codec.clone(),
         encoder: encoder.to_owned(),
         target_bitrate: bitrate,
         target_framerate: frame_rate,
-        video_height: i64::from(sps.height),
-        video_width: i64::from(sps.width),
-        level: sps.level_name(),
+        video_height: i64::from(record.height),
+        video_width: i64::from(record.width),
+        level: record.level.clone(),
         track: format!("Track{track}"),
-        profile: sps.profile_name().into(),
+        profile: record.profile.clone(),
     }
 }
 
@@ -672,8 +674,16 @@ fn start_transcoding(state: &mut Publish, width: u32, height: u32, multitrack: b
         }
     };
     if multitrack {
-        // The broadcaster's tracks are the renditions: nothing to transcode, nothing to wait for.
+        // The broadcaster's tracks are the renditions: nothing to transcode, nothing to wait for;
+        // the recording selects among them (they all announced themselves before the first picture).
         no_renditions();
+        let tracks = state.tracks.renditions();
+        if let Some(recording) = state.stream.recording.get() {
+            recording
+                .set_ladder(tracks.iter().map(|(name, width, height, _)| (name.clone(), *width, *height)).collect());
+        }
+        let videos = tracks.iter().map(|(name, width, height, hub)| (name.as_str(), *width, *height, hub));
+        crate::recording::record_renditions(&state.stream, videos);
         return Ok(());
     }
     let plan = state.transcoding.plan(&channel_type, &preset, input);

@@ -19,6 +19,7 @@ use openivs_media::flv::{self, AudioPacket, VideoCodec, VideoPacket};
 use openivs_media::rtmp::chunk::{ChunkDecoder, ChunkEncoder, Limits};
 use openivs_media::rtmp::handshake::{self, C0_C1_LEN, C2_LEN};
 use openivs_media::rtmp::{Message, message_type};
+use openivs_media::video::VideoCoding;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::client_configuration::Answered;
@@ -445,15 +446,26 @@ async fn on_video(publish: &mut Publish, timeline: &mut Timeline, message: &Mess
             VideoPacket::SequenceHeader { codec: VideoCodec::Avc, config } if track == 0 => {
                 publish.video_configuration(config)?
             }
-            VideoPacket::SequenceHeader { codec: VideoCodec::Avc, config } => {
-                publish.track_configuration(track, config)?
+            // Multitrack: a further track is H.264 or HEVC (IVS takes HEVC on multitrack channels,
+            // which are fMP4 only).
+            VideoPacket::SequenceHeader { codec: VideoCodec::Avc, config } if track != 0 => {
+                publish.track_configuration(track, VideoCoding::Avc, config)?
             }
-            // (Multitrack HEVC, which IVS takes on fMP4 channels, is not packaged yet.)
-            VideoPacket::SequenceHeader { .. } if track != 0 => {
+            VideoPacket::SequenceHeader { codec: VideoCodec::Hevc, config } if track != 0 => {
+                publish.track_configuration(track, VideoCoding::Hevc, config)?
+            }
+            // Track 0 is H.264: every viewer's player can play it, thumbnails are decoded from it,
+            // and GetClientConfiguration answers it so.
+            VideoPacket::SequenceHeader { .. } if track != 0 || publish.accepts_multitrack() => {
                 return Err(Some("InvalidMultitrackInputVideoTrackMediaProperties"));
             }
             VideoPacket::SequenceHeader { .. } => return Err(Some("InvalidVideoCodec")),
-            VideoPacket::Frame { codec: VideoCodec::Avc, keyframe, composition_time, data } => {
+            VideoPacket::Frame {
+                codec: codec @ (VideoCodec::Avc | VideoCodec::Hevc),
+                keyframe,
+                composition_time,
+                data,
+            } if track != 0 || codec == VideoCodec::Avc => {
                 let decodable = if track == 0 { publish.has_video_configuration() } else { publish.has_track(track) };
                 if !decodable {
                     // Frames before their configuration cannot be decoded; drop them.

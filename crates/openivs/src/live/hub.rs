@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use openivs_media::video::{VideoCoding, VideoRecord};
 use tokio::sync::{broadcast, watch};
 
 /// Frames in the ring: about 8 s of a 30 fps stream with audio.
@@ -101,6 +102,8 @@ impl Feed {
 /// The codec configuration of a track, as received (avcC; AudioSpecificConfig).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackConfig {
+    /// A video track's coding (H.264 for audio tracks, where it means nothing).
+    pub coding: VideoCoding,
     pub codec: String,
     pub config: Bytes,
     pub width: u32,
@@ -110,17 +113,14 @@ pub struct TrackConfig {
 }
 
 impl TrackConfig {
-    /// An H.264 track: its avcC record (`config`), parsed, with the picture size of its SPS.
-    pub fn video(
-        avcc: &openivs_media::h264::DecoderConfiguration,
-        sps: &openivs_media::h264::SequenceParameterSet,
-        config: Bytes,
-    ) -> TrackConfig {
+    /// A video track: its decoder configuration record (`config`: avcC or hvcC), parsed.
+    pub fn video(record: &VideoRecord, config: Bytes) -> TrackConfig {
         TrackConfig {
-            codec: avcc.codec_string(),
+            coding: record.coding,
+            codec: record.codec.clone(),
             config,
-            width: sps.width,
-            height: sps.height,
+            width: record.width,
+            height: record.height,
             sample_rate: 0,
             channels: 0,
         }
@@ -129,6 +129,7 @@ impl TrackConfig {
     /// An AAC track: its AudioSpecificConfig (`config`), parsed.
     pub fn audio(asc: &openivs_media::aac::AudioSpecificConfig, config: Bytes) -> TrackConfig {
         TrackConfig {
+            coding: VideoCoding::Avc,
             codec: asc.codec_string(),
             config,
             width: 0,

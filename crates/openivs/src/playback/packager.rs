@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use openivs_media::aac::AudioSpecificConfig;
-use openivs_media::fmp4::{self, AAC_FRAME_SAMPLES, InitTracks, Sample, TrackRun};
-use openivs_media::h264::DecoderConfiguration;
+use openivs_media::fmp4::{self, AAC_FRAME_SAMPLES, InitTracks, InitVideo, Sample, TrackRun};
 use openivs_media::hls::AdSignals;
 use openivs_media::id3;
-use openivs_media::ts::{Tracks, TsMuxer, adts_header, avc_to_annex_b};
+use openivs_media::ts::{Tracks, TsMuxer, adts_header, to_annex_b};
+use openivs_media::video::VideoRecord;
 use openivs_model::timestamp;
 use tokio::sync::{broadcast, watch};
 
@@ -430,7 +430,7 @@ struct Packager {
     base_stream_id: Arc<str>,
     feeds: u32,
     writer: Writer,
-    video: Option<(DecoderConfiguration, Arc<TrackConfig>)>,
+    video: Option<(VideoRecord, Arc<TrackConfig>)>,
     audio: Option<AudioSpecificConfig>,
     audio_config: Option<Arc<TrackConfig>>,
     waiting_for_keyframe: bool,
@@ -495,20 +495,20 @@ pub(crate) fn ticks(ms: i64) -> u64 {
     ((ms + TIMESTAMP_OFFSET_MS).max(0) as u64) * 90
 }
 
-/// Writes one frame into MPEG-TS: video as Annex B (with SPS and PPS first when asked), audio
-/// in ADTS. False when the track's configuration is not known yet (the frame is skipped).
+/// Writes one frame into MPEG-TS: video as Annex B (with its parameter sets first when asked),
+/// audio in ADTS. False when the track's configuration is not known yet (the frame is skipped).
 pub(crate) fn write_ts_frame(
     muxer: &mut TsMuxer,
     frame: &MediaFrame,
-    video: Option<&DecoderConfiguration>,
+    video: Option<&VideoRecord>,
     audio: Option<&AudioSpecificConfig>,
     with_parameter_sets: bool,
     out: &mut Vec<u8>,
 ) -> bool {
     match frame.kind {
         TrackKind::Video => {
-            let Some(avcc) = video else { return false };
-            let annex_b = avc_to_annex_b(&frame.data, avcc.nal_length_size, with_parameter_sets, &avcc.sps, &avcc.pps);
+            let Some(record) = video else { return false };
+            let annex_b = to_annex_b(&frame.data, record, with_parameter_sets);
             muxer.write_video(ticks(frame.pts_ms), ticks(frame.dts_ms), frame.keyframe, &annex_b, out);
         }
         TrackKind::Audio => {
@@ -525,9 +525,12 @@ impl Packager {
     fn refresh_configs(&mut self, subscription: &Subscription) {
         if let Some(config) = subscription.video.borrow().clone()
             && self.video.as_ref().is_none_or(|(_, current)| !Arc::ptr_eq(current, &config))
-            && let Ok(avcc) = DecoderConfiguration::parse(&config.config)
+            && let Ok(record) = VideoRecord::parse(config.coding, &config.config)
         {
-            self.video = Some((avcc, config));
+            if let Writer::Ts(muxer) = &mut self.writer {
+                muxer.set_video_coding(record.coding);
+            }
+            self.video = Some((record, config));
         }
         if let Some(config) = subscription.audio.borrow().clone()
             && let Ok(asc) = AudioSpecificConfig::parse(&config.config)
@@ -633,7 +636,7 @@ impl Packager {
                 // Parameter sets lead every keyframe and every part's first picture: players
                 // such as Shaka transmux each part alone and need them in it.
                 let with_parameter_sets = frame.keyframe || !open.part_has_video;
-                let video = self.video.as_ref().map(|(avcc, _)| avcc);
+                let video = self.video.as_ref().map(|(record, _)| record);
                 let written =
                     write_ts_frame(muxer, frame, video, self.audio.as_ref(), with_parameter_sets, &mut open.part_data);
                 if !written {
@@ -807,7 +810,12 @@ impl Packager {
             muxer.write_tables(&mut part_data);
         }
         if matches!(self.writer, Writer::Fmp4 { .. }) && !state.inits.iter().any(|(id, _)| *id == self.stream_id) {
-            let video = self.video.as_ref().map(|(_, config)| (&config.config[..], config.width, config.height));
+            let video = self.video.as_ref().map(|(record, config)| InitVideo {
+                coding: record.coding,
+                record: &config.config,
+                width: config.width,
+                height: config.height,
+            });
             let audio_config = self.audio_config.clone();
             let audio = match (&audio_config, &self.audio) {
                 (Some(config), Some(asc)) => Some((&config.config[..], asc.clone())),

@@ -3,7 +3,8 @@
 //! directory or buckets of an S3-compatible store ([`buckets`]), the latter written through an
 //! on-disk spool that rides out the store's outages ([`spool`]); recordings a crash interrupted are finished at start-up
 //! ([`recovery`]); thumbnails are decoded and encoded in-process ([`thumbnails`]); a transcoded
-//! stream's selected renditions are recorded beside its source ([`renditions`]).
+//! stream's selected renditions (or a multitrack stream's tracks) are recorded beside its source
+//! ([`renditions`]).
 
 pub mod buckets;
 pub mod recorder;
@@ -11,3 +12,25 @@ pub mod recovery;
 pub mod renditions;
 pub mod spool;
 pub mod thumbnails;
+
+use std::sync::Arc;
+
+use crate::live::LiveStream;
+use crate::live::hub::Hub;
+
+/// Starts recording the video renditions (name, width, height, hub) of `live` that its recording
+/// configuration selects, each from its hub with the stream's timed metadata.
+pub fn record_renditions<'a>(live: &LiveStream, renditions: impl Iterator<Item = (&'a str, u32, u32, &'a Arc<Hub>)>) {
+    let Some(recording) = live.recording.get() else { return };
+    for (name, width, height, hub) in renditions {
+        if !recording.selects(false, width.min(height)) {
+            continue;
+        }
+        tokio::spawn(recorder::run_rendition(
+            recording.clone(),
+            name.to_owned(),
+            hub.subscribe_with(&live.hub),
+            hub.ended(),
+        ));
+    }
+}

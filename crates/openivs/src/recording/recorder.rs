@@ -16,8 +16,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use openivs_media::aac::AudioSpecificConfig;
-use openivs_media::h264::DecoderConfiguration;
 use openivs_media::ts::{Tracks, TsMuxer};
+use openivs_media::video::{VideoCoding, VideoRecord};
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio::sync::broadcast;
@@ -216,7 +216,7 @@ pub(super) struct Writer {
     prefix: String,
     started_at: OffsetDateTime,
     muxer: TsMuxer,
-    video: Option<DecoderConfiguration>,
+    video: Option<VideoRecord>,
     audio: Option<AudioSpecificConfig>,
     codecs: String,
     size: (u32, u32),
@@ -346,11 +346,12 @@ impl Writer {
 
     fn refresh_configs(&mut self, subscription: &Subscription) {
         if let Some(config) = subscription.video.borrow().clone()
-            && let Ok(avcc) = DecoderConfiguration::parse(&config.config)
+            && let Ok(record) = VideoRecord::parse(config.coding, &config.config)
         {
             self.size = (config.width, config.height);
-            self.codecs = avcc.codec_string();
-            self.video = Some(avcc);
+            self.codecs = record.codec.clone();
+            self.muxer.set_video_coding(record.coding);
+            self.video = Some(record);
         }
         if let Some(config) = subscription.audio.borrow().clone()
             && let Ok(asc) = AudioSpecificConfig::parse(&config.config)
@@ -423,13 +424,15 @@ impl Writer {
                 });
             }
         }
-        if keyframe && let (Some(settings), Some(avcc)) = (&self.recording.thumbnails, &self.video) {
+        // (Thumbnails are decoded with an H.264 decoder: the source, track 0, is always H.264.)
+        if keyframe
+            && let (Some(settings), Some(record)) = (&self.recording.thumbnails, &self.video)
+            && record.coding == VideoCoding::Avc
+        {
             let due = self.last_thumbnail_dts.is_none_or(|last| frame.dts_ms - last >= settings.interval_ms);
             if due {
                 self.last_thumbnail_dts = Some(frame.dts_ms);
-                let picture =
-                    openivs_media::ts::avc_to_annex_b(&frame.data, avcc.nal_length_size, true, &avcc.sps, &avcc.pps);
-                self.pending_thumbnails.push(picture);
+                self.pending_thumbnails.push(openivs_media::ts::to_annex_b(&frame.data, record, true));
             }
         }
         let open = self.open.as_mut()?;

@@ -222,7 +222,11 @@ pub async fn run(
         &source,
         encoded.iter().map(|r| (r.name.clone(), r.video.is_none(), hubs[&r.name].clone())).collect(),
     );
-    record_renditions(&live, &encoded, &hubs);
+    let videos = encoded.iter().filter_map(|r| match r.video {
+        Some(Video::Encoded { width, height, .. }) => Some((r.name.as_str(), width, height, &hubs[&r.name])),
+        _ => None,
+    });
+    crate::recording::record_renditions(&live, videos);
     let mut subscription = live.hub.subscribe();
     let mut ended = live.hub.ended();
     let arrivals = Arc::new(input::Arrivals::default());
@@ -333,25 +337,6 @@ pub async fn run(
         hub.end();
     }
     drop(reservation);
-}
-
-/// Starts recording the renditions the stream's recording configuration selects, each from its
-/// hub with the stream's timed metadata.
-fn record_renditions(live: &LiveStream, encoded: &[&Rendition], hubs: &HashMap<String, Arc<Hub>>) {
-    let Some(recording) = live.recording.get() else { return };
-    for rendition in encoded {
-        let Some(Video::Encoded { width, height, .. }) = rendition.video else { continue };
-        if !recording.selects(false, width.min(height)) {
-            continue;
-        }
-        let hub = &hubs[&rendition.name];
-        tokio::spawn(crate::recording::recorder::run_rendition(
-            recording.clone(),
-            rendition.name.clone(),
-            hub.subscribe_with(&live.hub),
-            hub.ended(),
-        ));
-    }
 }
 
 /// The transcoder fell behind real time: its renditions leave new playlists, and the session

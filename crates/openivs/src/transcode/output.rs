@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use openivs_media::h264::{DecoderConfiguration, SequenceParameterSet};
 use openivs_media::ts_demux::{self, AccessUnit, AccessUnits, TsDemuxer};
+use openivs_media::video::{VideoCoding, VideoRecord};
 
 use super::ffmpeg::Outputs;
 use super::input::Arrivals;
@@ -79,11 +79,8 @@ impl RenditionFeeds {
         for unit in self.access_units.of(&pes) {
             match unit {
                 AccessUnit::VideoConfiguration { record } => {
-                    let Ok(avcc) = DecoderConfiguration::parse(&record) else { continue };
-                    let Some(sps) = avcc.sps.first().and_then(|nal| SequenceParameterSet::parse(nal).ok()) else {
-                        continue;
-                    };
-                    hub.set_config(TrackKind::Video, TrackConfig::video(&avcc, &sps, record.into()));
+                    let Ok(parsed) = VideoRecord::parse(VideoCoding::Avc, &record) else { continue };
+                    hub.set_config(TrackKind::Video, TrackConfig::video(&parsed, record.into()));
                 }
                 AccessUnit::Video { pts, dts, keyframe, sample } => {
                     self.lag = arrival.elapsed();

@@ -8,7 +8,9 @@
 //! The broadcaster first asks GetClientConfiguration (`POST /api/v3/GetClientConfiguration`, the
 //! stream key as authentication) which tracks to encode, encodes exactly those, and publishes
 //! with the answered authentication, as OBS does; a publish that does otherwise is refused with
-//! IVS's GetClientConfiguration codes.
+//! IVS's GetClientConfiguration codes. A server started with `--multitrack-hevc` answers HEVC
+//! tracks after the first to a broadcaster that can encode them (libx265 stands in for NVENC),
+//! and packages them as `hvc1` renditions.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,12 +19,14 @@ use aws_sdk_ivs::types::{
     ChannelType, ContainerFormat, MultitrackInputConfiguration, MultitrackMaximumResolution, MultitrackPolicy,
 };
 
-use crate::harness::{RawResponse, Server, raw_request, rtmps_url};
+use crate::harness::{ACCOUNT, RawResponse, Server, raw_request, rtmps_url, wait_offline};
 use crate::ingest::{Publisher, pattern_720p, wait_live};
 use crate::multitrack_broadcaster::{
-    MultitrackPublisher, UNANSWERED_TRACKS, answered, configured, get_client_configuration, three_tracks_of_720p,
+    Codec, MultitrackPublisher, UNANSWERED_TRACKS, answered, configured, get_client_configuration,
+    get_client_configuration_with_hevc, three_tracks_of_720p,
 };
 use crate::playback::path_of;
+use crate::recording::{configuration_without_thumbnails, ended_recording};
 
 /// A STANDARD fMP4 channel with `multitrack` (None: multitrack left off).
 struct TestChannel {
@@ -34,11 +38,21 @@ struct TestChannel {
 }
 
 async fn channel(server: &Server, multitrack: Option<(MultitrackPolicy, MultitrackMaximumResolution)>) -> TestChannel {
+    recorded_channel(server, multitrack, None).await
+}
+
+/// [`channel`], recorded with the recording configuration `recording` (if any).
+async fn recorded_channel(
+    server: &Server,
+    multitrack: Option<(MultitrackPolicy, MultitrackMaximumResolution)>,
+    recording: Option<&str>,
+) -> TestChannel {
     let mut builder = server
         .client()
         .create_channel()
         .r#type(ChannelType::StandardChannelType)
-        .container_format(ContainerFormat::FragmentedMp4);
+        .container_format(ContainerFormat::FragmentedMp4)
+        .set_recording_configuration_arn(recording.map(str::to_owned));
     if let Some((policy, maximum_resolution)) = multitrack {
         builder = builder.multitrack_input_configuration(
             MultitrackInputConfiguration::builder()
@@ -125,6 +139,133 @@ async fn get_client_configuration_answers_as_the_integration_api() {
     refusal(raw_request(&server, "POST", "/api/v3/GetClientConfiguration", &headers, &oversized), 400);
     // No SigV4 on it, and no IVS operation at other methods.
     assert_eq!(raw_request(&server, "GET", "/api/v3/GetClientConfiguration", &[], "").status, 405);
+
+    // A broadcaster that could encode HEVC is answered H.264 unless the server says otherwise
+    // (--multitrack-hevc): every viewer's browser can play every track.
+    let response = get_client_configuration_with_hevc(&server, &multitrack.stream_key, three_tracks_of_720p());
+    let answer: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    assert_eq!(encoder_types(&answer), ["jim_nvenc", "jim_nvenc", "jim_nvenc"]);
+}
+
+fn encoder_types(answer: &serde_json::Value) -> Vec<&str> {
+    answer["encoder_configurations"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap()).collect()
+}
+
+/// The multivariant playlist's variants (tag, URI) once it lists `count` of them (at most 15 s).
+async fn variants(server: &Server, playback_url: &str, count: usize) -> Vec<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let multivariant = raw_request(server, "GET", &path_of(playback_url), &[], "");
+        let variants: Vec<(String, String)> = multivariant
+            .body
+            .lines()
+            .zip(multivariant.body.lines().skip(1))
+            .filter(|(tag, _)| tag.starts_with("#EXT-X-STREAM-INF:"))
+            .map(|(tag, uri)| (tag.to_owned(), uri.to_owned()))
+            .collect();
+        if variants.len() >= count || Instant::now() > deadline {
+            return variants;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What ffprobe finds in a media playlist's first video stream: `codec,width,height`.
+fn probe(server: &Server, uri: &str) -> String {
+    let output = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,width,height"])
+        .args(["-of", "csv=p=0"])
+        .arg(format!("{}{uri}", server.endpoint))
+        .output()
+        .expect("ffprobe must be installed");
+    String::from_utf8_lossy(&output.stdout).lines().next().unwrap_or("").to_owned()
+}
+
+#[tokio::test]
+async fn hevc_tracks_are_answered_and_played_where_the_server_takes_them() {
+    let server = Server::with_args(&["--multitrack-hevc", "true"]);
+    let recording = configuration_without_thumbnails(&server, "bucket", 0).await;
+    let allow = Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::FullHd));
+    let multitrack = recorded_channel(&server, allow, Some(&recording)).await;
+    let response = get_client_configuration_with_hevc(&server, &multitrack.stream_key, three_tracks_of_720p());
+    assert_eq!(response.status, 200, "{}", response.body);
+    let answer: serde_json::Value = serde_json::from_str(&response.body).unwrap();
+    // Track 0 stays H.264 (the picture every player can play); the tracks after it are HEVC.
+    assert_eq!(encoder_types(&answer), ["jim_nvenc", "jim_hevc_nvenc", "jim_hevc_nvenc"]);
+    assert_eq!(answer["encoder_configurations"][1]["settings"]["profile"], "main");
+    let (tracks, url) = answered(&answer);
+    let codecs = [Codec::H264, Codec::Hevc, Codec::Hevc];
+
+    // Sent as answered: three renditions, HEVC ones as hvc1 in fMP4.
+    let publisher = MultitrackPublisher::start_coded(&server, &url, &tracks, &codecs);
+    wait_live(&server, &multitrack.arn, Duration::from_secs(20)).await;
+    let variants = variants(&server, &multitrack.playback_url, 3).await;
+    let codec_lists: Vec<&str> =
+        variants.iter().map(|(tag, _)| tag.split("CODECS=\"").nth(1).unwrap().split('"').next().unwrap()).collect();
+    assert_eq!(codec_lists.len(), 3, "{variants:?}");
+    assert!(codec_lists[0].starts_with("avc1."), "{codec_lists:?}");
+    assert!(codec_lists[1..].iter().all(|c| c.starts_with("hvc1.1.") && c.ends_with(",mp4a.40.2")), "{codec_lists:?}");
+    let probed: Vec<String> = variants.iter().map(|(_, uri)| probe(&server, uri)).collect();
+    assert_eq!(probed, ["h264,1280,720", "hevc,854,480", "hevc,640,360"]);
+    // The initialisation section of an HEVC rendition holds an hvc1 sample entry with its hvcC.
+    let media = raw_request(&server, "GET", &variants[1].1, &[], "").body;
+    let init_uri = media.split("#EXT-X-MAP:URI=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let base = variants[1].1.rsplit_once('/').unwrap().0;
+    let init_path = if init_uri.starts_with('/') { init_uri } else { format!("{base}/{init_uri}") };
+    let init = raw_request(&server, "GET", &init_path, &[], "");
+    assert_eq!(init.status, 200, "{init_path}");
+    let has = |kind: &[u8]| init.body_bytes.windows(4).any(|w| w == kind);
+    assert!(has(b"hvc1") && has(b"hvcC"), "{init_path}");
+
+    // The session reports each track's codec and profile.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let session = server.client().get_stream_session().channel_arn(&multitrack.arn).send().await.unwrap();
+    let videos = session.stream_session().unwrap().ingest_configurations().unwrap().video_configurations().to_vec();
+    let described: Vec<(&str, &str, &str)> =
+        videos.iter().map(|v| (v.track().unwrap(), &v.codec().unwrap()[..5], v.profile().unwrap())).collect();
+    assert_eq!(described, [("Track0", "avc1.", "High"), ("Track1", "hvc1.", "Main"), ("Track2", "hvc1.", "Main")]);
+
+    // The recording holds every track, the HEVC ones as HEVC (in MPEG-TS, as recordings are).
+    drop(publisher);
+    wait_offline(&server, &multitrack.arn, Duration::from_secs(10)).await;
+    let channel_id = multitrack.arn.rsplit('/').next().unwrap();
+    let prefix = ended_recording(&server.data_dir.join("buckets/bucket/ivs/v1").join(ACCOUNT).join(channel_id)).await;
+    let recorded: Vec<String> = ["720p30", "480p30", "360p30"]
+        .iter()
+        .map(|rendition| {
+            let playlist = prefix.join("media/hls").join(rendition).join("playlist.m3u8");
+            let output = Command::new("ffprobe")
+                .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=codec_name,width,height"])
+                .args(["-of", "csv=p=0"])
+                .arg(&playlist)
+                .output()
+                .expect("ffprobe must be installed");
+            String::from_utf8_lossy(&output.stdout).lines().next().unwrap_or("").to_owned()
+        })
+        .collect();
+    let files: Vec<_> = crate::harness::walkdir(&prefix.join("media/hls"));
+    assert_eq!(recorded, ["h264,1280,720", "hevc,854,480", "hevc,640,360"], "{files:?}");
+
+    // A codec other than answered, and HEVC as track 0, are refused as IVS refuses tracks that
+    // are not what the answer said.
+    let h264_only = channel(&server, Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::FullHd))).await;
+    let (tracks, url) = configured(&server, &h264_only.stream_key, three_tracks_of_720p());
+    let mut publisher = MultitrackPublisher::start_coded(&server, &url, &tracks, &codecs);
+    assert!(publisher.exited_within(Duration::from_secs(20)), "HEVC where H.264 was answered");
+    assert_eq!(
+        end_code(&server, &h264_only.arn).await.as_deref(),
+        Some("InvalidMultitrackInputVideoTrackMediaProperties")
+    );
+    let hevc_first = channel(&server, Some((MultitrackPolicy::Allow, MultitrackMaximumResolution::FullHd))).await;
+    let response = get_client_configuration_with_hevc(&server, &hevc_first.stream_key, three_tracks_of_720p());
+    let (tracks, url) = answered(&serde_json::from_str(&response.body).unwrap());
+    let mut publisher =
+        MultitrackPublisher::start_coded(&server, &url, &tracks, &[Codec::Hevc, Codec::Hevc, Codec::Hevc]);
+    assert!(publisher.exited_within(Duration::from_secs(20)), "HEVC as track 0");
+    assert_eq!(
+        end_code(&server, &hevc_first.arn).await.as_deref(),
+        Some("InvalidMultitrackInputVideoTrackMediaProperties")
+    );
 }
 
 #[tokio::test]
@@ -139,21 +280,7 @@ async fn every_track_is_a_rendition() {
 
     // The multivariant playlist lists the three tracks, best first, each with its own measured
     // bandwidth, resolution and codec.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let variants = loop {
-        let multivariant = raw_request(&server, "GET", &path_of(playback_url), &[], "");
-        let variants: Vec<(String, String)> = multivariant
-            .body
-            .lines()
-            .zip(multivariant.body.lines().skip(1))
-            .filter(|(tag, _)| tag.starts_with("#EXT-X-STREAM-INF:"))
-            .map(|(tag, uri)| (tag.to_owned(), uri.to_owned()))
-            .collect();
-        if variants.len() >= 3 || Instant::now() > deadline {
-            break variants;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let variants = variants(&server, playback_url, 3).await;
     let resolutions: Vec<&str> = variants
         .iter()
         .map(|(tag, _)| tag.split("RESOLUTION=").nth(1).unwrap_or("").split(',').next().unwrap())
@@ -167,13 +294,7 @@ async fn every_track_is_a_rendition() {
     assert!(variants.iter().all(|(tag, _)| tag.contains("CODECS=\"avc1.") && tag.contains("mp4a.40.2")));
     // Each rendition plays its own track's picture.
     for ((_, uri), resolution) in variants.iter().zip(&resolutions) {
-        let output = Command::new("ffprobe")
-            .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
-            .arg(format!("{}{uri}", server.endpoint))
-            .output()
-            .expect("ffprobe must be installed");
-        let probed = String::from_utf8_lossy(&output.stdout).lines().next().unwrap_or("").replace(',', "x");
-        assert_eq!(&probed, resolution, "{uri}");
+        assert_eq!(probe(&server, uri), format!("h264,{}", resolution.replace('x', ",")), "{uri}");
     }
 
     // The session describes every track.

@@ -30,18 +30,31 @@ pub fn ffmpeg9() -> &'static str {
     })
 }
 
-/// A 10 s multitrack FLV of `tracks` (width, height, kbit/s) at 30 fps, keyframes every 2 s on
-/// every track, AAC; encoded once per set of tracks.
-pub fn multitrack_pattern(tracks: &[(u32, u32, u32)]) -> PathBuf {
-    type Encoded = HashMap<Vec<(u32, u32, u32)>, PathBuf>;
+/// A video track's codec in a pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    H264,
+    Hevc,
+}
+
+/// A 10 s multitrack FLV of `tracks` (width, height, kbit/s) at 30 fps, each in its codec,
+/// keyframes every 2 s on every track (HEVC with libx265: closed GOPs, no B-frames, keyframes on
+/// the same pictures as the H.264 tracks'), AAC; encoded once per set of tracks.
+pub fn multitrack_pattern(tracks: &[(u32, u32, u32)], codecs: &[Codec]) -> PathBuf {
+    type Encoded = HashMap<(Vec<(u32, u32, u32)>, Vec<Codec>), PathBuf>;
     static PATHS: OnceLock<Mutex<Encoded>> = OnceLock::new();
     let mut paths = PATHS.get_or_init(Mutex::default).lock().unwrap();
-    if let Some(path) = paths.get(tracks) {
+    let key = (tracks.to_vec(), codecs.to_vec());
+    if let Some(path) = paths.get(&key) {
         return path.clone();
     }
     let dir = std::env::temp_dir().join(format!("openivs-test-media-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let name: Vec<String> = tracks.iter().map(|(w, h, _)| format!("{w}x{h}")).collect();
+    let name: Vec<String> = tracks
+        .iter()
+        .zip(codecs)
+        .map(|((w, h, _), codec)| format!("{w}x{h}{}", if *codec == Codec::Hevc { "h" } else { "" }))
+        .collect();
     let path = dir.join(format!("multitrack-{}.flv", name.join("-")));
     let (first_width, first_height, _) = tracks[0];
     let splits: String = (0..tracks.len()).map(|i| format!("[s{i}]")).collect();
@@ -65,28 +78,57 @@ pub fn multitrack_pattern(tracks: &[(u32, u32, u32)]) -> PathBuf {
         command.args(["-map", &format!("[v{i}]")]);
     }
     command.args(["-map", "1:a"]);
-    command.args(["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "60", "-keyint_min", "60"]);
+    command.args(["-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "60", "-keyint_min", "60"]);
     command.args(["-sc_threshold", "0", "-bf", "0"]);
-    for (i, (_, _, kbps)) in tracks.iter().enumerate() {
-        command.args([format!("-b:v:{i}"), format!("{kbps}k")]);
+    command.args(["-x265-params", "open-gop=0:scenecut=0:bframes=0:log-level=error"]);
+    for (i, ((_, _, kbps), codec)) in tracks.iter().zip(codecs).enumerate() {
+        let encoder = match codec {
+            Codec::H264 => "libx264",
+            Codec::Hevc => "libx265",
+        };
+        command.args([format!("-c:v:{i}"), encoder.to_owned(), format!("-b:v:{i}"), format!("{kbps}k")]);
     }
     let status = command.args(["-c:a", "aac", "-b:a", "96k", "-f", "flv"]).arg(&path).status().expect("FFmpeg 9 runs");
     assert!(status.success(), "FFmpeg 9 could not encode the multitrack pattern {name:?}");
-    paths.insert(tracks.to_vec(), path.clone());
+    paths.insert(key, path.clone());
     path
 }
 
 /// Tracks of a pattern that matches no answer: 720p, 360p and 144p.
 pub const UNANSWERED_TRACKS: [(u32, u32, u32); 3] = [(1280, 720, 1500), (640, 360, 500), (256, 144, 150)];
 
-/// GetClientConfiguration as a broadcaster asks it: `authentication` and `preferences`.
+/// GetClientConfiguration as a broadcaster without a GPU asks it: `authentication` and
+/// `preferences`.
 pub fn get_client_configuration(server: &Server, authentication: &str, preferences: serde_json::Value) -> RawResponse {
+    ask_client_configuration(server, authentication, preferences, &["h264"], &[])
+}
+
+/// GetClientConfiguration as a broadcaster with an NVIDIA GPU that can encode H.264 and HEVC
+/// asks it (OBS's names: `h265`, PCI vendor id 0x10de).
+pub fn get_client_configuration_with_hevc(
+    server: &Server,
+    authentication: &str,
+    preferences: serde_json::Value,
+) -> RawResponse {
+    let gpu = serde_json::json!({ "model": "NVIDIA GeForce RTX 4070", "vendor_id": 0x10de, "device_id": 0x2786 });
+    ask_client_configuration(server, authentication, preferences, &["h264", "h265"], &[gpu])
+}
+
+fn ask_client_configuration(
+    server: &Server,
+    authentication: &str,
+    preferences: serde_json::Value,
+    supported_codecs: &[&str],
+    gpus: &[serde_json::Value],
+) -> RawResponse {
     let request = serde_json::json!({
         "authentication": authentication,
         "schema_version": "2025-01-25",
         "service": "IVS",
-        "client": { "name": "openivs-test", "version": "1", "supported_codecs": ["h264"] },
-        "capabilities": { "cpu": { "logical_cores": 2, "physical_cores": 2 }, "memory": { "total": 1, "free": 1 } },
+        "client": { "name": "openivs-test", "version": "1", "supported_codecs": supported_codecs },
+        "capabilities": {
+            "cpu": { "logical_cores": 2, "physical_cores": 2 }, "memory": { "total": 1, "free": 1 }, "gpu": gpus,
+        },
         "preferences": preferences,
     });
     let headers = [("content-type".to_owned(), "application/json".to_owned())];
@@ -130,9 +172,19 @@ impl MultitrackPublisher {
     /// Publishes `tracks` to `url` over RTMPS, trusting the server's certificate (FFmpeg 9
     /// verifies it).
     pub fn start(server: &Server, url: &str, tracks: &[(u32, u32, u32)]) -> MultitrackPublisher {
+        MultitrackPublisher::start_coded(server, url, tracks, &vec![Codec::H264; tracks.len()])
+    }
+
+    /// [`MultitrackPublisher::start`] with each track in its codec.
+    pub fn start_coded(
+        server: &Server,
+        url: &str,
+        tracks: &[(u32, u32, u32)],
+        codecs: &[Codec],
+    ) -> MultitrackPublisher {
         let child = Command::new(ffmpeg9())
             .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-re", "-stream_loop", "-1", "-i"])
-            .arg(multitrack_pattern(tracks))
+            .arg(multitrack_pattern(tracks, codecs))
             .args(["-map", "0", "-c", "copy", "-ca_file"])
             .arg(server.data_dir.join("rtmps-certificate.pem"))
             .args(["-f", "flv", url])
