@@ -170,6 +170,11 @@ async function play(target) {
       longest_time_stall_ms: 0,
       // Each time currentTime stood still for 300 ms or more: [epoch ms it started, ms].
       time_stalls: [],
+      // Each time the picture stood still for 500 ms or more: [epoch ms it started, ms].
+      picture_stalls: [],
+      // Video frames the page decoded (shown or dropped) while it was watched: far fewer than
+      // the stream holds means the browser was starved of CPU, not of media.
+      watched_frames: null,
       picture_seconds: 0,
       last_advance_at: null,
       picture_latencies_ms: [],
@@ -377,6 +382,8 @@ async function play(target) {
     await window.pictureStarted();
     await new Promise((r) => setTimeout(r, SETTLE_MS));
     result.start_time = video.currentTime;
+    const decodedFrames = () => (video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality().totalVideoFrames : null);
+    const framesAtStart = decodedFrames();
     const until = Date.now() + seconds * 1000;
     let lastClock = readClock();
     let lastChange = Date.now();
@@ -399,6 +406,7 @@ async function play(target) {
       const clock = readClock();
       if (clock === null) continue;
       if (clock !== lastClock) {
+        if (now - lastChange >= 500) result.picture_stalls.push([lastChange, now - lastChange]);
         // A forward step of the picture's clock (a misread or a jump back counts for nothing).
         const step = lastClock === null ? 0 : clockAhead(lastClock, clock);
         if (step > 0 && step < 500) pictureSeconds += step / 100;
@@ -422,6 +430,12 @@ async function play(target) {
     watchCues();
     result.picture_seconds = Math.round(pictureSeconds * 100) / 100;
     result.end_time = video.currentTime;
+    // Stalls still going on when the watch ended.
+    const ended = Date.now();
+    if (ended - lastTimeChange >= 300) result.time_stalls.push([lastTimeChange, ended - lastTimeChange]);
+    if (ended - lastChange >= 500) result.picture_stalls.push([lastChange, ended - lastChange]);
+    const framesAtEnd = decodedFrames();
+    if (framesAtStart !== null && framesAtEnd !== null) result.watched_frames = framesAtEnd - framesAtStart;
     if (debug) {
       result.buffered = [];
       for (let i = 0; i < video.buffered.length; i += 1) result.buffered.push([video.buffered.start(i), video.buffered.end(i)]);
