@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod ingest;
 pub mod live;
+pub mod metrics;
 pub mod playback;
 pub mod playback_keys;
 pub mod recording;

@@ -1,5 +1,8 @@
-//! Start-up and shutdown: open the store, bind the listeners (HTTP; RTMP and RTMPS ingest),
-//! serve until SIGINT/SIGTERM, then stop live streams and close the store.
+//! Start-up and shutdown: open the store, bind the listeners (HTTP; RTMP, RTMPS and SRT
+//! ingest), serve until a signal, then stop live streams and close the store. SIGTERM drains
+//! first (what a load balancer or Kubernetes expects): not ready, no new publishes, no API
+//! writes, until the live streams have ended or `--drain-timeout` has passed. SIGINT (Ctrl-C),
+//! or a second signal, stops at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +53,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         );
     }
     let sqlite = Arc::new(SqliteStore::open(&settings.sqlite_path()).await?);
-    let store: Arc<dyn Store> = sqlite.clone();
+    let store: Arc<dyn Store> = Arc::new(crate::store::metered::Metered::new(sqlite.clone()));
     // Before anything raises an event (the sessions ended below), so new targets get those too.
     let deliveries = crate::events::delivery::start(store.clone(), settings.event_targets.clone()).await?;
     let outbox = crate::events::Outbox::new(store.clone());
@@ -114,11 +117,22 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         playback.access.warn_if_countries_unenforced(store.as_ref()).await;
     }
     let (closing, closing_seen) = watch::channel(false);
+    let (draining, draining_seen) = watch::channel(false);
     let client_configurations = api.client_configurations.clone();
-    let state = Arc::new(AppState::new(api, Authenticator::new(&settings.credentials), settings.limits, closing_seen));
-    let recordings = Arc::new(crate::recording::recorder::Parking::new(journal_dir, outbox));
     let transcoding =
         crate::transcode::Transcoding::with_ffmpeg(&settings.ffmpeg, settings.limits.transcode_capacity).await;
+    let metrics = settings.metrics.then(|| crate::http::operator::MetricsEndpoint {
+        registry: crate::metrics::registry(crate::metrics::LiveState {
+            live: live.clone(),
+            playback: playback.clone(),
+            transcoding: transcoding.clone(),
+            buckets: buckets.clone(),
+        }),
+        token: settings.metrics_token.clone(),
+    });
+    let auth = Authenticator::new(&settings.credentials);
+    let state = Arc::new(AppState::new(api, auth, settings.limits, closing_seen, draining_seen, metrics));
+    let recordings = Arc::new(crate::recording::recorder::Parking::new(journal_dir, outbox));
     let ingest = Arc::new(IngestContext {
         store: store.clone(),
         live: live.clone(),
@@ -145,8 +159,22 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         );
     }
     tracing::info!("openivs API listening on http://{http_addr} (data in {})", settings.data_dir.display());
+    let drain_limit = Duration::from_secs(settings.limits.drain_timeout);
+    let draining_live = live.clone();
     let stopping = async {
-        shutdown_signal().await;
+        let mut signals = Signals::new();
+        if signals.next().await == Signal::Terminate {
+            tracing::info!(
+                "draining: no new publishes or API writes; waiting up to {drain_limit:?} for live streams to end"
+            );
+            let _ = draining.send(true);
+            let _ = stop_ingest.send(true);
+            tokio::select! {
+                () = streams_ended(&draining_live, drain_limit) => {}
+                _ = signals.next() => tracing::info!("draining cut short by a second signal"),
+            }
+        }
+        tracing::info!("shutting down");
         let _ = closing.send(true);
     };
     crate::http::listener::serve(http, router(state), settings.limits, stopping).await;
@@ -165,18 +193,47 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Waits until no stream is live (checked every 100 ms), at most `limit`.
+async fn streams_ended(live: &LiveRegistry, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !live.all().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Signal {
+    Interrupt,
+    Terminate,
+}
+
+/// SIGINT and SIGTERM as they come.
+struct Signals {
     #[cfg(unix)]
-    {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler installs");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        Signals {
+            #[cfg(unix)]
+            terminate: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler installs"),
         }
     }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
-    tracing::info!("shutting down");
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => Signal::Interrupt,
+                _ = self.terminate.recv() => Signal::Terminate,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Interrupt
+        }
+    }
 }

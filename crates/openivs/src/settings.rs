@@ -105,6 +105,15 @@ pub struct ServeArgs {
     /// plays only track 0. [default: false]
     #[arg(long, env = "OPENIVS_MULTITRACK_HEVC")]
     pub multitrack_hevc: Option<bool>,
+
+    /// Serve Prometheus metrics at /metrics on the HTTP listener. [default: true]
+    #[arg(long, env = "OPENIVS_METRICS")]
+    pub metrics: Option<bool>,
+
+    /// A bearer token /metrics requires (`Authorization: Bearer TOKEN`); without one, anyone who
+    /// reaches the HTTP listener may read the metrics. [default: none]
+    #[arg(long, env = "OPENIVS_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
     /// The folder whose subfolders are the buckets recording configurations name (a bucket
     /// exists when its folder does). Default: `buckets` in the data directory.
     #[arg(long, env = "OPENIVS_BUCKETS_DIR")]
@@ -218,6 +227,11 @@ pub struct ServeArgs {
     #[arg(long, env = "OPENIVS_LOG")]
     pub log: Option<String>,
 
+    /// Log lines as `text` (for people) or `json` (one JSON object per line, for log
+    /// collectors). [default: text]
+    #[arg(long, env = "OPENIVS_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -323,12 +337,25 @@ limits! {
     /// a publish that would pass it is refused ("Transcode capacity exceeded"). The default
     /// holds on 2 cores. [default: 4]
     transcode_capacity: f64 = 4.0, "OPENIVS_TRANSCODE_CAPACITY";
+    /// Seconds a SIGTERM waits for live streams to end (their publishers stop) before the server
+    /// ends them and exits; meanwhile it is not ready (/readyz), takes no new publishes and no
+    /// API writes. A second signal, or SIGINT, stops at once. [default: 30]
+    drain_timeout: u64 = 30, "OPENIVS_DRAIN_TIMEOUT";
 }
 
 impl Limits {
     pub fn seconds(value: u64) -> std::time::Duration {
         std::time::Duration::from_secs(value)
     }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// The settings file: the same keys as the flags, plus `[[credentials]]` tables.
@@ -346,6 +373,8 @@ struct FileSettings {
     geoip_database: Option<PathBuf>,
     ffmpeg: Option<String>,
     multitrack_hevc: Option<bool>,
+    metrics: Option<bool>,
+    metrics_token: Option<String>,
     buckets_dir: Option<PathBuf>,
     recording_store: Option<String>,
     s3_endpoint: Option<String>,
@@ -375,6 +404,7 @@ struct FileSettings {
     quota_ad_configurations: Option<u32>,
     quota_failover_slate_configurations: Option<u32>,
     log: Option<String>,
+    log_format: Option<LogFormat>,
     #[serde(flatten)]
     limits: LimitArgs,
     /// Keys that are none of the above: refused (a typo must not pass for a setting).
@@ -441,6 +471,8 @@ pub struct Settings {
     pub geoip_database: Option<PathBuf>,
     pub ffmpeg: String,
     pub multitrack_hevc: bool,
+    pub metrics: bool,
+    pub metrics_token: Option<String>,
     pub buckets_dir: PathBuf,
     /// Recordings go to this S3-compatible service (none: to folders of `buckets_dir`).
     pub s3: Option<crate::recording::buckets::S3Settings>,
@@ -453,6 +485,7 @@ pub struct Settings {
     pub allow_dev_credentials_on_network: bool,
     pub quotas: Quotas,
     pub log: String,
+    pub log_format: LogFormat,
     pub limits: Limits,
 }
 
@@ -519,6 +552,8 @@ impl Settings {
             geoip_database: args.geoip_database.or(file.geoip_database),
             ffmpeg: args.ffmpeg.or(file.ffmpeg).unwrap_or_else(|| "ffmpeg".into()),
             multitrack_hevc: args.multitrack_hevc.or(file.multitrack_hevc).unwrap_or(false),
+            metrics: args.metrics.or(file.metrics).unwrap_or(true),
+            metrics_token: args.metrics_token.or(file.metrics_token).filter(|t| !t.is_empty()),
             buckets_dir,
             s3,
             trusted_proxies,
@@ -546,6 +581,7 @@ impl Settings {
                     .unwrap_or(100),
             },
             log: args.log.or(file.log).unwrap_or_else(|| "info".into()),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             limits: args.limits.resolve(file.limits),
         };
         settings.check()?;

@@ -211,9 +211,12 @@ impl Run {
                         failures = 0;
                         backoff = FIRST_BACKOFF;
                         self.acknowledge(seq).await;
-                        rest = &rest[rest.iter().take_while(|e| e.seq <= seq).count()..];
+                        let taken = rest.iter().take_while(|e| e.seq <= seq).count();
+                        crate::metrics::global().event_deliveries_inc("delivered", taken);
+                        rest = &rest[taken..];
                     }
                     Outcome::Failed(reason) => {
+                        crate::metrics::global().event_deliveries_inc("retried", 1);
                         // (The first failure and then one in ten, so an outage does not flood the log.)
                         if failures.is_multiple_of(10) {
                             tracing::warn!(

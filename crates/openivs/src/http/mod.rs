@@ -2,9 +2,11 @@
 //! pipeline: request id → route → SigV4 headers check → bounded body → SigV4 → JSON → model
 //! validation → operation → response. The mapping of an [`IvsError`] to the wire (status,
 //! `x-amzn-ErrorType`, body) is here and only here. HLS playback shares this listener
-//! (`/api/video/v1/…`, `/playback/…`); [`listener`] holds the connection-level bounds.
+//! (`/api/video/v1/…`, `/playback/…`); [`listener`] holds the connection-level bounds;
+//! [`operator`] answers health, readiness and metrics.
 
 pub mod listener;
+pub mod operator;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -32,6 +34,10 @@ pub struct AppState {
     pub limits: crate::settings::Limits,
     /// Turns true when the server begins to stop: endless responses (event streams) end.
     pub closing: tokio::sync::watch::Receiver<bool>,
+    /// Turns true while the server drains (SIGTERM): not ready, API writes refused.
+    pub draining: tokio::sync::watch::Receiver<bool>,
+    /// `/metrics`, unless off.
+    pub metrics: Option<operator::MetricsEndpoint>,
     /// Bytes of request bodies being received, over all connections (`http_request_body_memory`);
     /// a request holds its share (its Content-Length) while its body arrives and is handled.
     body_memory: tokio::sync::Semaphore,
@@ -71,9 +77,20 @@ impl AppState {
         auth: Authenticator,
         limits: crate::settings::Limits,
         closing: tokio::sync::watch::Receiver<bool>,
+        draining: tokio::sync::watch::Receiver<bool>,
+        metrics: Option<operator::MetricsEndpoint>,
     ) -> AppState {
         let body_memory = tokio::sync::Semaphore::new(limits.http_request_body_memory.min(u32::MAX as usize));
-        AppState { api, auth, limits, closing, body_memory, body_memory_by_address: Default::default() }
+        AppState {
+            api,
+            auth,
+            limits,
+            closing,
+            draining,
+            metrics,
+            body_memory,
+            body_memory_by_address: Default::default(),
+        }
     }
 
     /// Reserves `bytes` for `address`, within its eighth of the body memory.
@@ -146,6 +163,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/playback/{session}/{channel}/{file}", get(crate::playback::http::media))
         .route(crate::events::sse::PATH, get(crate::events::sse::stream))
         .route(crate::ingest::client_configuration::PATH, post(client_configuration))
+        .route("/healthz", get(operator::healthz))
+        .route("/readyz", get(operator::readyz))
+        .route("/metrics", get(operator::metrics))
         .fallback(control_plane)
         .with_state(state)
 }
@@ -225,7 +245,8 @@ async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> 
             404,
             &format!("No IVS operation at {} {}", parts.method, shorten(&path)),
         );
-        tracing::debug!(%request_id, method = %parts.method, "unknown route");
+        tracing::info!(%request_id, method = %parts.method, status = 404, "unknown route");
+        crate::metrics::global().api_request("unknown", 404, started.elapsed());
         return response;
     };
     let result = async {
@@ -244,6 +265,12 @@ async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> 
         let caller = state.auth.authenticate(&signed, OffsetDateTime::now_utc())?;
         let input = gather_input(operation, label, parts.uri.query(), &body)?;
         model().validate_input(operation, &input)?;
+        if *state.draining.borrow() && operator::refuses_while_draining(operation) {
+            return Err(IvsError::new(
+                openivs_model::ErrorKind::ServiceUnavailable,
+                "The server is shutting down and takes no changes; retry (another node will answer)",
+            ));
+        }
         state.api.handle(operation, &caller, input).await
     }
     .await;
@@ -256,13 +283,16 @@ async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> 
             error_response(&request_id, error.kind.wire_name(), error.kind.http_status(), &error.message)
         }
     };
-    tracing::debug!(%request_id, operation, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    let (status, took) = (response.status().as_u16(), started.elapsed());
+    crate::metrics::global().api_request(operation, status, took);
+    tracing::info!(%request_id, operation, status, elapsed_us = took.as_micros() as u64, "request");
     response
 }
 
 /// GetClientConfiguration (automatic stream configuration for multitrack broadcasters): outside
 /// the SigV4 pipeline, as with IVS; the stream key in the body authenticates it.
 async fn client_configuration(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let started = Instant::now();
     let request_id = crate::api::random_uuid();
     let (parts, body) = request.into_parts();
     let address = parts.extensions.get::<ClientAddress>().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.0);
@@ -282,7 +312,8 @@ async fn client_configuration(State(state): State<Arc<AppState>>, request: Reque
             (refused.status, refused.body())
         }
     };
-    tracing::debug!(%request_id, status, "GetClientConfiguration");
+    crate::metrics::global().api_request("GetClientConfiguration", status, started.elapsed());
+    tracing::info!(%request_id, operation = "GetClientConfiguration", status, elapsed_us = started.elapsed().as_micros() as u64, "request");
     let mut response = base_response(&request_id, status, Body::from(answer.to_string()));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

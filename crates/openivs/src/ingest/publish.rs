@@ -567,7 +567,13 @@ impl Publish {
         if !self.renditions_decided && kind == TrackKind::Video {
             self.decide_renditions()?;
         }
-        self.stream.stats.lock().expect("stats lock").on_media(now, kind, data.len(), dts_ms);
+        {
+            let mut stats = self.stream.stats.lock().expect("stats lock");
+            stats.on_media(now, kind, data.len(), dts_ms);
+            if keyframe && kind == TrackKind::Video {
+                stats.on_keyframe(dts_ms);
+            }
+        }
         if self.first_media_at.is_none() {
             self.first_media_at = Some(now);
             let _ = self.recorder.event("Stream Start", STREAM_STATE_CHANGE, None, wall).await;

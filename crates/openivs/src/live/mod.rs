@@ -264,6 +264,11 @@ impl LiveRegistry {
         streams
     }
 
+    /// Every live stream (the metrics' scrape).
+    pub fn all(&self) -> Vec<LiveStream> {
+        self.streams.read().expect("live registry lock").values().cloned().collect()
+    }
+
     /// Ends a channel's stream (StopStream): the channel is offline from now on, and its ingest
     /// session disconnects the publisher. The stopped stream, or `None` if it was not live.
     pub fn stop(&self, channel_arn: &str) -> Option<LiveStream> {

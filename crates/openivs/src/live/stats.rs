@@ -80,6 +80,9 @@ pub struct IngestStats {
     per_second: VecDeque<(u64, u64)>,
     video: Track,
     audio: Track,
+    /// The last video keyframe's decode time, and the interval before it (ms).
+    last_keyframe_dts: Option<i64>,
+    keyframe_interval_ms: Option<i64>,
 }
 
 impl IngestStats {
@@ -93,7 +96,22 @@ impl IngestStats {
             per_second: VecDeque::new(),
             video: Track::default(),
             audio: Track::default(),
+            last_keyframe_dts: None,
+            keyframe_interval_ms: None,
         }
+    }
+
+    /// A video keyframe at decode time `dts_ms` (the keyframe interval IVS reports).
+    pub fn on_keyframe(&mut self, dts_ms: i64) {
+        if let Some(last) = self.last_keyframe_dts.filter(|last| dts_ms > *last) {
+            self.keyframe_interval_ms = Some(dts_ms - last);
+        }
+        self.last_keyframe_dts = Some(dts_ms);
+    }
+
+    /// Seconds between the last two keyframes (0 until there were two).
+    pub fn keyframe_interval_seconds(&self) -> f64 {
+        self.keyframe_interval_ms.map_or(0.0, |ms| ms as f64 / 1000.0)
     }
 
     /// Counts a message of `bytes` received from the publisher, whatever it carries: the

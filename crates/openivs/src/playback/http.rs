@@ -127,7 +127,40 @@ pub struct MultivariantQuery {
     token: Option<String>,
 }
 
+/// Counts a playback response in the metrics: its kind, status and size (when it is known: a
+/// prefetch segment streamed while written counts its status only).
+fn counted(kind: &'static str, response: Response) -> Response {
+    use axum::body::HttpBody;
+    let bytes = response.body().size_hint().exact().unwrap_or(0) as usize;
+    crate::metrics::global().playback_request(kind, response.status().as_u16(), bytes);
+    response
+}
+
+/// What a media file name asks for, as the metrics count it.
+fn kind_of(file: &str) -> &'static str {
+    if file.ends_with(".m3u8") {
+        "playlist"
+    } else if file.ends_with("-init.mp4") {
+        "init"
+    } else if file.rsplit('.').nth(1).is_some_and(|part| part.parse::<usize>().is_ok()) {
+        // `{stream}-{msn}.{part}.{ext}`
+        "part"
+    } else {
+        "segment"
+    }
+}
+
 pub async fn multivariant(
+    state: State<Arc<AppState>>,
+    name: Path<String>,
+    query: Query<MultivariantQuery>,
+    address: Extension<ClientAddress>,
+    headers: HeaderMap,
+) -> Response {
+    counted("multivariant", multivariant_response(state, name, query, address, headers).await)
+}
+
+async fn multivariant_response(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
     Query(query): Query<MultivariantQuery>,
@@ -223,8 +256,19 @@ pub struct PlaylistQuery {
 }
 
 pub async fn media(
-    State(state): State<Arc<AppState>>,
+    state: State<Arc<AppState>>,
     Path((session, channel, file)): Path<(String, String, String)>,
+    query: Query<PlaylistQuery>,
+    address: Extension<ClientAddress>,
+    headers: HeaderMap,
+) -> Response {
+    let kind = kind_of(&file);
+    counted(kind, media_of_session(state, (session, channel, file), query, address, headers).await)
+}
+
+async fn media_of_session(
+    State(state): State<Arc<AppState>>,
+    (session, channel, file): (String, String, String),
     Query(query): Query<PlaylistQuery>,
     Extension(ClientAddress(peer)): Extension<ClientAddress>,
     headers: HeaderMap,
@@ -320,7 +364,9 @@ async fn media_playlist(playback: &ChannelPlayback, low_latency: bool, query: &P
         if too_far {
             return bad_request("The requested segment or part is too far in the future");
         }
+        let waiting = std::time::Instant::now();
         let ready = wait_until(playback, Duration::from_secs(3 * target.max(1)), |s| s.ended || s.has(msn, part)).await;
+        crate::metrics::global().blocking_reload_wait.observe(waiting.elapsed().as_secs_f64());
         if !ready {
             return response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no-cache", "Not available yet; retry\n");
         }

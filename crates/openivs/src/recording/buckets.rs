@@ -192,7 +192,9 @@ impl Buckets {
                 let path = folder.join(key);
                 let parent = path.parent().unwrap_or(Path::new("."));
                 tokio::fs::create_dir_all(parent).await?;
-                write_synced(&path, bytes).await
+                let written = write_synced(&path, bytes).await;
+                crate::metrics::global().recording_upload(if written.is_ok() { "uploaded" } else { "failed" });
+                written
             }
             Backend::S3 { spool, .. } => spool.put(bucket, key, bytes).await,
         }
@@ -235,6 +237,14 @@ impl Buckets {
                     Err(_) => 0,
                 },
             },
+        }
+    }
+
+    /// Bytes waiting in the spool for the S3 store (zero for local folders).
+    pub fn spool_bytes(&self) -> usize {
+        match &self.backend {
+            Backend::Local(_) => 0,
+            Backend::S3 { spool, .. } => spool.waiting_bytes(),
         }
     }
 

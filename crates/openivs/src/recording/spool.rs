@@ -225,6 +225,7 @@ impl Spool {
             let result = if replaced { Ok(()) } else { self.send(stores, &entry, &path).await };
             match result {
                 Ok(()) => {
+                    crate::metrics::global().recording_upload("uploaded");
                     let _ = tokio::fs::remove_file(&path).await;
                     let mut queue = self.queue.lock().expect("spool lock");
                     if queue.failing_since.take().is_some() {
@@ -237,6 +238,7 @@ impl Spool {
                     backoff = Duration::from_millis(250);
                 }
                 Err(error) => {
+                    crate::metrics::global().recording_upload("retried");
                     {
                         let mut queue = self.queue.lock().expect("spool lock");
                         if queue.failing_since.is_none() {

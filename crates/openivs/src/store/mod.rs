@@ -16,6 +16,7 @@
 //! stays usable for the next.
 
 pub mod files;
+pub mod metered;
 pub mod sqlite;
 
 use std::sync::Arc;

@@ -80,6 +80,24 @@ pub struct Transcoding {
     pub unavailable: Option<String>,
     capacity: f64,
     in_use: Mutex<f64>,
+    /// Transcoder processes running (the metrics').
+    processes: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a running transcoder process while it lives.
+struct Running<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Running<'a> {
+        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Running(count)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Transcoding {
@@ -88,7 +106,13 @@ impl Transcoding {
             Ok(transcoder) => (Some(transcoder), None),
             Err(why) => (None, Some(why)),
         };
-        Arc::new(Transcoding { transcoder, unavailable, capacity, in_use: Mutex::new(0.0) })
+        Arc::new(Transcoding {
+            transcoder,
+            unavailable,
+            capacity,
+            in_use: Mutex::new(0.0),
+            processes: Default::default(),
+        })
     }
 
     /// Finds ffmpeg (`program`; `none` turns transcoding off) and says what it found.
@@ -97,7 +121,13 @@ impl Transcoding {
             tracing::warn!(
                 "transcoding is off (--ffmpeg none): STANDARD and ADVANCED channels serve their source only"
             );
-            return Arc::new(Transcoding { transcoder: None, unavailable: None, capacity, in_use: Mutex::new(0.0) });
+            return Arc::new(Transcoding {
+                transcoder: None,
+                unavailable: None,
+                capacity,
+                in_use: Mutex::new(0.0),
+                processes: Default::default(),
+            });
         }
         let ffmpeg = ffmpeg::Ffmpeg { program: program.into() };
         match ffmpeg.version().await {
@@ -116,6 +146,16 @@ impl Transcoding {
 
     pub fn available(&self) -> bool {
         self.transcoder.is_some()
+    }
+
+    /// Ladder units the server has.
+    pub fn capacity(&self) -> f64 {
+        self.capacity
+    }
+
+    /// Transcoder processes running.
+    pub fn processes(&self) -> usize {
+        self.processes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Ladder units in use.
@@ -247,6 +287,8 @@ pub async fn run(
             }
         };
         let Process { input, mut output, diagnostics, outputs, mut child } = process;
+        // (Until the process has been waited for, at the end of this iteration.)
+        let _running = Running::new(&transcoding.processes);
         tokio::spawn(log_diagnostics(diagnostics, live.stream_id.clone()));
         let (queue, queued) = mpsc::channel::<Vec<u8>>(INPUT_QUEUE);
         let writer = tokio::spawn(write_input(input, queued));

@@ -119,7 +119,8 @@ impl Server {
         self.child = Some(child);
     }
 
-    /// Stops the server with SIGTERM (a clean shutdown) and starts it again on the same data.
+    /// Stops the server with SIGINT (a clean shutdown, without SIGTERM's drain) and starts it
+    /// again on the same data.
     pub fn restart(&mut self) {
         self.stop();
         self.launch();
@@ -145,9 +146,28 @@ impl Server {
         line.split_whitespace().nth(1).unwrap().parse().unwrap()
     }
 
+    /// Sends the server a signal (`TERM`, `INT`, …).
+    pub fn signal(&self, name: &str) {
+        signal(self.pid(), name);
+    }
+
+    /// The server's exit status once it has exited, waiting at most `limit`.
+    pub fn exited_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Stops the server with SIGINT: a clean shutdown at once (SIGTERM would drain first).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            unsafe_kill_term(child.id());
+            signal(child.id(), "INT");
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if child.try_wait().unwrap().is_some() {
@@ -157,7 +177,7 @@ impl Server {
             }
             let _ = child.kill();
             let _ = child.wait();
-            panic!("openivs did not stop within 10 s of SIGTERM");
+            panic!("openivs did not stop within 10 s of SIGINT");
         }
     }
 
@@ -191,9 +211,9 @@ impl Drop for Server {
     }
 }
 
-fn unsafe_kill_term(pid: u32) {
-    // `kill -TERM` keeps the tests free of libc bindings.
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+/// Sends `kill -{name}` to `pid` (the command keeps the tests free of libc bindings).
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status();
 }
 
 /// The error code and HTTP status of a failed SDK call.

@@ -15,6 +15,7 @@ mod ingest;
 mod metadata;
 mod multitrack;
 mod multitrack_broadcaster;
+mod operator;
 mod playback;
 mod playback_key_pairs;
 mod private_channels;
