@@ -95,7 +95,8 @@ async function servePage(page, origin) {
 
 async function play(target) {
   const { url, origin } = target.startsWith('{') ? JSON.parse(target) : { url: target, origin: ORIGIN };
-  const page = await browser.newPage();
+  // (A server with --http-tls uses its own certificate: the tests trust it this way.)
+  const page = await browser.newPage({ ignoreHTTPSErrors: true });
   const responses = [];
   page.on('response', (response) => {
     if (!response.url().startsWith(origin)) {
@@ -111,6 +112,14 @@ async function play(target) {
     page.on('request', (request) => console.error(Date.now() - t0, 'request', request.url()));
   }
   await servePage(page, origin);
+  // The HTTP versions the page's requests to the stream's server went over (h2, http/1.1).
+  const protocols = new Set();
+  const watcher = await page.context().newCDPSession(page);
+  await watcher.send('Network.enable');
+  watcher.on('Network.responseReceived', (event) => {
+    const { url } = event.response;
+    if (url.startsWith('http') && !url.startsWith(origin)) protocols.add(event.response.protocol);
+  });
   let throttledAt = null;
   let throttle = null;
   // The page calls this once its picture moves; the throttle counts from then, so that every
@@ -455,6 +464,7 @@ async function play(target) {
   });
   clearTimeout(throttle);
   result.responses = responses;
+  result.protocols = [...protocols];
   result.throttled_at = throttledAt;
   await page.close();
   return result;

@@ -66,11 +66,13 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let rtmps = bind(settings.rtmps_addr, "RTMPS").await?;
     let srt = bind_srt(&settings)?;
     let tls = tls::acceptor(&settings)?;
+    let https = if settings.http_tls { Some(tls::https_acceptor(&settings)?) } else { None };
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let rtmp_addr = rtmp.local_addr().map_err(|e| e.to_string())?;
     let rtmps_addr = rtmps.local_addr().map_err(|e| e.to_string())?;
     let endpoints = Endpoints {
         public_host: settings.public_host.clone(),
+        https: settings.http_tls,
         http_port: http_addr.port(),
         rtmps_port: rtmps_addr.port(),
         rtmp_port: rtmp_addr.port(),
@@ -158,7 +160,12 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
             "openivs SRT ingest listening on srt://{addr}?streamid={{streamKey}}&passphrase={{srt.passphrase}}"
         );
     }
-    tracing::info!("openivs API listening on http://{http_addr} (data in {})", settings.data_dir.display());
+    let scheme = if settings.http_tls { "https (HTTP/2 and HTTP/1.1)" } else { "http" };
+    let scheme_name = if settings.http_tls { "https" } else { "http" };
+    tracing::info!(
+        "openivs API listening on {scheme_name}://{http_addr} (data in {}; {scheme})",
+        settings.data_dir.display()
+    );
     let drain_limit = Duration::from_secs(settings.limits.drain_timeout);
     let draining_live = live.clone();
     let stopping = async {
@@ -177,7 +184,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         tracing::info!("shutting down");
         let _ = closing.send(true);
     };
-    crate::http::listener::serve(http, router(state), settings.limits, stopping).await;
+    crate::http::listener::serve(http, router(state), settings.limits, https, stopping).await;
     // Stop accepting publishers, end the live streams, give their sessions a moment to record
     // it, and close the recordings (those waiting for a comeback too).
     let _ = stop_ingest.send(true);

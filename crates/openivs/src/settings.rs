@@ -78,6 +78,12 @@ pub struct ServeArgs {
     #[arg(long, env = "OPENIVS_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
+    /// Serve the HTTP listener (API, playback, operator endpoints) over TLS, with HTTP/2 and
+    /// HTTP/1.1 by ALPN, on the RTMPS certificate; `playbackUrl` then starts with https://.
+    /// [default: true when --tls-certificate is given, else false]
+    #[arg(long, env = "OPENIVS_HTTP_TLS")]
+    pub http_tls: Option<bool>,
+
     /// Directory of the embedded store (SQLite file) and of local media. [default: ./openivs-data]
     #[arg(long, env = "OPENIVS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -368,6 +374,7 @@ struct FileSettings {
     libsrt: Option<String>,
     data_dir: Option<PathBuf>,
     tls_certificate: Option<PathBuf>,
+    http_tls: Option<bool>,
     tls_key: Option<PathBuf>,
     public_host: Option<String>,
     geoip_database: Option<PathBuf>,
@@ -467,6 +474,7 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub tls_certificate: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub http_tls: bool,
     pub public_host: String,
     pub geoip_database: Option<PathBuf>,
     pub ffmpeg: String,
@@ -546,6 +554,10 @@ impl Settings {
             srt_addr: args.srt_addr.or(file.srt_addr).unwrap_or(([127, 0, 0, 1], 9000).into()),
             libsrt: args.libsrt.or(file.libsrt),
             data_dir,
+            http_tls: args
+                .http_tls
+                .or(file.http_tls)
+                .unwrap_or(args.tls_certificate.is_some() || file.tls_certificate.is_some()),
             tls_certificate: args.tls_certificate.or(file.tls_certificate),
             tls_key: args.tls_key.or(file.tls_key),
             public_host: args.public_host.or(file.public_host).unwrap_or_else(|| "127.0.0.1".into()),

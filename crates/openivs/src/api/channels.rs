@@ -31,13 +31,8 @@ impl Resource for Channel {
             return;
         };
         self.ingest_endpoint = endpoints.host_port(endpoints.rtmps_port, 443);
-        self.playback_url = format!(
-            "http://{}/api/video/v1/{}.{}.channel.{}.m3u8",
-            endpoints.host_port(endpoints.http_port, 80),
-            arn.region,
-            arn.account,
-            arn.id
-        );
+        self.playback_url =
+            format!("{}/api/video/v1/{}.{}.channel.{}.m3u8", endpoints.http_origin(), arn.region, arn.account, arn.id);
         self.srt.endpoint = endpoints.host_port(endpoints.srt_port, 0);
     }
     fn references(&self) -> Vec<String> {

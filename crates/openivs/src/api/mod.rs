@@ -38,6 +38,8 @@ use pagination::{Listing, PageTokens};
 #[derive(Debug, Clone)]
 pub struct Endpoints {
     pub public_host: String,
+    /// Whether the HTTP listener speaks TLS (`https://` URLs).
+    pub https: bool,
     pub http_port: u16,
     pub rtmps_port: u16,
     /// Plain RTMP (channels with `insecureIngest`).
@@ -50,6 +52,12 @@ impl Endpoints {
         let host =
             if self.public_host.contains(':') { format!("[{}]", self.public_host) } else { self.public_host.clone() };
         if port == default_port { host } else { format!("{host}:{port}") }
+    }
+
+    /// `http://host[:port]` or `https://host[:port]` of the HTTP listener.
+    pub(crate) fn http_origin(&self) -> String {
+        let (scheme, default_port) = if self.https { ("https", 443) } else { ("http", 80) };
+        format!("{scheme}://{}", self.host_port(self.http_port, default_port))
     }
 }
 

@@ -1,7 +1,9 @@
 //! The HTTP listener's connection handling: what keeps clients from holding the server.
 //!
 //! Each accepted connection takes a slot of a global cap and of a per-address cap (refused with
-//! a plain `503` when either is full), and is served by hyper's HTTP/1.1 connection with:
+//! a plain `503` when either is full), and is served by hyper: HTTP/1.1 on plain connections;
+//! with TLS (`--http-tls`), HTTP/2 or HTTP/1.1 as ALPN decided, the handshake bounded by the
+//! header timeout. HTTP/1.1 connections get:
 //! - a header timeout, counted from when the connection is idle (just accepted, or its previous
 //!   response sent) to the end of the next request's headers: it bounds slow headers and idle
 //!   keep-alive alike;
@@ -22,7 +24,8 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -80,17 +83,49 @@ impl Drop for AddressSlot {
 
 /// Serves `router` on `listener` until `shutdown` resolves; then stops accepting, asks open
 /// connections to finish their current request, and waits for them (at most [`SHUTDOWN_GRACE`]).
-pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdown: impl Future<Output = ()>) {
+/// Streams one HTTP/2 connection may carry at once (a browser's playlists, parts and preload
+/// hints of several players).
+const MAX_HTTP2_STREAMS: u32 = 256;
+
+/// How connections are served: plain HTTP/1.1, or TLS with HTTP/2 or HTTP/1.1.
+enum Protocols {
+    Plain(http1::Builder),
+    Tls(tokio_rustls::TlsAcceptor, auto::Builder<TokioExecutor>),
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let slots = Arc::new(Semaphore::new(limits.http_max_connections));
     let address_slots = Arc::new(AddressSlots::default());
     let (stop, stopping) = watch::channel(false);
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(Limits::seconds(limits.http_header_timeout))
-        // Also what a connection can make the server buffer before its request is authenticated.
-        .max_buf_size(limits.http_max_header_bytes.max(MIN_HEAD_BYTES));
-    let builder = Arc::new(builder);
+    let header_timeout = Limits::seconds(limits.http_header_timeout);
+    // Also what a connection can make the server buffer before its request is authenticated.
+    let head_bytes = limits.http_max_header_bytes.max(MIN_HEAD_BYTES);
+    let builder = Arc::new(match tls {
+        None => {
+            let mut builder = http1::Builder::new();
+            builder.timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(head_bytes);
+            Protocols::Plain(builder)
+        }
+        Some(acceptor) => {
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).max_buf_size(head_bytes);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(MAX_HTTP2_STREAMS)
+                .max_header_list_size(u32::try_from(head_bytes).unwrap_or(u32::MAX))
+                // A dead or silent peer is noticed by pings, as the header timeout does for HTTP/1.1.
+                .keep_alive_interval(Some(header_timeout))
+                .keep_alive_timeout(header_timeout);
+            Protocols::Tls(acceptor, builder)
+        }
+    });
     tokio::pin!(shutdown);
     loop {
         let (socket, peer) = tokio::select! {
@@ -121,17 +156,21 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
                 request.extensions_mut().insert(ClientAddress(peer.ip()));
                 router.clone().call(request)
             });
-            let connection = builder.serve_connection(TokioIo::new(StallGuard::new(socket, send_timeout)), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(error) = result {
-                        tracing::debug!("http: connection from {peer} closed: {error}");
-                    }
+            match &*builder {
+                Protocols::Plain(http1) => {
+                    let connection =
+                        http1.serve_connection(TokioIo::new(StallGuard::new(socket, send_timeout)), service);
+                    drive(connection, |c| c.graceful_shutdown(), &mut stopping, peer).await;
                 }
-                _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
+                Protocols::Tls(acceptor, auto) => {
+                    let stream = match tokio::time::timeout(header_timeout, acceptor.accept(socket)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => return tracing::debug!("http: TLS handshake with {peer} failed: {error}"),
+                        Err(_) => return tracing::debug!("http: TLS handshake with {peer} timed out"),
+                    };
+                    let connection =
+                        auto.serve_connection(TokioIo::new(StallGuard::new(stream, send_timeout)), service);
+                    drive(connection, |c| c.graceful_shutdown(), &mut stopping, peer).await;
                 }
             }
         });
@@ -142,6 +181,30 @@ pub async fn serve(listener: TcpListener, router: Router, limits: Limits, shutdo
 }
 
 /// Both slots of a new connection, or `None` (refused) when either cap is full.
+/// Serves a connection until it ends, or, once the server stops, lets it finish gracefully.
+async fn drive<C, E>(
+    connection: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    stopping: &mut watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    C: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(error) = result {
+                tracing::debug!("http: connection from {peer} closed: {error}");
+            }
+        }
+        _ = async { stopping.wait_for(|stop| *stop).await.map(|_| ()) } => {
+            graceful_shutdown(connection.as_mut());
+            let _ = connection.await;
+        }
+    }
+}
+
 fn admit(
     slots: &Arc<Semaphore>,
     address_slots: &Arc<AddressSlots>,

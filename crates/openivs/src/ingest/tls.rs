@@ -1,6 +1,7 @@
-//! The RTMPS listener's TLS configuration: the certificate and key from the settings, or a
-//! self-signed certificate for `--public-host`, generated once into the data directory (so a
-//! broadcaster that pinned it keeps working across restarts).
+//! The TLS configuration of the RTMPS listener (and of the HTTP listener with `--http-tls`): the
+//! certificate and key from the settings, or a self-signed certificate for `--public-host`,
+//! generated once into the data directory (so a broadcaster that pinned it keeps working across
+//! restarts). HTTPS offers HTTP/2 and HTTP/1.1 by ALPN.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,7 +46,19 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     file.write_all(bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// The RTMPS listener's.
 pub fn acceptor(settings: &Settings) -> Result<TlsAcceptor, String> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(settings)?)))
+}
+
+/// The HTTP listener's: the same certificate, HTTP/2 or HTTP/1.1 as the client prefers.
+pub fn https_acceptor(settings: &Settings) -> Result<TlsAcceptor, String> {
+    let mut config = server_config(settings)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn server_config(settings: &Settings) -> Result<rustls::ServerConfig, String> {
     let (cert_path, key_path) = match (&settings.tls_certificate, &settings.tls_key) {
         (Some(cert), Some(key)) => (cert.clone(), key.clone()),
         (None, None) => {
@@ -68,6 +81,6 @@ pub fn acceptor(settings: &Settings) -> Result<TlsAcceptor, String> {
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(certificates, key)
-        .map_err(|e| format!("the RTMPS certificate and key do not fit together: {e}"))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .map_err(|e| format!("the TLS certificate and key do not fit together: {e}"))?;
+    Ok(config)
 }

@@ -4,7 +4,9 @@
 //! The CLI must be installed (`.ci/run` installs it); these tests fail, not skip, without it.
 //! The CLI's bundled IVS model (awscli 1.46) predates the failover-slate operations, so those
 //! commands run with `AWS_DATA_PATH` pointing at the current model (the same file openivs
-//! validates against): the CLI's documented way to use a newer service model.
+//! validates against): the CLI's documented way to use a newer service model. Over HTTPS
+//! (`--http-tls`) the CLI trusts the server's certificate with `--ca-bundle`, and curl checks that
+//! HTTP/2 is offered by ALPN.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -16,6 +18,8 @@ use crate::harness::{ACCOUNT, P384_PUBLIC_KEYS, REGION, Server};
 struct Cli<'a> {
     server: &'a Server,
     data_path: Option<PathBuf>,
+    /// The certificate to trust (a server with `--http-tls`).
+    ca_bundle: Option<PathBuf>,
 }
 
 fn cli_program() -> String {
@@ -24,7 +28,7 @@ fn cli_program() -> String {
 
 impl<'a> Cli<'a> {
     fn new(server: &'a Server) -> Cli<'a> {
-        Cli { server, data_path: None }
+        Cli { server, data_path: None, ca_bundle: None }
     }
 
     /// A CLI that loads the current IVS model instead of its bundled one.
@@ -33,7 +37,7 @@ impl<'a> Cli<'a> {
         std::fs::create_dir_all(&dir).unwrap();
         let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../model/ivs-service-model.json");
         std::fs::copy(model, dir.join("service-2.json")).unwrap();
-        Cli { server, data_path: Some(server.data_dir.join("aws-data")) }
+        Cli { server, data_path: Some(server.data_dir.join("aws-data")), ca_bundle: None }
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
@@ -51,6 +55,9 @@ impl<'a> Cli<'a> {
             .env_remove("AWS_SESSION_TOKEN");
         if let Some(path) = &self.data_path {
             command.env("AWS_DATA_PATH", path);
+        }
+        if let Some(path) = &self.ca_bundle {
+            command.arg("--ca-bundle").arg(path);
         }
         command.output().unwrap_or_else(|e| panic!("the AWS CLI ({}) must be installed: {e}", cli_program()))
     }
@@ -268,4 +275,46 @@ fn cli_failover_slate_configurations() {
     cli.tag_round_trip(&arn);
     assert_eq!(cli.ok(&["delete-failover-slate-configuration", "--arn", &arn]), Value::Null);
     cli.fails(&["get-failover-slate-configuration", "--arn", &arn], "ResourceNotFoundException");
+}
+
+/// The HTTP version curl used for `url` (`2`, `1.1`), trusting `ca`, asking with `version_flag`.
+fn curl_http_version(url: &str, ca: &std::path::Path, version_flag: &str) -> String {
+    let output = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", version_flag, "--cacert"])
+        .arg(ca)
+        .arg(url)
+        .output()
+        .expect("curl must be installed");
+    assert!(output.status.success(), "curl {url}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn cli_over_https_and_http2_by_alpn() {
+    let server = Server::with_args(&["--http-tls", "true"]);
+    assert!(server.endpoint.starts_with("https://"), "{}", server.endpoint);
+    let ca = server.data_dir.join("rtmps-certificate.pem");
+    let cli = Cli { server: &server, data_path: None, ca_bundle: Some(ca.clone()) };
+    let created = cli.ok(&["create-channel", "--name", "over-tls"]);
+    let playback_url = created["channel"]["playbackUrl"].as_str().unwrap().to_owned();
+    assert!(playback_url.starts_with("https://"), "{playback_url}");
+    let arn = created["channel"]["arn"].as_str().unwrap().to_owned();
+    assert_eq!(cli.ok(&["get-channel", "--arn", &arn])["channel"]["name"], "over-tls");
+    // Without the certificate the CLI refuses the connection, as it would any untrusted server.
+    let untrusted = Cli::new(&server).run(&["list-channels"]);
+    assert!(!untrusted.status.success());
+    // HTTP/2 when the client offers it (ALPN), HTTP/1.1 otherwise; playback over HTTP/2 too.
+    let healthz = format!("{}/healthz", server.endpoint);
+    assert_eq!(curl_http_version(&healthz, &ca, "--http2"), "2 200");
+    assert_eq!(curl_http_version(&healthz, &ca, "--http1.1"), "1.1 200");
+    // (Not live: the playback URL answers 404 over HTTP/2 as over HTTP/1.1.)
+    assert_eq!(curl_http_version(&playback_url, &ca, "--http2"), "2 404");
+    // Plain HTTP on the TLS listener is refused (no answer a client could mistake).
+    let plain = server.endpoint.replacen("https://", "http://", 1);
+    let output = Command::new("curl")
+        .args(["-sS", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(&plain)
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&output.stdout), "200");
 }

@@ -93,7 +93,7 @@ impl Server {
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                for scheme in ["rtmp", "rtmps", "srt", "http"] {
+                for scheme in ["rtmp", "rtmps", "srt", "http", "https"] {
                     if let Some(rest) = line.split(&format!("listening on {scheme}://")).nth(1) {
                         let address = rest.split(['/', ' ', '?']).next().unwrap_or("").to_owned();
                         let _ = address_tx.send((scheme, address));
@@ -102,7 +102,7 @@ impl Server {
                 log.lock().unwrap().push(line);
             }
         });
-        let mut address = String::new();
+        let (mut address, mut http_scheme) = (String::new(), "http");
         while address.is_empty() {
             let (scheme, found) = address_rx
                 .recv_timeout(Duration::from_secs(30))
@@ -111,11 +111,11 @@ impl Server {
                 "rtmp" => self.rtmp_address = found,
                 "rtmps" => self.rtmps_address = found,
                 "srt" => self.srt_address = found,
-                _ => address = found,
+                scheme => (address, http_scheme) = (found, scheme),
             }
         }
         self.port = address.rsplit(':').next().unwrap().parse().unwrap();
-        self.endpoint = format!("http://{address}");
+        self.endpoint = format!("{http_scheme}://{address}");
         self.child = Some(child);
     }
 

@@ -27,6 +27,7 @@ mod abr;
 mod access;
 mod clock;
 mod failover;
+mod https;
 mod metadata;
 mod recording;
 mod web_players;
