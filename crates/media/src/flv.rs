@@ -197,6 +197,34 @@ pub fn write_tag(tag_type: u8, timestamp_ms: u32, body: &[u8], out: &mut Vec<u8>
     out.extend_from_slice(&(size + 11).to_be_bytes());
 }
 
+/// A tag of an FLV file: its type, timestamp (ms) and body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileTag<'a> {
+    pub tag_type: u8,
+    pub timestamp_ms: u32,
+    pub body: &'a [u8],
+}
+
+/// The tags of an FLV file, in order (what [`file_header`] and [`write_tag`] write).
+pub fn read_file(bytes: &[u8]) -> Result<Vec<FileTag<'_>>> {
+    if bytes.len() < 9 || &bytes[..3] != b"FLV" {
+        return Err(ParseError::new("FLV file: no FLV header"));
+    }
+    let header_len = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]) as usize;
+    // The header, then the first PreviousTagSize.
+    let mut rest = bytes.get(header_len + 4..).ok_or_else(|| ParseError::new("FLV file: truncated header"))?;
+    let mut tags = Vec::new();
+    while !rest.is_empty() {
+        let head = rest.get(..11).ok_or_else(|| ParseError::new("FLV file: truncated tag"))?;
+        let size = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
+        let timestamp_ms = u32::from_be_bytes([head[7], head[4], head[5], head[6]]);
+        let body = rest.get(11..11 + size).ok_or_else(|| ParseError::new("FLV file: truncated tag body"))?;
+        tags.push(FileTag { tag_type: head[0] & 0x1f, timestamp_ms, body });
+        rest = rest.get(11 + size + 4..).unwrap_or(&[]);
+    }
+    Ok(tags)
+}
+
 /// The body of an AVC video tag: the sequence header (`avcC`) when `frame` is `None`, else a
 /// frame of length-prefixed NAL units with its composition time (pts − dts, ms).
 pub fn avc_body(frame: Option<(bool, i32)>, payload: &[u8]) -> Vec<u8> {
@@ -222,6 +250,19 @@ pub fn aac_body(sequence_header: bool, payload: &[u8]) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_written_file_reads_back() {
+        let mut file = file_header().to_vec();
+        write_tag(TAG_VIDEO, 0, &avc_body(None, &[1, 2]), &mut file);
+        write_tag(TAG_AUDIO, 0x0100_0021, &aac_body(false, &[3]), &mut file);
+        let tags = read_file(&file).unwrap();
+        assert_eq!(tags.len(), 2);
+        assert_eq!((tags[0].tag_type, tags[0].timestamp_ms), (TAG_VIDEO, 0));
+        assert_eq!((tags[1].tag_type, tags[1].timestamp_ms, tags[1].body), (TAG_AUDIO, 0x0100_0021, &[0xaf, 1, 3][..]));
+        assert!(read_file(&file[..file.len() - 6]).is_err());
+        assert!(read_file(b"FL").is_err());
+    }
     use super::*;
 
     #[test]

@@ -132,6 +132,7 @@ pub fn media_payload(data: &[u8]) {
         }
     }
     let _ = openivs_media::h265::SequenceParameterSet::parse(payload);
+    let _ = openivs_media::flv::read_file(payload);
     let _ = openivs_media::rtmp::handshake::server_response(payload, 0, &[1, 2, 3]);
 }
 

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod demo;
 pub mod events;
 pub mod fuzzing;
 pub mod http;

@@ -152,6 +152,12 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     if let Some(srt) = srt {
         crate::ingest::srt::listen(srt, ingest.clone(), ingest_stopped.clone())?;
     }
+    let demo = if settings.demo {
+        let account = settings.credentials.first().map_or(crate::settings::DEV_ACCOUNT_ID, |c| &c.account_id);
+        Some(crate::demo::start(&state.api, account, ingest.clone(), ingest_stopped.clone()).await?)
+    } else {
+        None
+    };
     let rtmps_task = tokio::spawn(run_listener(rtmps, Some(tls), ingest, ingest_stopped));
     tracing::info!("openivs RTMPS ingest listening on rtmps://{rtmps_addr}/app/");
     tracing::info!("openivs RTMP ingest listening on rtmp://{rtmp_addr}/app/ (channels with insecureIngest only)");
@@ -166,6 +172,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         "openivs API listening on {scheme_name}://{http_addr} (data in {}; {scheme})",
         settings.data_dir.display()
     );
+    print_banner(&settings, &format!("{scheme_name}://{http_addr}"), demo.as_ref());
     let drain_limit = Duration::from_secs(settings.limits.drain_timeout);
     let draining_live = live.clone();
     let stopping = async {
@@ -198,6 +205,29 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     sqlite.close().await;
     tracing::info!("openivs stopped");
     Ok(())
+}
+
+/// What a person who just started the server needs, on standard output (as MinIO prints it):
+/// the endpoint, the credentials to use (the access key id only, unless it is the public
+/// local-development pair), and the demo channel's playback URL.
+fn print_banner(settings: &Settings, endpoint: &str, demo: Option<&crate::demo::DemoChannel>) {
+    let mut lines = vec![format!("API:          {endpoint}  (AWS CLI: aws ivs … --endpoint-url {endpoint})")];
+    if settings.dev_credentials {
+        lines.push(format!(
+            "Credentials:  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} (local development; any region)",
+            crate::settings::DEV_ACCESS_KEY_ID,
+            crate::settings::DEV_SECRET_ACCESS_KEY
+        ));
+    } else {
+        let keys: Vec<&str> = settings.credentials.iter().map(|c| c.access_key_id.as_str()).collect();
+        lines.push(format!("Credentials:  access key id {} (the secret as configured)", keys.join(", ")));
+    }
+    lines.push(format!("Metrics:      {endpoint}/metrics   Health: {endpoint}/healthz, {endpoint}/readyz"));
+    if let Some(demo) = demo {
+        lines.push(format!("Demo channel: {} is live; play it with any HLS player:", demo.arn));
+        lines.push(format!("              {}", demo.playback_url));
+    }
+    println!("\n{}\n", lines.join("\n"));
 }
 
 /// Waits until no stream is live (checked every 100 ms), at most `limit`.

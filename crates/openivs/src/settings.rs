@@ -112,6 +112,11 @@ pub struct ServeArgs {
     #[arg(long, env = "OPENIVS_MULTITRACK_HEVC")]
     pub multitrack_hevc: Option<bool>,
 
+    /// Make a channel named `demo` and publish a looping test clip into it from inside the
+    /// process: live video with nothing else installed. [default: false]
+    #[arg(long, env = "OPENIVS_DEMO", num_args = 0..=1, default_missing_value = "true")]
+    pub demo: Option<bool>,
+
     /// Serve Prometheus metrics at /metrics on the HTTP listener. [default: true]
     #[arg(long, env = "OPENIVS_METRICS")]
     pub metrics: Option<bool>,
@@ -380,6 +385,7 @@ struct FileSettings {
     geoip_database: Option<PathBuf>,
     ffmpeg: Option<String>,
     multitrack_hevc: Option<bool>,
+    demo: Option<bool>,
     metrics: Option<bool>,
     metrics_token: Option<String>,
     buckets_dir: Option<PathBuf>,
@@ -479,6 +485,7 @@ pub struct Settings {
     pub geoip_database: Option<PathBuf>,
     pub ffmpeg: String,
     pub multitrack_hevc: bool,
+    pub demo: bool,
     pub metrics: bool,
     pub metrics_token: Option<String>,
     pub buckets_dir: PathBuf,
@@ -564,6 +571,7 @@ impl Settings {
             geoip_database: args.geoip_database.or(file.geoip_database),
             ffmpeg: args.ffmpeg.or(file.ffmpeg).unwrap_or_else(|| "ffmpeg".into()),
             multitrack_hevc: args.multitrack_hevc.or(file.multitrack_hevc).unwrap_or(false),
+            demo: args.demo.or(file.demo).unwrap_or(false),
             metrics: args.metrics.or(file.metrics).unwrap_or(true),
             metrics_token: args.metrics_token.or(file.metrics_token).filter(|t| !t.is_empty()),
             buckets_dir,

@@ -8,6 +8,7 @@ mod auth;
 mod aws_cli;
 mod channels;
 mod configurations;
+mod demo;
 mod events;
 mod failover;
 mod faults;
