@@ -14,7 +14,7 @@ use crate::playback::path_of;
 
 /// One sample of a scrape: its name, labels and value.
 #[derive(Debug, Clone)]
-struct Sample {
+pub(crate) struct Sample {
     name: String,
     labels: HashMap<String, String>,
     value: f64,
@@ -48,12 +48,12 @@ fn scrape_with(server: &Server, headers: &[(String, String)]) -> Vec<Sample> {
     parsed.into_iter().map(|(name, labels, value)| Sample { name, labels, value }).collect()
 }
 
-fn scrape(server: &Server) -> Vec<Sample> {
+pub(crate) fn scrape(server: &Server) -> Vec<Sample> {
     scrape_with(server, &[])
 }
 
 /// The value of the sample named `name` whose labels include `labels`.
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
         .find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
