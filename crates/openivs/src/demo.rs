@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use openivs_media::flv::{self, AudioPacket, VideoPacket};
+use openivs_media::flv::{self, AudioPacket, FileTag, VideoPacket};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -76,16 +76,15 @@ pub async fn start(
     stopping: watch::Receiver<bool>,
 ) -> Result<DemoChannel, String> {
     let tags = flv::read_file(CLIP).map_err(|e| format!("the demo clip: {e}"))?;
-    let clip_ms = tags.last().map_or(0, |t| t.timestamp_ms) + 1000 / 30;
     let (channel, stream_key) = channel(api, account).await?;
-    tokio::spawn(publish_forever(context, stream_key, clip_ms, stopping));
+    tokio::spawn(publish_forever(context, stream_key, tags, stopping));
     Ok(channel)
 }
 
 async fn publish_forever(
     context: Arc<IngestContext>,
     stream_key: String,
-    clip_ms: u32,
+    tags: Vec<FileTag<'static>>,
     mut stopping: watch::Receiver<bool>,
 ) {
     let peer = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -97,7 +96,7 @@ async fn publish_forever(
         match begun {
             Ok(mut publish) => {
                 let outcome = tokio::select! {
-                    outcome = loop_clip(&mut publish, clip_ms) => outcome,
+                    outcome = loop_clip(&mut publish, &tags) => outcome,
                     _ = stopping.wait_for(|stop| *stop) => (Ok(()), None),
                 };
                 if let Err(reason) = publish.end(outcome, &context).await {
@@ -114,12 +113,10 @@ async fn publish_forever(
     }
 }
 
-/// Plays the clip into `publish` in real time, again and again, until the stream is stopped.
-async fn loop_clip(publish: &mut Publish, clip_ms: u32) -> Outcome {
-    let tags = match flv::read_file(CLIP) {
-        Ok(tags) => tags,
-        Err(error) => return (Err(error.to_string()), None),
-    };
+/// Plays the clip's tags into `publish` in real time, again and again, until the stream is
+/// stopped. Each round starts one 30 fps frame after the last tag of the round before.
+async fn loop_clip(publish: &mut Publish, tags: &[FileTag<'static>]) -> Outcome {
+    let clip_ms = tags.last().map_or(0, |t| t.timestamp_ms) + 1000 / 30;
     publish.set_encoder("openivs demo");
     publish.announce_framerate(30.0);
     let stop = publish.stop();
@@ -128,7 +125,7 @@ async fn loop_clip(publish: &mut Publish, clip_ms: u32) -> Outcome {
     let mut configured = false;
     for round in 0u64.. {
         let offset = round * u64::from(clip_ms);
-        for tag in &tags {
+        for tag in tags {
             let at = offset + u64::from(tag.timestamp_ms);
             loop {
                 tokio::select! {

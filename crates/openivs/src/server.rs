@@ -65,8 +65,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     let rtmp = bind(settings.rtmp_addr, "RTMP").await?;
     let rtmps = bind(settings.rtmps_addr, "RTMPS").await?;
     let srt = bind_srt(&settings)?;
-    let tls = tls::acceptor(&settings)?;
-    let https = if settings.http_tls { Some(tls::https_acceptor(&settings)?) } else { None };
+    let (tls, https) = tls::acceptors(&settings)?;
     let http_addr = http.local_addr().map_err(|e| e.to_string())?;
     let rtmp_addr = rtmp.local_addr().map_err(|e| e.to_string())?;
     let rtmps_addr = rtmps.local_addr().map_err(|e| e.to_string())?;
@@ -166,13 +165,12 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
             "openivs SRT ingest listening on srt://{addr}?streamid={{streamKey}}&passphrase={{srt.passphrase}}"
         );
     }
-    let scheme = if settings.http_tls { "https (HTTP/2 and HTTP/1.1)" } else { "http" };
-    let scheme_name = if settings.http_tls { "https" } else { "http" };
+    let (scheme, protocols) = if settings.http_tls { ("https", "HTTP/2 and HTTP/1.1") } else { ("http", "HTTP/1.1") };
     tracing::info!(
-        "openivs API listening on {scheme_name}://{http_addr} (data in {}; {scheme})",
+        "openivs API listening on {scheme}://{http_addr} (data in {}; {protocols})",
         settings.data_dir.display()
     );
-    print_banner(&settings, &format!("{scheme_name}://{http_addr}"), demo.as_ref());
+    print_banner(&settings, &format!("{scheme}://{http_addr}"), demo.as_ref());
     let drain_limit = Duration::from_secs(settings.limits.drain_timeout);
     let draining_live = live.clone();
     let stopping = async {

@@ -312,8 +312,9 @@ async fn client_configuration(State(state): State<Arc<AppState>>, request: Reque
             (refused.status, refused.body())
         }
     };
-    crate::metrics::global().api_request("GetClientConfiguration", status, started.elapsed());
-    tracing::info!(%request_id, operation = "GetClientConfiguration", status, elapsed_us = started.elapsed().as_micros() as u64, "request");
+    let took = started.elapsed();
+    crate::metrics::global().api_request("GetClientConfiguration", status, took);
+    tracing::info!(%request_id, operation = "GetClientConfiguration", status, elapsed_us = took.as_micros() as u64, "request");
     let mut response = base_response(&request_id, status, Body::from(answer.to_string()));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response

@@ -333,10 +333,10 @@ impl Publish {
         if config.len() > self.bounds.ingest_max_decoder_configuration {
             return Err(Some("InvalidVideoConfiguration"));
         }
-        let sps = VideoRecord::parse(coding, config).map_err(|_| Some("InvalidVideoConfiguration"))?;
+        let record = VideoRecord::parse(coding, config).map_err(|_| Some("InvalidVideoConfiguration"))?;
         let limits = self.limits;
-        let pixels = u64::from(sps.width) * u64::from(sps.height);
-        let edge = u64::from(sps.width.max(sps.height));
+        let pixels = u64::from(record.width) * u64::from(record.height);
+        let edge = u64::from(record.width.max(record.height));
         if pixels > limits.max_pixels || edge > u64::from(limits.max_edge) {
             // IVS names the limit in total pixels, or in pixels per edge when only that one is passed.
             let breach = if pixels > limits.max_pixels {
@@ -357,7 +357,7 @@ impl Publish {
             self.recorder.breach(breach, OffsetDateTime::now_utc());
             return Err(Some("IngestResolutionExceeded"));
         }
-        Ok(sps)
+        Ok(record)
     }
 
     /// The stream's (track 0's) picture configuration: checked, then the hub takes it. The
@@ -381,12 +381,12 @@ impl Publish {
     /// channel that requires multitrack refuses a single track; otherwise the channel type's
     /// ladder is admitted against the transcoding capacity.
     fn decide_renditions(&mut self) -> Result<(), EndCode> {
-        let Some(sps) = &self.video else { return Ok(()) };
+        let Some(record) = &self.video else { return Ok(()) };
         if self.renditions_decided {
             return Ok(());
         }
         self.renditions_decided = true;
-        let (width, height) = (sps.width, sps.height);
+        let (width, height) = (record.width, record.height);
         self.tracks.check_answered((width, height))?;
         if self.tracks.is_multitrack() && !self.tracks.within_maximum_resolution(width, height) {
             return Err(Some("InvalidMultitrackInputVideoTrackMediaProperties"));
@@ -487,7 +487,7 @@ impl Publish {
         if let Some(first) = self.first_media_at
             && now.duration_since(first) >= Duration::from_secs(BITRATE_WINDOW_SECONDS + 1)
         {
-            let height = self.video.as_ref().map_or(0, |sps| sps.height);
+            let height = self.video.as_ref().map_or(0, |record| record.height);
             let max_bitrate = self.limits.max_bitrate(height);
             if media_bitrate > max_bitrate * BITRATE_TOLERANCE {
                 let breach = Breach {

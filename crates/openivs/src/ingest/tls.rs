@@ -46,16 +46,16 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
     file.write_all(bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
-/// The RTMPS listener's.
-pub fn acceptor(settings: &Settings) -> Result<TlsAcceptor, String> {
-    Ok(TlsAcceptor::from(Arc::new(server_config(settings)?)))
-}
-
-/// The HTTP listener's: the same certificate, HTTP/2 or HTTP/1.1 as the client prefers.
-pub fn https_acceptor(settings: &Settings) -> Result<TlsAcceptor, String> {
-    let mut config = server_config(settings)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+/// The RTMPS listener's acceptor, and, with `--http-tls`, the HTTP listener's: the same
+/// certificate (read once), HTTP/2 or HTTP/1.1 as the client prefers.
+pub fn acceptors(settings: &Settings) -> Result<(TlsAcceptor, Option<TlsAcceptor>), String> {
+    let config = server_config(settings)?;
+    let https = settings.http_tls.then(|| {
+        let mut https = config.clone();
+        https.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        TlsAcceptor::from(Arc::new(https))
+    });
+    Ok((TlsAcceptor::from(Arc::new(config)), https))
 }
 
 fn server_config(settings: &Settings) -> Result<rustls::ServerConfig, String> {

@@ -136,17 +136,19 @@ fn counted(kind: &'static str, response: Response) -> Response {
     response
 }
 
-/// What a media file name asks for, as the metrics count it.
+/// What a media file name asks for, as the metrics count it (names [`parse_media_name`] does
+/// not know count as segments).
 fn kind_of(file: &str) -> &'static str {
     if file.ends_with(".m3u8") {
-        "playlist"
-    } else if file.ends_with("-init.mp4") {
-        "init"
-    } else if file.rsplit('.').nth(1).is_some_and(|part| part.parse::<usize>().is_ok()) {
-        // `{stream}-{msn}.{part}.{ext}`
-        "part"
-    } else {
-        "segment"
+        return "playlist";
+    }
+    if file.ends_with("-init.mp4") {
+        return "init";
+    }
+    let parsed = [Container::Ts, Container::Fmp4].into_iter().find_map(|c| parse_media_name(file, c));
+    match parsed {
+        Some((_, _, Some(_))) => "part",
+        _ => "segment",
     }
 }
 
@@ -704,6 +706,9 @@ mod tests {
         assert_eq!(parse_media_name("st-abc-12.3.m4s", Container::Fmp4), Some(("st-abc".into(), 12, Some(3))));
         assert_eq!(parse_media_name("st-abc-12.m4s", Container::Ts), None);
         assert_eq!(parse_media_name("st-abc-x.ts", Container::Ts), None);
+        // What the metrics count each as (a comeback's feed `st-abc.1` included).
+        let kinds = ["st-abc.m3u8", "st-abc-init.mp4", "st-abc-12.3.m4s", "st-abc.1-12.3.ts", "st-abc.1-12.ts", "x"];
+        assert_eq!(kinds.map(kind_of), ["playlist", "init", "part", "part", "segment", "segment"]);
     }
 
     #[test]
