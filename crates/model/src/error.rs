@@ -47,6 +47,30 @@ impl ErrorKind {
         }
     }
 
+    /// The kind a wire name names ([`ErrorKind::wire_name`] read back).
+    pub fn from_wire_name(name: &str) -> Option<ErrorKind> {
+        use ErrorKind::*;
+        [
+            AccessDenied,
+            ChannelNotBroadcasting,
+            Conflict,
+            InternalServer,
+            PendingVerification,
+            ResourceNotFound,
+            ServiceQuotaExceeded,
+            ServiceUnavailable,
+            StreamUnavailable,
+            Throttling,
+            Validation,
+            UnrecognizedClient,
+            InvalidSignature,
+            MissingAuthenticationToken,
+            IncompleteSignature,
+        ]
+        .into_iter()
+        .find(|kind| kind.wire_name() == name)
+    }
+
     /// The HTTP status of the exception (`error.httpStatusCode` in the model).
     pub fn http_status(self) -> u16 {
         match self {
@@ -105,3 +129,16 @@ impl fmt::Display for IvsError {
 }
 
 impl std::error::Error for IvsError {}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorKind;
+
+    #[test]
+    fn wire_names_read_back() {
+        for name in ["ChannelNotBroadcasting", "ThrottlingException", "ConflictException", "ValidationException"] {
+            assert_eq!(ErrorKind::from_wire_name(name).map(ErrorKind::wire_name), Some(name));
+        }
+        assert_eq!(ErrorKind::from_wire_name("Nope"), None);
+    }
+}

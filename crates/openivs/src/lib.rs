@@ -6,6 +6,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod cluster;
+pub mod console;
 pub mod demo;
 pub mod events;
 pub mod fuzzing;

@@ -65,6 +65,15 @@ pub struct Metrics {
     pub store_duration: Histograms<Operation>,
     pub event_deliveries: Family<Outcome, Counter>,
     pub recording_uploads: Family<Outcome, Counter>,
+    /// Playlists and media this node pulled from other nodes (one per upstream fetch).
+    pub cluster_pulls: Counter,
+    /// Playback requests other nodes made of this node (it ingests the stream), by kind.
+    pub cluster_origin_requests: Family<Kind, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Kind {
+    pub kind: &'static str,
 }
 
 /// Seconds from 0.5 ms to about 16 s, doubling.
@@ -84,6 +93,8 @@ pub fn global() -> &'static Metrics {
         store_duration: Family::new_with_constructor(latency_histogram),
         event_deliveries: Family::default(),
         recording_uploads: Family::default(),
+        cluster_pulls: Counter::default(),
+        cluster_origin_requests: Family::default(),
     })
 }
 
@@ -96,6 +107,14 @@ impl Metrics {
     pub fn playback_request(&self, kind: &'static str, status: u16, bytes: usize) {
         self.playback_requests.get_or_create(&PlaybackRequest { kind, status }).inc();
         self.playback_bytes.inc_by(bytes as u64);
+    }
+
+    pub fn cluster_pull(&self) {
+        self.cluster_pulls.inc();
+    }
+
+    pub fn cluster_origin_request(&self, kind: &'static str) {
+        self.cluster_origin_requests.get_or_create(&Kind { kind }).inc();
     }
 
     pub fn store_operation(&self, operation: &'static str, took: Duration) {
@@ -272,6 +291,16 @@ pub fn registry(state: LiveState) -> Registry {
         "Bytes of playlists and media sent to viewers",
         Unit::Bytes,
         metrics.playback_bytes.clone(),
+    );
+    registry.register(
+        "openivs_cluster_pulls",
+        "Playlists and media this node fetched from the node that ingests their stream",
+        metrics.cluster_pulls.clone(),
+    );
+    registry.register(
+        "openivs_cluster_origin_requests",
+        "Playback requests other nodes made of this node, by kind (multivariant, playlist, init, part, segment)",
+        metrics.cluster_origin_requests.clone(),
     );
     registry.register_with_unit(
         "openivs_playback_blocking_reload_wait",

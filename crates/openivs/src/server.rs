@@ -15,11 +15,11 @@ use crate::auth::Authenticator;
 use crate::http::{AppState, router};
 use crate::ingest::{IngestContext, run_listener, tls};
 use crate::live::LiveRegistry;
-use crate::live::session::end_orphaned_sessions;
 use crate::playback::Playback;
 use crate::playback::access::Access;
 use crate::settings::Settings;
 use crate::store::Store;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 
 /// Binds SRT ingest on libsrt; without libsrt the server runs on, SRT off, and says why.
@@ -52,15 +52,18 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
             "no credentials configured: accepting the local-development access key 'test' (account 123456789012)"
         );
     }
-    let sqlite = Arc::new(SqliteStore::open(&settings.sqlite_path()).await?);
-    let store: Arc<dyn Store> = Arc::new(crate::store::metered::Metered::new(sqlite.clone()));
+    let backend: Arc<dyn Store> = match &settings.database_url {
+        Some(url) => {
+            let store = PostgresStore::open(url).await?;
+            tracing::info!("resources are kept in PostgreSQL at {}", crate::store::postgres::redacted(url));
+            Arc::new(store)
+        }
+        None => Arc::new(SqliteStore::open(&settings.sqlite_path()).await?),
+    };
+    let store: Arc<dyn Store> = Arc::new(crate::store::metered::Metered::new(backend.clone()));
     // Before anything raises an event (the sessions ended below), so new targets get those too.
     let deliveries = crate::events::delivery::start(store.clone(), settings.event_targets.clone()).await?;
     let outbox = crate::events::Outbox::new(store.clone());
-    let ended = end_orphaned_sessions(&store, time::OffsetDateTime::now_utc()).await.map_err(|e| e.to_string())?;
-    if ended > 0 {
-        tracing::info!("ended {ended} stream session(s) left open by the previous run");
-    }
     let http = bind(settings.http_addr, "HTTP").await?;
     let rtmp = bind(settings.rtmp_addr, "RTMP").await?;
     let rtmps = bind(settings.rtmps_addr, "RTMPS").await?;
@@ -78,9 +81,31 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         // (Without SRT, the port it would have.)
         srt_port: srt.as_ref().map_or(settings.srt_addr.port(), |srt| srt.addr.port()),
     };
+    let node = crate::cluster::Node::new(
+        settings.node_id.clone(),
+        settings.origin_url.clone(),
+        http_addr,
+        settings.http_tls,
+        &settings.data_dir,
+    )?;
+    let ended = crate::cluster::registry::end_own_orphans(&store, &node, time::OffsetDateTime::now_utc())
+        .await
+        .map_err(|e| e.to_string())?;
+    if ended > 0 {
+        tracing::info!("ended {ended} stream session(s) left open by the previous run");
+    }
     let live = Arc::new(LiveRegistry::new());
+    tokio::spawn(crate::cluster::registry::sweep(store.clone(), live.clone()));
     let access = Access::new(settings.geoip_database.as_deref(), settings.trusted_proxies.clone())?;
-    let playback = Arc::new(Playback::new(settings.limits, access));
+    let session_key = store
+        .init_setting("viewer_session_key", &hex::encode(rand::random::<[u8; 32]>()))
+        .await
+        .ok()
+        .and_then(|key| hex::decode(key).ok())
+        .and_then(|key| <[u8; 32]>::try_from(key).ok())
+        .ok_or("cannot read the viewer session key from the store")?;
+    let playback = Arc::new(Playback::new(settings.limits, access, session_key));
+    tokio::spawn(crate::cluster::revocations::follow(store.clone(), playback.clone()));
     let buckets = Arc::new(match &settings.s3 {
         None => crate::recording::buckets::Buckets::local(settings.buckets_dir.clone()),
         Some(s3) => crate::recording::buckets::Buckets::s3(
@@ -108,9 +133,9 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         live.clone(),
         playback.clone(),
         buckets.clone(),
-        settings.quotas,
         endpoints.clone(),
-        settings.multitrack_hevc,
+        &settings,
+        node.clone(),
     )
     .await
     .map_err(|e| e.to_string())?;
@@ -144,6 +169,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         endpoints,
         limits: settings.limits,
         client_configurations,
+        node,
     });
     let (stop_ingest, ingest_stopped) = watch::channel(false);
     let rtmp_task = tokio::spawn(run_listener(rtmp, None, ingest.clone(), ingest_stopped.clone()));
@@ -200,16 +226,19 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     buckets.flush(Duration::from_secs(5)).await;
     // The events of the streams and recordings that just ended, to targets that take them now.
     deliveries.finish(Duration::from_secs(3)).await;
-    sqlite.close().await;
+    backend.close().await;
     tracing::info!("openivs stopped");
     Ok(())
 }
 
 /// What a person who just started the server needs, on standard output (as MinIO prints it):
-/// the endpoint, the credentials to use (the access key id only, unless it is the public
+/// the console's address, the endpoint, the credentials to use (the access key id only, unless it is the public
 /// local-development pair), and the demo channel's playback URL.
 fn print_banner(settings: &Settings, endpoint: &str, demo: Option<&crate::demo::DemoChannel>) {
-    let mut lines = vec![format!("API:          {endpoint}  (AWS CLI: aws ivs … --endpoint-url {endpoint})")];
+    let mut lines = vec![
+        format!("Console:      {endpoint}/console/  (sign in with the credentials below)"),
+        format!("API:          {endpoint}  (AWS CLI: aws ivs … --endpoint-url {endpoint})"),
+    ];
     if settings.dev_credentials {
         lines.push(format!(
             "Credentials:  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} (local development; any region)",
@@ -222,8 +251,10 @@ fn print_banner(settings: &Settings, endpoint: &str, demo: Option<&crate::demo::
     }
     lines.push(format!("Metrics:      {endpoint}/metrics   Health: {endpoint}/healthz, {endpoint}/readyz"));
     if let Some(demo) = demo {
-        lines.push(format!("Demo channel: {} is live; play it with any HLS player:", demo.arn));
-        lines.push(format!("              {}", demo.playback_url));
+        let in_console = demo.arn.replace(':', "%3A").replace('/', "%2F");
+        lines.push(format!("Demo channel: {} is live; watch it in the console:", demo.arn));
+        lines.push(format!("              {endpoint}/console/#/channel/{in_console}"));
+        lines.push(format!("              or with any HLS player: {}", demo.playback_url));
     }
     println!("\n{}\n", lines.join("\n"));
 }

@@ -99,6 +99,28 @@ pub struct ServeArgs {
     #[arg(long, env = "OPENIVS_GEOIP_DATABASE")]
     pub geoip_database: Option<PathBuf>,
 
+    /// Keep resources in PostgreSQL (`postgres://user:password@host:port/database`; the database
+    /// is created if it does not exist) rather than the SQLite file in the data directory: what
+    /// several nodes share. [default: the SQLite file]
+    #[arg(long, env = "OPENIVS_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// This node's name in the stream registry (which node holds which live stream), unique
+    /// among the nodes sharing one database. [default: a name made at the first start, kept in
+    /// the data directory's `node-id` file]
+    #[arg(long, env = "OPENIVS_NODE_ID")]
+    pub node_id: Option<String>,
+
+    /// Where the other nodes of a cluster reach this node's HTTP listener (its playback, for
+    /// viewers they serve of streams it ingests). [default: http:// and the HTTP address]
+    #[arg(long, env = "OPENIVS_ORIGIN_URL")]
+    pub origin_url: Option<String>,
+
+    /// The secret that authenticates requests between the nodes of a cluster. [default: one made
+    /// by the first node and kept in the shared database]
+    #[arg(long, env = "OPENIVS_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+
     /// The ffmpeg that transcodes STANDARD and ADVANCED channels into their renditions (a path,
     /// or a program on PATH); `none` turns transcoding off. Without it, those channels serve
     /// their source only. [default: ffmpeg]
@@ -383,6 +405,10 @@ struct FileSettings {
     tls_key: Option<PathBuf>,
     public_host: Option<String>,
     geoip_database: Option<PathBuf>,
+    database_url: Option<String>,
+    node_id: Option<String>,
+    origin_url: Option<String>,
+    cluster_secret: Option<String>,
     ffmpeg: Option<String>,
     multitrack_hevc: Option<bool>,
     demo: Option<bool>,
@@ -483,6 +509,12 @@ pub struct Settings {
     pub http_tls: bool,
     pub public_host: String,
     pub geoip_database: Option<PathBuf>,
+    /// `None`: the embedded SQLite file.
+    pub database_url: Option<String>,
+    /// This node's name and origin URL in a cluster (see [`crate::cluster::Node`]).
+    pub node_id: Option<String>,
+    pub origin_url: Option<String>,
+    pub cluster_secret: Option<String>,
     pub ffmpeg: String,
     pub multitrack_hevc: bool,
     pub demo: bool,
@@ -553,22 +585,26 @@ impl Settings {
             }),
             Some(other) => return Err(format!("--recording-store must be local or s3, not {other:?}")),
         };
+        let http_addr = args.http_addr.or(file.http_addr).unwrap_or(([127, 0, 0, 1], 8080).into());
+        let http_tls =
+            args.http_tls.or(file.http_tls).unwrap_or(args.tls_certificate.is_some() || file.tls_certificate.is_some());
         let settings = Settings {
             event_targets,
-            http_addr: args.http_addr.or(file.http_addr).unwrap_or(([127, 0, 0, 1], 8080).into()),
+            http_addr,
             rtmp_addr: args.rtmp_addr.or(file.rtmp_addr).unwrap_or(([127, 0, 0, 1], 1935).into()),
             rtmps_addr: args.rtmps_addr.or(file.rtmps_addr).unwrap_or(([127, 0, 0, 1], 4443).into()),
             srt_addr: args.srt_addr.or(file.srt_addr).unwrap_or(([127, 0, 0, 1], 9000).into()),
             libsrt: args.libsrt.or(file.libsrt),
             data_dir,
-            http_tls: args
-                .http_tls
-                .or(file.http_tls)
-                .unwrap_or(args.tls_certificate.is_some() || file.tls_certificate.is_some()),
+            http_tls,
             tls_certificate: args.tls_certificate.or(file.tls_certificate),
             tls_key: args.tls_key.or(file.tls_key),
             public_host: args.public_host.or(file.public_host).unwrap_or_else(|| "127.0.0.1".into()),
             geoip_database: args.geoip_database.or(file.geoip_database),
+            database_url: args.database_url.or(file.database_url),
+            node_id: args.node_id.or(file.node_id),
+            origin_url: args.origin_url.or(file.origin_url),
+            cluster_secret: args.cluster_secret.or(file.cluster_secret),
             ffmpeg: args.ffmpeg.or(file.ffmpeg).unwrap_or_else(|| "ffmpeg".into()),
             multitrack_hevc: args.multitrack_hevc.or(file.multitrack_hevc).unwrap_or(false),
             demo: args.demo.or(file.demo).unwrap_or(false),

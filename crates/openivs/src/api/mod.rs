@@ -71,6 +71,10 @@ pub struct Api {
     tokens: PageTokens,
     /// GetClientConfiguration's answers (served beside the API, authenticated by stream key).
     pub client_configurations: Arc<crate::ingest::client_configuration::ClientConfigurations>,
+    /// The other nodes of a cluster: operations on a stream another node ingests go there.
+    pub peers: Arc<crate::cluster::peers::Peers>,
+    /// Playback of streams other nodes ingest, pulled from them.
+    pub origin_pull: crate::cluster::pull::OriginPull,
 }
 
 /// A resource as stored: the model type plus what the store indexes about it.
@@ -186,19 +190,25 @@ pub(crate) fn record_of<R: Resource>(resource: &R) -> Result<Record, IvsError> {
 }
 
 impl Api {
+    /// The API of this node (`node`, in a cluster), as `settings` configure it (quotas,
+    /// multitrack HEVC, the cluster secret).
     pub async fn new(
         store: Arc<dyn Store>,
         live: Arc<LiveRegistry>,
         playback: Arc<crate::playback::Playback>,
         buckets: Arc<crate::recording::buckets::Buckets>,
-        quotas: Quotas,
         endpoints: Endpoints,
-        multitrack_hevc: bool,
+        settings: &crate::settings::Settings,
+        node: crate::cluster::Node,
     ) -> Result<Api, IvsError> {
         let key = store.init_setting("pagination_token_key", &hex::encode(rand::random::<[u8; 32]>())).await?;
         let client_configurations = Arc::new(
-            crate::ingest::client_configuration::ClientConfigurations::load(store.as_ref(), multitrack_hevc).await?,
+            crate::ingest::client_configuration::ClientConfigurations::load(store.as_ref(), settings.multitrack_hevc)
+                .await?,
         );
+        let quotas = settings.quotas;
+        let peers =
+            Arc::new(crate::cluster::peers::Peers::new(store.as_ref(), node, settings.cluster_secret.clone()).await?);
         Ok(Api {
             store,
             live,
@@ -208,13 +218,31 @@ impl Api {
             endpoints,
             tokens: PageTokens::new(key.into_bytes()),
             client_configurations,
+            origin_pull: crate::cluster::pull::OriginPull::new(peers.clone()),
+            peers,
         })
     }
 
     /// Runs one operation. Returns the response body (`Value::Null` for operations without
-    /// output, which the HTTP layer answers with 204).
+    /// output, which the HTTP layer answers with 204). An operation on a live stream that
+    /// another node of the cluster ingests is run there ([`crate::cluster::peers`]).
     pub async fn handle(&self, operation: &str, caller: &Caller, body: Value) -> Result<Value, IvsError> {
+        if operation != crate::cluster::peers::LOCAL_STREAMS
+            && crate::cluster::peers::FORWARDED.contains(&operation)
+            && let Some(channel_arn) = body.get("channelArn").and_then(Value::as_str)
+            && !self.live.is_live(channel_arn)
+            && let Some(holder) = self.store.stream_holder(channel_arn).await?
+            && holder.node_id != self.peers.node.node_id
+        {
+            return self.peers.call(&holder.origin_url, caller, operation, &body).await;
+        }
+        self.handle_here(operation, caller, body).await
+    }
+
+    /// Runs one operation on this node (what another node asked of it, or [`Api::handle`]).
+    pub async fn handle_here(&self, operation: &str, caller: &Caller, body: Value) -> Result<Value, IvsError> {
         match operation {
+            crate::cluster::peers::LOCAL_STREAMS => streams::list_local(self, caller).await,
             "CreateChannel" => channels::create(self, caller, input(body)?).await,
             "GetChannel" => channels::get(self, caller, input(body)?).await,
             "BatchGetChannel" => channels::batch_get(self, caller, input(body)?).await,

@@ -46,43 +46,73 @@ pub(super) async fn get(api: &Api, caller: &Caller, request: ChannelArnInput) ->
     }}))
 }
 
-/// Live streams are in memory, oldest first; the page cursor is the start time (µs) of the last
-/// stream returned.
+/// This node's live streams of the caller's account and region as ListStreams lists them, each
+/// with `startMicros` (its start time in µs: the order and the page cursor).
+fn local_streams(api: &Api, caller: &Caller) -> Vec<Value> {
+    api.live
+        .streams_of(&caller.account, &caller.region)
+        .iter()
+        .map(|s| {
+            json!({
+                "channelArn": s.channel_arn,
+                "streamId": s.stream_id,
+                "state": "LIVE",
+                "health": s.health().wire_name(),
+                "viewerCount": api.playback.viewers.viewer_count(&s.channel_arn),
+                "startTime": timestamp::format(s.start_time),
+                "startMicros": (s.start_time.unix_timestamp_nanos() / 1000) as i64,
+            })
+        })
+        .collect()
+}
+
+/// This node's streams, for another node's ListStreams ([`crate::cluster::peers::LOCAL_STREAMS`]).
+pub(super) async fn list_local(api: &Api, caller: &Caller) -> Result<Value, IvsError> {
+    Ok(json!({ "streams": local_streams(api, caller) }))
+}
+
+/// The live streams of every node of the cluster, oldest first; the page cursor is the start
+/// time (µs) of the last stream returned. (A node that does not answer is left out.)
 pub(super) async fn list(api: &Api, caller: &Caller, request: ListStreamsInput) -> Result<Value, IvsError> {
     let health = request.filter_by.and_then(|f| f.health);
     let now = OffsetDateTime::now_utc();
     let listing = Listing::new("ListStreams", &caller.account, &caller.region, &[health.as_deref().unwrap_or("")]);
     let after = api.tokens.cursor(request.paging.next_token.as_deref(), &listing, now)?;
     let page_size = request.paging.max_results.unwrap_or(100).clamp(1, 100) as usize;
-    let start_micros = |s: &LiveStream| (s.start_time.unix_timestamp_nanos() / 1000) as i64;
-    let mut streams: Vec<(LiveStream, &'static str)> = api
-        .live
-        .streams_of(&caller.account, &caller.region)
+    let mut streams = local_streams(api, caller);
+    let mut others: Vec<String> = api
+        .store
+        .stream_holders()
+        .await?
         .into_iter()
-        .map(|s| {
-            let health = s.health().wire_name();
-            (s, health)
+        .filter(|h| h.node_id != api.peers.node.node_id)
+        .filter(|h| {
+            openivs_model::Arn::parse(&h.channel_arn)
+                .is_some_and(|arn| arn.account == caller.account && arn.region == caller.region)
         })
-        .filter(|(s, h)| health.as_deref().is_none_or(|wanted| *h == wanted) && start_micros(s) > after)
+        .map(|h| h.origin_url)
         .collect();
+    others.sort();
+    others.dedup();
+    for origin in others {
+        match api.peers.call(&origin, caller, crate::cluster::peers::LOCAL_STREAMS, &json!({})).await {
+            Ok(answer) => streams.extend(answer["streams"].as_array().cloned().unwrap_or_default()),
+            Err(error) => tracing::warn!("ListStreams: leaving out the streams of {origin}: {}", error.message),
+        }
+    }
+    let start_micros = |s: &Value| s["startMicros"].as_i64().unwrap_or_default();
+    streams.retain(|s| health.as_deref().is_none_or(|wanted| s["health"] == wanted) && start_micros(s) > after);
+    streams.sort_by(|a, b| (start_micros(a), a["streamId"].as_str()).cmp(&(start_micros(b), b["streamId"].as_str())));
     let next_token = (streams.len() > page_size).then(|| {
         streams.truncate(page_size);
-        api.tokens.issue(&listing, start_micros(&streams[page_size - 1].0), now)
+        api.tokens.issue(&listing, start_micros(&streams[page_size - 1]), now)
     });
-    let summaries = streams
-        .iter()
-        .map(|(s, health)| {
-            json!({
-                "channelArn": s.channel_arn,
-                "streamId": s.stream_id,
-                "state": "LIVE",
-                "health": health,
-                "viewerCount": api.playback.viewers.viewer_count(&s.channel_arn),
-                "startTime": timestamp::format(s.start_time),
-            })
-        })
-        .collect();
-    Ok(page_output("streams", summaries, next_token))
+    for stream in &mut streams {
+        if let Some(fields) = stream.as_object_mut() {
+            fields.remove("startMicros");
+        }
+    }
+    Ok(page_output("streams", streams, next_token))
 }
 
 /// Disconnects the publisher; the channel is offline when this returns.

@@ -46,4 +46,25 @@ impl Authenticator {
         let credential = &self.credentials[&verified.access_key_id];
         Ok(Caller { account: credential.account_id.clone(), region: verified.region })
     }
+
+    /// Verifies a signed request that has no body (the `GET`s openivs serves beside the API:
+    /// the event stream, the console's live figures) from its head alone.
+    pub fn authenticate_head(&self, head: &axum::http::request::Parts) -> Result<Caller, IvsError> {
+        let signed = sigv4::RequestParts {
+            method: head.method.as_str(),
+            raw_path: head.uri.path(),
+            raw_query: head.uri.query(),
+            headers: head.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())).collect(),
+            body: &[],
+        };
+        self.authenticate(&signed, time::OffsetDateTime::now_utc())
+    }
+
+    /// Whether the public local-development pair (`test`/`test`) is what the server accepts: the
+    /// console then offers it on its sign-in form, as the start-up banner prints it.
+    pub fn accepts_dev_credentials(&self) -> bool {
+        self.credentials
+            .get(crate::settings::DEV_ACCESS_KEY_ID)
+            .is_some_and(|credential| credential.secret_access_key == crate::settings::DEV_SECRET_ACCESS_KEY)
+    }
 }

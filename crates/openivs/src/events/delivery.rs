@@ -9,9 +9,13 @@
 //! through target outages and restarts (a crash between an acknowledgement and the cursor write
 //! sends that event again: receivers deduplicate on the envelope's `id`). A target met for the
 //! first time starts at the end of the outbox: it gets the events raised from then on.
+//!
+//! Nodes that share a database share the outbox: one node at a time delivers to each target
+//! (the role `Store::try_lead` grants; the others try again every few seconds), and takes over
+//! from the stored cursor when the node that delivered dies.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -31,6 +35,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Delivered events are kept this long (for SSE clients resuming with `Last-Event-ID`).
 const RETENTION: Duration = Duration::from_secs(24 * 3600);
 const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// How often a node that does not deliver to a target tries to take the role over, and how
+/// often the node that does checks it still has it.
+const LEAD_CHECK: Duration = Duration::from_secs(3);
 
 /// Where events go.
 #[derive(Clone, PartialEq, Eq)]
@@ -90,8 +97,9 @@ impl Target {
 /// The running deliveries.
 pub struct Deliveries {
     store: Arc<dyn Store>,
-    /// Per target, the seq of the last event it acknowledged.
-    delivered: Vec<Arc<AtomicI64>>,
+    /// Per target, the seq of the last event it acknowledged, and whether this node delivers
+    /// to it.
+    delivered: Vec<(Arc<AtomicI64>, Arc<AtomicBool>)>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -119,8 +127,10 @@ pub async fn start(store: Arc<dyn Store>, targets: Vec<Target>) -> Result<Delive
         };
         tracing::info!("events: delivering to {label} from event {}", cursor + 1);
         let delivered = Arc::new(AtomicI64::new(cursor));
-        deliveries.delivered.push(delivered.clone());
-        let run = Run { store: store.clone(), client: client.clone(), target, name: name.clone(), label, delivered };
+        let leading = Arc::new(AtomicBool::new(false));
+        deliveries.delivered.push((delivered.clone(), leading.clone()));
+        let run =
+            Run { store: store.clone(), client: client.clone(), target, name: name.clone(), label, delivered, leading };
         deliveries.tasks.push(tokio::spawn(run.run(stopped.clone())));
         names.push(name);
     }
@@ -135,7 +145,10 @@ impl Deliveries {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let last = self.store.last_event_seq().await.unwrap_or(0);
-            let behind = self.delivered.iter().any(|d| d.load(Ordering::SeqCst) < last);
+            let behind = self
+                .delivered
+                .iter()
+                .any(|(delivered, leading)| leading.load(Ordering::SeqCst) && delivered.load(Ordering::SeqCst) < last);
             if !behind || tokio::time::Instant::now() >= deadline {
                 break;
             }
@@ -158,6 +171,8 @@ struct Run {
     /// The target in logs.
     label: String,
     delivered: Arc<AtomicI64>,
+    /// This node delivers to the target (it holds the role).
+    leading: Arc<AtomicBool>,
 }
 
 /// How a delivery attempt ended.
@@ -169,11 +184,44 @@ enum Outcome {
 }
 
 impl Run {
+    /// Delivers while this node holds the target's role; otherwise waits to take it over.
     async fn run(self, mut stopped: watch::Receiver<bool>) {
+        let role = format!("event delivery to {}", self.name);
+        while !*stopped.borrow() {
+            match self.store.try_lead(&role).await {
+                Ok(Some(leadership)) => {
+                    // (From where the node that delivered before left off.)
+                    if let Ok(Some(cursor)) = self.store.event_cursor(&self.name).await {
+                        self.delivered.fetch_max(cursor, Ordering::SeqCst);
+                    }
+                    self.leading.store(true, Ordering::SeqCst);
+                    self.deliver(stopped.clone(), leadership).await;
+                    self.leading.store(false, Ordering::SeqCst);
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!("events: cannot take up delivery to {}: {error}", self.label),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(LEAD_CHECK) => {}
+                _ = stopped.changed() => {}
+            }
+        }
+    }
+
+    /// Delivers until stopped or until the role is lost.
+    async fn deliver(&self, mut stopped: watch::Receiver<bool>, mut leadership: Box<dyn crate::store::Leadership>) {
+        let mut checked = tokio::time::Instant::now();
         let signal = self.store.event_signal();
         let mut backoff = FIRST_BACKOFF;
         let mut failures = 0u32;
         while !*stopped.borrow() {
+            if checked.elapsed() >= LEAD_CHECK {
+                checked = tokio::time::Instant::now();
+                if !leadership.still_leading().await {
+                    tracing::warn!("events: lost the delivery to {}; another node takes it over", self.label);
+                    return;
+                }
+            }
             // Registered before reading, so a commit between the read and the wait is not missed.
             let appended = signal.notified();
             tokio::pin!(appended);

@@ -17,10 +17,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use openivs_model::IvsError;
-use time::OffsetDateTime;
 
 use crate::auth::Caller;
-use crate::auth::sigv4::RequestParts;
 use crate::http::AppState;
 use crate::store::Store;
 
@@ -31,14 +29,7 @@ const KEEPALIVE: Duration = Duration::from_secs(15);
 /// by a known credential.
 pub async fn stream(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, _body) = request.into_parts();
-    let signed = RequestParts {
-        method: parts.method.as_str(),
-        raw_path: parts.uri.path(),
-        raw_query: parts.uri.query(),
-        headers: parts.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())).collect(),
-        body: &[],
-    };
-    let caller = match state.auth.authenticate(&signed, OffsetDateTime::now_utc()) {
+    let caller = match state.auth.authenticate_head(&parts) {
         Ok(caller) => caller,
         Err(error) => return crate::http::error_of(&error),
     };
@@ -48,7 +39,7 @@ pub async fn stream(State(state): State<Arc<AppState>>, request: Request) -> Res
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-        .or_else(|| query_value(parts.uri.query(), "after"));
+        .or_else(|| crate::http::query_value(parts.uri.query(), "after"));
     let after = match resume {
         Some(text) => match text.trim().parse::<i64>() {
             Ok(seq) => seq,
@@ -69,10 +60,6 @@ pub async fn stream(State(state): State<Arc<AppState>>, request: Request) -> Res
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
-}
-
-fn query_value(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').filter_map(|pair| pair.split_once('=')).find(|(key, _)| *key == name).map(|(_, v)| v.to_owned())
 }
 
 /// The stream's position in the outbox and the events read but not yet sent.

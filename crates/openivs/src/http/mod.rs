@@ -2,7 +2,8 @@
 //! pipeline: request id → route → SigV4 headers check → bounded body → SigV4 → JSON → model
 //! validation → operation → response. The mapping of an [`IvsError`] to the wire (status,
 //! `x-amzn-ErrorType`, body) is here and only here. HLS playback shares this listener
-//! (`/api/video/v1/…`, `/playback/…`); [`listener`] holds the connection-level bounds;
+//! (`/api/video/v1/…`, `/playback/…`), and so does the web console ([`crate::console`]);
+//! [`listener`] holds the connection-level bounds;
 //! [`operator`] answers health, readiness and metrics.
 
 pub mod listener;
@@ -24,8 +25,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::api::Api;
-use crate::auth::Authenticator;
 use crate::auth::sigv4::RequestParts;
+use crate::auth::{Authenticator, Caller};
 use listener::ClientAddress;
 
 pub struct AppState {
@@ -163,9 +164,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/playback/{session}/{channel}/{file}", get(crate::playback::http::media))
         .route(crate::events::sse::PATH, get(crate::events::sse::stream))
         .route(crate::ingest::client_configuration::PATH, post(client_configuration))
+        .route(crate::cluster::peers::API_PATH, post(cluster_api))
+        .route(
+            &format!("{}/{{name}}", crate::cluster::pull::MULTIVARIANT_PATH),
+            get(crate::playback::http::cluster_multivariant),
+        )
+        .route(
+            &format!("{}/{{channel}}/{{file}}", crate::cluster::pull::MEDIA_PATH),
+            get(crate::playback::http::cluster_media),
+        )
         .route("/healthz", get(operator::healthz))
         .route("/readyz", get(operator::readyz))
         .route("/metrics", get(operator::metrics))
+        .route("/console", get(crate::console::redirect))
+        .route("/console/", get(crate::console::page))
+        .route("/console/config.json", get(crate::console::config))
+        .route("/console/{file}", get(crate::console::asset))
+        .route(crate::console::LIVE_CHANNELS_PATH, get(crate::console::live_channels))
+        .route(crate::console::recordings::PATH, get(crate::console::recordings::list))
+        .route(
+            &format!("{}/{{bucket}}/{{*key}}", crate::console::recordings::PATH),
+            get(crate::console::recordings::object),
+        )
         .fallback(control_plane)
         .with_state(state)
 }
@@ -193,6 +213,15 @@ fn route<'a>(method: &Method, path: &'a str) -> Option<(&'static str, Option<&'a
 fn percent_decode(text: &str, plus_is_space: bool) -> Option<String> {
     let text = if plus_is_space { text.replace('+', " ") } else { text.to_owned() };
     percent_encoding::percent_decode_str(&text).decode_utf8().ok().map(|s| s.into_owned())
+}
+
+/// The first value of query parameter `name`, decoded (the `GET`s served beside the API).
+pub(crate) fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| percent_decode(key, true).as_deref() == Some(name))
+        .and_then(|(_, value)| percent_decode(value, true))
 }
 
 /// The operation's input: the JSON body, plus the URI label and query parameters bound to
@@ -318,6 +347,38 @@ async fn client_configuration(State(state): State<Arc<AppState>>, request: Reque
     let mut response = base_response(&request_id, status, Body::from(answer.to_string()));
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// An operation another node of the cluster asks this one to run, for a stream this node
+/// ingests ([`crate::cluster::peers`]): 403 unless signed with the cluster secret.
+async fn cluster_api(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    use crate::cluster::peers::{FORWARDED, InternalCall, answer};
+    let request_id = crate::api::random_uuid();
+    let (parts, body) = request.into_parts();
+    let address = parts.extensions.get::<ClientAddress>().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.0);
+    let respond = |status: u16, body: serde_json::Value| {
+        let mut response = base_response(&request_id, status, Body::from(body.to_string()));
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response
+    };
+    let (body, _body_memory) = match state.read_body(&parts.headers, address, body).await {
+        Ok(read) => read,
+        Err(error) => return respond(error.kind.http_status(), serde_json::json!({ "message": error.message })),
+    };
+    if !state.api.peers.verify_request(&parts.headers, parts.uri.path(), &body) {
+        tracing::warn!(%request_id, %address, "cluster: refused an internal request without the cluster's signature");
+        return respond(403, serde_json::json!({ "message": "Not signed with this cluster's secret" }));
+    }
+    let Ok(call) = serde_json::from_slice::<InternalCall>(&body) else {
+        return respond(400, serde_json::json!({ "message": "Not an internal call" }));
+    };
+    if !FORWARDED.contains(&call.operation.as_str()) {
+        return respond(400, serde_json::json!({ "message": "Not an operation nodes pass on" }));
+    }
+    let caller = Caller { account: call.account, region: call.region };
+    let result = state.api.handle_here(&call.operation, &caller, call.input).await;
+    tracing::info!(%request_id, operation = call.operation, ok = result.is_ok(), "cluster request");
+    respond(200, answer(result))
 }
 
 fn shorten(text: &str) -> String {

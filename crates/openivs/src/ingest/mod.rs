@@ -46,6 +46,8 @@ pub struct IngestContext {
     pub limits: crate::settings::Limits,
     /// Checks the authentication values GetClientConfiguration answered.
     pub client_configurations: Arc<client_configuration::ClientConfigurations>,
+    /// This node, which takes the stream registry's lease of each stream it ingests.
+    pub node: crate::cluster::Node,
 }
 
 /// What a publish needs once its key is accepted: the channel and what it refers to.
@@ -116,7 +118,9 @@ impl IngestContext {
         stream_id: &str,
         now: time::OffsetDateTime,
     ) -> Result<SessionRecorder, Refusal> {
+        let channel_arn = authorized.channel.arn.clone();
         let mut first = Some(authorized);
+        let mut lost_sessions_ended = false;
         for _ in 0..OPEN_ATTEMPTS {
             let authorized = match first.take() {
                 Some(authorized) => authorized,
@@ -128,12 +132,28 @@ impl IngestContext {
                 authorized,
                 self.endpoints.clone(),
                 secure,
+                &self.node,
                 now,
             )
             .await;
             match opened {
                 Err(Refusal::ChannelChanged) => {
                     tracing::debug!("ingest: the channel changed while a publish opened; judging it again");
+                }
+                // The channel may be live only in a session its dead node left open (its lease
+                // expired): that session ends, and the publish goes live.
+                Err(Refusal::AlreadyLive) if !lost_sessions_ended => {
+                    lost_sessions_ended = true;
+                    let ended =
+                        crate::cluster::registry::end_lost_sessions(&self.store, &self.live, Some(&channel_arn))
+                            .await
+                            .unwrap_or_else(|error| {
+                                tracing::warn!("ingest: cannot look at the sessions of {channel_arn}: {error}");
+                                0
+                            });
+                    if ended == 0 {
+                        return Err(Refusal::AlreadyLive);
+                    }
                 }
                 other => return other,
             }

@@ -228,6 +228,15 @@ async fn go_live(
         recorder.end_in_background(false, None, OffsetDateTime::now_utc()).await;
         return Err(Refusal::Unavailable);
     };
+    if let Some(lease) = recorder.lease() {
+        let keep = crate::cluster::registry::keep_lease(
+            context.store.clone(),
+            context.live.clone(),
+            live.clone(),
+            lease.clone(),
+        );
+        tokio::spawn(keep);
+    }
     live.hub.set_post_roll(context.post_roll(&channel).await);
     if let Some(slate) = recorder.failover_slate() {
         let seconds = |s: i64| Duration::from_secs(s.max(0) as u64);

@@ -179,6 +179,11 @@ impl LiveStream {
         self.stats.lock().expect("stats lock").health(Instant::now())
     }
 
+    /// Turns true once the stream's end is recorded (or handed to the background retry).
+    pub fn finished(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.finished.subscribe()
+    }
+
     /// Waits (at most `limit`) until the stream's end is recorded.
     pub async fn wait_finished(&self, limit: std::time::Duration) {
         let mut finished = self.finished.subscribe();
@@ -277,6 +282,16 @@ impl LiveRegistry {
             stream.stop.notify_one();
         }
         removed
+    }
+
+    /// This node lost the stream's lease to another node (see [`crate::cluster::registry`]): the
+    /// stream leaves the registry (if it is still this one) and its ingest stops.
+    pub fn fence(&self, stream: &LiveStream) {
+        let mut streams = self.streams.write().expect("live registry lock");
+        if streams.get(&stream.channel_arn).is_some_and(|s| s.stream_id == stream.stream_id) {
+            streams.remove(&stream.channel_arn);
+        }
+        stream.stop.notify_one();
     }
 
     /// Waits (up to `limit`) until every session has finished.

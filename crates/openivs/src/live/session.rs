@@ -17,7 +17,9 @@ use super::hub::SlateShowing;
 use crate::api::Endpoints;
 use crate::events::{Breach, ChannelEvent, LIMIT_BREACH, STREAM_STATE_CHANGE};
 use crate::ingest::{Authorized, Refusal};
-use crate::store::{ApplyError, Change, Check, FromRecord, OutboxEvent, Record, Store, StreamSessionRecord, Write};
+use crate::store::{
+    ApplyError, Change, Check, FromRecord, OutboxEvent, Record, Store, StreamLease, StreamSessionRecord, Write,
+};
 
 /// How often the end of a session is written again while the store refuses writes (a full disk).
 const END_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -40,7 +42,16 @@ pub struct SessionRecorder {
     slate_on_air: bool,
     /// EventBridge events of session events not yet stored: they go with the next write.
     pending_events: Vec<OutboxEvent>,
+    /// The stream registry's lease this node holds on the stream: every write of the session
+    /// requires it, so a node that lost it (fenced) no longer writes a session that another
+    /// node has ended.
+    lease: Option<StreamLease>,
+    /// A write found the lease taken: the session is another node's to end.
+    fenced: bool,
 }
+
+/// Why a fenced node's session writes are refused.
+const FENCED: &str = "This node no longer holds the stream's lease";
 
 impl SessionRecorder {
     /// Opens a session, recording "Session Created", in one store change that requires nobody
@@ -50,13 +61,15 @@ impl SessionRecorder {
     /// concurrent DeleteChannel either lands first (and this publish is refused) or is refused.
     /// The publish is judged again against the channel as stored: plain RTMP needs
     /// `insecureIngest`, and the configurations it was authorised with must still be the
-    /// channel's (else [`Refusal::ChannelChanged`]: authorise again).
+    /// channel's (else [`Refusal::ChannelChanged`]: authorise again). The same change takes the
+    /// stream registry's lease for `node`, which no other node may hold.
     pub async fn create(
         store: Arc<dyn Store>,
         stream_id: String,
         authorized: Authorized,
         endpoints: Endpoints,
         secure: bool,
+        node: &crate::cluster::Node,
         now: OffsetDateTime,
     ) -> Result<SessionRecorder, Refusal> {
         let channel_arn = authorized.channel.arn.clone();
@@ -69,6 +82,13 @@ impl SessionRecorder {
             None,
             now,
         );
+        let lease = StreamLease {
+            channel_arn: channel_arn.clone(),
+            node_id: node.node_id.clone(),
+            origin_url: node.origin_url.clone(),
+            stream_id: stream_id.clone(),
+            epoch: 0,
+        };
         let opened: Arc<Mutex<Option<Result<StreamSession, Refusal>>>> = Arc::default();
         let outcome = opened.clone();
         let build = FromRecord::new(move |record: Record| {
@@ -105,20 +125,42 @@ impl SessionRecorder {
         });
         let change = Change::new()
             .require(Check::NotLive { channel_arn: channel_arn.clone() }, IvsError::conflict("already live"))
+            .require(Check::LeaseFree { channel_arn: channel_arn.clone() }, IvsError::conflict("live on another node"))
             .write(Write::OpenStreamSession { channel_arn: channel_arn.clone(), build })
+            .write(Write::TakeLease { lease, lease_ms: crate::cluster::registry::LEASE_MS })
             .write(Write::AppendEvents(created.into_iter().collect()));
         let applied = store.apply(change).await;
         let built = opened.lock().expect("session outcome lock").take();
         match (applied, built) {
-            (Ok(()), Some(Ok(session))) => Ok(SessionRecorder {
-                store,
-                session,
-                channel_arn,
-                has_error_event: false,
-                ended: false,
-                slate_on_air: false,
-                pending_events: Vec::new(),
-            }),
+            (Ok(()), Some(Ok(session))) => {
+                let mut recorder = SessionRecorder {
+                    store,
+                    session,
+                    channel_arn,
+                    has_error_event: false,
+                    ended: false,
+                    slate_on_air: false,
+                    pending_events: Vec::new(),
+                    lease: None,
+                    fenced: false,
+                };
+                // (The lease is this node's for its whole term: nobody can take it meanwhile.)
+                match recorder.store.stream_holder(&recorder.channel_arn).await {
+                    Ok(Some(lease))
+                        if lease.node_id == node.node_id && lease.stream_id == recorder.session.stream_id =>
+                    {
+                        recorder.lease = Some(lease);
+                        Ok(recorder)
+                    }
+                    other => {
+                        if let Err(error) = other {
+                            tracing::error!("ingest: cannot read the lease of {}: {error}", recorder.channel_arn);
+                        }
+                        recorder.end_in_background(false, None, OffsetDateTime::now_utc()).await;
+                        Err(Refusal::Unavailable)
+                    }
+                }
+            }
             (Err(ApplyError::Rejected(_)), Some(Err(refusal))) => Err(refusal),
             // Deleted since the key was checked: judged again (the key is gone with it).
             (Err(ApplyError::Rejected(error)), _) if error.kind == openivs_model::ErrorKind::ResourceNotFound => {
@@ -131,6 +173,11 @@ impl SessionRecorder {
             }
             (Ok(()), _) => Err(Refusal::Unavailable),
         }
+    }
+
+    /// The stream registry's lease this node holds on the stream.
+    pub fn lease(&self) -> Option<&StreamLease> {
+        self.lease.as_ref()
     }
 
     /// The channel as the session describes it: as stored when the stream went live.
@@ -244,6 +291,12 @@ impl SessionRecorder {
         if self.ended {
             return Ok(());
         }
+        self.close(stream_started, error_code, at);
+        self.persist().await
+    }
+
+    /// The end of the session, in memory.
+    fn close(&mut self, stream_started: bool, error_code: Option<&str>, at: OffsetDateTime) {
         if stream_started {
             self.push_event("Stream End", STREAM_STATE_CHANGE, None, at);
         }
@@ -253,7 +306,6 @@ impl SessionRecorder {
         self.push_event("Session Ended", STREAM_STATE_CHANGE, error_code, at);
         self.session.end_time = Some(timestamp::format(at));
         self.ended = true;
-        self.persist().await
     }
 
     /// Ends the session ([`SessionRecorder::end`]); while the store refuses the write (a full
@@ -261,21 +313,23 @@ impl SessionRecorder {
     /// open session keeps the channel live in the store (no update, delete or new publish).
     pub async fn end_in_background(&mut self, stream_started: bool, error_code: Option<&str>, at: OffsetDateTime) {
         let Err(error) = self.end(stream_started, error_code, at).await else { return };
+        if self.fenced {
+            return;
+        }
         tracing::error!("ingest: cannot record the end of stream {} (retrying): {error}", self.session.stream_id);
-        let Ok(record) = self.record() else { return };
-        let events = std::mem::take(&mut self.pending_events);
+        let Ok(change) = self.change() else { return };
         let store = self.store.clone();
+        let stream_id = self.session.stream_id.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(END_RETRY).await;
                 // (Until the process exits: a store that is shut down refuses every write.)
-                let change = Change::new()
-                    .write(Write::PutStreamSession(record.clone()))
-                    .write(Write::AppendEvents(events.clone()));
-                if store.apply(change).await.is_ok() {
-                    tracing::info!("ingest: recorded the end of stream {}", record.stream_id);
-                    return;
+                match store.apply(change.clone()).await {
+                    Ok(()) => tracing::info!("ingest: recorded the end of stream {stream_id}"),
+                    Err(ApplyError::Rejected(_)) => tracing::warn!("ingest: stream {stream_id} was ended elsewhere"),
+                    Err(_) => continue,
                 }
+                return;
             }
         });
     }
@@ -284,14 +338,50 @@ impl SessionRecorder {
         session_record(&self.session, &self.channel_arn, self.ended, self.has_error_event)
     }
 
-    /// Writes the session and, in the same transaction, its pending EventBridge events.
-    async fn persist(&mut self) -> Result<(), IvsError> {
-        let change = Change::new()
+    /// The write of the session as it is now, with its pending EventBridge events, guarded by
+    /// the lease; an ended session gives the lease up in the same change.
+    fn change(&self) -> Result<Change, IvsError> {
+        let mut change = Change::new();
+        if let Some(lease) = &self.lease {
+            let held = Check::LeaseHeld {
+                channel_arn: lease.channel_arn.clone(),
+                node_id: lease.node_id.clone(),
+                epoch: lease.epoch,
+            };
+            change = change.require(held, IvsError::conflict(FENCED));
+        }
+        change = change
             .write(Write::PutStreamSession(self.record()?))
             .write(Write::AppendEvents(self.pending_events.clone()));
-        self.store.apply(change).await?;
-        self.pending_events.clear();
-        Ok(())
+        if let (Some(lease), true) = (&self.lease, self.ended) {
+            change = change.write(Write::ReleaseLease {
+                channel_arn: lease.channel_arn.clone(),
+                node_id: lease.node_id.clone(),
+                epoch: lease.epoch,
+            });
+        }
+        Ok(change)
+    }
+
+    /// Writes the session and, in the same transaction, its pending EventBridge events. Once
+    /// a write found the lease taken (the node was fenced), nothing more is written: the node
+    /// that took the stream over ended the session.
+    async fn persist(&mut self) -> Result<(), IvsError> {
+        if self.fenced {
+            return if self.ended { Ok(()) } else { Err(IvsError::conflict(FENCED)) };
+        }
+        match self.store.apply(self.change()?).await {
+            Ok(()) => {
+                self.pending_events.clear();
+                Ok(())
+            }
+            Err(ApplyError::Rejected(error)) if self.lease.is_some() => {
+                tracing::warn!("ingest: stream {} is fenced: {}", self.session.stream_id, error.message);
+                self.fenced = true;
+                if self.ended { Ok(()) } else { Err(error) }
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 }
 
@@ -345,27 +435,42 @@ fn push_event(session: &mut StreamSession, name: &str, event_type: &str, code: O
     session.truncated_events.truncate(MAX_EVENTS);
 }
 
-/// Ends the sessions a previous run left open (it stopped while they were live): their publishers
-/// are gone, so they ended no later than the restart.
-pub async fn end_orphaned_sessions(store: &Arc<dyn Store>, now: OffsetDateTime) -> Result<usize, IvsError> {
-    let open = store.open_stream_sessions().await?;
-    for mut record in open.iter().cloned() {
-        let Ok(mut session) = serde_json::from_str::<StreamSession>(&record.body) else { continue };
-        let started = session.truncated_events.iter().any(|e| e.name == "Stream Start");
-        let mut recorder = SessionRecorder {
-            store: store.clone(),
-            channel_arn: record.channel_arn.clone(),
-            has_error_event: record.has_error_event,
-            ended: false,
-            slate_on_air: false,
-            pending_events: Vec::new(),
-            session: {
-                session.end_time = None;
-                session
-            },
-        };
-        recorder.end(started, Some("ServerRestart"), now).await?;
-        record.ended = true;
+/// Ends a session whose ingest is gone (this node restarted, or the node that held it stopped
+/// renewing its lease): "Stream End" if its media had started, "Session Ended" with `code`. One
+/// change, which requires the session to be still open and `guard` (the lease free, or still
+/// this node's from before a restart) and fences the lease, so a holder that wakes up can no
+/// longer write to the session. False when the change was refused (someone else ended it, or
+/// the stream is held again).
+pub async fn end_orphan(
+    store: &Arc<dyn Store>,
+    record: &StreamSessionRecord,
+    guard: Check,
+    code: &str,
+    now: OffsetDateTime,
+) -> Result<bool, IvsError> {
+    let Ok(mut session) = serde_json::from_str::<StreamSession>(&record.body) else { return Ok(false) };
+    let started = session.truncated_events.iter().any(|e| e.name == "Stream Start");
+    session.end_time = None;
+    let mut recorder = SessionRecorder {
+        store: store.clone(),
+        channel_arn: record.channel_arn.clone(),
+        has_error_event: record.has_error_event,
+        ended: false,
+        slate_on_air: false,
+        pending_events: Vec::new(),
+        session,
+        lease: None,
+        fenced: false,
+    };
+    recorder.close(started, Some(code), now);
+    let change = recorder
+        .change()?
+        .require(Check::SessionOpen { stream_id: record.stream_id.clone() }, IvsError::conflict("ended"))
+        .require(guard, IvsError::conflict("held"))
+        .write(Write::FenceLease { channel_arn: record.channel_arn.clone() });
+    match store.apply(change).await {
+        Ok(()) => Ok(true),
+        Err(ApplyError::Rejected(_)) => Ok(false),
+        Err(error) => Err(error.into()),
     }
-    Ok(open.len())
 }

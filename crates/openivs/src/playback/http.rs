@@ -35,6 +35,7 @@ use serde::Deserialize;
 use super::access::{Denial, Visitor};
 use super::packager::{ChannelPlayback, Container, PART_TARGET, PlaylistState, SegmentCursor, SegmentProgress};
 use super::viewers::Refused;
+use crate::cluster::pull::{MEDIA_PATH, MULTIVARIANT_PATH, Pulled, VIEWER_ADDRESS_HEADER};
 use crate::http::AppState;
 use crate::http::listener::ClientAddress;
 
@@ -173,6 +174,26 @@ async fn multivariant_response(
     let Ok(Some(record)) = state.api.store.get(&arn).await else { return not_found("No such channel") };
     let Ok(channel) = record.decode::<Channel>() else { return not_found("No such channel") };
     let playback = state.api.playback.channel(&arn).filter(|_| state.api.live.is_live(&arn));
+    if playback.is_none()
+        && let Some(holder) = state.api.origin_pull.remote_holder(state.api.store.as_ref(), &arn).await
+    {
+        // Another node ingests the stream: it admits the viewer and opens the session (whose
+        // id every node accepts), as it would for a viewer of its own.
+        let address = state.api.playback.access.viewer_address(peer, &headers);
+        let mut path = format!("{MULTIVARIANT_PATH}/{name}");
+        if let Some(token) = &query.token {
+            let token = percent_encoding::utf8_percent_encode(token, percent_encoding::NON_ALPHANUMERIC);
+            path.push_str(&format!("?token={token}"));
+        }
+        let mut passed = vec![(VIEWER_ADDRESS_HEADER, address.to_string())];
+        if let Some(origin) = origin_of(&headers) {
+            passed.push(("origin", origin.to_owned()));
+        }
+        return match state.api.origin_pull.pull_alone(&holder.origin_url, &path, &passed).await {
+            Ok(pulled) => relay(&pulled, &headers, false),
+            Err(error) => origin_unreachable(&holder.origin_url, &error),
+        };
+    }
     if let Some(playback) = &playback {
         // A stream that just started has no complete segment yet (so no measured bandwidth and
         // size, and nothing to play), nor its transcoded renditions: give it the moment it takes.
@@ -289,9 +310,134 @@ async fn media_of_session(
     if !viewer.rules.allows_request_from(origin) {
         return denied(&Denial::OriginNotAllowed);
     }
-    let response =
-        media_response(&state, &viewer.channel_arn, viewer.low_latency, &viewer.rules, &file, &query, &headers).await;
+    let response = if state.api.playback.playlists_of_file(&viewer.channel_arn, &file).is_none()
+        && let Some(holder) = state.api.origin_pull.remote_holder(state.api.store.as_ref(), &channel_arn).await
+    {
+        pulled_media(&state, &holder.origin_url, &channel, &file, &viewer, &query, &headers).await
+    } else {
+        media_response(&state, &viewer.channel_arn, viewer.low_latency, &viewer.rules, &file, &query, &headers).await
+    };
     allow_origin(response, viewer.rules.allow_origin_header(origin))
+}
+
+/// A media playlist or file of a stream another node ingests, pulled from that node: files
+/// (which never change) shared and kept, playlists shared by identical requests in flight.
+async fn pulled_media(
+    state: &AppState,
+    origin_url: &str,
+    channel: &str,
+    file: &str,
+    viewer: &super::viewers::ViewerSession,
+    query: &PlaylistQuery,
+    headers: &HeaderMap,
+) -> Response {
+    let mut path = format!("{MEDIA_PATH}/{channel}/{file}?ll={}", u8::from(viewer.low_latency));
+    if let Some(max_height) = viewer.rules.max_height {
+        path.push_str(&format!("&mh={max_height}"));
+    }
+    let immutable = !file.ends_with(".m3u8");
+    if !immutable {
+        // (The playlists a node pulls carry its viewers of the channel: viewerCount counts them.)
+        let viewers = state.api.playback.viewers.held_here(&viewer.channel_arn);
+        let node_id =
+            percent_encoding::utf8_percent_encode(&state.api.peers.node.node_id, percent_encoding::NON_ALPHANUMERIC);
+        path.push_str(&format!("&node={node_id}&viewers={viewers}"));
+        for (name, value) in [("_HLS_msn", &query.msn), ("_HLS_part", &query.part), ("_HLS_skip", &query.skip)] {
+            if let Some(value) = value {
+                let value = percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC);
+                path.push_str(&format!("&{name}={value}"));
+            }
+        }
+    }
+    match state.api.origin_pull.pull(origin_url, &path, immutable).await {
+        Ok(pulled) => relay(&pulled, headers, immutable),
+        Err(error) => origin_unreachable(origin_url, &error),
+    }
+}
+
+/// What the node that ingests the stream answered, passed on (a file's bytes as this node
+/// serves its own: with byte ranges).
+fn relay(pulled: &Pulled, headers: &HeaderMap, immutable: bool) -> Response {
+    let mut relayed = if immutable && pulled.status == 200 {
+        serve_bytes(vec![pulled.body.clone()], &pulled.content_type, headers)
+    } else {
+        let status = StatusCode::from_u16(pulled.status).unwrap_or(StatusCode::BAD_GATEWAY);
+        response(status, &pulled.content_type, &pulled.cache_control, pulled.body.clone())
+    };
+    if let Some(allowed) = pulled.allow_origin.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        relayed.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+    }
+    relayed
+}
+
+fn origin_unreachable(origin_url: &str, error: &str) -> Response {
+    tracing::warn!("playback: cannot pull from {origin_url}: {error}");
+    response(StatusCode::BAD_GATEWAY, "text/plain", "no-cache", "The node that ingests this stream did not answer\n")
+}
+
+/// Whether a request to an internal playback endpoint is signed with the cluster secret.
+fn from_a_node(state: &AppState, uri: &axum::http::Uri, headers: &HeaderMap) -> bool {
+    let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+    state.api.peers.verify_request(headers, path, b"")
+}
+
+fn not_from_a_node() -> Response {
+    response(StatusCode::FORBIDDEN, "text/plain", "no-cache", "Not signed with this cluster's secret\n")
+}
+
+/// The multivariant playlist for a viewer another node serves (`MULTIVARIANT_PATH/{name}`):
+/// decided here, for the viewer's address as that node saw it.
+pub async fn cluster_multivariant(
+    state: State<Arc<AppState>>,
+    name: Path<String>,
+    query: Query<MultivariantQuery>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if !from_a_node(&state, &uri, &headers) {
+        return not_from_a_node();
+    }
+    let address = headers.get(VIEWER_ADDRESS_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let Some(address) = address else { return bad_request("No viewer address") };
+    crate::metrics::global().cluster_origin_request("multivariant");
+    multivariant_response(state, name, query, Extension(ClientAddress(address)), headers).await
+}
+
+/// What another node asks of a media playlist or file of a stream this node ingests
+/// (`MEDIA_PATH/{channel}/{file}`), for a session it checked: `ll` its latency mode, `mh` its
+/// largest picture.
+#[derive(Deserialize)]
+pub struct ClusterMediaQuery {
+    ll: Option<String>,
+    mh: Option<String>,
+    /// The asking node and its viewers of the channel (with playlist requests).
+    node: Option<String>,
+    viewers: Option<String>,
+    #[serde(flatten)]
+    playlist: PlaylistQuery,
+}
+
+pub async fn cluster_media(
+    State(state): State<Arc<AppState>>,
+    Path((channel, file)): Path<(String, String)>,
+    Query(query): Query<ClusterMediaQuery>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    if !from_a_node(&state, &uri, &headers) {
+        return not_from_a_node();
+    }
+    let Some(channel_arn) = channel_arn_of(&format!("{channel}.m3u8")) else { return not_found("No such channel") };
+    crate::metrics::global().cluster_origin_request(kind_of(&file));
+    let rules = super::access::SessionRules {
+        max_height: query.mh.as_deref().and_then(|h| h.parse().ok()),
+        ..Default::default()
+    };
+    let low_latency = query.ll.as_deref() == Some("1");
+    if let (Some(node_id), Some(viewers)) = (&query.node, query.viewers.as_deref().and_then(|v| v.parse().ok())) {
+        state.api.playback.viewers.report_elsewhere(&channel_arn, node_id, viewers);
+    }
+    media_response(&state, &channel_arn, low_latency, &rules, &file, &query.playlist, &HeaderMap::new()).await
 }
 
 /// A session's media playlist, init section, segment or part.

@@ -39,8 +39,11 @@ pub struct Playback {
 }
 
 impl Playback {
-    pub fn new(limits: Limits, access: Access) -> Playback {
-        Playback { channels: RwLock::default(), viewers: ViewerSessions::new(limits), access, limits }
+    /// `session_key` signs viewer session ids: the nodes of a cluster share it (it is kept in
+    /// the database), so a session opened on one node plays on every node.
+    pub fn new(limits: Limits, access: Access, session_key: [u8; 32]) -> Playback {
+        let viewers = ViewerSessions::with_key(limits, session_key);
+        Playback { channels: RwLock::default(), viewers, access, limits }
     }
 
     /// Starts packaging a stream that just went live, as the channel's container format and

@@ -115,7 +115,14 @@ pub struct ViewerSessions {
     key: [u8; 32],
     limits: Limits,
     held: Mutex<Held>,
+    /// Viewers other nodes hold of channels this node ingests: (channel, node) → (count, when
+    /// reported).
+    elsewhere: Mutex<HashMap<(String, String), (usize, Instant)>>,
 }
+
+/// How long another node's report of its viewers counts (it reports with every playlist pull,
+/// several times a second to every few seconds while it has viewers).
+const REPORTS_FRESH_FOR: Duration = Duration::from_secs(8);
 
 fn unix_seconds() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -123,7 +130,12 @@ fn unix_seconds() -> u64 {
 
 impl ViewerSessions {
     pub fn new(limits: Limits) -> ViewerSessions {
-        ViewerSessions { key: rand::random(), limits, held: Mutex::default() }
+        ViewerSessions::with_key(limits, rand::random())
+    }
+
+    /// Sessions whose ids are signed with `key`.
+    pub fn with_key(limits: Limits, key: [u8; 32]) -> ViewerSessions {
+        ViewerSessions { key, limits, held: Mutex::default(), elsewhere: Mutex::default() }
     }
 
     fn mac(&self, channel_arn: &str, body: &[u8]) -> [u8; MAC_BYTES] {
@@ -243,10 +255,30 @@ impl ViewerSessions {
     }
 
     /// Sessions of a channel that made a request within the idle time (IVS: the last minute).
+    /// The channel's viewers: the sessions held here, and those other nodes of a cluster
+    /// reported lately ([`ViewerSessions::report_elsewhere`]).
     pub fn viewer_count(&self, channel_arn: &str) -> i64 {
+        let now = Instant::now();
+        let here = self.held_here(channel_arn);
+        let mut elsewhere = self.elsewhere.lock().expect("viewers elsewhere lock");
+        elsewhere.retain(|_, (_, at)| now.duration_since(*at) < REPORTS_FRESH_FOR);
+        let reported: usize =
+            elsewhere.iter().filter(|((arn, _), _)| arn == channel_arn).map(|(_, (count, _))| *count).sum();
+        (here + reported) as i64
+    }
+
+    /// The viewers another node holds of a channel this node ingests, as that node reports
+    /// them with its playlist pulls; counted for [`REPORTS_FRESH_FOR`].
+    pub fn report_elsewhere(&self, channel_arn: &str, node_id: &str, count: usize) {
+        let mut elsewhere = self.elsewhere.lock().expect("viewers elsewhere lock");
+        elsewhere.insert((channel_arn.to_owned(), node_id.to_owned()), (count, Instant::now()));
+    }
+
+    /// The sessions of the channel held on this node only.
+    pub fn held_here(&self, channel_arn: &str) -> usize {
         let mut held = self.held.lock().expect("viewer sessions lock");
         held.sweep(Instant::now(), Duration::from_secs(self.limits.playback_viewer_session_idle));
-        held.per_channel.get(channel_arn).copied().unwrap_or(0) as i64
+        held.per_channel.get(channel_arn).copied().unwrap_or(0)
     }
 
     /// Sessions held now, in all.

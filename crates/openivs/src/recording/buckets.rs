@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use object_store::ObjectStore as _;
 use object_store::ObjectStoreExt as _;
 
 use super::spool::Spool;
@@ -203,6 +204,7 @@ impl Buckets {
     /// Object `key` of `bucket` (its newest version, spooled or stored), or `None`.
     pub async fn get(&self, bucket: &str, key: &str) -> std::io::Result<Option<Vec<u8>>> {
         Self::checked_name(bucket).map_err(std::io::Error::other)?;
+        Self::checked_key(key)?;
         match &self.backend {
             Backend::Local(root) => match tokio::fs::read(root.join(bucket).join(key)).await {
                 Ok(bytes) => Ok(Some(bytes)),
@@ -219,6 +221,38 @@ impl Buckets {
                     Err(object_store::Error::NotFound { .. }) => Ok(None),
                     Err(error) => Err(std::io::Error::other(error)),
                 }
+            }
+        }
+    }
+
+    /// The names one level below `prefix` (a key prefix ending before a `/`) in `bucket`, as
+    /// S3 lists common prefixes: the console walks a channel's recordings with it. Objects
+    /// still in the spool are not listed (they are once they reach the store).
+    pub async fn list_children(&self, bucket: &str, prefix: &str) -> std::io::Result<Vec<String>> {
+        Self::checked_name(bucket).map_err(std::io::Error::other)?;
+        Self::checked_key(prefix)?;
+        match &self.backend {
+            Backend::Local(root) => {
+                let mut names = Vec::new();
+                let mut entries = match tokio::fs::read_dir(root.join(bucket).join(prefix)).await {
+                    Ok(entries) => entries,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(names),
+                    Err(error) => return Err(error),
+                };
+                while let Some(entry) = entries.next_entry().await? {
+                    if entry.file_type().await?.is_dir() {
+                        names.extend(entry.file_name().to_str().map(str::to_owned));
+                    }
+                }
+                Ok(names)
+            }
+            Backend::S3 { stores, .. } => {
+                let store = stores.store(bucket).map_err(std::io::Error::other)?;
+                let listed = store
+                    .list_with_delimiter(Some(&object_store::path::Path::from(prefix)))
+                    .await
+                    .map_err(std::io::Error::other)?;
+                Ok(listed.common_prefixes.iter().filter_map(|path| path.filename().map(str::to_owned)).collect())
             }
         }
     }

@@ -8,7 +8,10 @@ use std::time::Instant;
 use async_trait::async_trait;
 use openivs_model::IvsError;
 
-use super::{ApplyError, Change, ListQuery, Record, ResourceType, Store, StoredEvent, StreamSessionRecord};
+use super::{
+    ApplyError, Change, ListQuery, Record, ResourceType, Store, StoredEvent, StreamLease, StreamSessionRecord,
+    ViewerRevocation,
+};
 
 pub struct Metered {
     inner: Arc<dyn Store>,
@@ -43,6 +46,9 @@ impl Store for Metered {
     }
     async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str, now: i64) -> Result<Option<i64>, IvsError> {
         timed("viewer_revocation", self.inner.viewer_revocation(channel_arn, viewer_id, now)).await
+    }
+    async fn viewer_revocations(&self, now: i64) -> Result<Vec<ViewerRevocation>, IvsError> {
+        timed("viewer_revocations", self.inner.viewer_revocations(now)).await
     }
     async fn list_type(&self, resource_type: ResourceType) -> Result<Vec<Record>, IvsError> {
         timed("list_type", self.inner.list_type(resource_type)).await
@@ -82,5 +88,17 @@ impl Store for Metered {
     }
     fn event_signal(&self) -> Arc<tokio::sync::Notify> {
         self.inner.event_signal()
+    }
+    async fn stream_holder(&self, channel_arn: &str) -> Result<Option<StreamLease>, IvsError> {
+        timed("stream_holder", self.inner.stream_holder(channel_arn)).await
+    }
+    async fn stream_holders(&self) -> Result<Vec<StreamLease>, IvsError> {
+        timed("stream_holders", self.inner.stream_holders()).await
+    }
+    async fn try_lead(&self, role: &str) -> Result<Option<Box<dyn super::Leadership>>, IvsError> {
+        self.inner.try_lead(role).await
+    }
+    async fn close(&self) {
+        self.inner.close().await
     }
 }

@@ -1,7 +1,7 @@
 //! The store: where every resource lives, durably.
 //!
-//! [`Store`] is the interface; [`sqlite::SqliteStore`] the embedded backend (a PostgreSQL backend
-//! will implement the same trait for multi-node deployments). The interface is deliberately
+//! [`Store`] is the interface; [`sqlite::SqliteStore`] the embedded backend, and
+//! [`postgres::PostgresStore`] the shared one for several nodes (`--database-url`). The interface is deliberately
 //! small and backend-neutral:
 //! - resources are [`Record`]s: an ARN, the owning account and region, a creation sequence number
 //!   (the stable order of every listing), a version (for optimistic concurrency), the few
@@ -15,8 +15,11 @@
 //! A successful `apply` is on disk before it returns; a failed one changed nothing, and the store
 //! stays usable for the next.
 
+pub mod conformance;
 pub mod files;
 pub mod metered;
+pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -105,6 +108,13 @@ pub enum Check {
     /// publish opens its session in a change of its own, so a channel update or delete and a
     /// publish that start together are ordered by the store: one of them is refused.
     NotLive { channel_arn: String },
+    /// No node holds an unexpired lease on the channel's live stream (the stream registry).
+    LeaseFree { channel_arn: String },
+    /// This node still holds the channel's lease with this epoch (expired or not: nobody has
+    /// taken it over). A node whose renewal fails this check was fenced and must stop its ingest.
+    LeaseHeld { channel_arn: String, node_id: String, epoch: i64 },
+    /// This stream session exists and has not ended.
+    SessionOpen { stream_id: String },
     /// No unexpired use of this single-use playback token (`aws:single-use-uuid`) is recorded.
     SingleUseFree { uuid: String, now: i64 },
 }
@@ -154,6 +164,31 @@ pub enum Write {
     InitSetting {
         key: String,
         value: String,
+    },
+    /// Takes the channel's lease for `lease_ms` from the database's clock now, with an epoch one
+    /// above the last holder's (1 for the first); condition it on [`Check::LeaseFree`].
+    TakeLease {
+        lease: StreamLease,
+        lease_ms: i64,
+    },
+    /// Extends a lease to `lease_ms` from now; condition it on [`Check::LeaseHeld`].
+    RenewLease {
+        channel_arn: String,
+        node_id: String,
+        epoch: i64,
+        lease_ms: i64,
+    },
+    /// Fences whoever held the channel's lease, whatever its epoch: the lease expires and its
+    /// epoch grows, so the old holder's renewals and guarded writes are refused from now on
+    /// (a node ending a session whose ingest node stopped renewing).
+    FenceLease {
+        channel_arn: String,
+    },
+    /// Gives a lease up (nothing happens if another holder has taken it since).
+    ReleaseLease {
+        channel_arn: String,
+        node_id: String,
+        epoch: i64,
     },
     /// Appends events to the outbox (in the same transaction as the change they describe).
     AppendEvents(Vec<OutboxEvent>),
@@ -237,6 +272,34 @@ impl Change {
         self.writes.push(write);
         self
     }
+
+    /// Takes the channel's stream lease for `lease_ms`, unless another node holds a live one.
+    pub fn take_stream_lease(lease: StreamLease, lease_ms: i64) -> Change {
+        let channel_arn = lease.channel_arn.clone();
+        Change::new()
+            .require(
+                Check::LeaseFree { channel_arn },
+                IvsError::conflict("Another node holds this channel's live stream"),
+            )
+            .write(Write::TakeLease { lease, lease_ms })
+    }
+
+    /// Renews a lease this node holds; refused when another node has taken it (fenced).
+    pub fn renew_stream_lease(channel_arn: &str, node_id: &str, epoch: i64, lease_ms: i64) -> Change {
+        let (channel_arn, node_id) = (channel_arn.to_owned(), node_id.to_owned());
+        Change::new()
+            .require(
+                Check::LeaseHeld { channel_arn: channel_arn.clone(), node_id: node_id.clone(), epoch },
+                IvsError::conflict("The channel's live stream was taken over by another node"),
+            )
+            .write(Write::RenewLease { channel_arn, node_id, epoch, lease_ms })
+    }
+
+    /// Gives a lease up (a no-op when another node has taken it since).
+    pub fn release_stream_lease(channel_arn: &str, node_id: &str, epoch: i64) -> Change {
+        let write = Write::ReleaseLease { channel_arn: channel_arn.to_owned(), node_id: node_id.to_owned(), epoch };
+        Change::new().write(write)
+    }
 }
 
 /// Why a change was not applied.
@@ -284,6 +347,40 @@ pub struct ViewerRevocation {
     pub expires_at: i64,
 }
 
+/// A role this process holds among those sharing the store ([`Store::try_lead`]); given up
+/// when dropped, or when the process dies.
+#[async_trait]
+pub trait Leadership: Send + Sync {
+    /// Whether the role is still this process's (false once the database lost track of it).
+    async fn still_leading(&mut self) -> bool;
+}
+
+/// The leadership of the only process a store has.
+pub fn sole_leadership() -> Box<dyn Leadership> {
+    Box::new(Sole)
+}
+
+struct Sole;
+
+#[async_trait]
+impl Leadership for Sole {
+    async fn still_leading(&mut self) -> bool {
+        true
+    }
+}
+
+/// Who holds a channel's live stream: the node ingesting it, where other nodes fetch its
+/// playback from, and the epoch of its lease (the stream registry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamLease {
+    pub channel_arn: String,
+    pub node_id: String,
+    pub origin_url: String,
+    pub stream_id: String,
+    /// Set by the store when the lease is taken (ignored in [`Write::TakeLease`]).
+    pub epoch: i64,
+}
+
 /// A stored stream session (its JSON is the StreamSession the API returns).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamSessionRecord {
@@ -305,6 +402,8 @@ pub trait Store: Send + Sync + 'static {
     async fn apply(&self, change: Change) -> Result<(), ApplyError>;
     /// The highest revoked version of a viewer's sessions, if a revocation is in force at `now`.
     async fn viewer_revocation(&self, channel_arn: &str, viewer_id: &str, now: i64) -> Result<Option<i64>, IvsError>;
+    /// Every revocation in force at `now` (what each node of a cluster follows).
+    async fn viewer_revocations(&self, now: i64) -> Result<Vec<ViewerRevocation>, IvsError>;
     /// Every resource of a type, in all accounts and regions (start-up checks).
     async fn list_type(&self, resource_type: ResourceType) -> Result<Vec<Record>, IvsError>;
     /// A channel's session with this id, or its latest session when `stream_id` is `None`.
@@ -334,4 +433,17 @@ pub trait Store: Send + Sync + 'static {
     async fn event_cursor(&self, target: &str) -> Result<Option<i64>, IvsError>;
     /// Notified (`notify_waiters`) after every commit that appended events.
     fn event_signal(&self) -> Arc<tokio::sync::Notify>;
+    /// Who holds the channel's live stream under an unexpired lease, if anyone.
+    async fn stream_holder(&self, channel_arn: &str) -> Result<Option<StreamLease>, IvsError>;
+    /// Every unexpired lease: the live streams of the whole cluster and who holds each.
+    async fn stream_holders(&self) -> Result<Vec<StreamLease>, IvsError>;
+    /// Makes this process the one that does `role` among all the processes sharing the store,
+    /// for as long as the returned [`Leadership`] lives (`None`: another process holds it). A
+    /// store only one process opens (SQLite) grants it at once.
+    async fn try_lead(&self, role: &str) -> Result<Option<Box<dyn Leadership>>, IvsError> {
+        let _ = role;
+        Ok(Some(sole_leadership()))
+    }
+    /// Finishes what is under way and lets go of the database (a clean shutdown).
+    async fn close(&self) {}
 }

@@ -15,6 +15,16 @@ async fn the_demo_channel_is_live_from_the_start() {
     assert_eq!(listed.channels().len(), 1, "{listed:?}");
     let arn = listed.channels()[0].arn().unwrap().to_owned();
     wait_live(&server, &arn, Duration::from_secs(10)).await;
+    // The start-up banner: the console, the endpoint, the credentials, the demo channel's page.
+    let banner = server.banner_text();
+    for line in [
+        format!("Console:      {}/console/", server.endpoint),
+        format!("API:          {}", server.endpoint),
+        "Credentials:  AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test".to_owned(),
+        format!("Demo channel: {arn} is live"),
+    ] {
+        assert!(banner.contains(&line), "{line:?} in {banner}");
+    }
     let channel = client.get_channel().arn(&arn).send().await.unwrap();
     let channel = channel.channel().unwrap();
     assert_eq!(channel.r#type().map(|t| t.as_str()), Some("BASIC"));

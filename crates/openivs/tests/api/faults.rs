@@ -106,7 +106,8 @@ fn fill(dir: &Path) -> PathBuf {
 async fn a_full_disk_loses_no_acknowledged_write() {
     let tmpfs = Tmpfs::mount("12m");
     let data_dir = tmpfs.path.join("data");
-    let mut server = Server::in_data_dir(data_dir.clone(), &[]);
+    // (The embedded store's file on the full disk is what this test is about.)
+    let mut server = Server::on_sqlite(data_dir.clone(), &[]);
     let client = server.client();
     let mut acknowledged = Vec::new();
     for i in 0..5 {
@@ -168,7 +169,7 @@ async fn a_full_disk_loses_no_acknowledged_write() {
 #[tokio::test]
 async fn the_data_directory_is_owner_only() {
     use std::os::unix::fs::PermissionsExt;
-    let server = Server::start();
+    let server = Server::on_sqlite(Server::fresh_data_dir(), &[]);
     server.client().create_channel().send().await.unwrap();
     let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&server.data_dir), 0o700);

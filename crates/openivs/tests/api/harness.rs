@@ -1,6 +1,11 @@
 //! The test harness: runs the real `openivs` binary on a free loopback port with its own data
 //! directory, and gives tests real clients for it: the AWS SDK for Rust, raw HTTP signed by the
 //! `aws-sigv4` crate, and the AWS CLI.
+//!
+//! With `OPENIVS_TEST_DATABASE_URL` set (a PostgreSQL server's URL without a database, as
+//! scripts/test sets it for the suite's second run), every server keeps its resources in a
+//! database of its own there (`--database-url`), except those a test asks to run on the embedded
+//! SQLite store ([`Server::on_sqlite`]: tests of the SQLite file itself).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -30,6 +35,8 @@ pub struct Server {
     pub srt_address: String,
     extra_args: Vec<String>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// What the server printed on standard output (the start-up banner).
+    banner: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -39,17 +46,40 @@ impl Server {
 
     /// A server with extra `openivs serve` flags (quotas, credentials, …).
     pub fn with_args(extra_args: &[&str]) -> Server {
+        Server::in_data_dir(Server::fresh_data_dir(), extra_args)
+    }
+
+    /// A data directory no server has used.
+    pub fn fresh_data_dir() -> PathBuf {
         let data_dir = std::env::temp_dir().join(format!(
             "openivs-test-{}-{}",
             std::process::id(),
             NEXT_DIR.fetch_add(1, Ordering::SeqCst)
         ));
         let _ = std::fs::remove_dir_all(&data_dir);
-        Server::in_data_dir(data_dir, extra_args)
+        data_dir
+    }
+
+    /// A server on the embedded SQLite store whatever `OPENIVS_TEST_DATABASE_URL` says.
+    pub fn on_sqlite(data_dir: PathBuf, extra_args: &[&str]) -> Server {
+        Server::launched(data_dir, extra_args, false)
     }
 
     /// A server keeping its data in `data_dir` (removed when the server is dropped).
     pub fn in_data_dir(data_dir: PathBuf, extra_args: &[&str]) -> Server {
+        Server::launched(data_dir, extra_args, true)
+    }
+
+    fn launched(data_dir: PathBuf, extra_args: &[&str], shared_database: bool) -> Server {
+        let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        if let Ok(base) = std::env::var("OPENIVS_TEST_DATABASE_URL")
+            && shared_database
+            && !extra_args.iter().any(|a| a == "--database-url")
+        {
+            // One database per server (named after its data directory), kept across restarts.
+            let name = data_dir.file_name().unwrap().to_string_lossy().replace('-', "_");
+            extra_args.extend(["--database-url".to_owned(), format!("{}/{name}", base.trim_end_matches('/'))]);
+        }
         // The buckets the tests' recording configurations name (a bucket is a folder).
         for bucket in TEST_BUCKETS {
             std::fs::create_dir_all(data_dir.join("buckets").join(bucket)).unwrap();
@@ -62,8 +92,9 @@ impl Server {
             rtmp_address: String::new(),
             rtmps_address: String::new(),
             srt_address: String::new(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_args,
             log: Arc::new(Mutex::new(Vec::new())),
+            banner: Arc::new(Mutex::new(Vec::new())),
         };
         server.launch();
         server
@@ -84,11 +115,19 @@ impl Server {
             .args(&self.extra_args)
             .env("OPENIVS_LOG", "debug")
             .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("the openivs binary starts");
         let stderr = child.stderr.take().expect("stderr is piped");
+        // Standard output holds the start-up banner, kept apart from the log (standard error).
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let banner_log = self.banner.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                banner_log.lock().unwrap().push(line);
+            }
+        });
         let (address_tx, address_rx) = std::sync::mpsc::channel();
         let log = self.log.clone();
         std::thread::spawn(move || {
@@ -126,12 +165,17 @@ impl Server {
         self.launch();
     }
 
-    /// Kills the server with SIGKILL (no chance to flush anything) and starts it again.
-    pub fn crash_and_restart(&mut self) {
+    /// Kills the server with SIGKILL (no chance to flush anything), as a machine's loss does.
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Kills the server with SIGKILL (no chance to flush anything) and starts it again.
+    pub fn crash_and_restart(&mut self) {
+        self.kill();
         self.launch();
     }
 
@@ -198,6 +242,11 @@ impl Server {
 
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
+    }
+
+    /// The start-up banner, as printed so far.
+    pub fn banner_text(&self) -> String {
+        self.banner.lock().unwrap().join("\n")
     }
 }
 

@@ -1,10 +1,12 @@
 //! Adaptive bitrate as a viewer meets it: web players in headless Chromium play a STANDARD
 //! channel's ladder (a 720p30 clock broadcaster, transcoded by the server's ffmpeg) on a fast
 //! link, then the page's network is throttled (Chrome DevTools Protocol) to room for the 160p
-//! rendition only. hls.js starts on the top rendition and decides to switch down within 10 s
-//! (then plays the lower rendition) with no stall longer than one segment, on NORMAL channels
-//! (2 s keyframe interval, a viewer three segments behind) and on a LOW channel broadcast as IVS
-//! advises for low latency (a keyframe every second). Shaka Player, video.js and the Amazon IVS
+//! rendition only. hls.js starts on the top rendition and decides to switch down within 10 s,
+//! the lower rendition's first part or segment crosses the slow link within 3 s of that decision
+//! (the server's share: its playlist and media are there at once), and playback does not stand
+//! still longer than one segment on NORMAL channels (2 s keyframe interval, a viewer three
+//! segments behind) or 2.5 s on a LOW channel broadcast as IVS advises for low latency (a
+//! keyframe every second; see below). Shaka Player, video.js and the Amazon IVS
 //! Player, each with its own start-up logic, play above 160p on the fast link and switch down
 //! within 15 s once throttled, with no fatal error.
 //!
@@ -16,8 +18,14 @@
 //! Why LOW with 1 s keyframes: hls.js (1.7) that falls behind by a part loads the rest of that
 //! segment's parts as one chain, and its ABR samples the bandwidth only once the whole segment
 //! is buffered. With 2 s segments (six parts) on a link slowed to a fifth, that is 8–9 s before
-//! it reacts, with the ~1 s buffer of a LOW channel long gone (stalls of 2–5 s measured); with
-//! 1 s segments it decides within half a second and does not stall.
+//! it reacts, with the ~1 s buffer of a LOW channel long gone (stalls of 2–5 s measured). With
+//! 1 s segments it decides within 2–4 s, but a LOW viewer still stands still a while: the one or
+//! two 720p parts (~105 kB each) already asked for when the link slows take ~1.5 s each to
+//! arrive at 600 kbit/s, longer than the viewer's ~1.2 s buffer, and hls.js's abandon rule does
+//! not give up on them (a blocking preload hint's bytes start late). Its bandwidth estimate
+//! learns of the slow link only once such a part is buffered. Measured: stalls of 1.0–1.8 s
+//! before the 160p parts arrive, depending on where in a part the throttle falls; 160p's first
+//! part arrived 0.4–0.5 s after the decision every time.
 
 use std::time::Duration;
 
@@ -116,7 +124,20 @@ async fn hls_js_switches_down_when_the_network_slows() {
         );
         println!("{report}");
         assert!(after_ms <= 10_000, "{report}");
-        assert!(stall <= u64::from(keyframe_seconds) * 1000, "playback stood still {stall} ms: {report}");
+        // The first part or segment of a lower rendition to arrive after the decision.
+        let top =
+            result["level_heights"].as_array().unwrap().iter().position(|h| h.as_u64() == Some(720)).unwrap() as u64;
+        let lower_arrived = result["fragments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f[0].as_u64().unwrap(), f[1].as_u64().unwrap()))
+            .find(|(at, level)| *at >= decided.0 && *level < top)
+            .unwrap_or_else(|| panic!("no part of a lower rendition arrived after the decision: {report}"));
+        assert!(lower_arrived.0 - decided.0 <= 3_000, "the lower rendition came slowly: {report}");
+        let longest_allowed =
+            if latency == ChannelLatencyMode::LowLatency { 2_500 } else { u64::from(keyframe_seconds) * 1000 };
+        assert!(stall <= longest_allowed, "playback stood still {stall} ms: {report}");
     }
 }
 
@@ -187,12 +208,21 @@ async fn hls_js_switches_between_multitrack_renditions() {
     wait_for_segments(&server, &playback_url, 3).await;
     // The throttle leaves room for the lowest track (as measured, audio included) and little more.
     let path = format!("/{}", playback_url.split_once("://").unwrap().1.split_once('/').unwrap().1);
-    let multivariant = crate::harness::raw_request(&server, "GET", &path, &[], "").body;
-    let mut bandwidths: Vec<u64> = multivariant
-        .lines()
-        .filter(|l| l.starts_with("#EXT-X-STREAM-INF:"))
-        .map(|l| l.split("BANDWIDTH=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap())
-        .collect();
+    // (A track is listed once it has a segment: on a busy machine the last encoder's first
+    // segment may come a little after the source's third.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (multivariant, mut bandwidths) = loop {
+        let multivariant = crate::harness::raw_request(&server, "GET", &path, &[], "").body;
+        let bandwidths: Vec<u64> = multivariant
+            .lines()
+            .filter(|l| l.starts_with("#EXT-X-STREAM-INF:"))
+            .map(|l| l.split("BANDWIDTH=").nth(1).unwrap().split(',').next().unwrap().parse().unwrap())
+            .collect();
+        if bandwidths.len() >= 3 || std::time::Instant::now() > deadline {
+            break (multivariant, bandwidths);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     bandwidths.sort_unstable();
     assert_eq!(bandwidths.len(), 3, "{multivariant}");
     let kbps = bandwidths[0] * 6 / 5 / 1000;

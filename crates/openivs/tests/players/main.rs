@@ -26,6 +26,7 @@ mod multitrack_broadcaster;
 mod abr;
 mod access;
 mod clock;
+mod console;
 mod failover;
 mod https;
 mod metadata;

@@ -1,0 +1,178 @@
+//! Playback from any node: a node asked for the playlists or media of a stream another node
+//! ingests pulls them from that node (its origin, over the internal playback endpoints, signed
+//! with the cluster secret). Identical requests in flight at once share one upstream fetch
+//! (coalescing), and init sections, parts and segments, which never change once they exist,
+//! are kept in memory for a while, so a thousand viewers on one node cost their stream's
+//! origin about one fetch per file. Playlists are only coalesced: a blocking LL-HLS reload is
+//! passed on as it came (`_HLS_msn`, `_HLS_part`) and answered when the origin answers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::OnceCell;
+
+use super::peers::Peers;
+use crate::store::{Store, StreamLease};
+
+/// The internal playback endpoints of an origin: `{MEDIA_PATH}/{channel}/{file}` and
+/// `{MULTIVARIANT_PATH}/{name}`.
+pub const MEDIA_PATH: &str = "/_openivs/cluster/media";
+pub const MULTIVARIANT_PATH: &str = "/_openivs/cluster/multivariant";
+/// The viewer's address as the node that serves the viewer determined it.
+pub const VIEWER_ADDRESS_HEADER: &str = "x-openivs-viewer-address";
+/// How long a pulled part or segment is kept (longer than any playlist lists it).
+const KEEP_FOR: Duration = Duration::from_secs(60);
+/// At most this much pulled media is kept; past it the oldest goes first.
+const KEEP_AT_MOST_BYTES: usize = 256 << 20;
+/// How long a lookup of who holds a stream is reused (a stream moves between nodes only when
+/// its node dies, and its viewers then reload anyway).
+const HOLDER_FRESH_FOR: Duration = Duration::from_secs(1);
+/// How long one pull may take (a blocking reload waits up to a few target durations).
+const PULL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// An origin's answer, as it is passed on to viewers.
+#[derive(Debug, Clone)]
+pub struct Pulled {
+    pub status: u16,
+    pub content_type: String,
+    pub cache_control: String,
+    /// The origin's `Access-Control-Allow-Origin`, if any (the multivariant's, by the viewer's
+    /// rules).
+    pub allow_origin: Option<String>,
+    pub body: Bytes,
+}
+
+/// A fetch in flight, which every identical request awaits.
+type Flight = Arc<OnceCell<Result<Arc<Pulled>, String>>>;
+
+struct Kept {
+    pulled: Arc<Pulled>,
+    at: Instant,
+}
+
+#[derive(Default)]
+struct Memory {
+    kept: HashMap<String, Kept>,
+    kept_bytes: usize,
+}
+
+pub struct OriginPull {
+    peers: Arc<Peers>,
+    client: reqwest::Client,
+    memory: Mutex<Memory>,
+    in_flight: Mutex<HashMap<String, Flight>>,
+    /// Who holds each channel's stream, as last read, and when.
+    holders: Mutex<HashMap<String, (Option<StreamLease>, Instant)>>,
+}
+
+impl OriginPull {
+    pub fn new(peers: Arc<Peers>) -> OriginPull {
+        let client = reqwest::Client::builder()
+            .timeout(PULL_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("a reqwest client with no settings that can fail");
+        OriginPull { peers, client, memory: Mutex::default(), in_flight: Mutex::default(), holders: Mutex::default() }
+    }
+
+    /// The node holding the channel's live stream, when another node does (read at most once
+    /// a second per channel).
+    pub async fn remote_holder(&self, store: &dyn Store, channel_arn: &str) -> Option<StreamLease> {
+        let now = Instant::now();
+        let cached = self.holders.lock().expect("holders lock").get(channel_arn).cloned();
+        let holder = match cached {
+            Some((holder, at)) if now.duration_since(at) < HOLDER_FRESH_FOR => holder,
+            _ => {
+                let holder = store.stream_holder(channel_arn).await.unwrap_or_else(|error| {
+                    tracing::warn!("playback: cannot look up who holds {channel_arn}: {error}");
+                    None
+                });
+                let mut holders = self.holders.lock().expect("holders lock");
+                holders.retain(|_, (_, at)| now.duration_since(*at) < HOLDER_FRESH_FOR);
+                holders.insert(channel_arn.to_owned(), (holder.clone(), now));
+                holder
+            }
+        };
+        holder.filter(|h| h.node_id != self.peers.node.node_id)
+    }
+
+    /// `path_and_query` of the origin at `origin_url`: from memory when it is an immutable file
+    /// pulled before, else one fetch shared by every identical request in flight.
+    pub async fn pull(&self, origin_url: &str, path_and_query: &str, immutable: bool) -> Result<Arc<Pulled>, String> {
+        let key = format!("{origin_url}{path_and_query}");
+        if immutable && let Some(kept) = self.memory.lock().expect("pull memory lock").kept.get(&key) {
+            return Ok(kept.pulled.clone());
+        }
+        let cell = self.in_flight.lock().expect("in-flight lock").entry(key.clone()).or_default().clone();
+        let result = cell.get_or_init(|| self.pull_alone(origin_url, path_and_query, &[])).await.clone();
+        {
+            let mut in_flight = self.in_flight.lock().expect("in-flight lock");
+            if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                in_flight.remove(&key);
+            }
+        }
+        if immutable
+            && let Ok(pulled) = &result
+            && pulled.status == 200
+        {
+            self.keep(key, pulled.clone());
+        }
+        result
+    }
+
+    /// One fetch of its own, with `headers` (a multivariant playlist: each opens a viewer
+    /// session of its own, for the viewer the headers describe).
+    pub async fn pull_alone(
+        &self,
+        origin_url: &str,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+    ) -> Result<Arc<Pulled>, String> {
+        crate::metrics::global().cluster_pull();
+        let mut request = self
+            .client
+            .get(format!("{origin_url}{path_and_query}"))
+            .header(super::peers::AUTH_HEADER, self.peers.authorization(path_and_query, b""));
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        // (Errors without their URL: a multivariant request's query holds the viewer's token.)
+        let response = request.send().await.map_err(|e| e.without_url().to_string())?;
+        let header = |name: reqwest::header::HeaderName| {
+            response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_else(|| "application/octet-stream".into());
+        let cache_control = header(reqwest::header::CACHE_CONTROL).unwrap_or_else(|| "no-cache".into());
+        let allow_origin = header(reqwest::header::ACCESS_CONTROL_ALLOW_ORIGIN);
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| e.without_url().to_string())?;
+        Ok(Arc::new(Pulled { status, content_type, cache_control, allow_origin, body }))
+    }
+
+    /// Keeps a pulled file, dropping what is too old and, past the size bound, the oldest.
+    fn keep(&self, key: String, pulled: Arc<Pulled>) {
+        let now = Instant::now();
+        let mut memory = self.memory.lock().expect("pull memory lock");
+        let Memory { kept, kept_bytes } = &mut *memory;
+        kept.retain(|_, k| {
+            let fresh = now.duration_since(k.at) < KEEP_FOR;
+            if !fresh {
+                *kept_bytes -= k.pulled.body.len();
+            }
+            fresh
+        });
+        while *kept_bytes + pulled.body.len() > KEEP_AT_MOST_BYTES {
+            let Some(oldest) = kept.iter().min_by_key(|(_, k)| k.at).map(|(key, _)| key.clone()) else { break };
+            if let Some(k) = kept.remove(&oldest) {
+                *kept_bytes -= k.pulled.body.len();
+            }
+        }
+        *kept_bytes += pulled.body.len();
+        if let Some(previous) = kept.insert(key, Kept { pulled, at: now }) {
+            *kept_bytes -= previous.pulled.body.len();
+        }
+    }
+}

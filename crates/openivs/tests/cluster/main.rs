@@ -1,0 +1,37 @@
+//! Several openivs nodes sharing one PostgreSQL database, as a cluster runs: each test starts
+//! its own PostgreSQL ([`postgres`]) and its nodes (the real binary, as the API suite runs it),
+//! and drives them with ffmpeg and the AWS SDK for Rust.
+//!
+//! Needs PostgreSQL's server programs (`initdb`, `pg_ctl`), ffmpeg, and the test environment's
+//! python (PyJWT, cryptography) for playback tokens; fails, not skips, without them (scripts/test
+//! installs them).
+
+#[path = "../api/harness.rs"]
+#[allow(dead_code)]
+mod harness;
+
+#[path = "../api/media.rs"]
+#[allow(dead_code)]
+mod media;
+
+mod api;
+mod events;
+mod playback;
+mod postgres;
+mod registry;
+mod revocation;
+
+#[path = "../api/tokens.rs"]
+#[allow(dead_code)]
+mod tokens;
+
+#[path = "../api/webhook_receiver.rs"]
+#[allow(dead_code)]
+mod webhook_receiver;
+
+use harness::Server;
+
+/// A node named `node_id` of the cluster whose database is `postgres`.
+pub fn node(postgres: &postgres::Postgres, node_id: &str) -> Server {
+    Server::with_args(&["--database-url", &postgres.url, "--node-id", node_id])
+}
