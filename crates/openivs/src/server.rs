@@ -95,7 +95,6 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         tracing::info!("ended {ended} stream session(s) left open by the previous run");
     }
     let live = Arc::new(LiveRegistry::new());
-    tokio::spawn(crate::cluster::registry::sweep(store.clone(), live.clone()));
     let access = Access::new(settings.geoip_database.as_deref(), settings.trusted_proxies.clone())?;
     let session_key = store
         .init_setting("viewer_session_key", &hex::encode(rand::random::<[u8; 32]>()))
@@ -117,17 +116,20 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         .map_err(|e| format!("cannot open the recording spool: {e}"))?,
     });
     tracing::info!("recordings go to {}", buckets.describe());
-    let journal_dir = settings.data_dir.join("recordings-in-progress");
-    std::fs::create_dir_all(&journal_dir).map_err(|e| format!("cannot create {}: {e}", journal_dir.display()))?;
+    let journals = Arc::new(crate::recording::journals::Journals::new(store.clone(), node.node_id.clone()));
+    journals.import_files(&settings.data_dir.join("recordings-in-progress")).await;
+    let recovery =
+        Arc::new(crate::recording::recovery::Recovery::new(journals.clone(), buckets.clone(), outbox.clone()));
+    let interrupted = recovery.interrupted_here().await;
     // In the background: an S3 store that is down must not keep the server from starting.
-    let (interrupted, recovery_buckets) = (crate::recording::recovery::interrupted(&journal_dir), buckets.clone());
-    let recovery_outbox = outbox.clone();
+    let own_recovery = recovery.clone();
     tokio::spawn(async move {
-        let recovered = crate::recording::recovery::recover(interrupted, recovery_buckets, Some(recovery_outbox)).await;
+        let recovered = own_recovery.finish_interrupted(interrupted).await;
         if recovered > 0 {
             tracing::info!("finished {recovered} recording(s) interrupted by the last stop");
         }
     });
+    tokio::spawn(crate::cluster::registry::sweep(store.clone(), live.clone(), recovery.clone()));
     let api = Api::new(
         store.clone(),
         live.clone(),
@@ -158,7 +160,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     });
     let auth = Authenticator::new(&settings.credentials);
     let state = Arc::new(AppState::new(api, auth, settings.limits, closing_seen, draining_seen, metrics));
-    let recordings = Arc::new(crate::recording::recorder::Parking::new(journal_dir, outbox));
+    let recordings = Arc::new(crate::recording::recorder::Parking::new(journals, outbox));
     let ingest = Arc::new(IngestContext {
         store: store.clone(),
         live: live.clone(),
@@ -166,6 +168,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         transcoding,
         buckets: buckets.clone(),
         recordings: recordings.clone(),
+        recovery,
         endpoints,
         limits: settings.limits,
         client_configurations,

@@ -374,6 +374,13 @@ limits! {
     /// ends them and exits; meanwhile it is not ready (/readyz), takes no new publishes and no
     /// API writes. A second signal, or SIGINT, stops at once. [default: 30]
     drain_timeout: u64 = 30, "OPENIVS_DRAIN_TIMEOUT";
+    /// In a cluster: bytes of parts and segments pulled from other nodes that a node keeps in
+    /// memory for its viewers (each for 60 s at most; past the bound the oldest goes first).
+    /// [default: 268435456]
+    cluster_pull_memory_bytes: usize = 256 << 20, "OPENIVS_CLUSTER_PULL_MEMORY_BYTES";
+    /// In a cluster: seconds one pull from another node may take (a blocking playlist reload
+    /// waits there up to a few target durations). [default: 20]
+    cluster_pull_timeout: u64 = 20, "OPENIVS_CLUSTER_PULL_TIMEOUT";
 }
 
 impl Limits {

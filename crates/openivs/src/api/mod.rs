@@ -218,7 +218,7 @@ impl Api {
             endpoints,
             tokens: PageTokens::new(key.into_bytes()),
             client_configurations,
-            origin_pull: crate::cluster::pull::OriginPull::new(peers.clone()),
+            origin_pull: crate::cluster::pull::OriginPull::new(peers.clone(), &settings.limits),
             peers,
         })
     }

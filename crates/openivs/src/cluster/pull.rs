@@ -14,6 +14,7 @@ use bytes::Bytes;
 use tokio::sync::OnceCell;
 
 use super::peers::Peers;
+use crate::settings::Limits;
 use crate::store::{Store, StreamLease};
 
 /// The internal playback endpoints of an origin: `{MEDIA_PATH}/{channel}/{file}` and
@@ -24,13 +25,9 @@ pub const MULTIVARIANT_PATH: &str = "/_openivs/cluster/multivariant";
 pub const VIEWER_ADDRESS_HEADER: &str = "x-openivs-viewer-address";
 /// How long a pulled part or segment is kept (longer than any playlist lists it).
 const KEEP_FOR: Duration = Duration::from_secs(60);
-/// At most this much pulled media is kept; past it the oldest goes first.
-const KEEP_AT_MOST_BYTES: usize = 256 << 20;
 /// How long a lookup of who holds a stream is reused (a stream moves between nodes only when
 /// its node dies, and its viewers then reload anyway).
 const HOLDER_FRESH_FOR: Duration = Duration::from_secs(1);
-/// How long one pull may take (a blocking reload waits up to a few target durations).
-const PULL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// An origin's answer, as it is passed on to viewers.
 #[derive(Debug, Clone)]
@@ -56,6 +53,8 @@ struct Kept {
 struct Memory {
     kept: HashMap<String, Kept>,
     kept_bytes: usize,
+    /// At most this much is kept (`--cluster-pull-memory-bytes`); past it the oldest goes first.
+    keep_at_most_bytes: usize,
 }
 
 pub struct OriginPull {
@@ -68,14 +67,15 @@ pub struct OriginPull {
 }
 
 impl OriginPull {
-    pub fn new(peers: Arc<Peers>) -> OriginPull {
+    pub fn new(peers: Arc<Peers>, limits: &Limits) -> OriginPull {
         let client = reqwest::Client::builder()
-            .timeout(PULL_TIMEOUT)
+            .timeout(Limits::seconds(limits.cluster_pull_timeout))
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(64)
             .build()
             .expect("a reqwest client with no settings that can fail");
-        OriginPull { peers, client, memory: Mutex::default(), in_flight: Mutex::default(), holders: Mutex::default() }
+        let memory = Mutex::new(Memory { keep_at_most_bytes: limits.cluster_pull_memory_bytes, ..Memory::default() });
+        OriginPull { peers, client, memory, in_flight: Mutex::default(), holders: Mutex::default() }
     }
 
     /// The node holding the channel's live stream, when another node does (read at most once
@@ -118,7 +118,7 @@ impl OriginPull {
             && let Ok(pulled) = &result
             && pulled.status == 200
         {
-            self.keep(key, pulled.clone());
+            self.memory.lock().expect("pull memory lock").keep(key, pulled.clone(), Instant::now());
         }
         result
     }
@@ -151,12 +151,16 @@ impl OriginPull {
         let body = response.bytes().await.map_err(|e| e.without_url().to_string())?;
         Ok(Arc::new(Pulled { status, content_type, cache_control, allow_origin, body }))
     }
+}
 
-    /// Keeps a pulled file, dropping what is too old and, past the size bound, the oldest.
-    fn keep(&self, key: String, pulled: Arc<Pulled>) {
-        let now = Instant::now();
-        let mut memory = self.memory.lock().expect("pull memory lock");
-        let Memory { kept, kept_bytes } = &mut *memory;
+impl Memory {
+    /// Keeps a pulled file, dropping what is too old and, past the size bound, the oldest. A
+    /// file larger than the whole bound is not kept.
+    fn keep(&mut self, key: String, pulled: Arc<Pulled>, now: Instant) {
+        let Memory { kept, kept_bytes, keep_at_most_bytes } = self;
+        if let Some(previous) = kept.remove(&key) {
+            *kept_bytes -= previous.pulled.body.len();
+        }
         kept.retain(|_, k| {
             let fresh = now.duration_since(k.at) < KEEP_FOR;
             if !fresh {
@@ -164,15 +168,54 @@ impl OriginPull {
             }
             fresh
         });
-        while *kept_bytes + pulled.body.len() > KEEP_AT_MOST_BYTES {
+        if pulled.body.len() > *keep_at_most_bytes {
+            return;
+        }
+        while *kept_bytes + pulled.body.len() > *keep_at_most_bytes {
             let Some(oldest) = kept.iter().min_by_key(|(_, k)| k.at).map(|(key, _)| key.clone()) else { break };
             if let Some(k) = kept.remove(&oldest) {
                 *kept_bytes -= k.pulled.body.len();
             }
         }
         *kept_bytes += pulled.body.len();
-        if let Some(previous) = kept.insert(key, Kept { pulled, at: now }) {
-            *kept_bytes -= previous.pulled.body.len();
+        kept.insert(key, Kept { pulled, at: now });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(bytes: usize) -> Arc<Pulled> {
+        Arc::new(Pulled {
+            status: 200,
+            content_type: "video/mp4".into(),
+            cache_control: "max-age=60".into(),
+            allow_origin: None,
+            body: Bytes::from(vec![0; bytes]),
+        })
+    }
+
+    #[test]
+    fn pulled_media_kept_stays_within_its_bound_and_its_time() {
+        let mut memory = Memory { keep_at_most_bytes: 1000, ..Memory::default() };
+        let start = Instant::now();
+        for index in 0..5 {
+            memory.keep(format!("part{index}"), file(300), start + Duration::from_millis(index));
         }
+        // Three fit; the two oldest went first.
+        assert_eq!(memory.kept_bytes, 900);
+        let mut names: Vec<&str> = memory.kept.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["part2", "part3", "part4"]);
+        // The same file again is counted once.
+        memory.keep("part4".into(), file(300), start + Duration::from_millis(6));
+        assert_eq!((memory.kept.len(), memory.kept_bytes), (3, 900));
+        // Larger than the whole bound: not kept, and nothing else is dropped for it.
+        memory.keep("segment".into(), file(1001), start + Duration::from_millis(7));
+        assert_eq!((memory.kept.len(), memory.kept_bytes), (3, 900));
+        // Past KEEP_FOR, what was kept is gone when the next file comes.
+        memory.keep("late".into(), file(100), start + KEEP_FOR + Duration::from_secs(1));
+        assert_eq!((memory.kept.len(), memory.kept_bytes), (1, 100));
     }
 }

@@ -7,7 +7,9 @@
 //!
 //! A node that dies leaves its sessions open under a lease that expires within [`LEASE_MS`]:
 //! any node ends such a session (the sweep, every [`SWEEP_EVERY`], or a new publish of the
-//! channel), and a node that restarts under the same name ends its own at once.
+//! channel), and a node that restarts under the same name ends its own at once. The node that
+//! ends a dead node's session also finishes the recording of its stream, when the recordings go
+//! to a shared S3 store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +20,7 @@ use time::OffsetDateTime;
 use super::Node;
 use crate::live::session::end_orphan;
 use crate::live::{LiveRegistry, LiveStream};
+use crate::recording::recovery::Recovery;
 use crate::store::{ApplyError, Change, Check, Store, StreamLease, StreamSessionRecord};
 
 /// How long a lease lives without renewal: how soon a dead node's channels can go live again.
@@ -84,10 +87,12 @@ pub async fn end_own_orphans(store: &Arc<dyn Store>, node: &Node, now: OffsetDat
 }
 
 /// Ends the open sessions of channels nobody holds a live lease on and this node does not
-/// stream (`channel_arn`: of that channel only); how many.
+/// stream (`channel_arn`: of that channel only); how many. Their recordings are finished in the
+/// background ([`Recovery::finish_lost_stream`]).
 pub async fn end_lost_sessions(
     store: &Arc<dyn Store>,
     live: &LiveRegistry,
+    recovery: &Arc<Recovery>,
     channel_arn: Option<&str>,
 ) -> Result<usize, IvsError> {
     let open: Vec<StreamSessionRecord> = store
@@ -105,18 +110,20 @@ pub async fn end_lost_sessions(
         if end_orphan(store, &record, guard, NODE_LOST, OffsetDateTime::now_utc()).await? {
             tracing::info!("cluster: ended stream {} of {}: its node is gone", record.stream_id, record.channel_arn);
             ended += 1;
+            let recovery = recovery.clone();
+            tokio::spawn(async move { recovery.finish_lost_stream(&record.channel_arn, &record.stream_id).await });
         }
     }
     Ok(ended)
 }
 
 /// Every [`SWEEP_EVERY`], ends the sessions whose ingest node is gone ([`end_lost_sessions`]).
-pub async fn sweep(store: Arc<dyn Store>, live: Arc<LiveRegistry>) {
+pub async fn sweep(store: Arc<dyn Store>, live: Arc<LiveRegistry>, recovery: Arc<Recovery>) {
     let mut every = tokio::time::interval(SWEEP_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if let Err(error) = end_lost_sessions(&store, &live, None).await {
+        if let Err(error) = end_lost_sessions(&store, &live, &recovery, None).await {
             tracing::warn!("cluster: cannot look for streams whose node is gone: {error}");
         }
     }

@@ -42,6 +42,8 @@ pub struct IngestContext {
     pub buckets: Arc<crate::recording::buckets::Buckets>,
     /// Recordings waiting out their reconnect window.
     pub recordings: Arc<crate::recording::recorder::Parking>,
+    /// Finishes the recordings of streams whose node died (when a publish ends their sessions).
+    pub recovery: Arc<crate::recording::recovery::Recovery>,
     pub endpoints: Endpoints,
     pub limits: crate::settings::Limits,
     /// Checks the authentication values GetClientConfiguration answered.
@@ -144,13 +146,17 @@ impl IngestContext {
                 // expired): that session ends, and the publish goes live.
                 Err(Refusal::AlreadyLive) if !lost_sessions_ended => {
                     lost_sessions_ended = true;
-                    let ended =
-                        crate::cluster::registry::end_lost_sessions(&self.store, &self.live, Some(&channel_arn))
-                            .await
-                            .unwrap_or_else(|error| {
-                                tracing::warn!("ingest: cannot look at the sessions of {channel_arn}: {error}");
-                                0
-                            });
+                    let ended = crate::cluster::registry::end_lost_sessions(
+                        &self.store,
+                        &self.live,
+                        &self.recovery,
+                        Some(&channel_arn),
+                    )
+                    .await
+                    .unwrap_or_else(|error| {
+                        tracing::warn!("ingest: cannot look at the sessions of {channel_arn}: {error}");
+                        0
+                    });
                     if ended == 0 {
                         return Err(Refusal::AlreadyLive);
                     }

@@ -132,6 +132,12 @@ impl Buckets {
         }
     }
 
+    /// Whether every node of a cluster reaches these buckets (an S3 store; folders are this
+    /// machine's own).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.backend, Backend::S3 { .. })
+    }
+
     /// Whether a bucket name can be one (S3's rules keep out `/`; a leading dot is refused
     /// too, so no name reaches outside the local root).
     fn checked_name(bucket: &str) -> Result<(), String> {

@@ -1,12 +1,14 @@
 //! Recording: every live stream of a channel with a recording configuration is written to the
 //! configuration's bucket in IVS's layout ([`recorder`]); buckets are folders of the buckets
 //! directory or buckets of an S3-compatible store ([`buckets`]), the latter written through an
-//! on-disk spool that rides out the store's outages ([`spool`]); recordings a crash interrupted are finished at start-up
-//! ([`recovery`]); thumbnails are decoded and encoded in-process ([`thumbnails`]); a transcoded
+//! on-disk spool that rides out the store's outages ([`spool`]); each recording in progress
+//! keeps a journal in the store ([`journals`]) from which a recording its node's crash
+//! interrupted is finished ([`recovery`]); thumbnails are decoded and encoded in-process ([`thumbnails`]); a transcoded
 //! stream's selected renditions (or a multitrack stream's tracks) are recorded beside its source
 //! ([`renditions`]).
 
 pub mod buckets;
+pub mod journals;
 pub mod recorder;
 pub mod recovery;
 pub mod renditions;

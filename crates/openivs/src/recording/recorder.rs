@@ -23,6 +23,7 @@ use time::OffsetDateTime;
 use tokio::sync::broadcast;
 
 use super::buckets::Buckets;
+use super::journals::Journals;
 use super::renditions::{Destination, Recorded, RecordingRenditions};
 use crate::events::{ChannelEvent, Outbox, RECORDING_STATE_CHANGE, seconds_utc};
 use crate::live::hub::{MediaFrame, Subscription, TrackKind};
@@ -63,7 +64,7 @@ pub struct Parking {
     /// The server is stopping: recordings finish instead of waiting for a comeback.
     closing: std::sync::atomic::AtomicBool,
     /// Where recordings in progress keep their journal (none: they keep none).
-    journal_dir: Option<std::path::PathBuf>,
+    journals: Option<Arc<Journals>>,
     /// Where "IVS Recording State Change" events go (none: nowhere).
     outbox: Option<Outbox>,
 }
@@ -78,9 +79,9 @@ impl Drop for Running<'_> {
 }
 
 impl Parking {
-    /// Recordings keeping their journals in `journal_dir` and raising their events in `outbox`.
-    pub fn new(journal_dir: std::path::PathBuf, outbox: Outbox) -> Parking {
-        Parking { journal_dir: Some(journal_dir), outbox: Some(outbox), ..Parking::default() }
+    /// Recordings keeping their journals in `journals` and raising their events in `outbox`.
+    pub fn new(journals: Arc<Journals>, outbox: Outbox) -> Parking {
+        Parking { journals: Some(journals), outbox: Some(outbox), ..Parking::default() }
     }
 
     /// Clean shutdown: the recordings waiting for a comeback end now, and those still running
@@ -178,8 +179,8 @@ pub(super) struct Segment {
     pub(super) ranges: Vec<(usize, usize, i64)>,
 }
 
-/// What a recording in progress needs to be finished after a crash, kept in a file of the data
-/// directory from its start to its end (see [`super::recovery`]).
+/// What a recording in progress needs to be finished after a crash, kept in the store from its
+/// start to its end ([`super::journals`], [`super::recovery`]).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Journal {
     pub(super) bucket: String,
@@ -246,8 +247,8 @@ pub(super) struct Writer {
     thumbnails_written: usize,
     /// Streams recorded here (more than one when publishers came back within the window).
     streams: u32,
-    /// This recording's journal file, once written.
-    journal: Option<std::path::PathBuf>,
+    /// Where this recording's journal is kept, and the recording's id.
+    journal: Option<(Arc<Journals>, String)>,
     /// The ids of the streams recorded here, first to last.
     stream_ids: Vec<String>,
     outbox: Option<Outbox>,
@@ -279,7 +280,7 @@ impl Writer {
         recording: Recording,
         prefix: String,
         started_at: OffsetDateTime,
-        journal: Option<std::path::PathBuf>,
+        journal: Option<(Arc<Journals>, String)>,
         outbox: Option<Outbox>,
         renditions: Arc<RecordingRenditions>,
     ) -> Writer {
@@ -780,8 +781,8 @@ impl Writer {
         let name = if self.failed.is_some() { "recording-failed.json" } else { "recording-ended.json" };
         let body = self.event_file(Some(ended_at)).to_string();
         self.put(&format!("events/{name}"), body.as_bytes()).await;
-        if let Some(journal) = self.journal.take() {
-            let _ = tokio::fs::remove_file(journal).await;
+        if let Some((journals, recording_id)) = self.journal.take() {
+            journals.forget(&recording_id).await;
         }
         match self.failed.is_some() {
             false => self.raise("Recording End", "", ended_at).await,
@@ -831,7 +832,7 @@ impl Writer {
     /// Writes (or rewrites, as streams join the recording) the journal that lets a crash be
     /// recovered from.
     async fn write_journal(&mut self) {
-        let Some(path) = self.journal.clone() else { return };
+        let Some((journals, recording_id)) = self.journal.clone() else { return };
         let journal = Journal {
             bucket: self.recording.bucket.clone(),
             prefix: self.prefix.clone(),
@@ -847,12 +848,8 @@ impl Writer {
             channel_name: self.recording.channel_name.clone(),
             stream_ids: self.stream_ids.clone(),
         };
-        let written = match serde_json::to_vec(&journal) {
-            Ok(bytes) => super::buckets::write_synced(&path, &bytes).await.map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        if let Err(error) = written {
-            tracing::warn!("recording: cannot write the journal {}: {error}", path.display());
+        if let Err(error) = journals.keep(&recording_id, &journal).await {
+            tracing::warn!("recording: cannot keep the journal of {recording_id}: {error}");
             self.journal = None;
         }
     }
@@ -862,7 +859,7 @@ impl Writer {
     pub(super) fn recovered(
         buckets: Arc<Buckets>,
         journal: Journal,
-        journal_path: std::path::PathBuf,
+        kept: (Arc<Journals>, String),
         segments: Vec<Segment>,
         bytes_written: u64,
         outbox: Option<Outbox>,
@@ -882,8 +879,7 @@ impl Writer {
         // (A crash leaves the transcoded renditions' playlists as they were: the recording is
         // finished with its source.)
         let renditions = RecordingRenditions::new(Default::default(), true);
-        let mut writer =
-            Writer::new(buckets, recording, journal.prefix, started_at, Some(journal_path), outbox, renditions);
+        let mut writer = Writer::new(buckets, recording, journal.prefix, started_at, Some(kept), outbox, renditions);
         writer.stream_ids = journal.stream_ids;
         writer.codecs = journal.codecs;
         writer.size = (journal.width, journal.height);
@@ -947,7 +943,7 @@ pub async fn run(
         recording: recording.clone(),
         prefix: prefix.clone(),
     });
-    let journal = parking.journal_dir.as_ref().map(|dir| dir.join(format!("{recording_id}.json")));
+    let journal = parking.journals.clone().map(|journals| (journals, recording_id.clone()));
     let writer = Writer::new(buckets, recording, prefix, started_at, journal, parking.outbox.clone(), renditions);
     let mut writer = Box::new(writer);
     let mut parked = parking.take(&writer.recording.channel_arn);

@@ -1,61 +1,99 @@
-//! Recordings a crash interrupted. Each recording in progress keeps a journal file in the data
-//! directory (`recordings-in-progress/{recordingId}.json`: where it is, its rendition, size and
-//! codecs) from its start until `recording-ended.json` is written, and stores an EVENT
-//! playlist and byte-range playlist with every segment. At start-up, every journal left behind
-//! is a recording whose stream ended with the process: it is finished from what reached the
-//! bucket (VOD playlists with `#EXT-X-ENDLIST`, master playlists, `recording-ended.json`). The
-//! segment that was still being written is lost with the process.
+//! Recordings a crash interrupted. Each recording in progress keeps a journal in the store
+//! ([`super::journals`]: where it is, its rendition, size, codecs and streams) from its start
+//! until `recording-ended.json` is written, and stores an EVENT playlist and byte-range playlist
+//! with every segment. A journal left behind is a recording whose stream ended with its node:
+//! it is finished from what reached the bucket (VOD playlists with `#EXT-X-ENDLIST`, master
+//! playlists, `recording-ended.json`) by the node itself when it starts again, or, when the
+//! buckets are a shared S3 store, by the node of a cluster that ends the dead node's stream
+//! ([`crate::cluster::registry`]). The segment that was still being written is lost with the
+//! node.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 
 use super::buckets::Buckets;
+use super::journals::Journals;
 use super::recorder::{Journal, Segment, Writer};
 use crate::events::Outbox;
 
-/// The journals in `journal_dir`: the recordings the last stop interrupted. (Listed before
-/// ingest starts, so the journals of new recordings are never among them.)
-pub fn interrupted(journal_dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(journal_dir) else { return Vec::new() };
-    entries.filter_map(|entry| Some(entry.ok()?.path())).collect()
+/// The recordings a node's last stop interrupted, as their journals were at its start.
+pub struct Interrupted(Vec<(String, Journal)>);
+
+/// Finishes the recordings of streams whose node stopped.
+pub struct Recovery {
+    journals: Arc<Journals>,
+    buckets: Arc<Buckets>,
+    outbox: Outbox,
 }
 
-/// Finishes the recordings whose journals are `journals`; how many.
-pub async fn recover(journals: Vec<PathBuf>, buckets: Arc<Buckets>, outbox: Option<Outbox>) -> usize {
-    let mut finished = 0;
-    for path in journals {
-        let journal = match tokio::fs::read(&path).await.map(|bytes| serde_json::from_slice::<Journal>(&bytes)) {
-            Ok(Ok(journal)) => journal,
-            _ => {
-                tracing::warn!("recording: unreadable journal {} removed", path.display());
-                let _ = tokio::fs::remove_file(&path).await;
-                continue;
-            }
-        };
-        let hls = format!("{}/media/hls/{}", journal.prefix, journal.rendition);
-        let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-        let playlist = text(buckets.get(&journal.bucket, &format!("{hls}/playlist.m3u8")).await.ok().flatten());
-        let byte_ranges =
-            text(buckets.get(&journal.bucket, &format!("{hls}/byte-range-variant.m3u8")).await.ok().flatten());
-        let mut segments = segments_of(&playlist);
-        attach_ranges(&mut segments, &byte_ranges);
-        let mut bytes_written = 0;
-        for (index, segment) in segments.iter_mut().enumerate() {
-            let size = buckets.size(&journal.bucket, &format!("{hls}/{index}.ts")).await;
-            bytes_written += size;
-            if segment.ranges.is_empty() {
-                segment.ranges.push((0, size as usize, segment.duration_ms));
-            }
-        }
-        let count = segments.len();
-        let writer = Writer::recovered(buckets.clone(), journal, path, segments, bytes_written, outbox.clone());
-        let prefix = writer.finish_recovered().await;
-        tracing::info!("recording: finished {prefix} ({count} segments), interrupted by the last stop");
-        finished += 1;
+impl Recovery {
+    pub fn new(journals: Arc<Journals>, buckets: Arc<Buckets>, outbox: Outbox) -> Recovery {
+        Recovery { journals, buckets, outbox }
     }
-    finished
+
+    /// At start-up, before ingest starts (so that no recording of this run is among them): the
+    /// recordings this node's last stop interrupted.
+    pub async fn interrupted_here(&self) -> Interrupted {
+        Interrupted(self.journals.own().await)
+    }
+
+    /// Finishes the recordings [`Recovery::interrupted_here`] found; how many.
+    pub async fn finish_interrupted(&self, interrupted: Interrupted) -> usize {
+        self.finish(interrupted.0).await
+    }
+
+    /// Finishes the recording of the stream `stream_id` of `channel_arn`, whose node is gone (its
+    /// session was just ended by this node), when its bucket is where this node can reach it
+    /// (an S3 store; a folder of another machine is finished by that node when it starts again).
+    pub async fn finish_lost_stream(&self, channel_arn: &str, stream_id: &str) -> usize {
+        if !self.buckets.is_shared() {
+            return 0;
+        }
+        let interrupted = self.journals.of_stream(channel_arn, stream_id).await;
+        self.finish(interrupted).await
+    }
+
+    async fn finish(&self, interrupted: Vec<(String, Journal)>) -> usize {
+        let mut finished = 0;
+        for (recording_id, journal) in interrupted {
+            let (writer, count) =
+                recovered_writer(&self.buckets, &self.journals, recording_id, journal, &self.outbox).await;
+            let prefix = writer.finish_recovered().await;
+            tracing::info!("recording: finished {prefix} ({count} segments), interrupted by its node's stop");
+            finished += 1;
+        }
+        finished
+    }
+}
+
+/// The writer of an interrupted recording, as its journal and stored playlists describe it, and
+/// how many segments it holds.
+async fn recovered_writer(
+    buckets: &Arc<Buckets>,
+    journals: &Arc<Journals>,
+    recording_id: String,
+    journal: Journal,
+    outbox: &Outbox,
+) -> (Writer, usize) {
+    let hls = format!("{}/media/hls/{}", journal.prefix, journal.rendition);
+    let text = |bytes: Option<Vec<u8>>| bytes.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+    let playlist = text(buckets.get(&journal.bucket, &format!("{hls}/playlist.m3u8")).await.ok().flatten());
+    let byte_ranges =
+        text(buckets.get(&journal.bucket, &format!("{hls}/byte-range-variant.m3u8")).await.ok().flatten());
+    let mut segments = segments_of(&playlist);
+    attach_ranges(&mut segments, &byte_ranges);
+    let mut bytes_written = 0;
+    for (index, segment) in segments.iter_mut().enumerate() {
+        let size = buckets.size(&journal.bucket, &format!("{hls}/{index}.ts")).await;
+        bytes_written += size;
+        if segment.ranges.is_empty() {
+            segment.ranges.push((0, size as usize, segment.duration_ms));
+        }
+    }
+    let count = segments.len();
+    let kept = (journals.clone(), recording_id);
+    (Writer::recovered(buckets.clone(), journal, kept, segments, bytes_written, Some(outbox.clone())), count)
 }
 
 /// The segments an EVENT playlist lists, in order.

@@ -226,3 +226,29 @@ pub async fn revocations_in_force_are_listed(store: Arc<dyn Store>) {
     assert_eq!(later, ["v1"]);
     assert_eq!(store.viewer_revocation("arn:c", "v1", 1_600).await.unwrap(), Some(5));
 }
+
+/// Recording journals: kept (a rewrite replaces), listed on every node, by channel, and gone
+/// once deleted (a second delete changes nothing).
+pub async fn recording_journals_are_kept_until_deleted(store: Arc<dyn Store>) {
+    let journal = |id: &str, node: &str, channel: &str, body: &str| super::RecordingJournal {
+        recording_id: id.into(),
+        node_id: node.into(),
+        channel_arn: channel.into(),
+        body: body.into(),
+    };
+    let put = |j: super::RecordingJournal| Change::new().write(Write::PutRecordingJournal(j));
+    store.apply(put(journal("r1", "a", "arn:c1", "{}"))).await.unwrap();
+    store.apply(put(journal("r2", "b", "arn:c2", "{}"))).await.unwrap();
+    store.apply(put(journal("r1", "a", "arn:c1", r#"{"stream_ids":["s1","s2"]}"#))).await.unwrap();
+    let all = store.recording_journals(None).await.unwrap();
+    assert_eq!(
+        all,
+        [journal("r1", "a", "arn:c1", r#"{"stream_ids":["s1","s2"]}"#), journal("r2", "b", "arn:c2", "{}")]
+    );
+    assert_eq!(store.recording_journals(Some("arn:c2")).await.unwrap(), [journal("r2", "b", "arn:c2", "{}")]);
+    for _ in 0..2 {
+        let delete = Write::DeleteRecordingJournal { recording_id: "r1".into() };
+        store.apply(Change::new().write(delete)).await.unwrap();
+    }
+    assert_eq!(store.recording_journals(None).await.unwrap(), [journal("r2", "b", "arn:c2", "{}")]);
+}

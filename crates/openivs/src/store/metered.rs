@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use openivs_model::IvsError;
 
 use super::{
-    ApplyError, Change, ListQuery, Record, ResourceType, Store, StoredEvent, StreamLease, StreamSessionRecord,
-    ViewerRevocation,
+    ApplyError, Change, ListQuery, Record, RecordingJournal, ResourceType, Store, StoredEvent, StreamLease,
+    StreamSessionRecord, ViewerRevocation,
 };
 
 pub struct Metered {
@@ -94,6 +94,9 @@ impl Store for Metered {
     }
     async fn stream_holders(&self) -> Result<Vec<StreamLease>, IvsError> {
         timed("stream_holders", self.inner.stream_holders()).await
+    }
+    async fn recording_journals(&self, channel_arn: Option<&str>) -> Result<Vec<RecordingJournal>, IvsError> {
+        timed("recording_journals", self.inner.recording_journals(channel_arn)).await
     }
     async fn try_lead(&self, role: &str) -> Result<Option<Box<dyn super::Leadership>>, IvsError> {
         self.inner.try_lead(role).await

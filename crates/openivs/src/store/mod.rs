@@ -202,6 +202,12 @@ pub enum Write {
         up_to_seq: i64,
         created_before: i64,
     },
+    /// Keeps (or replaces) the journal of a recording in progress.
+    PutRecordingJournal(RecordingJournal),
+    /// Forgets a recording's journal (it was finished); nothing happens if it is gone already.
+    DeleteRecordingJournal {
+        recording_id: String,
+    },
 }
 
 /// An event for the outbox: an EventBridge envelope (JSON) and the account and region it belongs to.
@@ -381,6 +387,17 @@ pub struct StreamLease {
     pub epoch: i64,
 }
 
+/// The journal of a recording in progress: what finishes the recording if its node dies
+/// ([`crate::recording::recovery`]), under the node that writes the recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingJournal {
+    pub recording_id: String,
+    pub node_id: String,
+    pub channel_arn: String,
+    /// JSON.
+    pub body: String,
+}
+
 /// A stored stream session (its JSON is the StreamSession the API returns).
 #[derive(Debug, Clone, PartialEq)]
 pub struct StreamSessionRecord {
@@ -437,6 +454,9 @@ pub trait Store: Send + Sync + 'static {
     async fn stream_holder(&self, channel_arn: &str) -> Result<Option<StreamLease>, IvsError>;
     /// Every unexpired lease: the live streams of the whole cluster and who holds each.
     async fn stream_holders(&self) -> Result<Vec<StreamLease>, IvsError>;
+    /// The journals of the recordings in progress on every node (`channel_arn`: of that
+    /// channel only).
+    async fn recording_journals(&self, channel_arn: Option<&str>) -> Result<Vec<RecordingJournal>, IvsError>;
     /// Makes this process the one that does `role` among all the processes sharing the store,
     /// for as long as the returned [`Leadership`] lives (`None`: another process holds it). A
     /// store only one process opens (SQLite) grants it at once.

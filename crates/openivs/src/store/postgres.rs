@@ -23,14 +23,15 @@ use sqlx::{AssertSqlSafe, Connection, Postgres, Row};
 
 use super::sql::execute;
 use super::{
-    ApplyError, Change, Check, ListQuery, Record, Store, StoredEvent, StreamLease, StreamSessionRecord,
-    ViewerRevocation, Write,
+    ApplyError, Change, Check, ListQuery, Record, RecordingJournal, Store, StoredEvent, StreamLease,
+    StreamSessionRecord, ViewerRevocation, Write,
 };
 
 /// Schema migrations, applied in order once each (recorded in `schema_migrations`).
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_schema.sql")),
     (2, include_str!("migrations/postgres/0002_live_streams.sql")),
+    (3, include_str!("migrations/postgres/0003_recording_journals.sql")),
 ];
 
 /// The advisory lock every change takes (`pg_advisory_xact_lock`): "openivs" in ASCII.

@@ -141,6 +141,27 @@ macro_rules! relational_store {
                 rows.iter().map(lease_from_row).collect()
             }
 
+            async fn recording_journals(&self, channel_arn: Option<&str>) -> Result<Vec<RecordingJournal>, IvsError> {
+                let rows = sqlx::query(
+                    "SELECT recording_id, node_id, channel_arn, body FROM recording_journals \
+                     WHERE $1 IS NULL OR channel_arn = $1 ORDER BY recording_id",
+                )
+                .bind(channel_arn)
+                .fetch_all(&self.$pool)
+                .await
+                .map_err(backend)?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(RecordingJournal {
+                            recording_id: row.try_get("recording_id").map_err(backend)?,
+                            node_id: row.try_get("node_id").map_err(backend)?,
+                            channel_arn: row.try_get("channel_arn").map_err(backend)?,
+                            body: row.try_get("body").map_err(backend)?,
+                        })
+                    })
+                    .collect()
+            }
+
             fn event_signal(&self) -> Arc<tokio::sync::Notify> {
                 self.event_signal.clone()
             }
@@ -445,6 +466,21 @@ macro_rules! relational_store {
                             event.created_at,
                         )?;
                     }
+                }
+                Write::PutRecordingJournal(journal) => {
+                    execute!(
+                        tx,
+                        "INSERT INTO recording_journals (recording_id, node_id, channel_arn, body) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (recording_id) DO UPDATE SET \
+                         node_id = excluded.node_id, channel_arn = excluded.channel_arn, body = excluded.body",
+                        &journal.recording_id,
+                        &journal.node_id,
+                        &journal.channel_arn,
+                        &journal.body,
+                    )?;
+                }
+                Write::DeleteRecordingJournal { recording_id } => {
+                    execute!(tx, "DELETE FROM recording_journals WHERE recording_id = $1", recording_id)?;
                 }
                 Write::PruneEvents { up_to_seq, created_before } => {
                     execute!(tx, "DELETE FROM events WHERE seq <= $1 AND created_at < $2", up_to_seq, created_before)?;

@@ -32,8 +32,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::sql::execute;
 use super::{
-    ApplyError, Change, Check, ListQuery, Record, Store, StoredEvent, StreamLease, StreamSessionRecord,
-    ViewerRevocation, Write,
+    ApplyError, Change, Check, ListQuery, Record, RecordingJournal, Store, StoredEvent, StreamLease,
+    StreamSessionRecord, ViewerRevocation, Write,
 };
 
 /// Schema migrations, applied in order once each (recorded in `schema_migrations`).
@@ -43,6 +43,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("migrations/sqlite/0003_playback_access.sql")),
     (4, include_str!("migrations/sqlite/0004_events.sql")),
     (5, include_str!("migrations/sqlite/0005_live_streams.sql")),
+    (6, include_str!("migrations/sqlite/0006_recording_journals.sql")),
 ];
 
 pub struct SqliteStore {
@@ -279,6 +280,15 @@ mod tests {
         let (store, dir) = temp_store("revocations").await;
         let store = std::sync::Arc::new(store);
         super::super::conformance::revocations_in_force_are_listed(store.clone()).await;
+        store.close().await;
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn recording_journals_are_kept_until_deleted() {
+        let (store, dir) = temp_store("journals").await;
+        let store = std::sync::Arc::new(store);
+        super::super::conformance::recording_journals_are_kept_until_deleted(store.clone()).await;
         store.close().await;
         std::fs::remove_dir_all(dir).ok();
     }

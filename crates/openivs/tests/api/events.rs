@@ -17,8 +17,8 @@ use crate::harness::{ACCOUNT, REGION, Server, raw_request, wait_live, wait_offli
 use aws_sdk_ivs::types::ChannelType;
 
 use crate::ingest::{Publisher, create_channel, pattern_720p};
+use crate::moto::Moto;
 use crate::recording::{configuration_without_thumbnails, recorded_channel};
-use crate::recording_s3::Moto;
 
 pub(crate) use crate::webhook_receiver::{Receiver, SECRET, names};
 

@@ -230,14 +230,7 @@ impl Server {
     }
 
     pub fn client_for(&self, region: &str, access_key: &str, secret: &str) -> aws_sdk_ivs::Client {
-        let config = aws_sdk_ivs::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.to_owned()))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(Credentials::new(access_key, secret, None, None, "openivs-tests"))
-            .retry_config(aws_sdk_ivs::config::retry::RetryConfig::disabled())
-            .build();
-        aws_sdk_ivs::Client::from_conf(config)
+        client_at(&self.endpoint, region, access_key, secret)
     }
 
     pub fn log_text(&self) -> String {
@@ -258,6 +251,18 @@ impl Drop for Server {
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// An SDK client of the IVS API at `endpoint` (a server, or a load balancer in front of several).
+pub fn client_at(endpoint: &str, region: &str, access_key: &str, secret: &str) -> aws_sdk_ivs::Client {
+    let config = aws_sdk_ivs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new(access_key, secret, None, None, "openivs-tests"))
+        .retry_config(aws_sdk_ivs::config::retry::RetryConfig::disabled())
+        .build();
+    aws_sdk_ivs::Client::from_conf(config)
 }
 
 /// Sends `kill -{name}` to `pid` (the command keeps the tests free of libc bindings).

@@ -16,6 +16,7 @@ mod faults;
 mod ingest;
 mod media;
 mod metadata;
+mod moto;
 mod multitrack;
 mod multitrack_broadcaster;
 mod operator;

@@ -7,7 +7,6 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,73 +18,8 @@ use serde_json::Value;
 use crate::events::{Receiver, SECRET, names};
 use crate::harness::{ACCOUNT, Server, destination, wait_live, wait_offline, walkdir};
 use crate::ingest::{Publisher, pattern_720p, pattern_large_segments};
+use crate::moto::Moto;
 use crate::recording::{configuration_without_thumbnails, json, plays_for, recorded_channel};
-
-/// `moto_server` on a free loopback port, killed when dropped.
-pub(crate) struct Moto {
-    child: Child,
-    pub(crate) endpoint: String,
-}
-
-impl Moto {
-    pub(crate) fn start() -> Moto {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server (PyPI moto[server]) must be installed: scripts/test installs it into .venv");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto_server answers on port {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Moto { child, endpoint }
-    }
-
-    /// The AWS CLI against moto.
-    pub(crate) fn cli(&self, args: &[&str]) -> std::process::Output {
-        let output = Command::new("aws")
-            .args(["--endpoint-url", &self.endpoint, "--region", "us-east-1"])
-            .args(args)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env_remove("AWS_PROFILE")
-            .output()
-            .expect("the AWS CLI must be installed: scripts/test installs it into .venv");
-        assert!(output.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-        output
-    }
-
-    /// Every object of `bucket`, copied into `into`.
-    fn download(&self, bucket: &str, into: &Path) {
-        self.cli(&["s3", "sync", "--quiet", &format!("s3://{bucket}"), &into.to_string_lossy()]);
-    }
-
-    /// The keys of `bucket` under `prefix`.
-    fn keys(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        let output = self.cli(&[
-            "s3api",
-            "list-objects-v2",
-            "--bucket",
-            bucket,
-            "--prefix",
-            prefix,
-            "--query",
-            "Contents[].Key",
-        ]);
-        serde_json::from_slice::<Option<Vec<String>>>(&output.stdout).unwrap().unwrap_or_default()
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A TCP relay to `target` that can be cut: while cut, its connections are closed and new ones
 /// are closed as soon as they are accepted, as a store that is down behaves for its clients.

@@ -67,3 +67,10 @@ async fn revocations_in_force_are_listed() {
     conformance::revocations_in_force_are_listed(store.clone()).await;
     store.close().await;
 }
+
+#[tokio::test]
+async fn recording_journals_are_kept_until_deleted() {
+    let store = fresh_store().await;
+    conformance::recording_journals_are_kept_until_deleted(store.clone()).await;
+    store.close().await;
+}

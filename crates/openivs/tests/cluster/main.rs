@@ -3,7 +3,8 @@
 //! and drives them with ffmpeg and the AWS SDK for Rust.
 //!
 //! Needs PostgreSQL's server programs (`initdb`, `pg_ctl`), ffmpeg, and the test environment's
-//! python (PyJWT, cryptography) for playback tokens; fails, not skips, without them (scripts/test
+//! python (PyJWT, cryptography) for playback tokens, moto's S3 server and the AWS CLI, nginx with
+//! its stream module and curl; fails, not skips, without them (scripts/test
 //! installs them).
 
 #[path = "../api/harness.rs"]
@@ -15,11 +16,17 @@ mod harness;
 mod media;
 
 mod api;
+mod drain;
 mod events;
+mod nginx;
 mod playback;
 mod postgres;
+mod recording;
 mod registry;
 mod revocation;
+
+#[path = "../api/moto.rs"]
+mod moto;
 
 #[path = "../api/tokens.rs"]
 #[allow(dead_code)]

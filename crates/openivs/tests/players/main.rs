@@ -3,14 +3,14 @@
 //! Player, video.js (VHS) and the Amazon IVS Player. The broadcaster burns the wall clock into
 //! its picture ([`clock`]), so the page measures glass-to-glass latency and stalls from what is
 //! on screen. Private channels' revocation and origin rules are checked here too ([`access`]),
-//! as a browser meets them.
+//! as a browser meets them, and playback through the nodes of a cluster ([`cluster`]).
 //!
 //! A test binary of its own: cargo runs test binaries one after another, so the players get the
 //! machine's cores to themselves rather than sharing them with the API suite (a stall measured
 //! on a starved machine would say nothing about the server).
 //!
-//! Needs Node.js, ffmpeg, `/usr/bin/chromium` and `tests/browser/node_modules` (scripts/test
-//! installs them); fails, not skips, without them.
+//! Needs Node.js, ffmpeg, `/usr/bin/chromium`, `tests/browser/node_modules` and PostgreSQL's
+//! server programs (scripts/test installs them); fails, not skips, without them.
 
 #[path = "../api/harness.rs"]
 #[allow(dead_code)]
@@ -19,6 +19,9 @@ mod harness;
 #[path = "../api/tokens.rs"]
 mod tokens;
 
+#[path = "../cluster/postgres.rs"]
+mod postgres;
+
 #[path = "../api/multitrack_broadcaster.rs"]
 #[allow(dead_code)]
 mod multitrack_broadcaster;
@@ -26,6 +29,7 @@ mod multitrack_broadcaster;
 mod abr;
 mod access;
 mod clock;
+mod cluster;
 mod console;
 mod failover;
 mod https;
