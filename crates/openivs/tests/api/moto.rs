@@ -65,6 +65,21 @@ impl Moto {
     }
 }
 
+impl Moto {
+    /// Waits (at most `limit`) until a key of `bucket` under `prefix` ends with `suffix`; that key.
+    pub(crate) fn wait_for_key(&self, bucket: &str, prefix: &str, suffix: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            let keys = self.keys(bucket, prefix);
+            if let Some(key) = keys.iter().find(|k| k.ends_with(suffix)) {
+                return key.clone();
+            }
+            assert!(Instant::now() < deadline, "{suffix} reached S3 within {limit:?}: {keys:?}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
 impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -100,15 +100,9 @@ fn server_recording_with(endpoint: &str, more: &[&str]) -> Server {
 /// Waits (at most `limit`) until `bucket` holds a `recording-ended.json` under `channel`'s
 /// prefix; the recording's prefix.
 fn ended_in_s3(moto: &Moto, bucket: &str, channel_id: &str, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let keys = moto.keys(bucket, &format!("ivs/v1/{ACCOUNT}/{channel_id}/"));
-        if let Some(key) = keys.iter().find(|k| k.ends_with("/events/recording-ended.json")) {
-            return key.trim_end_matches("/events/recording-ended.json").to_owned();
-        }
-        assert!(Instant::now() < deadline, "recording-ended.json reached S3 within {limit:?}: {keys:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let prefix = format!("ivs/v1/{ACCOUNT}/{channel_id}/");
+    let key = moto.wait_for_key(bucket, &prefix, "/events/recording-ended.json", limit);
+    key.trim_end_matches("/events/recording-ended.json").to_owned()
 }
 
 /// The recording's files, downloaded: its folder.
@@ -250,15 +244,9 @@ async fn a_store_down_past_the_outage_limit_fails_the_recording() {
     assert_eq!(server.client().get_channel().arn(&arn).send().await.unwrap().channel().unwrap().arn(), Some(&*arn));
 
     relay.restore();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let failed_key = loop {
-        let keys = moto.keys("failing", &format!("ivs/v1/{ACCOUNT}/{channel_id}/"));
-        if let Some(key) = keys.iter().find(|k| k.ends_with("/events/recording-failed.json")) {
-            break key.clone();
-        }
-        assert!(Instant::now() < deadline, "recording-failed.json reached S3: {keys:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    };
+    let channel_prefix = format!("ivs/v1/{ACCOUNT}/{channel_id}/");
+    let failed_key =
+        moto.wait_for_key("failing", &channel_prefix, "/events/recording-failed.json", Duration::from_secs(30));
     let prefix = failed_key.trim_end_matches("/events/recording-failed.json");
     assert_eq!(failure["recording_s3_key_prefix"], prefix, "{failure}");
     let folder = downloaded(&moto, "failing", &server, prefix);

@@ -9,13 +9,12 @@ use aws_sdk_ivs::error::ProvideErrorMetadata;
 
 use crate::harness::{raw_request, wait_live, wait_offline};
 use crate::media::{Publisher, pattern_720p};
-use crate::node;
 use crate::postgres::Postgres;
 
 #[tokio::test]
 async fn every_node_answers_for_a_stream_another_node_ingests() {
     let postgres = Postgres::start();
-    let (a, b) = (node(&postgres, "a"), node(&postgres, "b"));
+    let (a, b) = (postgres.node("a"), postgres.node("b"));
     let out = a.client().create_channel().send().await.unwrap();
     let arn = out.channel().unwrap().arn().unwrap().to_owned();
     let key = out.stream_key().unwrap().value().unwrap().to_owned();

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Server, error_of, raw_request, wait_live};
+use crate::harness::{error_of, raw_request, wait_live};
 use crate::media::{Publisher, pattern_720p};
 use crate::postgres::Postgres;
 
@@ -17,8 +17,8 @@ const NEXT_PUBLISH_WITHIN: Duration = Duration::from_secs(6);
 #[tokio::test]
 async fn a_draining_node_finishes_its_stream_and_hands_the_channel_on() {
     let postgres = Postgres::start();
-    let mut a = Server::with_args(&["--database-url", &postgres.url, "--node-id", "a", "--drain-timeout", "30"]);
-    let b = crate::node(&postgres, "b");
+    let mut a = postgres.node_with("a", &["--drain-timeout", "30"]);
+    let b = postgres.node("b");
     let out = a.client().create_channel().send().await.unwrap();
     let arn = out.channel().unwrap().arn().unwrap().to_owned();
     let key = out.stream_key().unwrap().value().unwrap().to_owned();

@@ -35,10 +35,3 @@ mod tokens;
 #[path = "../api/webhook_receiver.rs"]
 #[allow(dead_code)]
 mod webhook_receiver;
-
-use harness::Server;
-
-/// A node named `node_id` of the cluster whose database is `postgres`.
-pub fn node(postgres: &postgres::Postgres, node_id: &str) -> Server {
-    Server::with_args(&["--database-url", &postgres.url, "--node-id", node_id])
-}

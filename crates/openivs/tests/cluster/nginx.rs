@@ -19,7 +19,6 @@ use aws_sdk_ivs::types::ChannelLatencyMode;
 
 use crate::harness::{REGION, Server, client_at};
 use crate::media::{Publisher, pattern_720p, pattern_720p_short_gop};
-use crate::node;
 use crate::postgres::Postgres;
 
 /// Where Debian's nginx keeps its stream module (TCP and UDP proxying: RTMP, RTMPS, SRT).
@@ -143,7 +142,7 @@ fn curl(url: &str) -> (u16, Vec<u8>) {
 #[tokio::test]
 async fn three_nodes_behind_the_shipped_nginx_configuration_act_as_one_service() {
     let postgres = Postgres::start();
-    let nodes = [node(&postgres, "a"), node(&postgres, "b"), node(&postgres, "c")];
+    let nodes = [postgres.node("a"), postgres.node("b"), postgres.node("c")];
     let nginx = Nginx::start(&nodes.iter().collect::<Vec<_>>());
     let balancer = format!("http://127.0.0.1:{}", nginx.http_port);
     let client = client_at(&balancer, REGION, "test", "test");

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crate::harness::{Server, raw_request, wait_live};
 use crate::media::{Publisher, pattern_720p_short_gop};
-use crate::node;
 use crate::postgres::Postgres;
 
 /// A counter of `server`'s /metrics (0 when absent).
@@ -30,7 +29,7 @@ fn uri_of(line: &str) -> Option<&str> {
 #[tokio::test]
 async fn a_viewer_plays_through_a_node_that_does_not_ingest_the_stream() {
     let postgres = Postgres::start();
-    let (a, b) = (node(&postgres, "a"), node(&postgres, "b"));
+    let (a, b) = (postgres.node("a"), postgres.node("b"));
     let out = a
         .client()
         .create_channel()

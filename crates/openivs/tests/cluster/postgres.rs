@@ -24,6 +24,17 @@ fn as_postgres(command: &str) -> std::process::Output {
 }
 
 impl Postgres {
+    /// A node named `node_id` of the cluster on this database (the real binary, as the API suite
+    /// runs it), with `extra` flags.
+    pub fn node_with(&self, node_id: &str, extra: &[&str]) -> crate::harness::Server {
+        crate::harness::Server::with_args(&[&["--database-url", &self.url, "--node-id", node_id][..], extra].concat())
+    }
+
+    /// A node named `node_id` of the cluster on this database.
+    pub fn node(&self, node_id: &str) -> crate::harness::Server {
+        self.node_with(node_id, &[])
+    }
+
     pub fn start() -> Postgres {
         let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL must be installed to run the cluster tests (scripts/test installs it)")

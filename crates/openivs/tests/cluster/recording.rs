@@ -4,7 +4,7 @@
 //! `#EXT-X-ENDLIST`, `recording-ended.json` and the Recording End event, without the dead node
 //! ever coming back.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_ivs::types::{RecordingMode, ThumbnailConfiguration};
 
@@ -15,33 +15,8 @@ use crate::postgres::Postgres;
 
 /// A node of the cluster on `postgres` whose recordings go to moto's S3.
 fn recording_node(postgres: &Postgres, node_id: &str, moto: &Moto) -> Server {
-    Server::with_args(&[
-        "--database-url",
-        &postgres.url,
-        "--node-id",
-        node_id,
-        "--recording-store",
-        "s3",
-        "--s3-endpoint",
-        &moto.endpoint,
-        "--s3-access-key-id",
-        "test",
-        "--s3-secret-access-key",
-        "test",
-    ])
-}
-
-/// Waits (at most `limit`) until a key under `prefix` ends with `suffix`; that key.
-fn key_ending(moto: &Moto, bucket: &str, prefix: &str, suffix: &str, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
-        let keys = moto.keys(bucket, prefix);
-        if let Some(key) = keys.iter().find(|k| k.ends_with(suffix)) {
-            return key.clone();
-        }
-        assert!(Instant::now() < deadline, "{suffix} reached S3 within {limit:?}: {keys:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let s3 = ["--recording-store", "s3", "--s3-endpoint", &moto.endpoint];
+    postgres.node_with(node_id, &[&s3[..], &["--s3-access-key-id", "test", "--s3-secret-access-key", "test"]].concat())
 }
 
 #[tokio::test]
@@ -68,13 +43,12 @@ async fn a_dead_nodes_recording_is_finished_by_the_node_that_ends_its_stream() {
     wait_live(&a, &arn, Duration::from_secs(15)).await;
     let channel_prefix = format!("ivs/v1/{ACCOUNT}/{channel_id}/");
     // The first segment (10 s) reaches the store, then a dies in the middle of the second.
-    key_ending(&moto, "cluster-recordings", &channel_prefix, "/720p30/0.ts", Duration::from_secs(30));
+    moto.wait_for_key("cluster-recordings", &channel_prefix, "/720p30/0.ts", Duration::from_secs(30));
     tokio::time::sleep(Duration::from_secs(2)).await;
     a.kill();
 
     // b ends the stream once a's lease is gone (10 s, then its sweep) and finishes the recording.
-    let ended_key = key_ending(
-        &moto,
+    let ended_key = moto.wait_for_key(
         "cluster-recordings",
         &channel_prefix,
         "/events/recording-ended.json",

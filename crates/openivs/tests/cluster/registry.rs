@@ -10,7 +10,6 @@ use aws_sdk_ivs::types::StreamSession;
 
 use crate::harness::{Server, wait_live};
 use crate::media::{Publisher, pattern_720p};
-use crate::node;
 use crate::postgres::Postgres;
 
 /// How long after a node stops renewing its lease another node may take its channel (the
@@ -70,7 +69,7 @@ async fn publish_until_live(server: &Server, arn: &str, key: &str, limit: Durati
 #[tokio::test]
 async fn a_channel_lives_on_one_node_and_moves_when_that_node_dies() {
     let postgres = Postgres::start();
-    let (mut a, b) = (node(&postgres, "a"), node(&postgres, "b"));
+    let (mut a, b) = (postgres.node("a"), postgres.node("b"));
     let (arn, key) = channel(&a).await;
     let _on_a = Publisher::start(&rtmps_url(&a, &key), pattern_720p());
     wait_live(&a, &arn, Duration::from_secs(15)).await;
@@ -96,7 +95,7 @@ async fn a_channel_lives_on_one_node_and_moves_when_that_node_dies() {
 #[tokio::test]
 async fn a_node_paused_past_its_lease_is_fenced_when_it_wakes() {
     let postgres = Postgres::start();
-    let (a, b) = (node(&postgres, "a"), node(&postgres, "b"));
+    let (a, b) = (postgres.node("a"), postgres.node("b"));
     let (arn, key) = channel(&a).await;
     let mut on_a = Publisher::start(&rtmps_url(&a, &key), pattern_720p());
     wait_live(&a, &arn, Duration::from_secs(15)).await;

@@ -8,14 +8,13 @@ use serde_json::json;
 
 use crate::harness::{raw_request, wait_live};
 use crate::media::{Publisher, pattern_720p};
-use crate::node;
 use crate::postgres::Postgres;
 use crate::tokens::{key_pair, now, token};
 
 #[tokio::test]
 async fn a_revocation_on_one_node_cuts_the_viewer_off_on_another() {
     let postgres = Postgres::start();
-    let (a, b, c) = (node(&postgres, "a"), node(&postgres, "b"), node(&postgres, "c"));
+    let (a, b, c) = (postgres.node("a"), postgres.node("b"), postgres.node("c"));
     let keys = std::env::temp_dir().join(format!("openivs-cluster-keys-{}", std::process::id()));
     let (private_key, public_key) = key_pair(&keys, "revocation");
     a.client().import_playback_key_pair().public_key_material(&public_key).send().await.unwrap();

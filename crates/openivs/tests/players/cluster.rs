@@ -9,19 +9,15 @@ use std::time::Duration;
 use aws_sdk_ivs::types::ChannelLatencyMode;
 
 use crate::clock::ClockPublisher;
-use crate::harness::{Server, wait_live};
+use crate::harness::wait_live;
 use crate::postgres::Postgres;
 use crate::web_players::{percentiles, play};
-
-fn node(postgres: &Postgres, node_id: &str) -> Server {
-    Server::with_args(&["--database-url", &postgres.url, "--node-id", node_id])
-}
 
 #[tokio::test]
 async fn hls_js_plays_a_stream_through_nodes_that_do_not_ingest_it() {
     let _alone = crate::ONE_AT_A_TIME.lock().await;
     let postgres = Postgres::start();
-    let (a, b, c) = (node(&postgres, "a"), node(&postgres, "b"), node(&postgres, "c"));
+    let (a, b, c) = (postgres.node("a"), postgres.node("b"), postgres.node("c"));
     let created = a.client().create_channel().latency_mode(ChannelLatencyMode::LowLatency).send().await.unwrap();
     let channel = created.channel().unwrap();
     let arn = channel.arn().unwrap().to_owned();
