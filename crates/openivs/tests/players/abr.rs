@@ -13,7 +13,8 @@
 //! A multitrack channel's renditions are the broadcaster's own tracks (OBS's Enhanced
 //! Broadcasting: asked of GetClientConfiguration, encoded by FFmpeg 9): hls.js starts on the top
 //! track and switches down within 10 s of a throttle that leaves room for the lowest track only,
-//! with no stall longer than two segments (hls.js probes the top track again once, see the test).
+//! with no stall longer than two segments, or, when hls.js probes the top track again and waits
+//! for that segment over the slow link, longer than that segment's transfer plus one segment.
 //!
 //! Why LOW with 1 s keyframes: hls.js (1.7) that falls behind by a part loads the rest of that
 //! segment's parts as one chain, and its ABR samples the bandwidth only once the whole segment
@@ -248,9 +249,25 @@ async fn hls_js_switches_between_multitrack_renditions() {
     let decided = decisions.iter().find(|(at, height)| *at >= throttled_at && *height < 720);
     assert!(decided.is_some_and(|(at, _)| at - throttled_at <= 10_000), "no switch down within 10 s: {report}");
     assert!(levels.iter().any(|(at, height)| *at >= throttled_at && *height < 720), "never played lower: {report}");
-    // (hls.js probes the top track again a few seconds after switching down, 3.5 Mbit/s over a
-    // link of 1.2, and abandons it; the picture then stands still 1.7-1.9 s, measured: up to two
-    // segments are allowed here.)
+    // hls.js probes the top track again a few seconds after switching down, 3.5 Mbit/s over a
+    // link of 1.2. When it abandons that fetch the picture stands still 1.7-1.9 s (measured);
+    // when it does not, it waits for the whole top-track segment to cross the slow link (5.5 s
+    // measured on a busy CI machine), the player's choice. So: up to two segments, or after such
+    // a probe, the time one top-track segment takes over the slow link plus one segment; and
+    // the probe must end with hls.js deciding down again.
+    let first_down = decided.unwrap().0;
+    let probe = decisions.iter().find(|(at, height)| *at > first_down && *height == 720);
+    let segment_ms = u64::from(SEGMENT_SECONDS) * 1000;
+    let allowed_ms = match probe {
+        None => 2 * segment_ms,
+        Some(&(probed_at, _)) => {
+            assert!(
+                decisions.iter().any(|(at, height)| *at > probed_at && *height < 720),
+                "hls.js stayed on the top track after probing it: {report}"
+            );
+            bandwidths[2] * segment_ms / (kbps * 1000) + segment_ms
+        }
+    };
     let stall = result["longest_time_stall_ms"].as_u64().unwrap();
-    assert!(stall <= 2 * u64::from(SEGMENT_SECONDS) * 1000, "playback stood still {stall} ms: {report}");
+    assert!(stall <= allowed_ms, "playback stood still {stall} ms (allowed {allowed_ms} ms): {report}");
 }
