@@ -95,7 +95,11 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         tracing::info!("ended {ended} stream session(s) left open by the previous run");
     }
     let live = Arc::new(LiveRegistry::new());
-    let access = Access::new(settings.geoip_database.as_deref(), settings.trusted_proxies.clone())?;
+    let mut access = Access::new(settings.geoip_database.as_deref(), settings.trusted_proxies.clone())?;
+    if settings.database_url.is_some() {
+        // (PostgreSQL: other nodes may share it.)
+        access = access.sharing_the_store();
+    }
     let session_key = store
         .init_setting("viewer_session_key", &hex::encode(rand::random::<[u8; 32]>()))
         .await

@@ -25,8 +25,10 @@ pub const MULTIVARIANT_PATH: &str = "/_openivs/cluster/multivariant";
 pub const VIEWER_ADDRESS_HEADER: &str = "x-openivs-viewer-address";
 /// How long a pulled part or segment is kept (longer than any playlist lists it).
 const KEEP_FOR: Duration = Duration::from_secs(60);
-/// How long a lookup of who holds a stream is reused (a stream moves between nodes only when
-/// its node dies, and its viewers then reload anyway).
+/// How long a lookup that found who holds a stream is reused (a stream moves between nodes only
+/// when its node dies, and its viewers then reload anyway). A lookup that found no holder is
+/// not reused: a stream that has just gone live on another node plays here at once, as it does
+/// there (players poll a channel before it goes live).
 const HOLDER_FRESH_FOR: Duration = Duration::from_secs(1);
 
 /// An origin's answer, as it is passed on to viewers.
@@ -63,7 +65,7 @@ pub struct OriginPull {
     memory: Mutex<Memory>,
     in_flight: Mutex<HashMap<String, Flight>>,
     /// Who holds each channel's stream, as last read, and when.
-    holders: Mutex<HashMap<String, (Option<StreamLease>, Instant)>>,
+    holders: Mutex<HashMap<String, (StreamLease, Instant)>>,
 }
 
 impl OriginPull {
@@ -78,13 +80,27 @@ impl OriginPull {
         OriginPull { peers, client, memory, in_flight: Mutex::default(), holders: Mutex::default() }
     }
 
-    /// The node holding the channel's live stream, when another node does (read at most once
-    /// a second per channel).
+    /// The node that serves the playlists and media of the channel's latest stream, when another
+    /// node does: the one holding it live, or, once it has ended, the one that held it (which
+    /// keeps an ended stream's playlists, ENDLIST included, as a single server does).
+    pub async fn serving_node(&self, store: &dyn Store, channel_arn: &str) -> Option<StreamLease> {
+        if let Some(holder) = self.remote_holder(store, channel_arn).await {
+            return Some(holder);
+        }
+        let last = store.last_stream_holder(channel_arn).await.unwrap_or_else(|error| {
+            tracing::warn!("playback: cannot look up who held {channel_arn}: {error}");
+            None
+        });
+        last.filter(|h| h.node_id != self.peers.node.node_id)
+    }
+
+    /// The node holding the channel's live stream, when another node does (a holder found is
+    /// read again at most once a second).
     pub async fn remote_holder(&self, store: &dyn Store, channel_arn: &str) -> Option<StreamLease> {
         let now = Instant::now();
         let cached = self.holders.lock().expect("holders lock").get(channel_arn).cloned();
         let holder = match cached {
-            Some((holder, at)) if now.duration_since(at) < HOLDER_FRESH_FOR => holder,
+            Some((holder, at)) if now.duration_since(at) < HOLDER_FRESH_FOR => Some(holder),
             _ => {
                 let holder = store.stream_holder(channel_arn).await.unwrap_or_else(|error| {
                     tracing::warn!("playback: cannot look up who holds {channel_arn}: {error}");
@@ -92,7 +108,10 @@ impl OriginPull {
                 });
                 let mut holders = self.holders.lock().expect("holders lock");
                 holders.retain(|_, (_, at)| now.duration_since(*at) < HOLDER_FRESH_FOR);
-                holders.insert(channel_arn.to_owned(), (holder.clone(), now));
+                match &holder {
+                    Some(found) => holders.insert(channel_arn.to_owned(), (found.clone(), now)),
+                    None => holders.remove(channel_arn),
+                };
                 holder
             }
         };
@@ -100,27 +119,53 @@ impl OriginPull {
     }
 
     /// `path_and_query` of the origin at `origin_url`: from memory when it is an immutable file
-    /// pulled before, else one fetch shared by every identical request in flight.
-    pub async fn pull(&self, origin_url: &str, path_and_query: &str, immutable: bool) -> Result<Arc<Pulled>, String> {
+    /// pulled before, else one fetch shared by every identical request in flight. A segment the
+    /// origin is still writing (an LHLS prefetch segment, which it streams as it grows) is
+    /// relayed as it streams, not kept: the request whose fetch found it growing streams that
+    /// fetch, and those that awaited it open one each.
+    pub async fn pull(&self, origin_url: &str, path_and_query: &str, immutable: bool) -> Result<Pull, String> {
         let key = format!("{origin_url}{path_and_query}");
         if immutable && let Some(kept) = self.memory.lock().expect("pull memory lock").kept.get(&key) {
-            return Ok(kept.pulled.clone());
+            return Ok(Pull::Whole(kept.pulled.clone()));
         }
         let cell = self.in_flight.lock().expect("in-flight lock").entry(key.clone()).or_default().clone();
-        let result = cell.get_or_init(|| self.pull_alone(origin_url, path_and_query, &[])).await.clone();
+        let growing_here: Mutex<Option<Growing>> = Mutex::default();
+        let result = cell
+            .get_or_init(|| async {
+                match self.fetch(origin_url, path_and_query, &[], immutable).await? {
+                    Fetched::Whole(pulled) => Ok(pulled),
+                    Fetched::Growing(growing) => {
+                        *growing_here.lock().expect("growing lock") = Some(growing);
+                        Err(GROWING.to_owned())
+                    }
+                }
+            })
+            .await
+            .clone();
         {
             let mut in_flight = self.in_flight.lock().expect("in-flight lock");
             if in_flight.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
                 in_flight.remove(&key);
             }
         }
-        if immutable
-            && let Ok(pulled) = &result
-            && pulled.status == 200
-        {
-            self.memory.lock().expect("pull memory lock").keep(key, pulled.clone(), Instant::now());
+        match result {
+            Ok(pulled) => {
+                if immutable && pulled.status == 200 {
+                    self.memory.lock().expect("pull memory lock").keep(key, pulled.clone(), Instant::now());
+                }
+                Ok(Pull::Whole(pulled))
+            }
+            Err(error) if error == GROWING => {
+                if let Some(growing) = growing_here.into_inner().expect("growing lock") {
+                    return Ok(Pull::Growing(growing));
+                }
+                match self.fetch(origin_url, path_and_query, &[], immutable).await? {
+                    Fetched::Whole(pulled) => Ok(Pull::Whole(pulled)),
+                    Fetched::Growing(growing) => Ok(Pull::Growing(growing)),
+                }
+            }
+            Err(error) => Err(error),
         }
-        result
     }
 
     /// One fetch of its own, with `headers` (a multivariant playlist: each opens a viewer
@@ -131,6 +176,21 @@ impl OriginPull {
         path_and_query: &str,
         headers: &[(&str, String)],
     ) -> Result<Arc<Pulled>, String> {
+        match self.fetch(origin_url, path_and_query, headers, false).await? {
+            Fetched::Whole(pulled) => Ok(pulled),
+            Fetched::Growing(_) => unreachable!("only files are taken as growing"),
+        }
+    }
+
+    /// One request to the origin. A `file` answered without a length is one still being
+    /// written: its response is handed back unread.
+    async fn fetch(
+        &self,
+        origin_url: &str,
+        path_and_query: &str,
+        headers: &[(&str, String)],
+        file: bool,
+    ) -> Result<Fetched, String> {
         crate::metrics::global().cluster_pull();
         let mut request = self
             .client
@@ -148,10 +208,34 @@ impl OriginPull {
         let cache_control = header(reqwest::header::CACHE_CONTROL).unwrap_or_else(|| "no-cache".into());
         let allow_origin = header(reqwest::header::ACCESS_CONTROL_ALLOW_ORIGIN);
         let status = response.status().as_u16();
+        if file && status == 200 && response.headers().get(reqwest::header::CONTENT_LENGTH).is_none() {
+            return Ok(Fetched::Growing(Growing { content_type, allow_origin, response }));
+        }
         let body = response.bytes().await.map_err(|e| e.without_url().to_string())?;
-        Ok(Arc::new(Pulled { status, content_type, cache_control, allow_origin, body }))
+        Ok(Fetched::Whole(Arc::new(Pulled { status, content_type, cache_control, allow_origin, body })))
     }
 }
+
+/// What a pull gives: the whole answer, or a file still being written, streaming.
+pub enum Pull {
+    Whole(Arc<Pulled>),
+    Growing(Growing),
+}
+
+/// A file the origin is still writing: its response, whose body streams as the file grows.
+pub struct Growing {
+    pub content_type: String,
+    pub allow_origin: Option<String>,
+    pub response: reqwest::Response,
+}
+
+enum Fetched {
+    Whole(Arc<Pulled>),
+    Growing(Growing),
+}
+
+/// The outcome a shared fetch leaves to the requests that awaited it when the file was growing.
+const GROWING: &str = "(the file is still being written)";
 
 impl Memory {
     /// Keeps a pulled file, dropping what is too old and, past the size bound, the oldest. A

@@ -37,8 +37,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::{ApplyError, Change, Check, ListQuery, Store, Write};
 
-/// Parsed public keys are re-read from the store at least this often, so a key imported or
-/// deleted through another node counts there soon (this node drops its cache at once).
+/// Parsed public keys are re-read from the store at least this often on a server that has the
+/// store to itself (it drops its cache at once when a key pair is imported or deleted). Nodes
+/// that share the store read the keys at every admission, so a key pair deleted through any node
+/// opens nothing more on every node at once.
 const KEY_CACHE_LIFETIME: Duration = Duration::from_secs(5);
 /// A token with `aws:viewer-id` or `aws:single-use-uuid` may expire at most this far ahead.
 pub const SHORT_TOKEN_LIFETIME: i64 = 600;
@@ -276,6 +278,8 @@ struct CachedKeys {
 pub struct Access {
     /// Parsed public keys by (account, region).
     keys: Mutex<HashMap<(String, String), CachedKeys>>,
+    /// [`KEY_CACHE_LIFETIME`], or zero where other nodes share the store.
+    key_cache_lifetime: Duration,
     geoip: Option<maxminddb::Reader<Vec<u8>>>,
     trusted_proxies: Vec<Cidr>,
 }
@@ -293,7 +297,13 @@ impl Access {
             ),
             None => None,
         };
-        Ok(Access { keys: Mutex::default(), geoip, trusted_proxies })
+        Ok(Access { keys: Mutex::default(), key_cache_lifetime: KEY_CACHE_LIFETIME, geoip, trusted_proxies })
+    }
+
+    /// For a node whose store other nodes share: keys are never cached (another node's
+    /// DeletePlaybackKeyPair counts at once).
+    pub fn sharing_the_store(self) -> Access {
+        Access { key_cache_lifetime: Duration::ZERO, ..self }
     }
 
     /// Whether `allowedCountries` of restriction policies can be enforced.
@@ -335,7 +345,7 @@ impl Access {
     ) -> Result<Arc<VerifyingKeys>, IvsError> {
         let cache_key = (account.to_owned(), region.to_owned());
         if let Some(cached) = self.keys.lock().expect("key cache lock").get(&cache_key)
-            && cached.loaded.elapsed() < KEY_CACHE_LIFETIME
+            && cached.loaded.elapsed() < self.key_cache_lifetime
         {
             return Ok(cached.keys.clone());
         }

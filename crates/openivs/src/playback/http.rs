@@ -35,7 +35,7 @@ use serde::Deserialize;
 use super::access::{Denial, Visitor};
 use super::packager::{ChannelPlayback, Container, PART_TARGET, PlaylistState, SegmentCursor, SegmentProgress};
 use super::viewers::Refused;
-use crate::cluster::pull::{MEDIA_PATH, MULTIVARIANT_PATH, Pulled, VIEWER_ADDRESS_HEADER};
+use crate::cluster::pull::{Growing, MEDIA_PATH, MULTIVARIANT_PATH, Pull, Pulled, VIEWER_ADDRESS_HEADER};
 use crate::http::AppState;
 use crate::http::listener::ClientAddress;
 
@@ -311,7 +311,7 @@ async fn media_of_session(
         return denied(&Denial::OriginNotAllowed);
     }
     let response = if state.api.playback.playlists_of_file(&viewer.channel_arn, &file).is_none()
-        && let Some(holder) = state.api.origin_pull.remote_holder(state.api.store.as_ref(), &channel_arn).await
+        && let Some(holder) = state.api.origin_pull.serving_node(state.api.store.as_ref(), &channel_arn).await
     {
         pulled_media(&state, &holder.origin_url, &channel, &file, &viewer, &query, &headers).await
     } else {
@@ -350,9 +350,20 @@ async fn pulled_media(
         }
     }
     match state.api.origin_pull.pull(origin_url, &path, immutable).await {
-        Ok(pulled) => relay(&pulled, headers, immutable),
+        Ok(Pull::Whole(pulled)) => relay(&pulled, headers, immutable),
+        Ok(Pull::Growing(growing)) => relay_growing(growing),
         Err(error) => origin_unreachable(origin_url, &error),
     }
+}
+
+/// A segment the ingesting node is still writing, passed on as its bytes arrive.
+fn relay_growing(growing: Growing) -> Response {
+    let body = Body::from_stream(growing.response.bytes_stream());
+    let mut relayed = response(StatusCode::OK, &growing.content_type, "no-cache", body);
+    if let Some(allowed) = growing.allow_origin.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+        relayed.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
+    }
+    relayed
 }
 
 /// What the node that ingests the stream answered, passed on (a file's bytes as this node

@@ -181,6 +181,10 @@ pub async fn the_stream_registry_leases_and_fences(store: Arc<dyn Store>) {
     assert_eq!(store.stream_holder("arn:live").await.unwrap().map(|h| h.epoch), Some(2));
     store.apply(Change::release_stream_lease("arn:live", "b", 2)).await.unwrap();
     assert_eq!(store.stream_holder("arn:live").await.unwrap(), None);
+    // The node that held the ended stream is still known (it serves the stream's playlists to the end).
+    let last = store.last_stream_holder("arn:live").await.unwrap();
+    assert_eq!(last.map(|h| (h.node_id, h.stream_id)), Some(("b".into(), "st-b".into())));
+    assert_eq!(store.last_stream_holder("arn:never-live").await.unwrap(), None);
     // Leases of other channels are their own.
     store
         .apply(Change::take_stream_lease(StreamLease { channel_arn: "arn:other".into(), ..lease("a") }, 60_000))

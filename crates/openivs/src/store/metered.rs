@@ -92,6 +92,9 @@ impl Store for Metered {
     async fn stream_holder(&self, channel_arn: &str) -> Result<Option<StreamLease>, IvsError> {
         timed("stream_holder", self.inner.stream_holder(channel_arn)).await
     }
+    async fn last_stream_holder(&self, channel_arn: &str) -> Result<Option<StreamLease>, IvsError> {
+        timed("last_stream_holder", self.inner.last_stream_holder(channel_arn)).await
+    }
     async fn stream_holders(&self) -> Result<Vec<StreamLease>, IvsError> {
         timed("stream_holders", self.inner.stream_holders()).await
     }

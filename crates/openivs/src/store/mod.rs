@@ -452,6 +452,9 @@ pub trait Store: Send + Sync + 'static {
     fn event_signal(&self) -> Arc<tokio::sync::Notify>;
     /// Who holds the channel's live stream under an unexpired lease, if anyone.
     async fn stream_holder(&self, channel_arn: &str) -> Result<Option<StreamLease>, IvsError>;
+    /// Who held the channel's latest stream, live or ended (the node that still serves its
+    /// playlists to the end).
+    async fn last_stream_holder(&self, channel_arn: &str) -> Result<Option<StreamLease>, IvsError>;
     /// Every unexpired lease: the live streams of the whole cluster and who holds each.
     async fn stream_holders(&self) -> Result<Vec<StreamLease>, IvsError>;
     /// The journals of the recordings in progress on every node (`channel_arn`: of that

@@ -130,6 +130,17 @@ macro_rules! relational_store {
                 row.as_ref().map(lease_from_row).transpose()
             }
 
+            async fn last_stream_holder(&self, channel_arn: &str) -> Result<Option<StreamLease>, IvsError> {
+                let row = sqlx::query(
+                    "SELECT channel_arn, node_id, origin_url, stream_id, epoch FROM live_streams WHERE channel_arn = $1",
+                )
+                .bind(channel_arn)
+                .fetch_optional(&self.$pool)
+                .await
+                .map_err(backend)?;
+                row.as_ref().map(lease_from_row).transpose()
+            }
+
             async fn stream_holders(&self) -> Result<Vec<StreamLease>, IvsError> {
                 let rows = sqlx::query(concat!(
                     "SELECT channel_arn, node_id, origin_url, stream_id, epoch FROM live_streams WHERE lease_until >= ",

@@ -291,7 +291,8 @@ fn curl_http_version(url: &str, ca: &std::path::Path, version_flag: &str) -> Str
 
 #[test]
 fn cli_over_https_and_http2_by_alpn() {
-    let server = Server::with_args(&["--http-tls", "true"]);
+    // (One node: its own listener speaks TLS; the shipped nginx passes plain HTTP on.)
+    let server = Server::single_node(&["--http-tls", "true"]);
     assert!(server.endpoint.starts_with("https://"), "{}", server.endpoint);
     let ca = server.data_dir.join("rtmps-certificate.pem");
     let cli = Cli { server: &server, data_path: None, ca_bundle: Some(ca.clone()) };

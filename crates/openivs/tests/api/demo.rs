@@ -9,7 +9,8 @@ use crate::harness::{Server, wait_live};
 
 #[tokio::test]
 async fn the_demo_channel_is_live_from_the_start() {
-    let mut server = Server::with_args(&["--demo"]);
+    // (One node: the demo is one process tried out on one machine.)
+    let mut server = Server::single_node(&["--demo"]);
     let client = server.client();
     let listed = client.list_channels().filter_by_name("demo").send().await.unwrap();
     assert_eq!(listed.channels().len(), 1, "{listed:?}");

@@ -100,12 +100,13 @@ async fn events_reach_a_webhook_in_order_and_signed_through_its_outage_and_a_cra
         }
     }
 
-    // The metrics count what was delivered and the recording's objects written.
+    // The metrics count what was delivered and the recording's objects written (by whichever
+    // nodes did it, in a cluster).
     let delivered = receiver.received.lock().unwrap().len() as f64;
-    let samples = crate::operator::scrape(&server);
-    let counted = crate::operator::value(&samples, "openivs_event_deliveries_total", &[("outcome", "delivered")]);
+    let samples = crate::operator::scrape_every_node(&server);
+    let counted = crate::operator::total(&samples, "openivs_event_deliveries_total", &[("outcome", "delivered")]);
     assert!(counted.is_some_and(|n| n >= delivered), "{counted:?} of {delivered} deliveries");
-    let uploads = crate::operator::value(&samples, "openivs_recording_uploads_total", &[("outcome", "uploaded")]);
+    let uploads = crate::operator::total(&samples, "openivs_recording_uploads_total", &[("outcome", "uploaded")]);
     assert!(uploads.is_some_and(|n| n >= 4.0), "segments, playlists and event files: {uploads:?}");
 
     // The receiver goes down; a second stream is cut by a kill -9 of openivs; openivs comes back,

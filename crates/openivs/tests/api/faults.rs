@@ -186,7 +186,8 @@ async fn the_data_directory_is_owner_only() {
 
 #[tokio::test]
 async fn slow_idle_and_stalled_http_clients_are_cut_off() {
-    let server = Server::with_args(&[
+    // (One node: what its own HTTP listener does, with no load balancer in between.)
+    let server = Server::single_node(&[
         "--http-header-timeout",
         "2",
         "--http-body-timeout",
@@ -317,7 +318,8 @@ fn request_head(path: &str, headers: &[(String, String)], length: usize) -> Vec<
 
 #[tokio::test]
 async fn the_connection_cap_refuses_clearly_and_recovers() {
-    let server = Server::with_args(&["--http-max-connections", "30", "--http-max-connections-per-address", "1000"]);
+    // (One node: what its own HTTP listener does, with no load balancer in between.)
+    let server = Server::single_node(&["--http-max-connections", "30", "--http-max-connections-per-address", "1000"]);
     let mut held = Vec::new();
     for _ in 0..30 {
         held.push(connect_from([127, 0, 0, 3], server.port).await.unwrap());
@@ -527,7 +529,8 @@ impl KeepAlive {
 
 #[tokio::test]
 async fn a_flood_of_anonymous_viewers_locks_nobody_out() {
-    let server = Server::with_args(&[
+    // (One node: its own per-address caps and listener, with no load balancer in between.)
+    let server = Server::single_node(&[
         "--playback-max-viewer-sessions",
         "1000",
         "--playback-max-viewer-sessions-per-address",

@@ -6,6 +6,17 @@
 //! scripts/test sets it for the suite's second run), every server keeps its resources in a
 //! database of its own there (`--database-url`), except those a test asks to run on the embedded
 //! SQLite store ([`Server::on_sqlite`]: tests of the SQLite file itself).
+//!
+//! With `OPENIVS_TEST_CLUSTER` set as well (scripts/test's PostgreSQL run sets both), every such
+//! server is a cluster: three nodes on that database, behind nginx running the shipped load
+//! balancer configuration with round-robin HTTP (so consecutive calls reach different nodes),
+//! and the test talks to nginx only. The nodes listen on 127.0.0.21-23 with nginx's own ports
+//! and `--public-host 127.0.0.1`, as a cluster's nodes run on one port set behind their load
+//! balancer (see the README), share node a's RTMPS certificate, and share one buckets folder
+//! (as a shared file system would).
+//! This process's `pid`, `signal` and `rss_kib` are node a's; `restart`, `kill` and the log
+//! take in every node. Tests that are about one process by nature run on one node
+//! ([`Server::single_node`]).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,6 +28,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_ivs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ivs::error::ProvideErrorMetadata;
+
+use crate::load_balancer::{BalancerPorts, Nginx, NodeAddresses, Spread};
 
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-west-2";
@@ -34,6 +47,8 @@ pub struct Server {
     /// `127.0.0.1:PORT` of the SRT ingest listener.
     pub srt_address: String,
     extra_args: Vec<String>,
+    /// In the API suite's cluster run: the other nodes and the load balancer.
+    cluster: Option<ClusterRun>,
     pub log: Arc<Mutex<Vec<String>>>,
     /// What the server printed on standard output (the start-up banner).
     banner: Arc<Mutex<Vec<String>>>,
@@ -62,16 +77,23 @@ impl Server {
 
     /// A server on the embedded SQLite store whatever `OPENIVS_TEST_DATABASE_URL` says.
     pub fn on_sqlite(data_dir: PathBuf, extra_args: &[&str]) -> Server {
-        Server::launched(data_dir, extra_args, false)
+        Server::launched(data_dir, extra_args, false, false)
     }
 
     /// A server keeping its data in `data_dir` (removed when the server is dropped).
     pub fn in_data_dir(data_dir: PathBuf, extra_args: &[&str]) -> Server {
-        Server::launched(data_dir, extra_args, true)
+        Server::launched(data_dir, extra_args, true, true)
     }
 
-    fn launched(data_dir: PathBuf, extra_args: &[&str], shared_database: bool) -> Server {
+    /// One process, never a cluster (on PostgreSQL when the run is): for tests of what one
+    /// process does by nature (its own metrics, its drain, its own listeners' TLS).
+    pub fn single_node(extra_args: &[&str]) -> Server {
+        Server::launched(Server::fresh_data_dir(), extra_args, true, false)
+    }
+
+    fn launched(data_dir: PathBuf, extra_args: &[&str], shared_database: bool, may_cluster: bool) -> Server {
         let mut extra_args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        let mut on_test_database = false;
         if let Ok(base) = std::env::var("OPENIVS_TEST_DATABASE_URL")
             && shared_database
             && !extra_args.iter().any(|a| a == "--database-url")
@@ -79,7 +101,13 @@ impl Server {
             // One database per server (named after its data directory), kept across restarts.
             let name = data_dir.file_name().unwrap().to_string_lossy().replace('-', "_");
             extra_args.extend(["--database-url".to_owned(), format!("{}/{name}", base.trim_end_matches('/'))]);
+            on_test_database = true;
         }
+        // (Not for the cluster tests' own nodes, which name their database.)
+        let cluster =
+            (may_cluster && on_test_database && std::env::var_os("OPENIVS_TEST_CLUSTER").is_some()).then(|| {
+                ClusterRun { ports: BalancerPorts::free(), others: Vec::new(), node_http: Vec::new(), balancer: None }
+            });
         // The buckets the tests' recording configurations name (a bucket is a folder).
         for bucket in TEST_BUCKETS {
             std::fs::create_dir_all(data_dir.join("buckets").join(bucket)).unwrap();
@@ -93,6 +121,7 @@ impl Server {
             rtmps_address: String::new(),
             srt_address: String::new(),
             extra_args,
+            cluster,
             log: Arc::new(Mutex::new(Vec::new())),
             banner: Arc::new(Mutex::new(Vec::new())),
         };
@@ -101,17 +130,75 @@ impl Server {
     }
 
     fn launch(&mut self) {
+        let Some(ports) = self.cluster.as_ref().map(|cluster| cluster.ports) else {
+            let listen = ["127.0.0.1:0"; 4].map(str::to_owned);
+            let (child, listening) = self.spawn_node(&self.data_dir, &listen, &[]);
+            self.child = Some(child);
+            self.set_addresses(listening);
+            return;
+        };
+        let mut nodes = Vec::new();
+        for (index, node_id) in ["a", "b", "c"].into_iter().enumerate() {
+            let ip = format!("127.0.0.{}", 21 + index);
+            let listen = [ports.http, ports.rtmp, ports.rtmps, ports.srt].map(|port| format!("{ip}:{port}"));
+            let data_dir = if index == 0 { self.data_dir.clone() } else { node_data_dir(&self.data_dir, node_id) };
+            let buckets = self.data_dir.join("buckets").to_string_lossy().into_owned();
+            let mut node_args = vec!["--node-id", node_id, "--public-host", "127.0.0.1", "--buckets-dir", &buckets];
+            // One certificate for the balancer's name, node a's (as nodes behind one name share one).
+            let (certificate, key) = (self.data_dir.join("rtmps-certificate.pem"), self.data_dir.join("rtmps-key.pem"));
+            let (certificate, key) = (certificate.to_string_lossy(), key.to_string_lossy());
+            if index > 0 && !self.extra_args.iter().any(|a| a == "--tls-certificate") {
+                // (A certificate given turns HTTPS on by default: node a's HTTP is plain.)
+                node_args.extend(["--tls-certificate", &certificate, "--tls-key", &key, "--http-tls", "false"]);
+            }
+            nodes.push(self.spawn_node(&data_dir, &listen, &node_args));
+        }
+        let addresses: Vec<NodeAddresses> = nodes
+            .iter()
+            .map(|(_, listening)| NodeAddresses {
+                http: listening.http.split_once("://").unwrap().1.to_owned(),
+                rtmp: listening.rtmp.clone(),
+                rtmps: listening.rtmps.clone(),
+                srt: listening.srt.clone(),
+            })
+            .collect();
+        let mut children = nodes.into_iter().map(|(child, _)| child);
+        self.child = children.next();
+        let cluster = self.cluster.as_mut().unwrap();
+        cluster.others = children.collect();
+        cluster.node_http = addresses.iter().map(|node| node.http.clone()).collect();
+        if cluster.balancer.is_none() {
+            cluster.balancer = Some(Nginx::in_front_of(&addresses, ports, Spread::RoundRobin));
+        }
+        self.set_addresses(Listening {
+            http: format!("http://127.0.0.1:{}", ports.http),
+            rtmp: format!("127.0.0.1:{}", ports.rtmp),
+            rtmps: format!("127.0.0.1:{}", ports.rtmps),
+            srt: format!("127.0.0.1:{}", ports.srt),
+        });
+    }
+
+    fn set_addresses(&mut self, listening: Listening) {
+        self.port = listening.http.rsplit(':').next().unwrap().parse().unwrap();
+        self.endpoint = listening.http;
+        (self.rtmp_address, self.rtmps_address, self.srt_address) = (listening.rtmp, listening.rtmps, listening.srt);
+    }
+
+    /// Starts one `openivs serve` on `data_dir` listening on `listen` (HTTP, RTMP, RTMPS, SRT);
+    /// the process and where it listens, once it says so.
+    fn spawn_node(&self, data_dir: &std::path::Path, listen: &[String; 4], node_args: &[&str]) -> (Child, Listening) {
         // Transcoding (STANDARD channels' renditions, an ffmpeg per stream) only where a test
         // asks for it with `--ffmpeg`: elsewhere it would only load the machine.
         let transcoding =
             if self.extra_args.iter().any(|a| a == "--ffmpeg") { &[][..] } else { &["--ffmpeg", "none"][..] };
+        let [http, rtmp, rtmps, srt] = listen;
         let mut child = Command::new(env!("CARGO_BIN_EXE_openivs"))
             .arg("serve")
-            .args(["--http-addr", "127.0.0.1:0", "--rtmp-addr", "127.0.0.1:0", "--rtmps-addr", "127.0.0.1:0"])
-            .args(["--srt-addr", "127.0.0.1:0"])
+            .args(["--http-addr", http, "--rtmp-addr", rtmp, "--rtmps-addr", rtmps, "--srt-addr", srt])
             .arg("--data-dir")
-            .arg(&self.data_dir)
+            .arg(data_dir)
             .args(transcoding)
+            .args(node_args)
             .args(&self.extra_args)
             .env("OPENIVS_LOG", "debug")
             .env_remove("RUST_LOG")
@@ -141,21 +228,20 @@ impl Server {
                 log.lock().unwrap().push(line);
             }
         });
-        let (mut address, mut http_scheme) = (String::new(), "http");
-        while address.is_empty() {
+        let mut listening =
+            Listening { http: String::new(), rtmp: String::new(), rtmps: String::new(), srt: String::new() };
+        while listening.http.is_empty() {
             let (scheme, found) = address_rx
                 .recv_timeout(Duration::from_secs(30))
                 .unwrap_or_else(|_| panic!("openivs did not start; log: {:?}", self.log.lock().unwrap()));
             match scheme {
-                "rtmp" => self.rtmp_address = found,
-                "rtmps" => self.rtmps_address = found,
-                "srt" => self.srt_address = found,
-                scheme => (address, http_scheme) = (found, scheme),
+                "rtmp" => listening.rtmp = found,
+                "rtmps" => listening.rtmps = found,
+                "srt" => listening.srt = found,
+                scheme => listening.http = format!("{scheme}://{found}"),
             }
         }
-        self.port = address.rsplit(':').next().unwrap().parse().unwrap();
-        self.endpoint = format!("{http_scheme}://{address}");
-        self.child = Some(child);
+        (child, listening)
     }
 
     /// Stops the server with SIGINT (a clean shutdown, without SIGTERM's drain) and starts it
@@ -167,7 +253,8 @@ impl Server {
 
     /// Kills the server with SIGKILL (no chance to flush anything), as a machine's loss does.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        let others = self.cluster.as_mut().map(|cluster| std::mem::take(&mut cluster.others)).unwrap_or_default();
+        for mut child in self.child.take().into_iter().chain(others) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -208,21 +295,27 @@ impl Server {
         None
     }
 
-    /// Stops the server with SIGINT: a clean shutdown at once (SIGTERM would drain first).
+    /// Stops the server (every node of a cluster run) with SIGINT: a clean shutdown at once
+    /// (SIGTERM would drain first).
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+        let others = self.cluster.as_mut().map(|cluster| std::mem::take(&mut cluster.others)).unwrap_or_default();
+        let mut children: Vec<Child> = self.child.take().into_iter().chain(others).collect();
+        for child in &children {
             signal(child.id(), "INT");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if child.try_wait().unwrap().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            children.retain_mut(|child| child.try_wait().unwrap().is_none());
+            if children.is_empty() {
+                return;
             }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for mut child in children {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("openivs did not stop within 10 s of SIGINT");
         }
+        panic!("openivs did not stop within 10 s of SIGINT");
     }
 
     pub fn client(&self) -> aws_sdk_ivs::Client {
@@ -231,6 +324,15 @@ impl Server {
 
     pub fn client_for(&self, region: &str, access_key: &str, secret: &str) -> aws_sdk_ivs::Client {
         client_at(&self.endpoint, region, access_key, secret)
+    }
+
+    /// `host:port` of the HTTP listener of each node (one, outside the cluster run): for what
+    /// each process keeps to itself, such as its metrics.
+    pub fn node_http_addresses(&self) -> Vec<String> {
+        match &self.cluster {
+            Some(cluster) => cluster.node_http.clone(),
+            None => vec![format!("127.0.0.1:{}", self.port)],
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -245,12 +347,39 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+        self.kill();
+        if self.cluster.is_some() {
+            for node_id in ["b", "c"] {
+                let _ = std::fs::remove_dir_all(node_data_dir(&self.data_dir, node_id));
+            }
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);
     }
+}
+
+/// Where a server listens: `scheme://host:port` of HTTP, `host:port` of the others.
+struct Listening {
+    http: String,
+    rtmp: String,
+    rtmps: String,
+    srt: String,
+}
+
+/// The API suite's cluster run of one server: nodes b and c (the server's own process is a)
+/// and nginx in front, on ports kept across restarts.
+struct ClusterRun {
+    ports: BalancerPorts,
+    others: Vec<Child>,
+    /// `host:port` of each node's HTTP listener, a first.
+    node_http: Vec<String>,
+    balancer: Option<Nginx>,
+}
+
+/// The data directory of a cluster run's node `node_id` beside node a's.
+fn node_data_dir(data_dir: &std::path::Path, node_id: &str) -> PathBuf {
+    let mut name = data_dir.file_name().unwrap().to_owned();
+    name.push(format!("-{node_id}"));
+    data_dir.with_file_name(name)
 }
 
 /// An SDK client of the IVS API at `endpoint` (a server, or a load balancer in front of several).
@@ -311,11 +440,21 @@ impl RawResponse {
 }
 
 pub fn raw_request(server: &Server, method: &str, path: &str, headers: &[(String, String)], body: &str) -> RawResponse {
-    let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+    raw_request_at(&format!("127.0.0.1:{}", server.port), method, path, headers, body)
+}
+
+/// A raw HTTP/1.1 exchange with the listener at `address` (`host:port`).
+pub fn raw_request_at(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> RawResponse {
+    let mut stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        server.port,
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
     );
     for (name, value) in headers {
@@ -327,14 +466,29 @@ pub fn raw_request(server: &Server, method: &str, path: &str, headers: &[(String
     let mut response = Vec::new();
     stream.read_to_end(&mut response).unwrap();
     let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |p| p + 4);
-    let body_bytes = response[head_end..].to_vec();
-    let text = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let head = String::from_utf8_lossy(&response[..head_end]).into_owned();
     let mut lines = head.lines();
     let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    let headers =
+    let headers: Vec<(String, String)> =
         lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
-    RawResponse { status, headers, body: body.to_owned(), body_bytes }
+    let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+    let body_bytes = if chunked { decode_chunked(&response[head_end..]) } else { response[head_end..].to_vec() };
+    let body = String::from_utf8_lossy(&body_bytes).into_owned();
+    RawResponse { status, headers, body, body_bytes }
+}
+
+/// The body of a response sent with `Transfer-Encoding: chunked`, without its framing.
+pub fn decode_chunked(mut rest: &[u8]) -> Vec<u8> {
+    let mut decoded = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return decoded;
+        }
+        decoded.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+        rest = &rest[line_end + 2 + size + 2..];
+    }
 }
 
 /// Signs a request with the `aws-sigv4` crate (an implementation independent of the server's)

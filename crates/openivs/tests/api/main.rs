@@ -2,6 +2,8 @@
 //! real clients (the AWS SDK for Rust, `aws-sigv4`-signed raw HTTP, the AWS CLI).
 
 mod harness;
+#[allow(dead_code)]
+mod load_balancer;
 
 mod ad_breaks;
 mod auth;

@@ -106,7 +106,7 @@ fn emsg_id3(bytes: &[u8], scheme: &str) -> Vec<u8> {
 /// listed segment, in order.
 fn stream_bytes(server: &Server, media: &str) -> Vec<u8> {
     let playlist = get(server, media);
-    assert_eq!(playlist.status, 200);
+    assert_eq!(playlist.status, 200, "{media}: {}", playlist.body);
     let base = media.rsplit_once('/').unwrap().0;
     let mut bytes = Vec::new();
     for line in playlist.body.lines() {
@@ -266,7 +266,9 @@ async fn in_band_text_from_the_broadcaster_reaches_the_stream() {
 /// channel, so 32 channels are live (raw RTMP publishes: a channel is live from its publish).
 #[tokio::test]
 async fn put_metadata_is_limited_per_account() {
-    let server = Server::start();
+    // (One node: in a cluster each node counts the account's calls on the streams it holds; a
+    // limit shared by the nodes is not built yet, see the README's status table.)
+    let server = Server::single_node(&[]);
     let mut publishers = Vec::new();
     let mut arns = Vec::new();
     for _ in 0..32 {

@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{Server, raw_request, rtmps_url, wait_live, wait_offline};
+use crate::harness::{Server, raw_request, raw_request_at, rtmps_url, wait_live, wait_offline};
 use crate::ingest::{Publisher, pattern_720p};
 use crate::playback::path_of;
 
@@ -23,7 +23,22 @@ pub(crate) struct Sample {
 /// `/metrics` as the Prometheus client library's OpenMetrics parser reads it (which refuses
 /// text that does not follow the format).
 fn scrape_with(server: &Server, headers: &[(String, String)]) -> Vec<Sample> {
-    let response = raw_request(server, "GET", "/metrics", headers, "");
+    parse_metrics(raw_request(server, "GET", "/metrics", headers, ""))
+}
+
+/// The metrics of every node (one, outside the API suite's cluster run): each process counts
+/// what it did.
+pub(crate) fn scrape_every_node(server: &Server) -> Vec<Vec<Sample>> {
+    let nodes = server.node_http_addresses();
+    nodes.iter().map(|node| parse_metrics(raw_request_at(node, "GET", "/metrics", &[], ""))).collect()
+}
+
+/// The sum over nodes of [`value`].
+pub(crate) fn total(nodes: &[Vec<Sample>], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    nodes.iter().filter_map(|samples| value(samples, name, labels)).reduce(|a, b| a + b)
+}
+
+fn parse_metrics(response: crate::harness::RawResponse) -> Vec<Sample> {
     assert_eq!(response.status, 200, "{}", response.body);
     assert!(response.header("content-type").is_some_and(|t| t.starts_with("application/openmetrics-text")));
     let script = "import sys, json\n\
@@ -75,7 +90,8 @@ async fn scrape_until(server: &Server, limit: Duration, ready: impl Fn(&[Sample]
 
 #[tokio::test]
 async fn metrics_follow_a_stream_from_start_to_end() {
-    let server = Server::start();
+    // (One node: the metrics are a process's own.)
+    let server = Server::single_node(&[]);
     let out = server.client().create_channel().name("metered").send().await.unwrap();
     let channel = out.channel().unwrap();
     let arn = channel.arn().unwrap().to_owned();
@@ -153,7 +169,8 @@ async fn metrics_can_be_protected_or_turned_off() {
 
 #[tokio::test]
 async fn sigterm_drains_then_exits() {
-    let mut server = Server::with_args(&["--drain-timeout", "20"]);
+    // (One node: its own readiness and drain.)
+    let mut server = Server::single_node(&["--drain-timeout", "20"]);
     assert_eq!(raw_request(&server, "GET", "/healthz", &[], "").status, 200);
     let ready = raw_request(&server, "GET", "/readyz", &[], "");
     assert_eq!((ready.status, ready.body.trim()), (200, "ready"));

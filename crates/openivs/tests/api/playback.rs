@@ -381,18 +381,7 @@ fn timed_get(server: &Server, path: &str) -> (u16, String, Duration, Duration, V
     let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
     let mut body = received[head_end..].to_vec();
     if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        let mut decoded = Vec::new();
-        let mut rest = &body[..];
-        loop {
-            let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("chunk size line");
-            let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap();
-            if size == 0 {
-                break;
-            }
-            decoded.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
-            rest = &rest[line_end + 2 + size + 2..];
-        }
-        body = decoded;
+        body = crate::harness::decode_chunked(&body);
     }
     (status, head, head_at.unwrap_or(ended_at), ended_at, body)
 }

@@ -376,7 +376,8 @@ fn newest_segment(server: &Server, media: &str) -> Option<u64> {
 #[tokio::test]
 async fn capacity_is_enforced_and_a_killed_transcoder_comes_back() {
     let _alone = ONE_TRANSCODING_TEST.lock().await;
-    let server = Server::with_args(&["--ffmpeg", "ffmpeg", "--transcode-capacity", "1.5"]);
+    // (One node: capacity is a node's own.)
+    let server = Server::single_node(&["--ffmpeg", "ffmpeg", "--transcode-capacity", "1.5"]);
     let client = server.client();
     let create = |channel_type: ChannelType| client.create_channel().r#type(channel_type).send();
     let first = create(ChannelType::StandardChannelType).await.unwrap();

@@ -25,6 +25,9 @@ mod recording;
 mod registry;
 mod revocation;
 
+#[path = "../api/load_balancer.rs"]
+mod load_balancer;
+
 #[path = "../api/moto.rs"]
 mod moto;
 

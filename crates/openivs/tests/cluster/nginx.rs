@@ -7,127 +7,17 @@
 //! refused; PutMetadata and GetStream from whichever node answers; playback, each request
 //! reaching whichever node nginx picks.
 //!
-//! Needs nginx with its stream module (Debian: nginx, libnginx-mod-stream; scripts/test installs
-//! them) and curl; fails, not skips, without them.
+//! Needs nginx with its stream module and curl; fails, not skips, without them.
 
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ivs::types::ChannelLatencyMode;
 
-use crate::harness::{REGION, Server, client_at};
+use crate::harness::{REGION, client_at};
+use crate::load_balancer::Nginx;
 use crate::media::{Publisher, pattern_720p, pattern_720p_short_gop};
 use crate::postgres::Postgres;
-
-/// Where Debian's nginx keeps its stream module (TCP and UDP proxying: RTMP, RTMPS, SRT).
-const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
-
-/// nginx with the shipped configuration in front of `nodes`, stopped when dropped.
-pub struct Nginx {
-    child: Child,
-    dir: PathBuf,
-    pub http_port: u16,
-    pub rtmps_port: u16,
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-impl Nginx {
-    pub fn start(nodes: &[&Server]) -> Nginx {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/nginx/openivs-cluster.conf");
-        let mut conf = std::fs::read_to_string(&shipped).unwrap();
-        // The shipped file's three nodes (10.0.0.11-13) become this machine's.
-        for (index, node) in nodes.iter().enumerate() {
-            let host = format!("10.0.0.{}", 11 + index);
-            let http = format!("127.0.0.1:{}", node.port);
-            for (port, address) in [
-                ("8080", &http),
-                ("1935", &node.rtmp_address),
-                ("4443", &node.rtmps_address),
-                ("9000", &node.srt_address),
-            ] {
-                conf = conf.replace(&format!("{host}:{port}"), address);
-            }
-        }
-        let unreplaced = conf.lines().filter(|l| !l.trim_start().starts_with('#')).any(|l| l.contains("10.0.0."));
-        assert!(!unreplaced, "the shipped configuration names as many nodes as the test runs");
-        let (http_port, rtmp_port, rtmps_port, srt_port) =
-            (free_tcp_port(), free_tcp_port(), free_tcp_port(), free_udp_port());
-        for (listen, port, suffix) in [
-            ("listen 8080;", http_port, ""),
-            ("listen 1935;", rtmp_port, ""),
-            ("listen 4443;", rtmps_port, ""),
-            ("listen 9000 udp;", srt_port, " udp"),
-        ] {
-            assert!(conf.contains(listen), "the shipped configuration has `{listen}`");
-            conf = conf.replace(listen, &format!("listen 127.0.0.1:{port}{suffix};"));
-        }
-        assert!(
-            Path::new(STREAM_MODULE).exists(),
-            "nginx's stream module must be installed (Debian: libnginx-mod-stream; scripts/test installs it)"
-        );
-        let dir = std::env::temp_dir().join(format!("openivs-test-nginx-{}-{http_port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let d = dir.display();
-        // nginx's own files (pid, logs, buffers) in the test's directory, not the system's.
-        let http_settings = format!(
-            "http {{\n    access_log off;\n    client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n    \
-             fastcgi_temp_path {d}/fastcgi;\n    uwsgi_temp_path {d}/uwsgi;\n    scgi_temp_path {d}/scgi;\n"
-        );
-        let conf = conf.replacen("http {\n", &http_settings, 1);
-        let main = format!(
-            "load_module {STREAM_MODULE};\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nworker_processes 1;\n\
-             events {{ worker_connections 1024; }}\n{conf}"
-        );
-        std::fs::write(dir.join("nginx.conf"), main).unwrap();
-        // (Debian puts it in /usr/sbin, which a user's PATH may leave out.)
-        let program = if Path::new("/usr/sbin/nginx").exists() { "/usr/sbin/nginx" } else { "nginx" };
-        let mut child = Command::new(program)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("nginx must be installed (Debian: nginx; scripts/test installs it)");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", http_port)).is_err() {
-            if let Some(status) = child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-                panic!("nginx exited ({status}): {log}");
-            }
-            assert!(Instant::now() < deadline, "nginx answers on port {http_port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Nginx { child, dir, http_port, rtmps_port }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM: the master stops its workers (SIGKILL would leave them behind).
-        crate::harness::signal(self.child.id(), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// GET `url` with curl: the status and body.
 fn curl(url: &str) -> (u16, Vec<u8>) {
@@ -144,7 +34,7 @@ async fn three_nodes_behind_the_shipped_nginx_configuration_act_as_one_service()
     let postgres = Postgres::start();
     let nodes = [postgres.node("a"), postgres.node("b"), postgres.node("c")];
     let nginx = Nginx::start(&nodes.iter().collect::<Vec<_>>());
-    let balancer = format!("http://127.0.0.1:{}", nginx.http_port);
+    let balancer = format!("http://127.0.0.1:{}", nginx.ports.http);
     let client = client_at(&balancer, REGION, "test", "test");
 
     // Channels made, tagged and read through nginx, however it spreads the calls.
@@ -188,7 +78,7 @@ async fn three_nodes_behind_the_shipped_nginx_configuration_act_as_one_service()
     // A broadcaster through nginx's RTMPS (TLS passed through to a node): live, as every call
     // through nginx says; a second one, wherever nginx sends it, refused.
     let (arn, key) = channels[0].clone();
-    let rtmps = format!("rtmps://127.0.0.1:{}/app/{key}", nginx.rtmps_port);
+    let rtmps = format!("rtmps://127.0.0.1:{}/app/{key}", nginx.ports.rtmps);
     let _publisher = Publisher::start(&rtmps, pattern_720p_short_gop());
     let deadline = Instant::now() + Duration::from_secs(20);
     while client.get_stream().channel_arn(&arn).send().await.is_err() {

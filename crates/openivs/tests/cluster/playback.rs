@@ -2,7 +2,8 @@
 //! the multivariant playlist from a (which admits the viewer and opens the session, valid on
 //! every node), and pulls playlists, parts and segments from a: the same bytes on both nodes,
 //! and 200 viewers asking b for one part at once cost a one fetch (a's own counter says so);
-//! viewerCount counts the viewers b holds.
+//! viewerCount counts the viewers b holds. The IVS Player's prefetch segments stream through b
+//! as they are cut.
 
 use std::time::Duration;
 
@@ -130,4 +131,52 @@ async fn a_viewer_plays_through_a_node_that_does_not_ingest_the_stream() {
         get(&a, &format!("/_openivs/cluster/multivariant/{}", multivariant_path.rsplit('/').next().unwrap())).0,
         403
     );
+}
+
+/// The Amazon IVS Player's prefetch segments (a LOW MPEG-TS channel) through a node that does not
+/// ingest the stream: streamed as they are cut, as from the ingest node, and the same bytes.
+#[tokio::test]
+async fn prefetch_segments_stream_through_a_node_that_does_not_ingest_the_stream() {
+    let postgres = Postgres::start();
+    let (a, b) = (postgres.node("a"), postgres.node("b"));
+    let out = a
+        .client()
+        .create_channel()
+        .latency_mode(aws_sdk_ivs::types::ChannelLatencyMode::LowLatency)
+        .container_format(aws_sdk_ivs::types::ContainerFormat::Ts)
+        .send()
+        .await
+        .unwrap();
+    let arn = out.channel().unwrap().arn().unwrap().to_owned();
+    let key = out.stream_key().unwrap().value().unwrap().to_owned();
+    let _publisher = Publisher::start(&format!("rtmps://{}/app/{key}", a.rtmps_address), pattern_720p_short_gop());
+    wait_live(&a, &arn, Duration::from_secs(15)).await;
+    let playback_url = out.channel().unwrap().playback_url().unwrap();
+    let multivariant_path = format!("/{}", playback_url.split_once("://").unwrap().1.split_once('/').unwrap().1);
+    let (status, multivariant) = get(&b, &multivariant_path);
+    assert_eq!(status, 200);
+    let media_path =
+        String::from_utf8(multivariant).unwrap().lines().find(|l| l.starts_with("/playback/")).unwrap().to_owned();
+    let directory = media_path.rsplit_once('/').unwrap().0.to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let prefetch = loop {
+        let playlist = String::from_utf8(get(&b, &media_path).1).unwrap();
+        let listed: Vec<&str> = playlist.lines().filter_map(|l| l.strip_prefix("#EXT-X-PREFETCH:")).collect();
+        if listed.len() == 2 {
+            break listed[1].to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no prefetch segments through b: {playlist}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // The segment after the one being cut: its answer streams while it is written (1 s or more).
+    let path = format!("{directory}/{prefetch}");
+    let asked = std::time::Instant::now();
+    let streamed = raw_request(&b, "GET", &path, &[], "");
+    let took = asked.elapsed();
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.header("transfer-encoding"), Some("chunked"), "{:?}", streamed.headers);
+    assert!(took > Duration::from_millis(900), "{prefetch} came whole after {took:?}");
+    let complete = get(&a, &path);
+    assert_eq!(complete.0, 200);
+    assert!(complete.1.len() > 1000 && complete.1 == streamed.body_bytes, "the streamed bytes are the segment's");
 }

@@ -16,6 +16,10 @@
 #[allow(dead_code)]
 mod harness;
 
+#[path = "../api/load_balancer.rs"]
+#[allow(dead_code)]
+mod load_balancer;
+
 #[path = "../api/tokens.rs"]
 mod tokens;
 
