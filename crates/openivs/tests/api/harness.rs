@@ -7,7 +7,7 @@
 //! database of its own there (`--database-url`), except those a test asks to run on the embedded
 //! SQLite store ([`Server::on_sqlite`]: tests of the SQLite file itself).
 //!
-//! With `OPENIVS_TEST_CLUSTER` set as well (scripts/test's PostgreSQL run sets both), every such
+//! With `OPENIVS_TEST_CLUSTER` set as well (by hand for now; not yet in scripts/test), every such
 //! server is a cluster: three nodes on that database, behind nginx running the shipped load
 //! balancer configuration with round-robin HTTP (so consecutive calls reach different nodes),
 //! and the test talks to nginx only. The nodes listen on 127.0.0.21-23 with nginx's own ports

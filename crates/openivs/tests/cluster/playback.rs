@@ -27,21 +27,29 @@ fn uri_of(line: &str) -> Option<&str> {
     line.split("URI=\"").nth(1)?.split('"').next()
 }
 
+/// A LOW MPEG-TS channel made on `node` and live there: its ARN, playback URL and broadcaster.
+async fn live_low_channel_on(node: &Server) -> (String, String, Publisher) {
+    let out = node
+        .client()
+        .create_channel()
+        .latency_mode(aws_sdk_ivs::types::ChannelLatencyMode::LowLatency)
+        .container_format(aws_sdk_ivs::types::ContainerFormat::Ts)
+        .send()
+        .await
+        .unwrap();
+    let channel = out.channel().unwrap();
+    let arn = channel.arn().unwrap().to_owned();
+    let key = out.stream_key().unwrap().value().unwrap();
+    let publisher = Publisher::start(&format!("rtmps://{}/app/{key}", node.rtmps_address), pattern_720p_short_gop());
+    wait_live(node, &arn, Duration::from_secs(15)).await;
+    (arn, channel.playback_url().unwrap().to_owned(), publisher)
+}
+
 #[tokio::test]
 async fn a_viewer_plays_through_a_node_that_does_not_ingest_the_stream() {
     let postgres = Postgres::start();
     let (a, b) = (postgres.node("a"), postgres.node("b"));
-    let out = a
-        .client()
-        .create_channel()
-        .latency_mode(aws_sdk_ivs::types::ChannelLatencyMode::LowLatency)
-        .send()
-        .await
-        .unwrap();
-    let arn = out.channel().unwrap().arn().unwrap().to_owned();
-    let key = out.stream_key().unwrap().value().unwrap().to_owned();
-    let _publisher = Publisher::start(&format!("rtmps://{}/app/{key}", a.rtmps_address), pattern_720p_short_gop());
-    wait_live(&a, &arn, Duration::from_secs(15)).await;
+    let (arn, _, _publisher) = live_low_channel_on(&a).await;
     let playback_url =
         b.client().get_channel().arn(&arn).send().await.unwrap().channel().unwrap().playback_url().unwrap().to_owned();
     let multivariant_path = format!("/{}", playback_url.split_once("://").unwrap().1.split_once('/').unwrap().1);
@@ -139,19 +147,7 @@ async fn a_viewer_plays_through_a_node_that_does_not_ingest_the_stream() {
 async fn prefetch_segments_stream_through_a_node_that_does_not_ingest_the_stream() {
     let postgres = Postgres::start();
     let (a, b) = (postgres.node("a"), postgres.node("b"));
-    let out = a
-        .client()
-        .create_channel()
-        .latency_mode(aws_sdk_ivs::types::ChannelLatencyMode::LowLatency)
-        .container_format(aws_sdk_ivs::types::ContainerFormat::Ts)
-        .send()
-        .await
-        .unwrap();
-    let arn = out.channel().unwrap().arn().unwrap().to_owned();
-    let key = out.stream_key().unwrap().value().unwrap().to_owned();
-    let _publisher = Publisher::start(&format!("rtmps://{}/app/{key}", a.rtmps_address), pattern_720p_short_gop());
-    wait_live(&a, &arn, Duration::from_secs(15)).await;
-    let playback_url = out.channel().unwrap().playback_url().unwrap();
+    let (_, playback_url, _publisher) = live_low_channel_on(&a).await;
     let multivariant_path = format!("/{}", playback_url.split_once("://").unwrap().1.split_once('/').unwrap().1);
     let (status, multivariant) = get(&b, &multivariant_path);
     assert_eq!(status, 200);
