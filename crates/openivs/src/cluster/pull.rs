@@ -133,8 +133,8 @@ impl OriginPull {
         let result = cell
             .get_or_init(|| async {
                 match self.fetch(origin_url, path_and_query, &[], immutable).await? {
-                    Fetched::Whole(pulled) => Ok(pulled),
-                    Fetched::Growing(growing) => {
+                    Pull::Whole(pulled) => Ok(pulled),
+                    Pull::Growing(growing) => {
                         *growing_here.lock().expect("growing lock") = Some(growing);
                         Err(GROWING.to_owned())
                     }
@@ -155,15 +155,10 @@ impl OriginPull {
                 }
                 Ok(Pull::Whole(pulled))
             }
-            Err(error) if error == GROWING => {
-                if let Some(growing) = growing_here.into_inner().expect("growing lock") {
-                    return Ok(Pull::Growing(growing));
-                }
-                match self.fetch(origin_url, path_and_query, &[], immutable).await? {
-                    Fetched::Whole(pulled) => Ok(Pull::Whole(pulled)),
-                    Fetched::Growing(growing) => Ok(Pull::Growing(growing)),
-                }
-            }
+            Err(error) if error == GROWING => match growing_here.into_inner().expect("growing lock") {
+                Some(growing) => Ok(Pull::Growing(growing)),
+                None => self.fetch(origin_url, path_and_query, &[], immutable).await,
+            },
             Err(error) => Err(error),
         }
     }
@@ -177,8 +172,8 @@ impl OriginPull {
         headers: &[(&str, String)],
     ) -> Result<Arc<Pulled>, String> {
         match self.fetch(origin_url, path_and_query, headers, false).await? {
-            Fetched::Whole(pulled) => Ok(pulled),
-            Fetched::Growing(_) => unreachable!("only files are taken as growing"),
+            Pull::Whole(pulled) => Ok(pulled),
+            Pull::Growing(_) => unreachable!("only files are taken as growing"),
         }
     }
 
@@ -190,7 +185,7 @@ impl OriginPull {
         path_and_query: &str,
         headers: &[(&str, String)],
         file: bool,
-    ) -> Result<Fetched, String> {
+    ) -> Result<Pull, String> {
         crate::metrics::global().cluster_pull();
         let mut request = self
             .client
@@ -209,10 +204,10 @@ impl OriginPull {
         let allow_origin = header(reqwest::header::ACCESS_CONTROL_ALLOW_ORIGIN);
         let status = response.status().as_u16();
         if file && status == 200 && response.headers().get(reqwest::header::CONTENT_LENGTH).is_none() {
-            return Ok(Fetched::Growing(Growing { content_type, allow_origin, response }));
+            return Ok(Pull::Growing(Growing { content_type, allow_origin, response }));
         }
         let body = response.bytes().await.map_err(|e| e.without_url().to_string())?;
-        Ok(Fetched::Whole(Arc::new(Pulled { status, content_type, cache_control, allow_origin, body })))
+        Ok(Pull::Whole(Arc::new(Pulled { status, content_type, cache_control, allow_origin, body })))
     }
 }
 
@@ -227,11 +222,6 @@ pub struct Growing {
     pub content_type: String,
     pub allow_origin: Option<String>,
     pub response: reqwest::Response,
-}
-
-enum Fetched {
-    Whole(Arc<Pulled>),
-    Growing(Growing),
 }
 
 /// The outcome a shared fetch leaves to the requests that awaited it when the file was growing.
