@@ -114,7 +114,7 @@ pub async fn run(args: AccessArgs) -> Result<(), String> {
     for (channel, token, paths, expected) in cases {
         let paths = Arc::new(paths);
         let next = Arc::new(AtomicUsize::new(0));
-        let figures = measure(args.clients, args.seconds, openivs.port, move |mut connection| {
+        let figures = measure(args.clients, args.seconds, &[openivs.port], move |mut connection| {
             let paths = paths.clone();
             let next = next.clone();
             async move {

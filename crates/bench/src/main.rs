@@ -7,10 +7,11 @@
 //! CreateChannel+DeleteChannel pairs, with the openivs/moto ratio. A benchmark, not a test: it
 //! asserts nothing, it measures.
 //!
-//! The other benchmarks (`ingest`, `playback`, `fanout`, `access`, `recording`, `transcode`) are
-//! described in their modules.
+//! The other benchmarks (`ingest`, `playback`, `fanout`, `access`, `recording`, `transcode`,
+//! `srt`, `cluster`) are described in their modules.
 
 mod access;
+mod cluster;
 mod fanout;
 mod http_client;
 mod ingest;
@@ -38,13 +39,22 @@ struct Args {
     warmup: f64,
     /// `--samples`: event latencies to collect (`recording`).
     samples: usize,
+    /// `--database-url`: a PostgreSQL server, without a database (`cluster`).
+    database_url: Option<String>,
 }
 
 fn parse_args() -> Result<(String, Args), String> {
     let mut args = std::env::args().skip(1);
     let command = args.next().unwrap_or_default();
-    let mut parsed =
-        Args { seconds: 5.0, moto: "moto_server".into(), streams: None, clients: None, warmup: 10.0, samples: 50 };
+    let mut parsed = Args {
+        seconds: 5.0,
+        moto: "moto_server".into(),
+        streams: None,
+        clients: None,
+        warmup: 10.0,
+        samples: 50,
+        database_url: None,
+    };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         match flag.as_str() {
@@ -68,6 +78,7 @@ fn parse_args() -> Result<(String, Args), String> {
             }
             "--warmup" => parsed.warmup = value.parse().map_err(|_| "--warmup takes a number")?,
             "--samples" => parsed.samples = value.parse().map_err(|_| "--samples takes a number")?,
+            "--database-url" => parsed.database_url = Some(value),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -128,6 +139,17 @@ fn main() {
             measure: Duration::from_secs_f64(args.seconds.max(5.0)),
             out_dir,
         })),
+        "cluster" => match args.database_url.clone() {
+            None => Err("cluster needs --database-url postgres://user@host:port (a PostgreSQL server)".into()),
+            Some(database_url) => run_async(cluster::run(cluster::ClusterArgs {
+                database_url,
+                viewers: args.clients.as_ref().and_then(|c| c.first().copied()).unwrap_or(1000),
+                seconds: Duration::from_secs_f64(args.seconds.max(15.0)),
+                warmup: Duration::from_secs_f64(args.warmup.min(args.seconds.max(15.0) - 5.0)),
+                api_seconds: 5.0,
+                out_dir,
+            })),
+        },
         _ => {
             eprintln!("usage: openivs-bench control-plane [--seconds N] [--moto PATH-TO-moto_server]");
             eprintln!("       openivs-bench ingest [--streams 1,10,50] [--warmup S] [--seconds S]");
@@ -139,6 +161,9 @@ fn main() {
                 "       openivs-bench recording [--streams 10] [--warmup S] [--seconds S] [--samples 50] [--moto PATH]"
             );
             eprintln!("       openivs-bench transcode [--streams 1,4] [--warmup S] [--seconds S] [--samples 50]");
+            eprintln!(
+                "       openivs-bench cluster --database-url postgres://USER@HOST:PORT [--clients 1000] [--warmup S] [--seconds S]"
+            );
             std::process::exit(2);
         }
     };
@@ -261,9 +286,10 @@ struct Figures {
     p99_ms: f64,
 }
 
-/// Runs `concurrency` clients for `seconds`, each doing `step` in a loop on its own connection;
-/// `step` returns how many requests it made and whether they all succeeded.
-async fn measure<F, Fut>(concurrency: usize, seconds: f64, port: u16, step: F) -> Figures
+/// Runs `concurrency` clients for `seconds`, each doing `step` in a loop on its own connection
+/// (client i to `ports[i % ports.len()]`); `step` returns how many requests it made and whether
+/// they all succeeded.
+async fn measure<F, Fut>(concurrency: usize, seconds: f64, ports: &[u16], step: F) -> Figures
 where
     F: Fn(Connection) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = (Connection, usize, bool)> + Send,
@@ -271,8 +297,9 @@ where
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
+    for client in 0..concurrency {
         let step = step.clone();
+        let port = ports[client % ports.len()];
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut requests = 0;
@@ -341,17 +368,7 @@ async fn control_plane(args: Args) -> Result<(), String> {
     for concurrency in CONCURRENCY {
         let mut rates = Vec::new();
         for (peer, arn) in peers.iter().zip(&channel_arns) {
-            let body = Arc::new(format!(r#"{{"arn":"{arn}"}}"#));
-            let client = client.clone();
-            let figures = measure(concurrency, args.seconds, peer.port, move |mut connection| {
-                let client = client.clone();
-                let body = body.clone();
-                async move {
-                    let ok = matches!(client.call(&mut connection, "GetChannel", &body).await, Ok((200, _)));
-                    (connection, 1, ok)
-                }
-            })
-            .await;
+            let figures = get_channel_figures(&client, &[peer.port], arn, concurrency, args.seconds).await;
             rates.push(figures.per_second);
             print_row("GetChannel", concurrency, peer.name, &figures, (rates.len() == 2).then(|| rates[0] / rates[1]));
         }
@@ -359,17 +376,7 @@ async fn control_plane(args: Args) -> Result<(), String> {
     for concurrency in CONCURRENCY {
         let mut rates = Vec::new();
         for peer in peers {
-            let client = client.clone();
-            let figures = measure(concurrency, args.seconds, peer.port, move |mut connection| {
-                let client = client.clone();
-                async move {
-                    let Ok(arn) = create_channel(&client, &mut connection).await else { return (connection, 1, false) };
-                    let deleted = client.call(&mut connection, "DeleteChannel", &format!(r#"{{"arn":"{arn}"}}"#)).await;
-                    // IVS answers 204; moto answers 200. Either is a completed delete.
-                    (connection, 2, matches!(deleted, Ok((200..=299, _))))
-                }
-            })
-            .await;
+            let figures = create_delete_figures(&client, &[peer.port], concurrency, args.seconds).await;
             rates.push(figures.per_second);
             print_row(
                 "CreateChannel+DeleteChannel pair",
@@ -381,6 +388,42 @@ async fn control_plane(args: Args) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Signed GetChannel of `arn` in a loop by `concurrency` clients spread over `ports`.
+async fn get_channel_figures(
+    client: &Arc<SignedClient>,
+    ports: &[u16],
+    arn: &str,
+    concurrency: usize,
+    seconds: f64,
+) -> Figures {
+    let body = Arc::new(format!(r#"{{"arn":"{arn}"}}"#));
+    let client = client.clone();
+    measure(concurrency, seconds, ports, move |mut connection| {
+        let client = client.clone();
+        let body = body.clone();
+        async move {
+            let ok = matches!(client.call(&mut connection, "GetChannel", &body).await, Ok((200, _)));
+            (connection, 1, ok)
+        }
+    })
+    .await
+}
+
+/// CreateChannel+DeleteChannel pairs in a loop by `concurrency` clients spread over `ports`.
+async fn create_delete_figures(client: &Arc<SignedClient>, ports: &[u16], concurrency: usize, seconds: f64) -> Figures {
+    let client = client.clone();
+    measure(concurrency, seconds, ports, move |mut connection| {
+        let client = client.clone();
+        async move {
+            let Ok(arn) = create_channel(&client, &mut connection).await else { return (connection, 1, false) };
+            let deleted = client.call(&mut connection, "DeleteChannel", &format!(r#"{{"arn":"{arn}"}}"#)).await;
+            // IVS answers 204; moto answers 200. Either is a completed delete.
+            (connection, 2, matches!(deleted, Ok((200..=299, _))))
+        }
+    })
+    .await
 }
 
 fn print_row(operation: &str, concurrency: usize, server: &str, figures: &Figures, ratio: Option<f64>) {

@@ -112,10 +112,12 @@ async fn follow_segments(port: u16, media: &str, t0: Instant, until: Instant) ->
     latencies
 }
 
-/// An LL-HLS client: blocking reload for the next part, then fetch that part.
-async fn follow_parts(port: u16, media: &str, t0: Instant, until: Instant) -> Vec<f64> {
+/// An LL-HLS client: blocking reload for the next part, then fetch that part. Returns the
+/// frames' latencies (ms) and how many parts it fetched.
+pub(crate) async fn follow_parts(port: u16, media: &str, t0: Instant, until: Instant) -> (Vec<f64>, usize) {
     let mut connection = Connection::new(port);
     let mut latencies = Vec::new();
+    let mut parts_fetched = 0;
     // Where we are: the next (segment, part) to fetch.
     let mut next: Option<(u64, usize)> = None;
     let mut durations: BTreeMap<u64, f64> = BTreeMap::new();
@@ -158,13 +160,14 @@ async fn follow_parts(port: u16, media: &str, t0: Instant, until: Instant) -> Ve
             let segment_start: f64 = durations.range(..want_sequence).map(|(_, d)| d).sum();
             let part_start: f64 = parts[..want_part].iter().map(|(d, _)| d).sum();
             frame_latencies(t0, Instant::now(), segment_start + part_start, *duration, &mut latencies);
+            parts_fetched += 1;
         }
         next = Some((want_sequence, want_part + 1));
     }
-    latencies
+    (latencies, parts_fetched)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted.get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
 }
 
@@ -237,7 +240,7 @@ pub async fn run(args: PlaybackArgs) -> Result<(), String> {
         let media = media.ok_or("openivs never served the multivariant playlist")?;
         let until = t0 + args.seconds;
         let (client_name, mut latencies) = if *latency == "LOW" {
-            ("LL-HLS: blocking reload, parts", follow_parts(openivs.port, &media, t0, until).await)
+            ("LL-HLS: blocking reload, parts", follow_parts(openivs.port, &media, t0, until).await.0)
         } else {
             ("reload every ½ target", follow_segments(openivs.port, &media, t0, until).await)
         };

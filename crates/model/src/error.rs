@@ -47,8 +47,8 @@ impl ErrorKind {
         }
     }
 
-    /// The kind a wire name names ([`ErrorKind::wire_name`] read back).
-    pub fn from_wire_name(name: &str) -> Option<ErrorKind> {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 15] = {
         use ErrorKind::*;
         [
             AccessDenied,
@@ -67,8 +67,11 @@ impl ErrorKind {
             MissingAuthenticationToken,
             IncompleteSignature,
         ]
-        .into_iter()
-        .find(|kind| kind.wire_name() == name)
+    };
+
+    /// The kind a wire name names ([`ErrorKind::wire_name`] read back).
+    pub fn from_wire_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|kind| kind.wire_name() == name)
     }
 
     /// The HTTP status of the exception (`error.httpStatusCode` in the model).
@@ -140,5 +143,11 @@ mod tests {
             assert_eq!(ErrorKind::from_wire_name(name).map(ErrorKind::wire_name), Some(name));
         }
         assert_eq!(ErrorKind::from_wire_name("Nope"), None);
+        // Every kind reads back from its name, and no two share one.
+        for kind in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_wire_name(kind.wire_name()), Some(kind));
+        }
+        let names: std::collections::HashSet<_> = ErrorKind::ALL.iter().map(|k| k.wire_name()).collect();
+        assert_eq!(names.len(), ErrorKind::ALL.len());
     }
 }

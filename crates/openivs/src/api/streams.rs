@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use super::pagination::Listing;
 use super::{Api, input_error_if, output, page_output, random_alphanumeric};
 use crate::auth::Caller;
-use crate::live::LiveStream;
 use crate::live::hub::{AdBreak, AdBreakRefusal, MAX_AD_BREAKS, MetadataSource, TimedMetadata};
+use crate::live::{LiveStream, METADATA_PER_ACCOUNT};
 
 /// PutMetadata's payload limit (IVS: 1 KB).
 const MAX_METADATA_BYTES: usize = 1024;
@@ -179,7 +179,13 @@ pub(super) async fn put_metadata(api: &Api, caller: &Caller, request: PutMetadat
     if !stream.admit_metadata(now) {
         return Err(IvsError::new(ErrorKind::Throttling, "PutMetadata is limited to 5 calls per second per channel"));
     }
-    if !api.live.admit_account_metadata(&caller.account, now) {
+    // (Nodes sharing a store count the account's calls there, whichever node each reached.)
+    let account_key = format!("PutMetadata {} {}", caller.account, caller.region);
+    let admitted = match api.store.admit_shared_call(&account_key, METADATA_PER_ACCOUNT as u32).await? {
+        Some(admitted) => admitted,
+        None => api.live.admit_account_metadata(&account_key, now),
+    };
+    if !admitted {
         return Err(IvsError::new(ErrorKind::Throttling, "PutMetadata is limited to 155 calls per second per account"));
     }
     stream.hub.put_metadata(TimedMetadata {

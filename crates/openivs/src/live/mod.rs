@@ -205,12 +205,13 @@ impl LiveRegistry {
         LiveRegistry::default()
     }
 
-    /// Counts a PutMetadata call of an account; false when it would exceed 155 per second.
-    pub fn admit_account_metadata(&self, account: &str, now: Instant) -> bool {
+    /// Counts a PutMetadata call of an account (`account_key`: the account and region); false
+    /// when it would exceed 155 per second.
+    pub fn admit_account_metadata(&self, account_key: &str, now: Instant) -> bool {
         let mut windows = self.metadata_by_account.lock().expect("metadata lock");
         // Windows of accounts quiet for a second hold nothing: drop them as they are met.
         windows.retain(|_, window| window.calls.back().is_some_and(|t| now.duration_since(*t).as_secs() < 1));
-        windows.entry(account.to_owned()).or_default().admit(now, METADATA_PER_ACCOUNT)
+        windows.entry(account_key.to_owned()).or_default().admit(now, METADATA_PER_ACCOUNT)
     }
 
     /// Registers a stream; refused (returns false) while the channel already has one: one

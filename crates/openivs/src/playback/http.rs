@@ -359,23 +359,25 @@ async fn pulled_media(
 /// A segment the ingesting node is still writing, passed on as its bytes arrive.
 fn relay_growing(growing: Growing) -> Response {
     let body = Body::from_stream(growing.response.bytes_stream());
-    let mut relayed = response(StatusCode::OK, &growing.content_type, "no-cache", body);
-    if let Some(allowed) = growing.allow_origin.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
-        relayed.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-    }
-    relayed
+    let relayed = response(StatusCode::OK, &growing.content_type, "no-cache", body);
+    with_allowed_origin(relayed, growing.allow_origin.as_deref())
 }
 
 /// What the node that ingests the stream answered, passed on (a file's bytes as this node
 /// serves its own: with byte ranges).
 fn relay(pulled: &Pulled, headers: &HeaderMap, immutable: bool) -> Response {
-    let mut relayed = if immutable && pulled.status == 200 {
+    let relayed = if immutable && pulled.status == 200 {
         serve_bytes(vec![pulled.body.clone()], &pulled.content_type, headers)
     } else {
         let status = StatusCode::from_u16(pulled.status).unwrap_or(StatusCode::BAD_GATEWAY);
         response(status, &pulled.content_type, &pulled.cache_control, pulled.body.clone())
     };
-    if let Some(allowed) = pulled.allow_origin.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+    with_allowed_origin(relayed, pulled.allow_origin.as_deref())
+}
+
+/// The origin node's `Access-Control-Allow-Origin`, passed on.
+fn with_allowed_origin(mut relayed: Response, allow_origin: Option<&str>) -> Response {
+    if let Some(allowed) = allow_origin.and_then(|v| HeaderValue::from_str(v).ok()) {
         relayed.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
     }
     relayed

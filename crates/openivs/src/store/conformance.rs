@@ -256,3 +256,31 @@ pub async fn recording_journals_are_kept_until_deleted(store: Arc<dyn Store>) {
     }
     assert_eq!(store.recording_journals(None).await.unwrap(), [journal("r2", "b", "arn:c2", "{}")]);
 }
+
+/// Shared call counts: of 40 calls at once under a limit of 25 a second, 25 are counted (none
+/// slips past the limit, none is lost); another key counts apart; a second later the key is
+/// admitted again. A store only one process opens answers `None` (its process counts alone).
+pub async fn shared_calls_are_limited_per_second(store: Arc<dyn Store>) {
+    let Some(first) = store.admit_shared_call("k", 25).await.unwrap() else {
+        assert_eq!(store.admit_shared_call("k", 25).await.unwrap(), None);
+        return;
+    };
+    assert!(first);
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..39)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.admit_shared_call("k", 25).await.unwrap() })
+        })
+        .collect();
+    let mut counted = 1;
+    for call in calls {
+        counted += usize::from(call.await.unwrap() == Some(true));
+    }
+    if started.elapsed() < std::time::Duration::from_millis(800) {
+        assert_eq!(counted, 25);
+    }
+    assert_eq!(store.admit_shared_call("other", 25).await.unwrap(), Some(true));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(store.admit_shared_call("k", 25).await.unwrap(), Some(true));
+}

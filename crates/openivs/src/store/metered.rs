@@ -101,6 +101,9 @@ impl Store for Metered {
     async fn recording_journals(&self, channel_arn: Option<&str>) -> Result<Vec<RecordingJournal>, IvsError> {
         timed("recording_journals", self.inner.recording_journals(channel_arn)).await
     }
+    async fn admit_shared_call(&self, key: &str, limit: u32) -> Result<Option<bool>, IvsError> {
+        timed("admit_shared_call", self.inner.admit_shared_call(key, limit)).await
+    }
     async fn try_lead(&self, role: &str) -> Result<Option<Box<dyn super::Leadership>>, IvsError> {
         self.inner.try_lead(role).await
     }

@@ -467,6 +467,10 @@ pub trait Store: Send + Sync + 'static {
         let _ = role;
         Ok(Some(sole_leadership()))
     }
+    /// Counts a call of `key` (an account's PutMetadata calls, …) for every process sharing the
+    /// store, unless `limit` calls of it are counted in the last second: whether it was
+    /// counted. `None` from a store only one process opens (SQLite): that process counts alone.
+    async fn admit_shared_call(&self, key: &str, limit: u32) -> Result<Option<bool>, IvsError>;
     /// Finishes what is under way and lets go of the database (a clean shutdown).
     async fn close(&self) {}
 }

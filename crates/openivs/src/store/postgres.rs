@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("migrations/postgres/0001_schema.sql")),
     (2, include_str!("migrations/postgres/0002_live_streams.sql")),
     (3, include_str!("migrations/postgres/0003_recording_journals.sql")),
+    (4, include_str!("migrations/postgres/0004_call_counts.sql")),
 ];
 
 /// The advisory lock every change takes (`pg_advisory_xact_lock`): "openivs" in ASCII.
@@ -40,6 +41,8 @@ const WRITE_LOCK: i64 = 0x006f_7065_6e69_7673;
 const MIGRATION_LOCK: i64 = WRITE_LOCK + 1;
 /// The class of the advisory locks of roles ([`PostgresStore::lead`]): "oi".
 const ROLE_LOCKS: i32 = 0x6f69;
+/// The class of the advisory locks of call counts ([`PostgresStore::count_shared_call`]): "oc".
+const CALL_COUNT_LOCKS: i32 = 0x6f63;
 /// The notification channel of outbox appends.
 const EVENTS_CHANNEL: &str = "openivs_events";
 
@@ -212,6 +215,43 @@ impl PostgresStore {
             return Ok(None);
         }
         Ok(Some(Box::new(PgLeadership { connection })))
+    }
+
+    /// Counts the call in tenths of a second by the database's clock, unless the ten tenths up to
+    /// now hold `limit` calls: a sliding second, shared by every node. The calls of one key take
+    /// turns (a transaction's advisory lock), so none slips past the limit at a tenth's edge.
+    async fn count_shared_call(&self, key: &str, limit: u32) -> Result<Option<bool>, IvsError> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(CALL_COUNT_LOCKS)
+            .bind(key)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let counted = sqlx::query(
+            "WITH now AS (SELECT CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 10) AS BIGINT) AS tenth) \
+             INSERT INTO call_counts (key, tenth, calls) SELECT $1, now.tenth, 1 FROM now \
+             WHERE (SELECT COALESCE(SUM(calls), 0) FROM call_counts WHERE key = $1 AND tenth > now.tenth - 10) < $2 \
+             ON CONFLICT (key, tenth) DO UPDATE SET calls = call_counts.calls + 1 RETURNING calls",
+        )
+        .bind(key)
+        .bind(i64::from(limit))
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?
+        .is_some();
+        // Now and then (one call in 256), every key's counts of the past go.
+        if rand::random::<u8>() == 0 {
+            sqlx::query(
+                "DELETE FROM call_counts \
+                 WHERE tenth < CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 10) AS BIGINT) - 100",
+            )
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(counted))
     }
 
     async fn shut_down(&self) {

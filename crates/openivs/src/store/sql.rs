@@ -181,6 +181,10 @@ macro_rules! relational_store {
                 self.lead(role).await
             }
 
+            async fn admit_shared_call(&self, key: &str, limit: u32) -> Result<Option<bool>, IvsError> {
+                self.count_shared_call(key, limit).await
+            }
+
             async fn close(&self) {
                 self.shut_down().await
             }

@@ -7,7 +7,7 @@
 //! database of its own there (`--database-url`), except those a test asks to run on the embedded
 //! SQLite store ([`Server::on_sqlite`]: tests of the SQLite file itself).
 //!
-//! With `OPENIVS_TEST_CLUSTER` set as well (by hand for now; not yet in scripts/test), every such
+//! With `OPENIVS_TEST_CLUSTER` set as well (scripts/test's second run), every such
 //! server is a cluster: three nodes on that database, behind nginx running the shipped load
 //! balancer configuration with round-robin HTTP (so consecutive calls reach different nodes),
 //! and the test talks to nginx only. The nodes listen on 127.0.0.21-23 with nginx's own ports
@@ -106,7 +106,13 @@ impl Server {
         // (Not for the cluster tests' own nodes, which name their database.)
         let cluster =
             (may_cluster && on_test_database && std::env::var_os("OPENIVS_TEST_CLUSTER").is_some()).then(|| {
-                ClusterRun { ports: BalancerPorts::free(), others: Vec::new(), node_http: Vec::new(), balancer: None }
+                ClusterRun {
+                    ports: BalancerPorts::free_on(&CLUSTER_NODE_IPS),
+                    others: Vec::new(),
+                    node_http: Vec::new(),
+                    node_rtmp: Vec::new(),
+                    balancer: None,
+                }
             });
         // The buckets the tests' recording configurations name (a bucket is a folder).
         for bucket in TEST_BUCKETS {
@@ -130,29 +136,32 @@ impl Server {
     }
 
     fn launch(&mut self) {
-        let Some(ports) = self.cluster.as_ref().map(|cluster| cluster.ports) else {
+        if self.cluster.is_none() {
             let listen = ["127.0.0.1:0"; 4].map(str::to_owned);
-            let (child, listening) = self.spawn_node(&self.data_dir, &listen, &[]);
+            let (child, listening) = self
+                .spawn_node(&self.data_dir, &listen, &[])
+                .unwrap_or_else(|log| panic!("openivs did not start; log: {log}"));
             self.child = Some(child);
             self.set_addresses(listening);
             return;
-        };
-        let mut nodes = Vec::new();
-        for (index, node_id) in ["a", "b", "c"].into_iter().enumerate() {
-            let ip = format!("127.0.0.{}", 21 + index);
-            let listen = [ports.http, ports.rtmp, ports.rtmps, ports.srt].map(|port| format!("{ip}:{port}"));
-            let data_dir = if index == 0 { self.data_dir.clone() } else { node_data_dir(&self.data_dir, node_id) };
-            let buckets = self.data_dir.join("buckets").to_string_lossy().into_owned();
-            let mut node_args = vec!["--node-id", node_id, "--public-host", "127.0.0.1", "--buckets-dir", &buckets];
-            // One certificate for the balancer's name, node a's (as nodes behind one name share one).
-            let (certificate, key) = (self.data_dir.join("rtmps-certificate.pem"), self.data_dir.join("rtmps-key.pem"));
-            let (certificate, key) = (certificate.to_string_lossy(), key.to_string_lossy());
-            if index > 0 && !self.extra_args.iter().any(|a| a == "--tls-certificate") {
-                // (A certificate given turns HTTPS on by default: node a's HTTP is plain.)
-                node_args.extend(["--tls-certificate", &certificate, "--tls-key", &key, "--http-tls", "false"]);
-            }
-            nodes.push(self.spawn_node(&data_dir, &listen, &node_args));
         }
+        // The nodes listen on the balancer's port numbers, found free a moment before: another
+        // test may take one in between. Before nginx has started, new ports cure that.
+        let mut attempts = 0;
+        let nodes = loop {
+            match self.spawn_cluster_nodes() {
+                Ok(nodes) => break nodes,
+                Err(log) => {
+                    let cluster = self.cluster.as_mut().unwrap();
+                    attempts += 1;
+                    if cluster.balancer.is_some() || attempts == 3 || !log.contains("Address already in use") {
+                        panic!("an openivs node did not start; log: {log}");
+                    }
+                    cluster.ports = BalancerPorts::free_on(&CLUSTER_NODE_IPS);
+                }
+            }
+        };
+        let ports = self.cluster.as_ref().unwrap().ports;
         let addresses: Vec<NodeAddresses> = nodes
             .iter()
             .map(|(_, listening)| NodeAddresses {
@@ -167,6 +176,7 @@ impl Server {
         let cluster = self.cluster.as_mut().unwrap();
         cluster.others = children.collect();
         cluster.node_http = addresses.iter().map(|node| node.http.clone()).collect();
+        cluster.node_rtmp = addresses.iter().map(|node| node.rtmp.clone()).collect();
         if cluster.balancer.is_none() {
             cluster.balancer = Some(Nginx::in_front_of(&addresses, ports, Spread::RoundRobin));
         }
@@ -178,6 +188,37 @@ impl Server {
         });
     }
 
+    /// Starts the cluster run's nodes a, b and c on the balancer's port numbers; on a failure,
+    /// stops those started and gives the failed node's log.
+    fn spawn_cluster_nodes(&self) -> Result<Vec<(Child, Listening)>, String> {
+        let ports = self.cluster.as_ref().unwrap().ports;
+        let mut nodes = Vec::new();
+        for (index, (node_id, ip)) in ["a", "b", "c"].into_iter().zip(CLUSTER_NODE_IPS).enumerate() {
+            let listen = [ports.http, ports.rtmp, ports.rtmps, ports.srt].map(|port| format!("{ip}:{port}"));
+            let data_dir = if index == 0 { self.data_dir.clone() } else { node_data_dir(&self.data_dir, node_id) };
+            let buckets = self.data_dir.join("buckets").to_string_lossy().into_owned();
+            let mut node_args = vec!["--node-id", node_id, "--public-host", "127.0.0.1", "--buckets-dir", &buckets];
+            // One certificate for the balancer's name, node a's (as nodes behind one name share one).
+            let (certificate, key) = (self.data_dir.join("rtmps-certificate.pem"), self.data_dir.join("rtmps-key.pem"));
+            let (certificate, key) = (certificate.to_string_lossy(), key.to_string_lossy());
+            if index > 0 && !self.extra_args.iter().any(|a| a == "--tls-certificate") {
+                // (A certificate given turns HTTPS on by default: node a's HTTP is plain.)
+                node_args.extend(["--tls-certificate", &certificate, "--tls-key", &key, "--http-tls", "false"]);
+            }
+            match self.spawn_node(&data_dir, &listen, &node_args) {
+                Ok(node) => nodes.push(node),
+                Err(log) => {
+                    for (mut child, _) in nodes {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                    return Err(log);
+                }
+            }
+        }
+        Ok(nodes)
+    }
+
     fn set_addresses(&mut self, listening: Listening) {
         self.port = listening.http.rsplit(':').next().unwrap().parse().unwrap();
         self.endpoint = listening.http;
@@ -185,8 +226,13 @@ impl Server {
     }
 
     /// Starts one `openivs serve` on `data_dir` listening on `listen` (HTTP, RTMP, RTMPS, SRT);
-    /// the process and where it listens, once it says so.
-    fn spawn_node(&self, data_dir: &std::path::Path, listen: &[String; 4], node_args: &[&str]) -> (Child, Listening) {
+    /// the process and where it listens once it says so, or its log if it does not start.
+    fn spawn_node(
+        &self,
+        data_dir: &std::path::Path,
+        listen: &[String; 4],
+        node_args: &[&str],
+    ) -> Result<(Child, Listening), String> {
         // Transcoding (STANDARD channels' renditions, an ffmpeg per stream) only where a test
         // asks for it with `--ffmpeg`: elsewhere it would only load the machine.
         let transcoding =
@@ -217,6 +263,7 @@ impl Server {
         });
         let (address_tx, address_rx) = std::sync::mpsc::channel();
         let log = self.log.clone();
+        let first_line = log.lock().unwrap().len();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 for scheme in ["rtmp", "rtmps", "srt", "http", "https"] {
@@ -231,9 +278,11 @@ impl Server {
         let mut listening =
             Listening { http: String::new(), rtmp: String::new(), rtmps: String::new(), srt: String::new() };
         while listening.http.is_empty() {
-            let (scheme, found) = address_rx
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("openivs did not start; log: {:?}", self.log.lock().unwrap()));
+            let Ok((scheme, found)) = address_rx.recv_timeout(Duration::from_secs(30)) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{:?}", &self.log.lock().unwrap()[first_line..]));
+            };
             match scheme {
                 "rtmp" => listening.rtmp = found,
                 "rtmps" => listening.rtmps = found,
@@ -241,7 +290,7 @@ impl Server {
                 scheme => listening.http = format!("{scheme}://{found}"),
             }
         }
-        (child, listening)
+        Ok((child, listening))
     }
 
     /// Stops the server with SIGINT (a clean shutdown, without SIGTERM's drain) and starts it
@@ -335,6 +384,25 @@ impl Server {
         }
     }
 
+    /// `host:port` of the plain RTMP listener of each node (one, outside the cluster run): to
+    /// publish to a chosen node rather than where the load balancer sends a broadcaster.
+    pub fn node_rtmp_addresses(&self) -> Vec<String> {
+        match &self.cluster {
+            Some(cluster) => cluster.node_rtmp.clone(),
+            None => vec![self.rtmp_address.clone()],
+        }
+    }
+
+    /// Each node's data directory (one, outside the cluster run): for what a node keeps to
+    /// itself, such as its recording spool.
+    pub fn node_data_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.data_dir.clone()];
+        if self.cluster.is_some() {
+            dirs.extend(["b", "c"].map(|node_id| node_data_dir(&self.data_dir, node_id)));
+        }
+        dirs
+    }
+
     pub fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -370,10 +438,14 @@ struct Listening {
 struct ClusterRun {
     ports: BalancerPorts,
     others: Vec<Child>,
-    /// `host:port` of each node's HTTP listener, a first.
+    /// `host:port` of each node's HTTP and plain RTMP listeners, a first.
     node_http: Vec<String>,
+    node_rtmp: Vec<String>,
     balancer: Option<Nginx>,
 }
+
+/// The addresses of a cluster run's nodes a, b and c.
+const CLUSTER_NODE_IPS: [&str; 3] = ["127.0.0.21", "127.0.0.22", "127.0.0.23"];
 
 /// The data directory of a cluster run's node `node_id` beside node a's.
 fn node_data_dir(data_dir: &std::path::Path, node_id: &str) -> PathBuf {

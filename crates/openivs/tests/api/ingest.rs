@@ -277,7 +277,12 @@ pub(crate) fn handshake(stream: &mut TcpStream) {
 
 /// A raw TCP connection to the plain RTMP listener.
 pub(crate) fn connect(server: &Server) -> TcpStream {
-    let stream = TcpStream::connect(&server.rtmp_address).unwrap();
+    connect_to(&server.rtmp_address)
+}
+
+/// A raw TCP connection to a plain RTMP listener at `address` (`host:port`).
+pub(crate) fn connect_to(address: &str) -> TcpStream {
+    let stream = TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
     stream
 }

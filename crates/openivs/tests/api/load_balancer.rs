@@ -34,7 +34,15 @@ pub struct BalancerPorts {
 impl BalancerPorts {
     /// Ports free on 127.0.0.1 now.
     pub fn free() -> BalancerPorts {
-        BalancerPorts { http: free_tcp_port(), rtmp: free_tcp_port(), rtmps: free_tcp_port(), srt: free_udp_port() }
+        BalancerPorts::free_on(&[])
+    }
+
+    /// Ports free now on 127.0.0.1 and on each of `also` (the addresses of nodes that listen on
+    /// the balancer's port numbers, so that their public URLs name the balancer).
+    pub fn free_on(also: &[&str]) -> BalancerPorts {
+        let tcp = || free_port(also, |ip, port| TcpListener::bind((ip, port)).is_ok());
+        let udp = || free_port(also, |ip, port| UdpSocket::bind((ip, port)).is_ok());
+        BalancerPorts { http: tcp(), rtmp: tcp(), rtmps: tcp(), srt: udp() }
     }
 }
 
@@ -55,12 +63,15 @@ pub struct Nginx {
     pub ports: BalancerPorts,
 }
 
-fn free_tcp_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// A port the system hands out as free on 127.0.0.1 that `bindable` also finds free on each of
+/// `also` (another test's nodes may hold it there).
+fn free_port(also: &[&str], bindable: impl Fn(&str, u16) -> bool) -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if bindable("127.0.0.1", port) && also.iter().all(|ip| bindable(ip, port)) {
+            return port;
+        }
+    }
 }
 
 impl Nginx {

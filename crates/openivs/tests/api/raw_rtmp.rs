@@ -22,7 +22,12 @@ pub(crate) struct RawPublisher {
 impl RawPublisher {
     /// Connects to the plain RTMP listener and completes the handshake.
     pub(crate) fn connect(server: &Server) -> RawPublisher {
-        let mut stream = crate::ingest::connect(server);
+        RawPublisher::connect_to(&server.rtmp_address)
+    }
+
+    /// Connects to a plain RTMP listener at `address` (`host:port`) and completes the handshake.
+    pub(crate) fn connect_to(address: &str) -> RawPublisher {
+        let mut stream = crate::ingest::connect_to(address);
         crate::ingest::handshake(&mut stream);
         RawPublisher { stream, encoder: ChunkEncoder::new(128) }
     }
@@ -42,7 +47,12 @@ impl RawPublisher {
 
     /// Publishes with `key` and waits for `NetStream.Publish.Start`.
     pub(crate) fn publish(server: &Server, key: &str) -> RawPublisher {
-        let mut publisher = RawPublisher::connect(server);
+        RawPublisher::publish_to(&server.rtmp_address, key)
+    }
+
+    /// Publishes with `key` to the plain RTMP listener at `address` (`host:port`).
+    pub(crate) fn publish_to(address: &str, key: &str) -> RawPublisher {
+        let mut publisher = RawPublisher::connect_to(address);
         publisher.send(Message::control(message_type::SET_CHUNK_SIZE, 1 << 20)).unwrap();
         let app = Value::object([("app", Value::string("app")), ("type", Value::string("nonprivate"))]);
         publisher.command(&[Value::string("connect"), Value::Number(1.0), app], 0).unwrap();

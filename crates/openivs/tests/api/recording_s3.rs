@@ -172,7 +172,7 @@ async fn a_stream_is_recorded_to_s3_through_a_store_outage() {
     let log = server.log_text();
     assert!(log.contains("cannot upload") && log.contains("the store answers again"), "{log}");
     // Nothing waits in the spool.
-    let spool = walkdir(&server.data_dir.join("recording-spool"));
+    let spool = spooled_files(&server);
     assert!(spool.is_empty(), "{spool:?}");
 }
 
@@ -274,7 +274,7 @@ async fn a_crash_while_the_store_is_down_loses_nothing_spooled() {
     relay.cut();
     // The first segment (10 s) and a little of the second, all in the spool.
     let deadline = Instant::now() + Duration::from_secs(25);
-    while !walkdir(&server.data_dir.join("recording-spool"))
+    while !spooled_files(&server)
         .iter()
         .any(|p| std::fs::read(p).is_ok_and(|bytes| bytes.windows(10).any(|w| w == b"720p30/0.t")))
     {
@@ -298,4 +298,10 @@ async fn a_crash_while_the_store_is_down_loses_nothing_spooled() {
     assert_segments_contiguous(&media);
     plays_for(&media, duration_ms);
     wait_offline(&server, &arn, Duration::from_secs(10)).await;
+}
+
+/// The files waiting in the recording spool of every node (one outside the cluster run, where
+/// the load balancer may have sent the broadcaster to any).
+fn spooled_files(server: &Server) -> Vec<PathBuf> {
+    server.node_data_dirs().iter().flat_map(|dir| walkdir(&dir.join("recording-spool"))).collect()
 }

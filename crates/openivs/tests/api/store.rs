@@ -74,3 +74,10 @@ async fn recording_journals_are_kept_until_deleted() {
     conformance::recording_journals_are_kept_until_deleted(store.clone()).await;
     store.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_calls_are_limited_per_second() {
+    let store = fresh_store().await;
+    conformance::shared_calls_are_limited_per_second(store.clone()).await;
+    store.close().await;
+}
