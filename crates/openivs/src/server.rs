@@ -134,6 +134,7 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
         }
     });
     tokio::spawn(crate::cluster::registry::sweep(store.clone(), live.clone(), recovery.clone()));
+    tokio::spawn(recovery.clone().follow_parked_elsewhere());
     let api = Api::new(
         store.clone(),
         live.clone(),

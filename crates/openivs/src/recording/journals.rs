@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::recorder::Journal;
-use crate::store::{Change, RecordingJournal, Store, Write};
+use crate::store::{ApplyError, Change, Check, RecordingJournal, Store, Write};
 
 pub struct Journals {
     store: Arc<dyn Store>,
@@ -22,16 +22,49 @@ impl Journals {
         Journals { store, node_id }
     }
 
-    /// Keeps (or rewrites) the journal of `recording_id`.
-    pub(super) async fn keep(&self, recording_id: &str, journal: &Journal) -> Result<(), String> {
-        let body = serde_json::to_string(journal).map_err(|e| e.to_string())?;
-        let row = RecordingJournal {
+    pub(super) fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Keeps (or rewrites) the journal of `recording_id`; the body kept.
+    pub(super) async fn keep(&self, recording_id: &str, journal: &Journal) -> Result<String, String> {
+        let row = self.row(recording_id, journal)?;
+        let body = row.body.clone();
+        self.store.apply(Change::new().write(Write::PutRecordingJournal(row))).await.map_err(|e| format!("{e:?}"))?;
+        Ok(body)
+    }
+
+    /// Makes the journal of `recording_id`, as `node_id` kept it with `body`, this node's and
+    /// `journal` (what finishes the recording claims it so): the body kept, or `None` when the
+    /// journal changed meanwhile (another node claimed it, or finished the recording).
+    pub(super) async fn claim(
+        &self,
+        recording_id: &str,
+        node_id: &str,
+        body: &str,
+        journal: &Journal,
+    ) -> Result<Option<String>, String> {
+        let row = self.row(recording_id, journal)?;
+        let claimed = row.body.clone();
+        let unchanged =
+            Check::JournalUnchanged { recording_id: recording_id.into(), node_id: node_id.into(), body: body.into() };
+        let change = Change::new()
+            .require(unchanged, openivs_model::IvsError::conflict("the journal changed"))
+            .write(Write::PutRecordingJournal(row));
+        match self.store.apply(change).await {
+            Ok(()) => Ok(Some(claimed)),
+            Err(ApplyError::Rejected(_)) => Ok(None),
+            Err(error) => Err(format!("{error:?}")),
+        }
+    }
+
+    fn row(&self, recording_id: &str, journal: &Journal) -> Result<RecordingJournal, String> {
+        Ok(RecordingJournal {
             recording_id: recording_id.to_owned(),
             node_id: self.node_id.clone(),
             channel_arn: journal.channel_arn.clone(),
-            body,
-        };
-        self.store.apply(Change::new().write(Write::PutRecordingJournal(row))).await.map_err(|e| format!("{e:?}"))
+            body: serde_json::to_string(journal).map_err(|e| e.to_string())?,
+        })
     }
 
     /// Forgets the journal of a recording that was finished.
@@ -44,23 +77,29 @@ impl Journals {
 
     /// This node's journals: the recordings its last stop interrupted (read before ingest
     /// starts, so no recording of this run is among them).
-    pub(super) async fn own(&self) -> Vec<(String, Journal)> {
-        self.read(None)
-            .await
-            .into_iter()
-            .filter(|(row, _)| row.node_id == self.node_id)
-            .map(|(row, j)| (row.recording_id, j))
-            .collect()
+    pub(super) async fn own(&self) -> Vec<(RecordingJournal, Journal)> {
+        self.read(None).await.into_iter().filter(|(row, _)| row.node_id == self.node_id).collect()
     }
 
     /// The journals, on any node, of the recordings that hold the stream `stream_id` of
     /// `channel_arn`.
-    pub(super) async fn of_stream(&self, channel_arn: &str, stream_id: &str) -> Vec<(String, Journal)> {
+    pub(super) async fn of_stream(&self, channel_arn: &str, stream_id: &str) -> Vec<(RecordingJournal, Journal)> {
         self.read(Some(channel_arn))
             .await
             .into_iter()
             .filter(|(_, journal)| journal.stream_ids.iter().any(|id| id == stream_id))
-            .map(|(row, journal)| (row.recording_id, journal))
+            .collect()
+    }
+
+    /// Journals of other nodes' recordings whose reconnect window ended before `before_ms`
+    /// (Unix ms) and that still wait: their node died waiting.
+    pub(super) async fn parked_elsewhere_until(&self, before_ms: i64) -> Vec<(RecordingJournal, Journal)> {
+        self.read(None)
+            .await
+            .into_iter()
+            .filter(|(row, journal)| {
+                row.node_id != self.node_id && journal.parked_until_ms.is_some_and(|until| until < before_ms)
+            })
             .collect()
     }
 

@@ -93,8 +93,8 @@ impl Parking {
             self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
             parked.drain().map(|(_, (_, writer))| writer).collect()
         };
-        for mut writer in parked {
-            writer.finish().await;
+        for writer in parked {
+            writer.finish_parked().await;
         }
         let deadline = tokio::time::Instant::now() + limit;
         while self.running.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
@@ -123,8 +123,8 @@ impl Parking {
         let this = self.clone();
         let channel_arn = channel_arn.to_owned();
         tokio::spawn(async move {
-            if let Some((_, mut earlier)) = replaced {
-                earlier.finish().await;
+            if let Some((_, earlier)) = replaced {
+                earlier.finish_parked().await;
             }
             tokio::time::sleep(window).await;
             let expired = {
@@ -134,9 +134,11 @@ impl Parking {
                     _ => None,
                 }
             };
-            if let Some((_, mut writer)) = expired {
-                writer.finish().await;
-                tracing::info!("recording: {} ended after its reconnect window", writer.prefix);
+            if let Some((_, writer)) = expired {
+                let prefix = writer.prefix.clone();
+                if writer.finish_parked().await {
+                    tracing::info!("recording: {prefix} ended after its reconnect window");
+                }
             }
         });
         Ok(())
@@ -199,6 +201,10 @@ pub(super) struct Journal {
     pub(super) channel_name: String,
     #[serde(default)]
     pub(super) stream_ids: Vec<String>,
+    /// Set while the recording waits out its reconnect window: when the window ends (Unix ms).
+    /// A journal still parked well after that is a recording whose node died waiting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) parked_until_ms: Option<i64>,
 }
 
 /// The segment being written.
@@ -249,6 +255,10 @@ pub(super) struct Writer {
     streams: u32,
     /// Where this recording's journal is kept, and the recording's id.
     journal: Option<(Arc<Journals>, String)>,
+    /// The journal as last written (what claiming it checks).
+    journal_body: Option<String>,
+    /// While waiting out the reconnect window: when it ends.
+    parked_until: Option<OffsetDateTime>,
     /// The ids of the streams recorded here, first to last.
     stream_ids: Vec<String>,
     outbox: Option<Outbox>,
@@ -317,6 +327,8 @@ impl Writer {
             thumbnails_written: 0,
             streams: 1,
             journal,
+            journal_body: None,
+            parked_until: None,
         }
     }
 
@@ -833,7 +845,51 @@ impl Writer {
     /// recovered from.
     async fn write_journal(&mut self) {
         let Some((journals, recording_id)) = self.journal.clone() else { return };
-        let journal = Journal {
+        let journal = self.journal_now();
+        match journals.keep(&recording_id, &journal).await {
+            Ok(body) => self.journal_body = Some(body),
+            Err(error) => {
+                tracing::warn!("recording: cannot keep the journal of {recording_id}: {error}");
+                self.journal = None;
+            }
+        }
+    }
+
+    /// Ends the wait for a comeback: takes the journal back from "parked" unless another node
+    /// claimed it meanwhile (this node was taken for dead), in which case that node finishes the
+    /// recording and this one must not (false).
+    async fn unpark(&mut self) -> bool {
+        self.parked_until = None;
+        let (Some((journals, recording_id)), Some(body)) = (self.journal.clone(), self.journal_body.clone()) else {
+            return true;
+        };
+        match journals.claim(&recording_id, journals.node_id(), &body, &self.journal_now()).await {
+            Ok(Some(body)) => {
+                self.journal_body = Some(body);
+                true
+            }
+            Ok(None) => false,
+            Err(error) => {
+                // (Better finished twice than never: its events carry the same recording.)
+                tracing::warn!("recording: cannot claim the journal of {recording_id}: {error}");
+                true
+            }
+        }
+    }
+
+    /// Finishes a recording that waited for a comeback, unless another node claimed it (then
+    /// that node finishes it); whether this node did.
+    async fn finish_parked(mut self: Box<Self>) -> bool {
+        if !self.unpark().await {
+            tracing::info!("recording: {} is finished by another node", self.prefix);
+            return false;
+        }
+        self.finish().await;
+        true
+    }
+
+    fn journal_now(&self) -> Journal {
+        Journal {
             bucket: self.recording.bucket.clone(),
             prefix: self.prefix.clone(),
             account: self.recording.account.clone(),
@@ -847,10 +903,7 @@ impl Writer {
             thumbnails: self.recording.thumbnails.clone(),
             channel_name: self.recording.channel_name.clone(),
             stream_ids: self.stream_ids.clone(),
-        };
-        if let Err(error) = journals.keep(&recording_id, &journal).await {
-            tracing::warn!("recording: cannot keep the journal of {recording_id}: {error}");
-            self.journal = None;
+            parked_until_ms: self.parked_until.map(|at| (at.unix_timestamp_nanos() / 1_000_000) as i64),
         }
     }
 
@@ -956,12 +1009,13 @@ pub async fn run(
             if earlier.continues_with(&writer) {
                 earlier.resume_with(&subscription);
                 earlier.stream_ids.push(writer.recording.stream_id.clone());
+                earlier.parked_until = None;
                 earlier.write_journal().await;
                 writer = earlier;
                 started_written = true;
                 tracing::info!("recording: {} continues (reconnect window)", writer.prefix);
             } else {
-                tokio::spawn(async move { earlier.finish().await });
+                tokio::spawn(async move { earlier.finish_parked().await });
             }
         }
         writer.take(frame).await;
@@ -976,9 +1030,9 @@ pub async fn run(
     if !started_written {
         writer.start().await;
     }
-    if let Some(mut earlier) = parked.take() {
+    if let Some(earlier) = parked.take() {
         // This stream sent nothing: the earlier recording ends as it would have.
-        earlier.finish().await;
+        earlier.finish_parked().await;
     }
     let window = writer.recording.reconnect_window;
     if !window.is_zero() && writer.streams < MAX_MERGED_STREAMS {
@@ -986,6 +1040,9 @@ pub async fn run(
         if !writer.segments.is_empty() {
             let channel_arn = writer.recording.channel_arn.clone();
             tracing::info!("recording: {} waits {window:?} for the publisher to come back", writer.prefix);
+            // (Journaled, so that if this node dies waiting, another finishes the recording.)
+            writer.parked_until = Some(OffsetDateTime::now_utc() + window);
+            writer.write_journal().await;
             match parking.park(&channel_arn, writer, window) {
                 Ok(()) => return,
                 Err(back) => writer = back,

@@ -5,8 +5,11 @@
 //! it is finished from what reached the bucket (VOD playlists with `#EXT-X-ENDLIST`, master
 //! playlists, `recording-ended.json`) by the node itself when it starts again, or, when the
 //! buckets are a shared S3 store, by the node of a cluster that ends the dead node's stream
-//! ([`crate::cluster::registry`]). The segment that was still being written is lost with the
-//! node.
+//! ([`crate::cluster::registry`]), or, for a recording that was waiting out its reconnect window
+//! when its node died, by the first node to see the window long over
+//! ([`Recovery::follow_parked_elsewhere`]). Whoever finishes a recording first claims its
+//! journal (a conditional write), so each is finished once. The segment that was still being
+//! written is lost with the node.
 
 use std::sync::Arc;
 
@@ -16,9 +19,15 @@ use super::buckets::Buckets;
 use super::journals::Journals;
 use super::recorder::{Journal, Segment, Writer};
 use crate::events::Outbox;
+use crate::store::RecordingJournal;
+
+/// How long after a recording's reconnect window a journal still waiting means its node died.
+const PARKED_GRACE: time::Duration = time::Duration::seconds(10);
+/// How often each node looks for such journals.
+const PARKED_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The recordings a node's last stop interrupted, as their journals were at its start.
-pub struct Interrupted(Vec<(String, Journal)>);
+pub struct Interrupted(Vec<(RecordingJournal, Journal)>);
 
 /// Finishes the recordings of streams whose node stopped.
 pub struct Recovery {
@@ -54,9 +63,44 @@ impl Recovery {
         self.finish(interrupted).await
     }
 
-    async fn finish(&self, interrupted: Vec<(String, Journal)>) -> usize {
+    /// Follows the recordings waiting out their reconnect window on other nodes: one still
+    /// waiting [`PARKED_GRACE`] after its window ended is one whose node died (a live node
+    /// finishes it when the window ends). This node claims its journal, so that only one node
+    /// finishes it, and finishes it. Only where the buckets are shared (S3): a folder of another
+    /// machine is finished by its node when it starts again.
+    pub async fn follow_parked_elsewhere(self: Arc<Self>) {
+        if !self.buckets.is_shared() {
+            return;
+        }
+        loop {
+            tokio::time::sleep(PARKED_CHECK).await;
+            let before_ms = ((OffsetDateTime::now_utc() - PARKED_GRACE).unix_timestamp_nanos() / 1_000_000) as i64;
+            for (row, journal) in self.journals.parked_elsewhere_until(before_ms).await {
+                tracing::info!(
+                    "recording: {} waited for a comeback on node {}, which is gone: finishing it",
+                    journal.prefix,
+                    row.node_id
+                );
+                self.finish(vec![(row, journal)]).await;
+            }
+        }
+    }
+
+    /// Finishes each recording whose journal this node claims (one node finishes each, even
+    /// when several see it interrupted).
+    async fn finish(&self, interrupted: Vec<(RecordingJournal, Journal)>) -> usize {
         let mut finished = 0;
-        for (recording_id, journal) in interrupted {
+        for (row, mut journal) in interrupted {
+            journal.parked_until_ms = None;
+            match self.journals.claim(&row.recording_id, &row.node_id, &row.body, &journal).await {
+                Ok(Some(_)) => {}
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!("recording: cannot claim the journal of {}: {error}", row.recording_id);
+                    continue;
+                }
+            }
+            let recording_id = row.recording_id;
             let (writer, count) =
                 recovered_writer(&self.buckets, &self.journals, recording_id, journal, &self.outbox).await;
             let prefix = writer.finish_recovered().await;

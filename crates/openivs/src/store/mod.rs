@@ -117,6 +117,9 @@ pub enum Check {
     SessionOpen { stream_id: String },
     /// No unexpired use of this single-use playback token (`aws:single-use-uuid`) is recorded.
     SingleUseFree { uuid: String, now: i64 },
+    /// The recording journal is still this one (this node, this body): nobody rewrote or
+    /// finished it since it was read. Who finishes a recording claims its journal so.
+    JournalUnchanged { recording_id: String, node_id: String, body: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]

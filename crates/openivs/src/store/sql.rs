@@ -339,6 +339,16 @@ macro_rules! relational_store {
                     .fetch_optional(&mut *tx)
                     .await?
                 }
+                Check::JournalUnchanged { recording_id, node_id, body } => {
+                    sqlx::query_scalar(
+                        "SELECT 1 FROM recording_journals WHERE recording_id = $1 AND node_id = $2 AND body = $3",
+                    )
+                    .bind(recording_id)
+                    .bind(node_id)
+                    .bind(body)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
                 Check::SessionOpen { stream_id } => {
                     sqlx::query_scalar("SELECT 1 FROM stream_sessions WHERE stream_id = $1 AND NOT ended")
                         .bind(stream_id)
