@@ -250,6 +250,20 @@ pub async fn recording_journals_are_kept_until_deleted(store: Arc<dyn Store>) {
         [journal("r1", "a", "arn:c1", r#"{"stream_ids":["s1","s2"]}"#), journal("r2", "b", "arn:c2", "{}")]
     );
     assert_eq!(store.recording_journals(Some("arn:c2")).await.unwrap(), [journal("r2", "b", "arn:c2", "{}")]);
+    // Claiming: a write conditional on the journal as read; the second claim of the same read fails.
+    let claim = |node: &str| {
+        let unchanged = Check::JournalUnchanged { recording_id: "r2".into(), node_id: "b".into(), body: "{}".into() };
+        Change::new().require(unchanged, IvsError::conflict("claimed")).write(Write::PutRecordingJournal(journal(
+            "r2",
+            node,
+            "arn:c2",
+            r#"{"claimed":true}"#,
+        )))
+    };
+    store.apply(claim("c")).await.unwrap();
+    assert!(matches!(store.apply(claim("a")).await, Err(ApplyError::Rejected(_))));
+    assert_eq!(store.recording_journals(Some("arn:c2")).await.unwrap()[0].node_id, "c");
+    store.apply(put(journal("r2", "b", "arn:c2", "{}"))).await.unwrap();
     for _ in 0..2 {
         let delete = Write::DeleteRecordingJournal { recording_id: "r1".into() };
         store.apply(Change::new().write(delete)).await.unwrap();
