@@ -4,7 +4,8 @@
 //! `moto_server` (PyPI `moto[server]`), both on 127.0.0.1, and drives them with the same client:
 //! SigV4-signed requests over keep-alive HTTP/1.1 connections, 1, 16 and 64 at a time. It prints
 //! requests per second and p50/p99 latency for signed GetChannel on both servers, and for
-//! CreateChannel+DeleteChannel pairs, with the openivs/moto ratio. A benchmark, not a test: it
+//! CreateChannel+DeleteChannel pairs, with the openivs/moto ratio, and GetChannel against the HTTP
+//! floor (`floor`: a bare axum handler with a fixed body). A benchmark, not a test: it
 //! asserts nothing, it measures.
 //!
 //! The other benchmarks (`ingest`, `playback`, `fanout`, `access`, `recording`, `transcode`,
@@ -13,6 +14,7 @@
 mod access;
 mod cluster;
 mod fanout;
+mod floor;
 mod http_client;
 mod ingest;
 mod playback;
@@ -86,6 +88,15 @@ fn parse_args() -> Result<(String, Args), String> {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("floor-server") {
+        // (The control-plane benchmark's own child: `floor-server PORT`.)
+        let port = std::env::args().nth(2).and_then(|p| p.parse().ok()).unwrap_or(0);
+        if let Err(message) = floor::serve(port) {
+            eprintln!("openivs-bench floor-server: {message}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let (command, args) = match parse_args() {
         Ok(parsed) => parsed,
         Err(message) => {
@@ -357,9 +368,11 @@ async fn control_plane(args: Args) -> Result<(), String> {
     let peers = [&openivs, &moto];
     println!("# Control plane: openivs vs moto_server, {} s per case, 127.0.0.1, {} CPUs", args.seconds, num_cpus());
     println!();
-    println!("| operation | clients | server | requests/s | p50 ms | p99 ms | errors | openivs/moto (req/s) |");
+    println!("| operation | clients | server | requests/s | p50 ms | p99 ms | errors | openivs/this server (req/s) |");
     println!("|---|---|---|---|---|---|---|---|");
     let client = Arc::new(SignedClient::new());
+    // GetChannel's floor: what a bare axum handler answers with a fixed body on this machine.
+    let floor = floor::start().await?;
     let mut channel_arns = Vec::new();
     for peer in peers {
         let mut connection = Connection::new(peer.port);
@@ -372,6 +385,14 @@ async fn control_plane(args: Args) -> Result<(), String> {
             rates.push(figures.per_second);
             print_row("GetChannel", concurrency, peer.name, &figures, (rates.len() == 2).then(|| rates[0] / rates[1]));
         }
+        let figures = get_channel_figures(&client, &[floor.port], &channel_arns[0], concurrency, args.seconds).await;
+        print_row(
+            "GetChannel",
+            concurrency,
+            "axum floor (fixed body, no checks)",
+            &figures,
+            Some(rates[0] / figures.per_second),
+        );
     }
     for concurrency in CONCURRENCY {
         let mut rates = Vec::new();
@@ -427,7 +448,7 @@ async fn create_delete_figures(client: &Arc<SignedClient>, ports: &[u16], concur
 }
 
 fn print_row(operation: &str, concurrency: usize, server: &str, figures: &Figures, ratio: Option<f64>) {
-    let ratio = ratio.map_or(String::new(), |r| format!("{r:.1}×"));
+    let ratio = ratio.map_or(String::new(), |r| format!("{r:.2}×"));
     println!(
         "| {operation} | {concurrency} | {server} | {:.0} | {:.2} | {:.2} | {} | {ratio} |",
         figures.per_second, figures.p50_ms, figures.p99_ms, figures.errors
