@@ -19,6 +19,7 @@ pub mod conformance;
 pub mod files;
 pub mod metered;
 pub mod postgres;
+mod record_cache;
 mod sql;
 pub mod sqlite;
 
@@ -80,6 +81,13 @@ impl Record {
     pub fn with_body(mut self, body: &impl Serialize) -> Record {
         self.body = serde_json::to_string(body).expect("resources serialize");
         self
+    }
+}
+
+impl Write {
+    /// Whether the write changes a resource (a record) rather than sessions, leases, events…
+    pub fn touches_resources(&self) -> bool {
+        matches!(self, Write::Put(_) | Write::Delete { .. } | Write::DeleteChildren { .. } | Write::Modify { .. })
     }
 }
 

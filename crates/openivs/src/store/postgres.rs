@@ -186,6 +186,10 @@ impl PostgresStore {
         }
     }
 
+    async fn read_by_arn(&self, arn: &str) -> Result<Option<Record>, IvsError> {
+        read_record(&self.pool, "arn", arn).await
+    }
+
     async fn newest_event_seq(&self) -> Result<i64, IvsError> {
         // (The identity's sequence keeps the highest seq ever handed out, even once pruned.)
         let last: Option<i64> = sqlx::query_scalar("SELECT last_value FROM events_seq_seq WHERE is_called")

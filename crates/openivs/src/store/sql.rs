@@ -17,15 +17,15 @@ pub(crate) use execute;
 
 macro_rules! relational_store {
     // The backend `$Store` reads through its pool field `$pool` and supplies, as inherent
-    // methods, what differs: `commit(change)`, `newest_event_seq()`, `lead(role)` and
-    // `shut_down()`; it has an
-    // `event_signal` field.
+    // methods, what differs: `commit(change)`, `read_by_arn(arn)`, `newest_event_seq()`,
+    // `lead(role)`, `count_shared_call(key, limit)` and `shut_down()`; it has an `event_signal`
+    // field.
     // `$now_ms` is the SQL of the database's clock in Unix milliseconds (stream leases).
     ($Store:ty, $pool:ident, $Connection:ty, $Row:ty, $Pool:ty, $now_ms:literal) => {
         #[async_trait]
         impl Store for $Store {
             async fn get(&self, arn: &str) -> Result<Option<Record>, IvsError> {
-                read_record(&self.$pool, "arn", arn).await
+                self.read_by_arn(arn).await
             }
 
             async fn get_by_unique_key(&self, unique_key: &str) -> Result<Option<Record>, IvsError> {

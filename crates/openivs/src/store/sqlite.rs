@@ -48,6 +48,8 @@ const MIGRATIONS: &[(i64, &str)] = &[
 
 pub struct SqliteStore {
     reader: SqlitePool,
+    /// Resources read lately (the commit loop empties it around changes to resources).
+    cache: Arc<super::record_cache::RecordCache>,
     commits: mpsc::Sender<Pending>,
     /// Closed (dropped) by `close`, which ends the commit loop; the loop's handle is awaited there.
     commit_loop: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -84,11 +86,30 @@ impl SqliteStore {
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let (commits, queue) = mpsc::channel(4 * MAX_GROUP);
         let event_signal = Arc::new(tokio::sync::Notify::new());
-        let commit_loop = tokio::spawn(commit_loop(writer, queue, event_signal.clone()));
-        Ok(SqliteStore { reader, commits, commit_loop: tokio::sync::Mutex::new(Some(commit_loop)), event_signal })
+        let cache = Arc::new(super::record_cache::RecordCache::default());
+        let commit_loop = tokio::spawn(commit_loop(writer, queue, event_signal.clone(), cache.clone()));
+        Ok(SqliteStore {
+            reader,
+            cache,
+            commits,
+            commit_loop: tokio::sync::Mutex::new(Some(commit_loop)),
+            event_signal,
+        })
     }
 
-    /// Closes the readers and lets the commit loop finish what is queued, then close the writer.
+    /// A resource by ARN: from the cache, else read from the file (and kept).
+    async fn read_by_arn(&self, arn: &str) -> Result<Option<Record>, IvsError> {
+        if let Some(record) = self.cache.get(arn) {
+            return Ok(Some(record));
+        }
+        let generation = self.cache.generation();
+        let record = read_record(&self.reader, "arn", arn).await?;
+        if let Some(record) = &record {
+            self.cache.fill(generation, record);
+        }
+        Ok(record)
+    }
+
     /// One process opens a SQLite store: every role is its own.
     pub async fn lead(&self, _role: &str) -> Result<Option<Box<dyn super::Leadership>>, IvsError> {
         Ok(Some(super::sole_leadership()))
@@ -99,6 +120,7 @@ impl SqliteStore {
         Ok(None)
     }
 
+    /// Closes the readers and lets the commit loop finish what is queued, then close the writer.
     pub async fn shut_down(&self) {
         self.reader.close().await;
         let (closing, closed) = oneshot::channel();
@@ -153,7 +175,12 @@ struct Pending {
 }
 
 /// Applies queued changes, as many as are waiting (up to [`MAX_GROUP`]) per transaction.
-async fn commit_loop(mut writer: Writer, mut queue: mpsc::Receiver<Pending>, event_signal: Arc<tokio::sync::Notify>) {
+async fn commit_loop(
+    mut writer: Writer,
+    mut queue: mpsc::Receiver<Pending>,
+    event_signal: Arc<tokio::sync::Notify>,
+    cache: Arc<super::record_cache::RecordCache>,
+) {
     while let Some(first) = queue.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP && !group.last().is_some_and(|p| p.last) {
@@ -162,7 +189,16 @@ async fn commit_loop(mut writer: Writer, mut queue: mpsc::Receiver<Pending>, eve
                 Err(_) => break,
             }
         }
+        // (Around the whole group: reads that overlap it neither fill the cache nor find old
+        // records in it.)
+        let touches_resources = group.iter().any(|pending| pending.change.writes.iter().any(Write::touches_resources));
+        if touches_resources {
+            cache.invalidate();
+        }
         let outcomes = commit_group(&mut writer, group.iter().map(|pending| &pending.change)).await;
+        if touches_resources {
+            cache.invalidate();
+        }
         let appended_events = group.iter().zip(&outcomes).any(|(pending, outcome)| {
             outcome.is_ok() && pending.change.writes.iter().any(|w| matches!(w, Write::AppendEvents(_)))
         });
