@@ -76,12 +76,13 @@ impl Recovery {
             tokio::time::sleep(PARKED_CHECK).await;
             let before_ms = ((OffsetDateTime::now_utc() - PARKED_GRACE).unix_timestamp_nanos() / 1_000_000) as i64;
             for (row, journal) in self.journals.parked_elsewhere_until(before_ms).await {
-                tracing::info!(
-                    "recording: {} waited for a comeback on node {}, which is gone: finishing it",
-                    journal.prefix,
-                    row.node_id
-                );
-                self.finish(vec![(row, journal)]).await;
+                let (prefix, node_id) = (journal.prefix.clone(), row.node_id.clone());
+                // (Said only by the node whose claim won: another may have seen it too.)
+                if self.finish(vec![(row, journal)]).await > 0 {
+                    tracing::info!(
+                        "recording: {prefix} waited for a comeback on node {node_id}, which is gone: finished it here"
+                    );
+                }
             }
         }
     }

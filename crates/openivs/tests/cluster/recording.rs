@@ -125,7 +125,7 @@ async fn a_recording_waiting_for_a_comeback_on_a_dead_node_is_finished_by_anothe
     // The window (20 s) and the grace (10 s) pass; b or c finishes it (they look every 5 s).
     assert_finished(&moto, "parked-recordings", &channel_id, &b, Duration::from_secs(60));
     assert!(parked_at.elapsed() >= Duration::from_secs(20), "not before the window ended");
-    let finished_by = |node: &Server| node.log_text().contains("which is gone: finishing it");
+    let finished_by = |node: &Server| node.log_text().contains("which is gone: finished it here");
     assert!(finished_by(&b) ^ finished_by(&c), "one node finished it: b {}, c {}", finished_by(&b), finished_by(&c));
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert!(finished_by(&b) ^ finished_by(&c), "and only one");
