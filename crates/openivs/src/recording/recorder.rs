@@ -976,17 +976,20 @@ async fn next_frame(
     }
 }
 
-/// Records the stream `subscription` follows until it ends.
-pub async fn run(
+/// Records the stream `subscription` follows until it ends (the future to spawn).
+///
+/// Where it records is decided here, before the future first runs: the renditions' writers,
+/// spawned at the stream's first picture, find it set however late the runtime gets to this
+/// recording's task (they used to race it, and a rendition lost to the race was not recorded).
+pub fn run(
     buckets: Arc<Buckets>,
     parking: Arc<Parking>,
     recording: Recording,
     renditions: Arc<RecordingRenditions>,
-    mut subscription: Subscription,
-    mut ended: tokio::sync::watch::Receiver<bool>,
-) {
+    subscription: Subscription,
+    ended: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send {
     parking.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let _running = Running(&parking);
     let started_at = OffsetDateTime::now_utc();
     let recording_id = crate::api::random_alphanumeric(12);
     let prefix = key_prefix(&recording.account, &recording.channel_id, started_at, &recording_id);
@@ -996,6 +999,19 @@ pub async fn run(
         recording: recording.clone(),
         prefix: prefix.clone(),
     });
+    record(buckets, parking, recording, renditions, subscription, ended, (started_at, recording_id, prefix))
+}
+
+async fn record(
+    buckets: Arc<Buckets>,
+    parking: Arc<Parking>,
+    recording: Recording,
+    renditions: Arc<RecordingRenditions>,
+    mut subscription: Subscription,
+    mut ended: tokio::sync::watch::Receiver<bool>,
+    (started_at, recording_id, prefix): (OffsetDateTime, String, String),
+) {
+    let _running = Running(&parking);
     let journal = parking.journals.clone().map(|journals| (journals, recording_id.clone()));
     let writer = Writer::new(buckets, recording, prefix, started_at, journal, parking.outbox.clone(), renditions);
     let mut writer = Box::new(writer);
@@ -1076,4 +1092,37 @@ pub async fn run_rendition(
     }
     writer.drain(&mut subscription).await;
     writer.finish().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_destination_is_known_before_the_recording_task_runs() {
+        let root = std::env::temp_dir().join(format!("openivs-recorder-test-{}", std::process::id()));
+        let buckets = Arc::new(Buckets::local(root.clone()));
+        let hub = crate::live::hub::Hub::new();
+        let recording = Recording {
+            bucket: "bucket".into(),
+            account: "123456789012".into(),
+            channel_arn: "arn:aws:ivs:us-west-2:123456789012:channel/abcdABCDefgh".into(),
+            channel_id: "abcdABCDefgh".into(),
+            channel_name: String::new(),
+            stream_id: "st-1".into(),
+            thumbnails: None,
+            reconnect_window: std::time::Duration::ZERO,
+        };
+        let renditions = RecordingRenditions::new(Default::default(), true);
+        let parking = Arc::new(Parking::default());
+        let recording_task = run(buckets, parking.clone(), recording, renditions.clone(), hub.subscribe(), hub.ended());
+        // Not yet polled: a rendition writer starting now must still find where to write.
+        let destination = renditions.destination().expect("set before the task runs");
+        assert!(destination.prefix.starts_with("ivs/v1/123456789012/abcdABCDefgh/"), "{}", destination.prefix);
+        assert_eq!(parking.running.load(std::sync::atomic::Ordering::SeqCst), 1);
+        hub.end();
+        recording_task.await;
+        assert_eq!(parking.running.load(std::sync::atomic::Ordering::SeqCst), 0);
+        let _ = std::fs::remove_dir_all(root);
+    }
 }
