@@ -40,10 +40,6 @@ async fn call(
     serde_json::from_slice(&out).map_err(|e| e.to_string())
 }
 
-fn path_of(url: &str) -> String {
-    url.split_once("://").and_then(|(_, rest)| rest.split_once('/')).map(|(_, p)| format!("/{p}")).unwrap_or_default()
-}
-
 pub async fn run(args: AccessArgs) -> Result<(), String> {
     let input = input_file(&args.out_dir)?;
     let openivs = crate::start_openivs().await?;
@@ -64,7 +60,7 @@ pub async fn run(args: AccessArgs) -> Result<(), String> {
         publishers.push(publisher(&format!("rtmp://127.0.0.1:{rtmp_port}/app/{key}"), &input)?);
         channels.push((
             out["channel"]["arn"].as_str().unwrap_or("").to_owned(),
-            path_of(out["channel"]["playbackUrl"].as_str().unwrap_or("")),
+            crate::playback_path(out["channel"]["playbackUrl"].as_str().unwrap_or("")),
         ));
     }
     let (private_arn, private_path) = channels[1].clone();

@@ -168,11 +168,10 @@ pub async fn run(args: ClusterArgs) -> Result<(), String> {
     let channel_arn = created["channel"]["arn"].as_str().unwrap_or("").to_owned();
     let stream_key = created["streamKey"]["value"].as_str().unwrap_or("").to_owned();
     let playback_url = created["channel"]["playbackUrl"].as_str().unwrap_or("");
-    let playback_path = playback_url
-        .split_once("://")
-        .and_then(|(_, rest)| rest.split_once('/'))
-        .map(|(_, path)| format!("/{path}"))
-        .ok_or("no playback URL")?;
+    let playback_path = crate::playback_path(playback_url);
+    if playback_path.is_empty() {
+        return Err("no playback URL".into());
+    }
 
     println!(
         "# Cluster playback: one LOW 720p30 stream ingested on node A, {} LL-HLS viewers (blocking reload, every part), {} s per row ({} s counted for CPU/RSS), 3 nodes on PostgreSQL, 127.0.0.1, {} CPUs",

@@ -26,14 +26,16 @@ struct Counters {
     errors: AtomicU64,
 }
 
-fn segments_of(playlist: &str) -> Vec<String> {
+/// A media playlist's segments: (URI, duration in seconds).
+pub(crate) fn segments_of(playlist: &str) -> Vec<(String, f64)> {
     let mut out = Vec::new();
     let mut lines = playlist.lines();
     while let Some(line) = lines.next() {
-        if line.starts_with("#EXTINF:")
-            && let Some(uri) = lines.next()
+        if let Some(info) = line.strip_prefix("#EXTINF:")
+            && let Some(uri) = lines.find(|l| !l.starts_with('#'))
         {
-            out.push(uri.to_owned());
+            let duration = info.split(',').next().and_then(|d| d.trim().parse().ok()).unwrap_or(0.0);
+            out.push((uri.to_owned(), duration));
         }
     }
     out
@@ -52,10 +54,10 @@ async fn client(port: u16, media: String, until: Instant, counters: Arc<Counters
                 let segments = segments_of(&String::from_utf8_lossy(&body));
                 // Start at the live edge; then fetch each segment after the last one fetched.
                 let start = match &last {
-                    Some(uri) => segments.iter().position(|s| s == uri).map_or(0, |i| i + 1),
+                    Some(uri) => segments.iter().position(|(s, _)| s == uri).map_or(0, |i| i + 1),
                     None => segments.len().saturating_sub(1),
                 };
-                for uri in &segments[start.min(segments.len())..] {
+                for (uri, _) in &segments[start.min(segments.len())..] {
                     match get(&mut connection, &format!("{base}/{uri}")).await {
                         Ok((200, segment)) => {
                             counters.requests.fetch_add(1, Ordering::Relaxed);
@@ -149,11 +151,7 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
     tokio::time::sleep(Duration::from_secs(6)).await;
     // One viewer session for openivs's clients (sessions are per viewer in real life; opening a
     // thousand adds nothing to what is measured here).
-    let playback_path = playback_url
-        .split_once("://")
-        .and_then(|(_, r)| r.split_once('/'))
-        .map(|(_, p)| format!("/{p}"))
-        .unwrap_or_default();
+    let playback_path = crate::playback_path(&playback_url);
     let (_, body) = get(&mut Connection::new(openivs.port), &playback_path).await?;
     let media =
         String::from_utf8_lossy(&body).lines().find(|l| l.starts_with('/')).map(str::to_owned).ok_or("no variant")?;

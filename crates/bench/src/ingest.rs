@@ -6,8 +6,9 @@
 //! settle, then measure the server's CPU time (from /proc, as % of one core) and resident memory
 //! (sampled every second) over the measuring window. Both servers receive plain RTMP (nginx-rtmp
 //! has no RTMPS); openivs's RTMPS figures are reported on their own rows. openivs packages every
-//! live stream into HLS (in memory), so the ratios compare it with nginx-rtmp writing HLS (1 s
-//! fragments, to disk); nginx-rtmp without HLS is shown for reference.
+//! live stream into HLS (in memory): its CPU is compared with nginx-rtmp's both without HLS and
+//! writing HLS (1 s fragments, to disk), and its memory per stream with the media its playback
+//! window must hold (the floor when segments are served from memory).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -134,6 +135,17 @@ pub struct Sample {
     pub publishers_alive: usize,
 }
 
+impl Sample {
+    pub fn rss_max_mib(&self) -> f64 {
+        self.rss_max_kib as f64 / 1024.0
+    }
+
+    /// What `streams` streams added to the resident set, per stream.
+    pub fn rss_per_stream_mib(&self, streams: usize) -> f64 {
+        self.rss_max_kib.saturating_sub(self.rss_idle_kib) as f64 / 1024.0 / streams.max(1) as f64
+    }
+}
+
 /// Starts a publisher per URL, waits `warmup`, then measures each of `roots` (a server and its
 /// children) over `window`: one sample per root, in order.
 pub(crate) async fn measure(
@@ -247,14 +259,17 @@ pub(crate) async fn openivs_channels(
     Ok(channels)
 }
 
+/// The media a stream's playback window must hold, in bytes: RFC 8216 6.2.2 keeps a segment
+/// available for as long again as the playlist that listed it, so the listed window and as much
+/// again of retired segments, at the input's own rate (the file's bytes over its 10 s).
+fn window_floor_bytes(input: &Path) -> Result<f64, String> {
+    let bytes = std::fs::metadata(input).map_err(|e| e.to_string())?.len() as f64;
+    Ok(bytes / 10.0 * 2.0 * openivs::playback::packager::WINDOW.as_secs_f64())
+}
+
 pub async fn run(args: IngestArgs) -> Result<(), String> {
     let input = input_file(&args.out_dir)?;
-    let most = args.streams.iter().copied().max().unwrap_or(1);
-    let openivs = crate::start_openivs().await?;
-    let rtmp_port = openivs.rtmp_port.ok_or("openivs has no RTMP port")?;
-    let rtmps_port = openivs.rtmps_port.ok_or("openivs has no RTMPS port")?;
-    let channels = openivs_channels(&SignedClient::new(), openivs.port, most, r#"{"insecureIngest":true}"#).await?;
-    let keys: Vec<String> = channels.into_iter().map(|(_, key)| key).collect();
+    let floor_mib = window_floor_bytes(&input)? / 1024.0 / 1024.0;
     let nginx_dir = TempDir(std::env::temp_dir().join(format!("openivs-bench-nginx-{}", std::process::id())));
     let (nginx, nginx_port, _) = start_nginx(&nginx_dir.0)?;
     wait_for_port(nginx_port).await?;
@@ -266,63 +281,67 @@ pub async fn run(args: IngestArgs) -> Result<(), String> {
         args.measure.as_secs(),
         crate::num_cpus()
     );
+    println!(
+        "# Each openivs case runs on a fresh openivs. Window floor: the media a stream's playback window holds \
+         ({} s listed + as long again retired, RFC 8216 6.2.2) = {floor_mib:.2} MiB per stream; full {} s after a stream starts.",
+        openivs::playback::packager::WINDOW.as_secs(),
+        2 * openivs::playback::packager::WINDOW.as_secs()
+    );
     println!();
     println!(
-        "| publishers | server | CPU % of one core | CPU % per stream | RSS max MiB | RSS idle MiB | RSS per stream MiB | publishers alive | openivs/nginx+HLS CPU | openivs/nginx+HLS RSS |"
+        "| publishers | server | CPU % of one core | CPU % per stream | RSS max MiB | RSS idle MiB | RSS per stream MiB | RSS per stream / window floor | publishers alive | openivs/nginx CPU | openivs/nginx+HLS CPU |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for &count in &args.streams {
-        let mut figures = Vec::new();
-        let cases: [(&str, u32, Vec<String>); 4] = [
-            (
-                "nginx-rtmp",
-                nginx_root,
-                (0..count).map(|i| format!("rtmp://127.0.0.1:{nginx_port}/app/bench{count}x{i}")).collect(),
-            ),
-            (
-                "nginx-rtmp + HLS",
-                nginx_root,
-                (0..count).map(|i| format!("rtmp://127.0.0.1:{nginx_port}/hls/bench{count}x{i}")).collect(),
-            ),
-            (
-                "openivs (RTMP)",
-                openivs.child.id(),
-                keys[..count].iter().map(|k| format!("rtmp://127.0.0.1:{rtmp_port}/app/{k}")).collect(),
-            ),
-            (
-                "openivs (RTMPS)",
-                openivs.child.id(),
-                keys[..count].iter().map(|k| format!("rtmps://127.0.0.1:{rtmps_port}/app/{k}")).collect(),
-            ),
-        ];
-        for (name, root, urls) in cases {
-            let sample = measure(&[root], &urls, &input, args.warmup, args.measure).await?.remove(0);
-            let per_stream_rss =
-                (sample.rss_max_kib.saturating_sub(sample.rss_idle_kib)) as f64 / 1024.0 / count as f64;
-            // openivs always packages HLS: its reference is nginx-rtmp with HLS on.
-            let ratios = match figures.get(1) {
-                Some(nginx) if name.starts_with("openivs") => {
-                    let nginx: &Sample = nginx;
-                    format!(
-                        "{:.2}× | {:.2}×",
-                        sample.cpu_percent / nginx.cpu_percent.max(0.01),
-                        sample.rss_max_kib as f64 / nginx.rss_max_kib.max(1) as f64
-                    )
-                }
-                _ => " | ".to_owned(),
+        let nginx_urls = |application: &str| -> Vec<String> {
+            (0..count).map(|i| format!("rtmp://127.0.0.1:{nginx_port}/{application}/bench{count}x{i}")).collect()
+        };
+        let plain = measure(&[nginx_root], &nginx_urls("app"), &input, args.warmup, args.measure).await?.remove(0);
+        print_row(count, "nginx-rtmp", &plain, None, None);
+        let hls = measure(&[nginx_root], &nginx_urls("hls"), &input, args.warmup, args.measure).await?.remove(0);
+        print_row(count, "nginx-rtmp + HLS", &hls, None, None);
+        for secure in [false, true] {
+            // A fresh server per case: streams that just ended linger (their playlists stay a
+            // while for their viewers) and would blur the next case's memory.
+            let openivs = crate::start_openivs().await?;
+            let body = r#"{"insecureIngest":true}"#;
+            let channels = openivs_channels(&SignedClient::new(), openivs.port, count, body).await?;
+            let (scheme, port) = if secure {
+                ("rtmps", openivs.rtmps_port.ok_or("openivs has no RTMPS port")?)
+            } else {
+                ("rtmp", openivs.rtmp_port.ok_or("openivs has no RTMP port")?)
             };
-            println!(
-                "| {count} | {name} | {:.2} | {:.3} | {:.1} | {:.1} | {:.2} | {}/{count} | {ratios} |",
-                sample.cpu_percent,
-                sample.cpu_percent / count as f64,
-                sample.rss_max_kib as f64 / 1024.0,
-                sample.rss_idle_kib as f64 / 1024.0,
-                per_stream_rss,
-                sample.publishers_alive,
-            );
-            figures.push(sample);
+            let urls: Vec<String> =
+                channels.iter().map(|(_, key)| format!("{scheme}://127.0.0.1:{port}/app/{key}")).collect();
+            let sample = measure(&[openivs.child.id()], &urls, &input, args.warmup, args.measure).await?.remove(0);
+            let name = if secure { "openivs (RTMPS)" } else { "openivs (RTMP)" };
+            // openivs always packages HLS: both nginx-rtmp figures are its references.
+            print_row(count, name, &sample, Some((&plain, &hls)), Some(floor_mib));
         }
     }
     let _ = Command::new("kill").args(["-QUIT", &nginx_root.to_string()]).status();
     Ok(())
+}
+
+/// `value` as a multiple of `reference`, e.g. "0.62×".
+pub(crate) fn times(value: f64, reference: f64) -> String {
+    format!("{:.2}×", value / reference.max(0.01))
+}
+
+fn print_row(count: usize, name: &str, sample: &Sample, peers: Option<(&Sample, &Sample)>, floor_mib: Option<f64>) {
+    let per_stream_rss = sample.rss_per_stream_mib(count);
+    let against_floor = floor_mib.map(|floor| format!("{:.2}×", per_stream_rss / floor)).unwrap_or_default();
+    let ratios = match peers {
+        Some((plain, hls)) => {
+            format!("{} | {}", times(sample.cpu_percent, plain.cpu_percent), times(sample.cpu_percent, hls.cpu_percent))
+        }
+        None => " | ".to_owned(),
+    };
+    let (cpu, alive) = (sample.cpu_percent, sample.publishers_alive);
+    let idle_mib = sample.rss_idle_kib as f64 / 1024.0;
+    println!(
+        "| {count} | {name} | {cpu:.2} | {:.3} | {:.1} | {idle_mib:.1} | {per_stream_rss:.2} | {against_floor} | {alive}/{count} | {ratios} |",
+        cpu / count as f64,
+        sample.rss_max_mib(),
+    );
 }

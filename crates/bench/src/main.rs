@@ -9,7 +9,7 @@
 //! asserts nothing, it measures.
 //!
 //! The other benchmarks (`ingest`, `playback`, `fanout`, `access`, `recording`, `transcode`,
-//! `srt`, `cluster`) are described in their modules.
+//! `srt`, `cluster`, and the long `soak`) are described in their modules.
 
 mod access;
 mod cluster;
@@ -19,6 +19,7 @@ mod http_client;
 mod ingest;
 mod playback;
 mod recording;
+mod soak;
 mod srt;
 mod transcode;
 
@@ -43,6 +44,10 @@ struct Args {
     samples: usize,
     /// `--database-url`: a PostgreSQL server, without a database (`cluster`).
     database_url: Option<String>,
+    /// `--minutes`: how long the soak runs.
+    minutes: f64,
+    /// `--rate`: signed API calls per second (`soak`).
+    rate: f64,
 }
 
 fn parse_args() -> Result<(String, Args), String> {
@@ -56,6 +61,8 @@ fn parse_args() -> Result<(String, Args), String> {
         warmup: 10.0,
         samples: 50,
         database_url: None,
+        minutes: 60.0,
+        rate: 200.0,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -81,6 +88,8 @@ fn parse_args() -> Result<(String, Args), String> {
             "--warmup" => parsed.warmup = value.parse().map_err(|_| "--warmup takes a number")?,
             "--samples" => parsed.samples = value.parse().map_err(|_| "--samples takes a number")?,
             "--database-url" => parsed.database_url = Some(value),
+            "--minutes" => parsed.minutes = value.parse().map_err(|_| "--minutes takes a number")?,
+            "--rate" => parsed.rate = value.parse().map_err(|_| "--rate takes a number")?,
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -161,6 +170,13 @@ fn main() {
                 out_dir,
             })),
         },
+        "soak" => run_async(soak::run(soak::SoakArgs {
+            duration: Duration::from_secs_f64(args.minutes.max(0.5) * 60.0),
+            publishers: args.streams.as_ref().and_then(|s| s.first().copied()).unwrap_or(50),
+            viewers: args.clients.as_ref().and_then(|c| c.first().copied()).unwrap_or(1000),
+            api_rate: args.rate,
+            out_dir,
+        })),
         _ => {
             eprintln!("usage: openivs-bench control-plane [--seconds N] [--moto PATH-TO-moto_server]");
             eprintln!("       openivs-bench ingest [--streams 1,10,50] [--warmup S] [--seconds S]");
@@ -175,6 +191,7 @@ fn main() {
             eprintln!(
                 "       openivs-bench cluster --database-url postgres://USER@HOST:PORT [--clients 1000] [--warmup S] [--seconds S]"
             );
+            eprintln!("       openivs-bench soak [--minutes 60] [--streams 50] [--clients 1000] [--rate 200]");
             std::process::exit(2);
         }
     };
@@ -231,6 +248,11 @@ async fn wait_for_port(port: u16) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(format!("nothing listens on 127.0.0.1:{port} after 30 s"))
+}
+
+/// The path of a playback URL (what follows its host), or "" when it has none.
+fn playback_path(url: &str) -> String {
+    url.split_once("://").and_then(|(_, rest)| rest.split_once('/')).map(|(_, p)| format!("/{p}")).unwrap_or_default()
 }
 
 async fn start_openivs() -> Result<Peer, String> {

@@ -222,11 +222,7 @@ pub async fn run(args: PlaybackArgs) -> Result<(), String> {
     for (latency, key, playback_url) in &channels {
         let t0 = Instant::now();
         let mut child = publisher(&format!("rtmp://127.0.0.1:{rtmp_port}/app/{key}"), &input)?;
-        let playback_path = playback_url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split_once('/'))
-            .map(|(_, p)| format!("/{p}"))
-            .unwrap_or_default();
+        let playback_path = crate::playback_path(playback_url);
         // The multivariant playlist answers once the stream is live and has a segment.
         let mut media = None;
         let mut http = Connection::new(openivs.port);

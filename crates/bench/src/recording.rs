@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::http_client::{Connection, SignedClient, request};
-use crate::ingest::{Sample, input_file, measure, openivs_channels, publish, start_nginx};
+use crate::ingest::{Sample, input_file, measure, openivs_channels, publish, start_nginx, times};
 use crate::{TempDir, wait_for_port};
 
 pub struct RecordingArgs {
@@ -33,7 +33,7 @@ pub struct RecordingArgs {
     pub out_dir: PathBuf,
 }
 
-const BUCKET: &str = "bench";
+pub(crate) const BUCKET: &str = "bench";
 
 pub async fn run(args: RecordingArgs) -> Result<(), String> {
     let input = input_file(&args.out_dir)?;
@@ -112,9 +112,9 @@ pub async fn run(args: RecordingArgs) -> Result<(), String> {
         let stored = store.segments().await;
         let ratios = match (&baseline, recording) {
             (Some(off), recording) if recording != "off" => format!(
-                "{:.2}× | {:.2}×",
-                sample.cpu_percent / off.cpu_percent.max(0.01),
-                sample.rss_max_kib as f64 / off.rss_max_kib.max(1) as f64
+                "{} | {}",
+                times(sample.cpu_percent, off.cpu_percent),
+                times(sample.rss_max_kib as f64, off.rss_max_kib.max(1) as f64)
             ),
             _ => " | ".to_owned(),
         };
@@ -122,8 +122,8 @@ pub async fn run(args: RecordingArgs) -> Result<(), String> {
             "| {server} | {recording} | {:.1} | {:.2} | {:.1} | {:.2} | {store_cpu} | {} | {}/{count} | {ratios} |",
             sample.cpu_percent,
             sample.cpu_percent / count as f64,
-            sample.rss_max_kib as f64 / 1024.0,
-            sample.rss_max_kib.saturating_sub(sample.rss_idle_kib) as f64 / 1024.0 / count as f64,
+            sample.rss_max_mib(),
+            sample.rss_per_stream_mib(count),
             stored.map_or("-".to_owned(), |n| n.to_string()),
             sample.publishers_alive,
         );
@@ -182,7 +182,7 @@ impl Store<'_> {
     }
 }
 
-fn files_ending(root: &Path, endings: &[&str]) -> usize {
+pub(crate) fn files_ending(root: &Path, endings: &[&str]) -> usize {
     let Ok(entries) = std::fs::read_dir(root) else { return 0 };
     entries
         .flatten()
@@ -198,7 +198,11 @@ fn files_ending(root: &Path, endings: &[&str]) -> usize {
 }
 
 /// `count` channels on `port`, each recorded by one recording configuration (IVS's defaults).
-async fn recorded_channels(client: &SignedClient, port: u16, count: usize) -> Result<Vec<(String, String)>, String> {
+pub(crate) async fn recorded_channels(
+    client: &SignedClient,
+    port: u16,
+    count: usize,
+) -> Result<Vec<(String, String)>, String> {
     let mut connection = Connection::new(port);
     let body = format!(r#"{{"destinationConfiguration":{{"s3":{{"bucketName":"{BUCKET}"}}}}}}"#);
     let (status, answer) = client.call(&mut connection, "CreateRecordingConfiguration", &body).await?;
@@ -261,13 +265,13 @@ async fn event_latencies(
 }
 
 /// A webhook endpoint in this process: when each event arrived, by channel and event name.
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     received: Arc<Mutex<Vec<(String, String, Instant)>>>,
 }
 
 impl Receiver {
-    async fn start() -> Result<Receiver, String> {
+    pub(crate) async fn start() -> Result<Receiver, String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
         let url = format!("http://{}/events", listener.local_addr().map_err(|e| e.to_string())?);
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -278,6 +282,12 @@ impl Receiver {
             }
         });
         Ok(Receiver { url, received })
+    }
+
+    /// How many `event_name` events for channel `arn` arrived.
+    pub(crate) fn count(&self, arn: &str, event_name: &str) -> usize {
+        let received = self.received.lock().expect("receiver lock");
+        received.iter().filter(|(channel, name, _)| channel == arn && name == event_name).count()
     }
 
     /// When `event_name` for channel `arn` arrived after `after` (waiting at most `limit`).

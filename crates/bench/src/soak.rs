@@ -1,0 +1,511 @@
+//! `openivs-bench soak`: openivs under the whole load at once, for a long time (not in CI).
+//!
+//! One release openivs, recording every channel to a folder bucket and sending its events to a
+//! webhook receiver in this process, takes N publishers (the `ingest` benchmark's 720p30 ~3
+//! Mbit/s input, `ffmpeg -re -c copy`, one channel each), M HLS viewers spread over the channels
+//! (each reloads its media playlist every 0.5 s and fetches every new segment, as `fanout`'s
+//! clients do) and a steady rate of signed API calls of ten kinds (reads, PutMetadata, a
+//! CreateChannel/DeleteChannel pair). Every sampling period it records the server's CPU and RSS,
+//! the API's latency and the viewers' throughput; at the end it stops the publishers and checks
+//! that every recording ended and every event arrived.
+//!
+//! What counts as a failure (the run's verdict lists each): an API answer other than 2xx or a
+//! call that got no answer; a publisher that exited; a channel with more than one stream session
+//! (it was disconnected and came back); a viewer stall longer than one segment (a viewer that
+//! would have played everything it fetched and then waited more than a segment's duration: the
+//! player's buffer is modelled as the media fetched less the time played since the first
+//! segment); a viewer request that failed; RSS in the last sample more than 5 % above RSS at half
+//! time; a recording without `recording-ended.json`; a channel missing one of its four events.
+//!
+//! The run writes `soak.svg` (CPU, RSS and API latency over time) and `soak.csv` beside the
+//! benchmark's input file.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::http_client::{Connection, SignedClient, get};
+use crate::ingest::{input_file, process_tree, publisher, sample_cpu_ticks, sample_rss_kib};
+use crate::playback::percentile;
+use crate::recording::{BUCKET, Receiver, files_ending, recorded_channels};
+
+pub struct SoakArgs {
+    pub duration: Duration,
+    pub publishers: usize,
+    pub viewers: usize,
+    /// Signed API calls per second.
+    pub api_rate: f64,
+    pub out_dir: std::path::PathBuf,
+}
+
+/// The events every channel's one stream raises, in the order they come.
+const EVENTS: [&str; 4] = ["Stream Start", "Recording Start", "Stream End", "Recording End"];
+
+/// Workers sharing the API rate (each on its own keep-alive connection).
+const API_WORKERS: usize = 16;
+
+#[derive(Default)]
+struct Counters {
+    api_calls: AtomicU64,
+    api_errors: AtomicU64,
+    viewer_requests: AtomicU64,
+    viewer_bytes: AtomicU64,
+    viewer_errors: AtomicU64,
+    viewer_stalls: AtomicU64,
+    /// The longest stall seen, in ms.
+    longest_stall_ms: AtomicU64,
+    /// API latencies (ms) since the last sample.
+    api_latencies: Mutex<Vec<f64>>,
+    first_api_error: Mutex<Option<String>>,
+}
+
+/// One sampling period's figures.
+struct Point {
+    at_s: f64,
+    cpu_percent: f64,
+    rss_mib: f64,
+    api_per_s: f64,
+    api_p50_ms: f64,
+    api_p99_ms: f64,
+    viewer_mbit_s: f64,
+    stalls: u64,
+    publishers_alive: usize,
+}
+
+pub async fn run(args: SoakArgs) -> Result<(), String> {
+    let input = input_file(&args.out_dir)?;
+    let receiver = Receiver::start().await?;
+    let openivs =
+        crate::start_openivs_with(&["--event-webhook", &receiver.url, "--event-webhook-secret", "bench-secret"])
+            .await?;
+    let buckets = openivs.data_dir.as_ref().ok_or("openivs has a data folder")?.0.join("buckets");
+    std::fs::create_dir_all(buckets.join(BUCKET)).map_err(|e| e.to_string())?;
+    let client = Arc::new(SignedClient::new());
+    let channels = recorded_channels(&client, openivs.port, args.publishers).await?;
+    let rtmp_port = openivs.rtmp_port.ok_or("openivs has no RTMP port")?;
+    let mut publishers = channels
+        .iter()
+        .map(|(_, key)| publisher(&format!("rtmp://127.0.0.1:{rtmp_port}/app/{key}"), &input))
+        .collect::<Result<Vec<_>, _>>()?;
+    let arns: Arc<Vec<String>> = Arc::new(channels.iter().map(|(arn, _)| arn.clone()).collect());
+    let mut media_paths = Vec::new();
+    for arn in arns.iter() {
+        media_paths.push(media_path(&client, openivs.port, arn).await?);
+    }
+    let recording_configuration = recording_configuration_of(&client, openivs.port, &arns[0]).await?;
+
+    println!(
+        "# Soak: {} publishers (720p30 ~3 Mbit/s, recorded to a folder, events to a webhook), {} HLS viewers, {} signed API calls/s, for {} s, 127.0.0.1, {} CPUs",
+        args.publishers,
+        args.viewers,
+        args.api_rate,
+        args.duration.as_secs(),
+        crate::num_cpus()
+    );
+    let counters = Arc::new(Counters::default());
+    let running = Arc::new(AtomicBool::new(true));
+    let mut tasks = Vec::new();
+    for viewer in 0..args.viewers {
+        let media = media_paths[viewer % media_paths.len()].clone();
+        let (counters, running, port) = (counters.clone(), running.clone(), openivs.port);
+        // Viewers arrive over the first ten seconds.
+        let delay = Duration::from_millis((viewer as u64 * 10_000) / args.viewers.max(1) as u64);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            view(port, media, running, counters).await;
+        }));
+    }
+    for worker in 0..API_WORKERS {
+        let calls = ApiCalls {
+            client: client.clone(),
+            arns: arns.clone(),
+            recording_configuration: recording_configuration.clone(),
+            worker,
+        };
+        let interval = Duration::from_secs_f64(API_WORKERS as f64 / args.api_rate.max(0.1));
+        let (counters, running, port) = (counters.clone(), running.clone(), openivs.port);
+        tasks.push(tokio::spawn(async move { calls.run(port, interval, running, counters).await }));
+    }
+
+    let period = Duration::from_secs_f64((args.duration.as_secs_f64() / 120.0).clamp(2.0, 30.0));
+    let started = Instant::now();
+    let root = openivs.child.id();
+    let mut points = Vec::new();
+    let mut ticks = sample_cpu_ticks(&process_tree(root));
+    let mut bytes = 0;
+    let mut last = Instant::now();
+    while started.elapsed() < args.duration {
+        tokio::time::sleep(period.min(args.duration.saturating_sub(started.elapsed())).max(Duration::from_millis(100)))
+            .await;
+        let pids = process_tree(root);
+        let (now_ticks, now_bytes) = (sample_cpu_ticks(&pids), counters.viewer_bytes.load(Ordering::Relaxed));
+        let seconds = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        let mut latencies = std::mem::take(&mut *counters.api_latencies.lock().expect("latencies lock"));
+        latencies.sort_by(f64::total_cmp);
+        let quantile = |p: f64| if latencies.is_empty() { 0.0 } else { percentile(&latencies, p) };
+        let publishers_alive = alive(&mut publishers);
+        let point = Point {
+            at_s: started.elapsed().as_secs_f64(),
+            cpu_percent: (now_ticks - ticks) as f64 / crate::ingest::clock_ticks_per_second() / seconds * 100.0,
+            rss_mib: sample_rss_kib(&pids) as f64 / 1024.0,
+            api_per_s: latencies.len() as f64 / seconds,
+            api_p50_ms: quantile(0.5),
+            api_p99_ms: quantile(0.99),
+            viewer_mbit_s: (now_bytes - bytes) as f64 * 8.0 / 1e6 / seconds,
+            stalls: counters.viewer_stalls.load(Ordering::Relaxed),
+            publishers_alive,
+        };
+        eprintln!(
+            "soak {:>6.0} s: CPU {:>5.1} %, RSS {:>6.1} MiB, API {:>5.1}/s p99 {:>6.1} ms, viewers {:>6.1} Mbit/s, stalls {}, publishers {}/{}",
+            point.at_s,
+            point.cpu_percent,
+            point.rss_mib,
+            point.api_per_s,
+            point.api_p99_ms,
+            point.viewer_mbit_s,
+            point.stalls,
+            point.publishers_alive,
+            args.publishers
+        );
+        (ticks, bytes) = (now_ticks, now_bytes);
+        points.push(point);
+    }
+    running.store(false, Ordering::SeqCst);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
+    }
+    // One stream session per channel: a publisher that was disconnected and came back made two.
+    let mut reconnected = 0;
+    let mut api = Connection::new(openivs.port);
+    for arn in arns.iter() {
+        let (_, body) = client.call(&mut api, "ListStreamSessions", &format!(r#"{{"channelArn":"{arn}"}}"#)).await?;
+        let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        if json["streamSessions"].as_array().map_or(0, Vec::len) != 1 {
+            reconnected += 1;
+        }
+    }
+    let publishers_alive = alive(&mut publishers);
+    for publisher in &mut publishers {
+        let _ = publisher.kill();
+        let _ = publisher.wait();
+    }
+    // Every recording ends and every event arrives, within a minute of the streams ending.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (mut ended, mut missing_events) = (0, usize::MAX);
+    while Instant::now() < deadline {
+        ended = files_ending(&buckets.join(BUCKET), &["recording-ended.json"]);
+        missing_events =
+            arns.iter().map(|arn| EVENTS.iter().filter(|name| receiver.count(arn, name) == 0).count()).sum::<usize>();
+        if ended >= arns.len() && missing_events == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    write_outputs(&args.out_dir, &points)?;
+    let half = &points[points.len() / 2..];
+    let rss_growth = match (half.first(), points.last()) {
+        (Some(middle), Some(end)) => end.rss_mib / middle.rss_mib.max(1.0) - 1.0,
+        _ => 0.0,
+    };
+    let mut all: Vec<f64> = points.iter().map(|p| p.api_p99_ms).collect();
+    all.sort_by(f64::total_cmp);
+    let cpu: Vec<f64> = points.iter().map(|p| p.cpu_percent).collect();
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len().max(1) as f64;
+    let api_errors = counters.api_errors.load(Ordering::Relaxed);
+    let stalls = counters.viewer_stalls.load(Ordering::Relaxed);
+    let viewer_errors = counters.viewer_errors.load(Ordering::Relaxed);
+    let checks = [
+        (
+            "API calls answered 2xx",
+            api_errors == 0,
+            format!("{api_errors} errors of {}", counters.api_calls.load(Ordering::Relaxed)),
+        ),
+        (
+            "publishers alive at the end",
+            publishers_alive == args.publishers,
+            format!("{publishers_alive}/{}", args.publishers),
+        ),
+        ("one stream session per channel", reconnected == 0, format!("{reconnected} channels reconnected")),
+        (
+            "viewer stalls longer than one segment",
+            stalls == 0,
+            format!("{stalls} (longest {} ms)", counters.longest_stall_ms.load(Ordering::Relaxed)),
+        ),
+        (
+            "viewer requests answered",
+            viewer_errors == 0,
+            format!("{viewer_errors} failed of {}", counters.viewer_requests.load(Ordering::Relaxed)),
+        ),
+        ("RSS growth over the second half ≤ 5 %", rss_growth <= 0.05, format!("{:+.1} %", rss_growth * 100.0)),
+        ("recordings ended", ended >= arns.len(), format!("{ended}/{}", arns.len())),
+        ("events delivered (4 per channel)", missing_events == 0, format!("{missing_events} missing")),
+    ];
+    println!();
+    println!("| check | verdict | figure |");
+    println!("|---|---|---|");
+    for (check, ok, figure) in &checks {
+        println!("| {check} | {} | {figure} |", if *ok { "pass" } else { "FAIL" });
+    }
+    if let Some(error) = counters.first_api_error.lock().expect("error lock").as_ref() {
+        println!();
+        println!("First API error: {error}");
+    }
+    println!();
+    println!("| over the run | mean | max |");
+    println!("|---|---|---|");
+    let max = |values: &[f64]| values.iter().copied().fold(0.0, f64::max);
+    let rss: Vec<f64> = points.iter().map(|p| p.rss_mib).collect();
+    let rate: Vec<f64> = points.iter().map(|p| p.api_per_s).collect();
+    let mbits: Vec<f64> = points.iter().map(|p| p.viewer_mbit_s).collect();
+    println!("| server CPU % of one core | {:.1} | {:.1} |", mean(&cpu), max(&cpu));
+    println!("| server RSS MiB | {:.1} | {:.1} |", mean(&rss), max(&rss));
+    println!("| API calls/s | {:.1} | {:.1} |", mean(&rate), max(&rate));
+    println!("| API p99 ms (per period) | {:.1} | {:.1} |", percentile(&all, 0.5), max(&all));
+    println!("| viewers' Mbit/s | {:.0} | {:.0} |", mean(&mbits), max(&mbits));
+    println!();
+    println!("Graphs: {}/soak.svg; samples: {}/soak.csv", args.out_dir.display(), args.out_dir.display());
+    if checks.iter().all(|(_, ok, _)| *ok) { Ok(()) } else { Err("the soak failed a check (above)".into()) }
+}
+
+/// Publishers still running.
+fn alive(publishers: &mut [std::process::Child]) -> usize {
+    publishers.iter_mut().map(|p| p.try_wait()).filter(|status| matches!(status, Ok(None))).count()
+}
+
+/// The media playlist of the channel's best rendition, once it plays.
+async fn media_path(client: &SignedClient, port: u16, arn: &str) -> Result<String, String> {
+    let mut api = Connection::new(port);
+    let (_, body) = client.call(&mut api, "GetChannel", &format!(r#"{{"arn":"{arn}"}}"#)).await?;
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let playback_url = json["channel"]["playbackUrl"].as_str().ok_or("no playbackUrl")?;
+    let path = crate::playback_path(playback_url);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut http = Connection::new(port);
+    while Instant::now() < deadline {
+        if let Ok((200, body)) = get(&mut http, &path).await
+            && let Some(media) = String::from_utf8_lossy(&body).lines().find(|l| l.starts_with('/'))
+        {
+            return Ok(media.to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("{arn} never played"))
+}
+
+async fn recording_configuration_of(client: &SignedClient, port: u16, arn: &str) -> Result<String, String> {
+    let mut api = Connection::new(port);
+    let (_, body) = client.call(&mut api, "GetChannel", &format!(r#"{{"arn":"{arn}"}}"#)).await?;
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    json["channel"]["recordingConfigurationArn"].as_str().map(str::to_owned).ok_or("no recording configuration".into())
+}
+
+/// One viewer: reload every 0.5 s, fetch each new segment, and model the player's buffer.
+async fn view(port: u16, media: String, running: Arc<AtomicBool>, counters: Arc<Counters>) {
+    let mut connection = Connection::new(port);
+    let base = media.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_owned());
+    let mut last: Option<String> = None;
+    // Playing since, and the media fetched since then (seconds).
+    let mut playing: Option<(Instant, f64)> = None;
+    while running.load(Ordering::Relaxed) {
+        let fetched = get(&mut connection, &media).await;
+        counters.viewer_requests.fetch_add(1, Ordering::Relaxed);
+        let Ok((200, body)) = fetched else {
+            counters.viewer_errors.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        counters.viewer_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
+        let segments = crate::fanout::segments_of(&String::from_utf8_lossy(&body));
+        let start = match &last {
+            Some(uri) => segments.iter().position(|(s, _)| s == uri).map_or(0, |i| i + 1),
+            None => segments.len().saturating_sub(1),
+        };
+        let longest = segments.iter().map(|(_, d)| *d).fold(0.0, f64::max);
+        for (uri, duration) in &segments[start.min(segments.len())..] {
+            counters.viewer_requests.fetch_add(1, Ordering::Relaxed);
+            match get(&mut connection, &format!("{base}/{uri}")).await {
+                Ok((200, segment)) => {
+                    counters.viewer_bytes.fetch_add(segment.len() as u64, Ordering::Relaxed);
+                    let (_, buffered) = playing.get_or_insert((Instant::now(), 0.0));
+                    *buffered += duration;
+                }
+                _ => {
+                    counters.viewer_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            last = Some(uri.clone());
+        }
+        if let Some((since, buffered)) = playing {
+            let waited = since.elapsed().as_secs_f64() - buffered;
+            if longest > 0.0 && waited > longest {
+                // The player ran dry more than a segment ago: a stall; it starts again from here.
+                counters.viewer_stalls.fetch_add(1, Ordering::Relaxed);
+                counters.longest_stall_ms.fetch_max((waited * 1000.0) as u64, Ordering::Relaxed);
+                playing = None;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One API worker's calls: ten kinds in turn, on its own connection.
+struct ApiCalls {
+    client: Arc<SignedClient>,
+    arns: Arc<Vec<String>>,
+    recording_configuration: String,
+    worker: usize,
+}
+
+impl ApiCalls {
+    async fn run(&self, port: u16, interval: Duration, running: Arc<AtomicBool>, counters: Arc<Counters>) {
+        let mut connection = Connection::new(port);
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut turn = self.worker;
+        while running.load(Ordering::Relaxed) {
+            ticker.tick().await;
+            turn += 1;
+            let arn = &self.arns[(turn / 10 + self.worker) % self.arns.len()];
+            let (operation, body) = match turn % 10 {
+                0 => ("GetChannel", format!(r#"{{"arn":"{arn}"}}"#)),
+                1 => ("ListChannels", "{}".to_owned()),
+                2 => ("GetStream", format!(r#"{{"channelArn":"{arn}"}}"#)),
+                3 => ("ListStreams", "{}".to_owned()),
+                4 => ("ListStreamKeys", format!(r#"{{"channelArn":"{arn}"}}"#)),
+                5 => ("GetStreamSession", format!(r#"{{"channelArn":"{arn}"}}"#)),
+                6 => ("PutMetadata", format!(r#"{{"channelArn":"{arn}","metadata":"soak {turn}"}}"#)),
+                7 => ("GetRecordingConfiguration", format!(r#"{{"arn":"{}"}}"#, self.recording_configuration)),
+                8 => ("ListStreamSessions", format!(r#"{{"channelArn":"{arn}"}}"#)),
+                _ => ("CreateChannel", r#"{"name":"soak-scratch"}"#.to_owned()),
+            };
+            let Some(answer) = self.call(&mut connection, operation, &body, &counters).await else { continue };
+            if operation == "CreateChannel"
+                && let Some(scratch) = serde_json::from_slice::<serde_json::Value>(&answer)
+                    .ok()
+                    .and_then(|json| json["channel"]["arn"].as_str().map(str::to_owned))
+            {
+                self.call(&mut connection, "DeleteChannel", &format!(r#"{{"arn":"{scratch}"}}"#), &counters).await;
+            }
+        }
+    }
+
+    /// One call, counted and timed; its body when it answered 2xx.
+    async fn call(
+        &self,
+        connection: &mut Connection,
+        operation: &str,
+        body: &str,
+        counters: &Counters,
+    ) -> Option<Vec<u8>> {
+        let asked = Instant::now();
+        let answer = self.client.call(connection, operation, body).await;
+        let millis = asked.elapsed().as_secs_f64() * 1000.0;
+        counters.api_calls.fetch_add(1, Ordering::Relaxed);
+        counters.api_latencies.lock().expect("latencies lock").push(millis);
+        match answer {
+            Ok((status, answer)) if (200..300).contains(&status) => Some(answer),
+            outcome => {
+                counters.api_errors.fetch_add(1, Ordering::Relaxed);
+                let mut first = counters.first_api_error.lock().expect("error lock");
+                if first.is_none() {
+                    *first = Some(match outcome {
+                        Ok((status, answer)) => format!("{operation}: {status} {}", String::from_utf8_lossy(&answer)),
+                        Err(error) => format!("{operation}: {error}"),
+                    });
+                }
+                None
+            }
+        }
+    }
+}
+
+/// `soak.csv` (every sample) and `soak.svg` (three panels over time: CPU, RSS, API latency).
+fn write_outputs(out_dir: &Path, points: &[Point]) -> Result<(), String> {
+    let mut csv = String::from(
+        "seconds,cpu_percent,rss_mib,api_calls_per_s,api_p50_ms,api_p99_ms,viewer_mbit_s,stalls,publishers_alive\n",
+    );
+    for p in points {
+        csv.push_str(&format!(
+            "{:.1},{:.2},{:.2},{:.1},{:.2},{:.2},{:.1},{},{}\n",
+            p.at_s,
+            p.cpu_percent,
+            p.rss_mib,
+            p.api_per_s,
+            p.api_p50_ms,
+            p.api_p99_ms,
+            p.viewer_mbit_s,
+            p.stalls,
+            p.publishers_alive
+        ));
+    }
+    std::fs::write(out_dir.join("soak.csv"), csv).map_err(|e| e.to_string())?;
+    let panels: [Panel; 3] = [
+        ("server CPU, % of one core", vec![("CPU", points.iter().map(|p| p.cpu_percent).collect())]),
+        ("server RSS, MiB", vec![("RSS", points.iter().map(|p| p.rss_mib).collect())]),
+        (
+            "API latency per period, ms",
+            vec![
+                ("p50", points.iter().map(|p| p.api_p50_ms).collect()),
+                ("p99", points.iter().map(|p| p.api_p99_ms).collect()),
+            ],
+        ),
+    ];
+    let times: Vec<f64> = points.iter().map(|p| p.at_s).collect();
+    std::fs::write(out_dir.join("soak.svg"), svg(&times, &panels)).map_err(|e| e.to_string())
+}
+
+/// A chart's title and its named series (one value per sample).
+type Panel<'a> = (&'a str, Vec<(&'a str, Vec<f64>)>);
+
+/// Line charts stacked vertically, one panel per entry, sharing the time axis.
+fn svg(times: &[f64], panels: &[Panel]) -> String {
+    const WIDTH: f64 = 800.0;
+    const PANEL: f64 = 180.0;
+    const LEFT: f64 = 60.0;
+    const COLOURS: [&str; 2] = ["#1f6feb", "#d1242f"];
+    let height = PANEL * panels.len() as f64 + 30.0;
+    let end = times.last().copied().unwrap_or(1.0).max(1.0);
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    );
+    for (index, (title, series)) in panels.iter().enumerate() {
+        let top = PANEL * index as f64 + 20.0;
+        let plot = PANEL - 50.0;
+        let highest = series.iter().flat_map(|(_, values)| values.iter().copied()).fold(0.0, f64::max).max(1e-9) * 1.1;
+        out.push_str(&format!("<text x=\"{LEFT}\" y=\"{top}\" font-weight=\"bold\">{title}</text>\n"));
+        let (x0, y0, x1, y1) = (LEFT, top + 10.0, WIDTH - 20.0, top + 10.0 + plot);
+        out.push_str(&format!(
+            "<rect x=\"{x0}\" y=\"{y0}\" width=\"{}\" height=\"{plot}\" fill=\"none\" stroke=\"#999\"/>\n",
+            x1 - x0
+        ));
+        out.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{highest:.1}</text>\n",
+            x0 - 4.0,
+            y0 + 10.0
+        ));
+        out.push_str(&format!("<text x=\"{}\" y=\"{y1}\" text-anchor=\"end\">0</text>\n", x0 - 4.0));
+        out.push_str(&format!("<text x=\"{x1}\" y=\"{}\" text-anchor=\"end\">{end:.0} s</text>\n", y1 + 14.0));
+        for (at, (name, values)) in series.iter().enumerate() {
+            let colour = COLOURS[at % COLOURS.len()];
+            let points: Vec<String> = times
+                .iter()
+                .zip(values)
+                .map(|(t, v)| format!("{:.1},{:.1}", x0 + (x1 - x0) * t / end, y1 - plot * v / highest))
+                .collect();
+            out.push_str(&format!(
+                "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"1.5\" points=\"{}\"/>\n",
+                points.join(" ")
+            ));
+            out.push_str(&format!(
+                "<text x=\"{}\" y=\"{}\" fill=\"{colour}\">{name}</text>\n",
+                x1 - 60.0 * (at + 1) as f64,
+                y0 + 14.0
+            ));
+        }
+    }
+    out.push_str("</svg>\n");
+    out
+}
