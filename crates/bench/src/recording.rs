@@ -340,7 +340,11 @@ async fn serve(connection: tokio::net::TcpStream, log: Arc<Mutex<Vec<(String, St
         let arrived = Instant::now();
         if let Ok(envelope) = serde_json::from_slice::<serde_json::Value>(&body) {
             let channel = envelope["resources"][0].as_str().unwrap_or_default().to_owned();
-            let name = envelope["detail"]["event_name"].as_str().unwrap_or_default().to_owned();
+            // (Stream state changes name themselves in `event_name`, recording state changes in
+            // `recording_status`, as IVS's do.)
+            let detail = &envelope["detail"];
+            let name = detail["event_name"].as_str().or(detail["recording_status"].as_str()).unwrap_or_default();
+            let name = name.to_owned();
             log.lock().expect("receiver lock").push((channel, name, arrived));
         }
         if reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").await.is_err() {
