@@ -54,7 +54,7 @@ const ORIGIN_PARTS: &str = "openivs_cluster_origin_requests_total{kind=\"part\"}
 
 /// The media playlist's path a viewer gets from the multivariant playlist at `port`, once the
 /// stream plays there.
-async fn media_path(port: u16, playback_path: &str) -> Result<String, String> {
+pub(crate) async fn media_path(port: u16, playback_path: &str) -> Result<String, String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut http = Connection::new(port);
     while Instant::now() < deadline {

@@ -281,18 +281,7 @@ async fn media_path(client: &SignedClient, port: u16, arn: &str) -> Result<Strin
     let (_, body) = client.call(&mut api, "GetChannel", &format!(r#"{{"arn":"{arn}"}}"#)).await?;
     let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     let playback_url = json["channel"]["playbackUrl"].as_str().ok_or("no playbackUrl")?;
-    let path = crate::playback_path(playback_url);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut http = Connection::new(port);
-    while Instant::now() < deadline {
-        if let Ok((200, body)) = get(&mut http, &path).await
-            && let Some(media) = String::from_utf8_lossy(&body).lines().find(|l| l.starts_with('/'))
-        {
-            return Ok(media.to_owned());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(format!("{arn} never played"))
+    crate::cluster::media_path(port, &crate::playback_path(playback_url)).await
 }
 
 async fn recording_configuration_of(client: &SignedClient, port: u16, arn: &str) -> Result<String, String> {
