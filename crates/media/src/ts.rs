@@ -136,24 +136,37 @@ impl TsMuxer {
         self.write_section(PMT_PID, &pmt, out);
     }
 
-    /// Cuts one PES packet into TS packets. The first carries PCR (= DTS) when `pcr` is set and
-    /// the random-access indicator when `random_access` is.
-    fn write_pes(&mut self, pid: u16, pes: &[u8], pcr: Option<u64>, random_access: bool, out: &mut Vec<u8>) {
-        let mut rest = pes;
+    /// Cuts one PES packet into TS packets: its header, then its payload given as the pieces it
+    /// is made of (an access unit's start codes and NAL units, an ADTS header and its frame), so
+    /// the payload is copied once, into the packets, and never assembled first. The first
+    /// packet carries PCR (= DTS) when `pcr` is set and the random-access indicator when
+    /// `random_access` is.
+    fn write_pes(
+        &mut self,
+        pid: u16,
+        header: &[u8],
+        payload: &[&[u8]],
+        pcr: Option<u64>,
+        random_access: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let mut rest = Pieces { pieces: payload, index: 0, offset: 0 };
+        let mut header = header;
+        let mut remaining = header.len() + payload.iter().map(|piece| piece.len()).sum::<usize>();
         let mut first = true;
-        while !rest.is_empty() {
+        out.reserve(remaining.div_ceil(PACKET_LEN - 4) * PACKET_LEN + PACKET_LEN);
+        while remaining > 0 {
             let counter = self.next_counter(pid);
-            let mut adaptation = Vec::new();
+            // The adaptation field's content (after its length byte); at most a packet's room.
+            let mut adaptation = [0xffu8; PACKET_LEN - 5];
+            let mut adaptation_len = 0;
             if first && (pcr.is_some() || random_access) {
-                let mut flags = 0u8;
-                if random_access {
-                    flags |= 0x40;
-                }
-                adaptation.push(flags);
+                adaptation[0] = if random_access { 0x40 } else { 0x00 };
+                adaptation_len = 1;
                 if let Some(ticks) = pcr {
                     adaptation[0] |= 0x10;
                     let base = ticks & 0x1_ffff_ffff;
-                    adaptation.extend_from_slice(&[
+                    adaptation[1..7].copy_from_slice(&[
                         (base >> 25) as u8,
                         (base >> 17) as u8,
                         (base >> 9) as u8,
@@ -161,20 +174,21 @@ impl TsMuxer {
                         ((base as u8 & 1) << 7) | 0x7e,
                         0x00,
                     ]);
+                    adaptation_len = 7;
                 }
             }
             // Header 4 bytes; an adaptation field takes its length byte plus its content.
-            let room = PACKET_LEN - 4 - if adaptation.is_empty() { 0 } else { 1 + adaptation.len() };
-            let take = rest.len().min(room);
-            let mut has_adaptation = !adaptation.is_empty();
+            let room = PACKET_LEN - 4 - if adaptation_len == 0 { 0 } else { 1 + adaptation_len };
+            let take = remaining.min(room);
+            let mut has_adaptation = adaptation_len > 0;
             let needed = room - take;
             if needed > 0 {
-                // The last packet is filled up through the adaptation field.
+                // The last packet is filled up through the adaptation field (stuffing 0xff).
                 if has_adaptation {
-                    adaptation.resize(adaptation.len() + needed, 0xff);
+                    adaptation_len += needed;
                 } else if needed >= 2 {
-                    adaptation.push(0x00);
-                    adaptation.resize(needed - 1, 0xff);
+                    adaptation[0] = 0x00;
+                    adaptation_len = needed - 1;
                 }
                 // needed == 1 without a field: an empty field (its length byte alone) fills it.
                 has_adaptation = true;
@@ -184,73 +198,129 @@ impl TsMuxer {
             let control = if has_adaptation { 0x30 } else { 0x10 };
             out.extend_from_slice(&[0x47, pusi | (pid >> 8) as u8, pid as u8, control | counter]);
             if has_adaptation {
-                out.push(adaptation.len() as u8);
-                out.extend_from_slice(&adaptation);
+                out.push(adaptation_len as u8);
+                out.extend_from_slice(&adaptation[..adaptation_len]);
             }
-            out.extend_from_slice(&rest[..take]);
+            let from_header = take.min(header.len());
+            out.extend_from_slice(&header[..from_header]);
+            header = &header[from_header..];
+            rest.copy_into(take - from_header, out);
             debug_assert_eq!(out.len() - start, PACKET_LEN);
-            rest = &rest[take..];
+            remaining -= take;
             first = false;
         }
     }
 
-    fn pes_header(stream_id: u8, pts: u64, dts: Option<u64>, payload_len: usize) -> Vec<u8> {
+    /// A PES header (at most 19 bytes) in `header`; returns its length.
+    fn pes_header(header: &mut [u8; 19], stream_id: u8, pts: u64, dts: Option<u64>, payload_len: usize) -> usize {
         let header_data_len = if dts.is_some() { 10 } else { 5 };
         let packet_len = 3 + header_data_len + payload_len;
         // Video PES may exceed 65535 bytes: length 0 means "unbounded" there.
         let length_field = if packet_len > 0xffff { 0 } else { packet_len as u16 };
-        let mut header = vec![0x00, 0x00, 0x01, stream_id];
-        header.extend_from_slice(&length_field.to_be_bytes());
-        header.push(0x80);
-        header.push(if dts.is_some() { 0xc0 } else { 0x80 });
-        header.push(header_data_len as u8);
+        let [high, low] = length_field.to_be_bytes();
+        header[..9].copy_from_slice(&[
+            0x00,
+            0x00,
+            0x01,
+            stream_id,
+            high,
+            low,
+            0x80,
+            if dts.is_some() { 0xc0 } else { 0x80 },
+            header_data_len as u8,
+        ]);
         match dts {
             Some(dts) => {
-                header.extend_from_slice(&pes_timestamp(0x3, pts));
-                header.extend_from_slice(&pes_timestamp(0x1, dts));
+                header[9..14].copy_from_slice(&pes_timestamp(0x3, pts));
+                header[14..19].copy_from_slice(&pes_timestamp(0x1, dts));
             }
-            None => header.extend_from_slice(&pes_timestamp(0x2, pts)),
+            None => header[9..14].copy_from_slice(&pes_timestamp(0x2, pts)),
         }
-        header
+        9 + header_data_len
     }
 
-    /// One video access unit (Annex B), timestamps in 90 kHz ticks.
-    pub fn write_video(&mut self, pts: u64, dts: u64, keyframe: bool, annex_b: &[u8], out: &mut Vec<u8>) {
-        let mut pes = Self::pes_header(0xe0, pts, (pts != dts).then_some(dts), annex_b.len());
-        pes.extend_from_slice(annex_b);
-        self.write_pes(VIDEO_PID, &pes, Some(dts), keyframe, out);
+    /// Writes one PES packet of `stream_id` on `pid` with the payload's pieces.
+    fn write_pes_packet(
+        &mut self,
+        (pid, stream_id): (u16, u8),
+        (pts, dts): (u64, Option<u64>),
+        payload: &[&[u8]],
+        (pcr, random_access): (Option<u64>, bool),
+        out: &mut Vec<u8>,
+    ) {
+        let mut header = [0u8; 19];
+        let payload_len = payload.iter().map(|piece| piece.len()).sum();
+        let header_len = Self::pes_header(&mut header, stream_id, pts, dts, payload_len);
+        self.write_pes(pid, &header[..header_len], payload, pcr, random_access, out);
     }
 
-    /// AAC frames already framed as ADTS, timestamp in 90 kHz ticks. Without video, the audio
-    /// PID carries the PCR.
-    pub fn write_audio(&mut self, pts: u64, adts: &[u8], out: &mut Vec<u8>) {
-        let mut pes = Self::pes_header(0xc0, pts, None, adts.len());
-        pes.extend_from_slice(adts);
+    /// One video access unit in Annex B, as the pieces it is made of (see [`annex_b_pieces`]),
+    /// timestamps in 90 kHz ticks.
+    pub fn write_video(&mut self, pts: u64, dts: u64, keyframe: bool, annex_b: &[&[u8]], out: &mut Vec<u8>) {
+        self.write_pes_packet(
+            (VIDEO_PID, 0xe0),
+            (pts, (pts != dts).then_some(dts)),
+            annex_b,
+            (Some(dts), keyframe),
+            out,
+        );
+    }
+
+    /// AAC frames framed as ADTS (the header and the frame may be separate pieces), timestamp
+    /// in 90 kHz ticks. Without video, the audio PID carries the PCR.
+    pub fn write_audio(&mut self, pts: u64, adts: &[&[u8]], out: &mut Vec<u8>) {
         let pcr = (!self.tracks.video).then_some(pts);
-        self.write_pes(AUDIO_PID, &pes, pcr, !self.tracks.video, out);
+        self.write_pes_packet((AUDIO_PID, 0xc0), (pts, None), adts, (pcr, !self.tracks.video), out);
     }
 
     /// An ID3 tag as timed metadata (private stream 1, stream type 0x15).
     pub fn write_metadata(&mut self, pts: u64, id3: &[u8], out: &mut Vec<u8>) {
-        let mut pes = Self::pes_header(0xbd, pts, None, id3.len());
-        pes.extend_from_slice(id3);
-        self.write_pes(METADATA_PID, &pes, None, false, out);
+        self.write_pes_packet((METADATA_PID, 0xbd), (pts, None), &[id3], (None, false), out);
     }
 }
 
-/// Converts a length-prefixed sample of `record`'s coding to Annex B, starting with an access
-/// unit delimiter, with the record's parameter sets in front when `with_parameter_sets`
-/// (keyframes, so every segment can start decoding, and the first picture of every low-latency
-/// part, so players that transmux each part alone find them there).
-pub fn to_annex_b(sample: &[u8], record: &VideoRecord, with_parameter_sets: bool) -> Vec<u8> {
-    const START: [u8; 4] = [0, 0, 0, 1];
-    let mut out = Vec::with_capacity(sample.len() + 64);
-    out.extend_from_slice(&START);
-    out.extend_from_slice(record.delimiter());
+/// A PES payload's pieces, read in order across their boundaries.
+struct Pieces<'a> {
+    pieces: &'a [&'a [u8]],
+    index: usize,
+    offset: usize,
+}
+
+impl Pieces<'_> {
+    /// Appends the next `len` bytes to `out` (the caller never asks for more than are left).
+    fn copy_into(&mut self, mut len: usize, out: &mut Vec<u8>) {
+        while len > 0 {
+            let piece = &self.pieces[self.index][self.offset..];
+            let take = piece.len().min(len);
+            out.extend_from_slice(&piece[..take]);
+            len -= take;
+            self.offset += take;
+            if self.offset == self.pieces[self.index].len() {
+                self.index += 1;
+                self.offset = 0;
+            }
+        }
+    }
+}
+
+/// A length-prefixed sample of `record`'s coding as the pieces of its Annex B form, borrowed
+/// from the sample and the record (nothing copied): an access unit delimiter first, the
+/// record's parameter sets when `with_parameter_sets` (keyframes, so every segment can start
+/// decoding, and the first picture of every low-latency part, so players that transmux each
+/// part alone find them there), then the sample's NAL units, each after a start code.
+pub fn annex_b_pieces<'a>(
+    sample: &'a [u8],
+    record: &'a VideoRecord,
+    with_parameter_sets: bool,
+    pieces: &mut Vec<&'a [u8]>,
+) {
+    const START: &[u8] = &[0, 0, 0, 1];
+    pieces.push(START);
+    pieces.push(record.delimiter());
     if with_parameter_sets {
         for set in &record.parameter_sets {
-            out.extend_from_slice(&START);
-            out.extend_from_slice(set);
+            pieces.push(START);
+            pieces.push(set);
         }
     }
     let size = usize::from(record.nal_length_size.clamp(1, 4));
@@ -263,12 +333,18 @@ pub fn to_annex_b(sample: &[u8], record: &VideoRecord, with_parameter_sets: bool
             .nal_type(nal)
             .is_some_and(|t| record.is_delimiter(t) || (with_parameter_sets && record.is_parameter_set(t)));
         if !replaced {
-            out.extend_from_slice(&START);
-            out.extend_from_slice(nal);
+            pieces.push(START);
+            pieces.push(nal);
         }
         rest = &rest[size + len..];
     }
-    out
+}
+
+/// [`annex_b_pieces`] joined into one buffer (for a decoder that wants the access unit whole).
+pub fn to_annex_b(sample: &[u8], record: &VideoRecord, with_parameter_sets: bool) -> Vec<u8> {
+    let mut pieces = Vec::new();
+    annex_b_pieces(sample, record, with_parameter_sets, &mut pieces);
+    pieces.concat()
 }
 
 /// An ADTS header for one raw AAC frame.
@@ -311,8 +387,8 @@ pub(crate) mod tests {
         muxer.write_tables(&mut out);
         for i in 0..20u64 {
             let frame = vec![0x65u8; 1000 + i as usize * 37];
-            muxer.write_video(i * 3000 + 6000, i * 3000, i == 0, &frame, &mut out);
-            muxer.write_audio(i * 1920, &[0xffu8; 200], &mut out);
+            muxer.write_video(i * 3000 + 6000, i * 3000, i == 0, &[&frame], &mut out);
+            muxer.write_audio(i * 1920, &[&[0xffu8; 200]], &mut out);
         }
         muxer.write_metadata(0, b"ID3", &mut out);
         let mut last: std::collections::HashMap<u16, u8> = Default::default();
@@ -331,9 +407,55 @@ pub(crate) mod tests {
         for size in 0..400 {
             let mut muxer = TsMuxer::new(Tracks { video: true, audio: true, metadata: false });
             let mut out = Vec::new();
-            muxer.write_audio(0, &vec![1u8; size], &mut out);
-            muxer.write_video(0, 0, true, &vec![2u8; size], &mut out);
+            muxer.write_audio(0, &[&vec![1u8; size]], &mut out);
+            muxer.write_video(0, 0, true, &[&vec![2u8; size]], &mut out);
             assert_eq!(out.len() % PACKET_LEN, 0, "size {size}");
+        }
+    }
+
+    /// The packets' payloads (after any adaptation field), joined.
+    fn payload_of(bytes: &[u8]) -> Vec<u8> {
+        let mut payload = Vec::new();
+        for packet in packets(bytes) {
+            let start = if packet[3] & 0x20 != 0 { 5 + usize::from(packet[4]) } else { 4 };
+            payload.extend_from_slice(&packet[start..]);
+        }
+        payload
+    }
+
+    #[test]
+    fn a_payload_in_pieces_is_written_as_if_it_were_one() {
+        let data: Vec<u8> = (0..2000u32).map(|i| (i * 7 + 3) as u8).collect();
+        for size in [0usize, 1, 2, 3, 160, 170, 176, 177, 178, 183, 184, 185, 400, 1999] {
+            for cut in [0, 1, size / 3, size / 2, size.saturating_sub(1), size] {
+                let (head, tail) = data[..size].split_at(cut.min(size));
+                let mut whole = Vec::new();
+                TsMuxer::new(Tracks { video: true, audio: true, metadata: false }).write_video(
+                    9000,
+                    6000,
+                    true,
+                    &[&data[..size]],
+                    &mut whole,
+                );
+                let mut split = Vec::new();
+                TsMuxer::new(Tracks { video: true, audio: true, metadata: false }).write_video(
+                    9000,
+                    6000,
+                    true,
+                    &[head, &[], tail],
+                    &mut split,
+                );
+                assert_eq!(whole, split, "size {size}, cut at {cut}");
+                // The PES header (19 bytes with DTS) and then the data, in order.
+                assert_eq!(&payload_of(&split)[19..], &data[..size], "size {size}");
+                let mut audio = Vec::new();
+                TsMuxer::new(Tracks { video: false, audio: true, metadata: false }).write_audio(
+                    9000,
+                    &[head, tail],
+                    &mut audio,
+                );
+                assert_eq!(&payload_of(&audio)[14..], &data[..size], "audio size {size}");
+            }
         }
     }
 

@@ -445,15 +445,15 @@ mod tests {
         let idr: Vec<u8> = [&[0, 0, 0, 5][..], &[0x65, 1, 2, 3, 0x80]].concat();
         let annex_b = to_annex_b(&idr, &crate::ts::tests::record(VideoCoding::Avc, &[&sps, &pps]), true);
         // Near the 33-bit wrap, then past it.
-        muxer.write_video(TIMESTAMP_WRAP - 3000, TIMESTAMP_WRAP - 6000, true, &annex_b, &mut out);
+        muxer.write_video(TIMESTAMP_WRAP - 3000, TIMESTAMP_WRAP - 6000, true, &[&annex_b], &mut out);
         let config = AudioSpecificConfig { object_type: 2, sample_rate: 48000, channels: 2 };
         let raw = vec![0x21; 300];
         let mut adts = adts_header(&config, raw.len()).to_vec();
         adts.extend_from_slice(&raw);
-        muxer.write_audio(TIMESTAMP_WRAP + 900, &adts, &mut out);
+        muxer.write_audio(TIMESTAMP_WRAP + 900, &[&adts], &mut out);
         let plain = crate::ts::tests::record(VideoCoding::Avc, &[]);
         let big = to_annex_b(&[&[0, 0, 4, 1][..], &[0x41; 1025]].concat(), &plain, false);
-        muxer.write_video(TIMESTAMP_WRAP + 3000, TIMESTAMP_WRAP, false, &big, &mut out);
+        muxer.write_video(TIMESTAMP_WRAP + 3000, TIMESTAMP_WRAP, false, &[&big], &mut out);
         out
     }
 

@@ -532,9 +532,21 @@ async fn media_playlist(playback: &ChannelPlayback, low_latency: bool, query: &P
             return response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "no-cache", "Not available yet; retry\n");
         }
     }
-    let state = playback.state.read().expect("playlist lock");
     let skip_requested = low_latency && query.skip.as_deref() == Some("YES");
-    let body = render(&state, playback.packaging.container, low_latency, skip_requested);
+    let form = usize::from(low_latency) * 2 + usize::from(skip_requested);
+    // The version is read before the state, so a body kept under it never shows an older state.
+    let version = *playback.changed.borrow();
+    let cached = playback.rendered.lock().expect("rendered playlists lock").get(version, form);
+    let body = match cached {
+        Some(body) => body,
+        None => {
+            let state = playback.state.read().expect("playlist lock");
+            let body = Bytes::from(render(&state, playback.packaging.container, low_latency, skip_requested));
+            drop(state);
+            playback.rendered.lock().expect("rendered playlists lock").keep(version, form, body.clone());
+            body
+        }
+    };
     response(StatusCode::OK, PLAYLIST_TYPE, "no-cache", body)
 }
 

@@ -14,7 +14,7 @@
 //! long again, or sooner past `playback_max_window_bytes`.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,7 +22,7 @@ use openivs_media::aac::AudioSpecificConfig;
 use openivs_media::fmp4::{self, AAC_FRAME_SAMPLES, InitTracks, InitVideo, Sample, TrackRun};
 use openivs_media::hls::AdSignals;
 use openivs_media::id3;
-use openivs_media::ts::{Tracks, TsMuxer, adts_header, to_annex_b};
+use openivs_media::ts::{Tracks, TsMuxer, adts_header, annex_b_pieces};
 use openivs_media::video::VideoRecord;
 use openivs_model::timestamp;
 use tokio::sync::{broadcast, watch};
@@ -37,11 +37,16 @@ pub const SEGMENT_TARGET_LOW: Duration = Duration::from_millis(900);
 /// Segments of NORMAL latency channels: about 2 s with IVS's recommended 2 s keyframe interval.
 pub const SEGMENT_TARGET_NORMAL: Duration = Duration::from_millis(1900);
 /// Declared `PART-TARGET`, in seconds: the longest a part gets. A part is cut before the video
-/// frame that would take it past this (with millisecond timestamps, 10 frames at 30 fps span 333
-/// or 334 ms), so that segments of whole seconds split into equal parts (no short last part,
-/// which players that assume hinted parts last PART-TARGET, as Shaka does, stumble over).
-pub const PART_TARGET: f64 = 0.334;
-const PART_TARGET_MS: i64 = 334;
+/// frame that would take it past this. Parts of 0.2 s hold a whole number of frames at 25, 30,
+/// 50 and 60 fps, so segments of whole seconds split into equal parts (no short last part,
+/// which players that assume hinted parts last PART-TARGET, as Shaka does, stumble over); the
+/// extra millisecond is for millisecond timestamps, where the sixth frame at 30 fps may follow
+/// its predecessor by 34 ms and so seem to end the part at 201 ms. Short parts are what keeps
+/// low-latency players close to live: hls.js holds back PART-HOLD-BACK (three part targets,
+/// 0.603 s) behind the playlist's edge, and a frame waits for its part to close before any
+/// player can fetch it.
+pub const PART_TARGET: f64 = 0.201;
+const PART_TARGET_MS: i64 = 201;
 /// Media the playlist lists: enough for players' hold-back and for delta updates (CAN-SKIP-UNTIL
 /// is 6 target durations).
 pub const WINDOW: Duration = Duration::from_secs(16);
@@ -351,6 +356,36 @@ pub struct ChannelPlayback {
     pub changed: watch::Sender<u64>,
     /// Bumped on every frame packaged as well: readers of segments in progress wait on it.
     pub appended: watch::Sender<u64>,
+    /// The media playlists as last rendered, for the `changed` version they show.
+    pub rendered: Mutex<RenderedPlaylists>,
+}
+
+/// Media playlists as rendered for one version of a [`ChannelPlayback`]'s `changed`: every
+/// viewer reloads the same playlist, which changes only when `changed` is bumped, so it is
+/// rendered once per version and form rather than once per request (at a thousand viewers,
+/// thousands of times a second). A form is a slot: low-latency or not, delta update or not.
+#[derive(Default)]
+pub struct RenderedPlaylists {
+    version: u64,
+    bodies: [Option<Bytes>; 4],
+}
+
+impl RenderedPlaylists {
+    pub fn get(&self, version: u64, form: usize) -> Option<Bytes> {
+        (self.version == version).then(|| self.bodies[form].clone()).flatten()
+    }
+
+    /// Keeps `body`, rendered from a state read after `version` was: the state it shows is at
+    /// least that version's (newer, when the packager changed it in between; the next bump
+    /// replaces it), never older.
+    pub fn keep(&mut self, version: u64, form: usize, body: Bytes) {
+        if version > self.version {
+            *self = RenderedPlaylists { version, bodies: Default::default() };
+        }
+        if version == self.version {
+            self.bodies[form] = Some(body);
+        }
+    }
 }
 
 impl ChannelPlayback {
@@ -367,6 +402,7 @@ impl ChannelPlayback {
             state: RwLock::new(PlaylistState::default()),
             changed: watch::Sender::new(0),
             appended: watch::Sender::new(0),
+            rendered: Mutex::default(),
         }
     }
 
@@ -508,14 +544,14 @@ pub(crate) fn write_ts_frame(
     match frame.kind {
         TrackKind::Video => {
             let Some(record) = video else { return false };
-            let annex_b = to_annex_b(&frame.data, record, with_parameter_sets);
+            let mut annex_b = Vec::with_capacity(16);
+            annex_b_pieces(&frame.data, record, with_parameter_sets, &mut annex_b);
             muxer.write_video(ticks(frame.pts_ms), ticks(frame.dts_ms), frame.keyframe, &annex_b, out);
         }
         TrackKind::Audio => {
             let Some(asc) = audio else { return false };
-            let mut adts = adts_header(asc, frame.data.len()).to_vec();
-            adts.extend_from_slice(&frame.data);
-            muxer.write_audio(ticks(frame.pts_ms), &adts, out);
+            let adts = adts_header(asc, frame.data.len());
+            muxer.write_audio(ticks(frame.pts_ms), &[&adts, &frame.data], out);
         }
     }
     true
@@ -848,6 +884,9 @@ impl Packager {
         }
         self.discontinuities += u64::from(discontinuity);
         let ad = self.ads.at_segment_start(frame.dts_ms, ticks(frame.pts_ms), date);
+        // A new open segment changes the low-latency playlist (its preload hint) even when no
+        // part or segment closed before it (the stream's first): readers are told.
+        self.completed = true;
         state.open = Some(OpenSegment {
             sequence,
             start_dts: frame.dts_ms,
@@ -1083,4 +1122,25 @@ pub async fn run(
     state.ended_at = Some(Instant::now());
     drop(state);
     playback.notify();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rendered_playlist_is_served_only_for_its_version_and_form() {
+        let mut rendered = RenderedPlaylists::default();
+        rendered.keep(3, 1, Bytes::from_static(b"v3 low"));
+        assert_eq!(rendered.get(3, 1).as_deref(), Some(&b"v3 low"[..]));
+        assert_eq!(rendered.get(3, 0), None, "another form is rendered on its own");
+        assert_eq!(rendered.get(4, 1), None, "a newer version is never answered from an older body");
+        // A reader that read version 2 before the state must not replace version 3's bodies.
+        rendered.keep(2, 0, Bytes::from_static(b"v2"));
+        assert_eq!(rendered.get(2, 0), None);
+        assert_eq!(rendered.get(3, 1).as_deref(), Some(&b"v3 low"[..]));
+        rendered.keep(5, 0, Bytes::from_static(b"v5"));
+        assert_eq!(rendered.get(3, 1), None, "a new version drops the old bodies");
+        assert_eq!(rendered.get(5, 0).as_deref(), Some(&b"v5"[..]));
+    }
 }

@@ -246,16 +246,24 @@ fn check(player: &str, case: &Case, result: &serde_json::Value) {
 /// The latency table of BENCHMARKS.md: each player watches each channel alone for 30 s, and
 /// the latency read from the picture is printed as a Markdown table. Run it by hand:
 /// `cargo test -p openivs --test players -- --ignored --nocapture latency_table`.
+/// `OPENIVS_LATENCY_PLAYERS=hls.js,shaka` and `OPENIVS_LATENCY_CASES=LOW` narrow it to the
+/// players named and the channels whose label contains the text.
 #[tokio::test]
 #[ignore]
 async fn latency_table() {
     let _alone = crate::ONE_AT_A_TIME.lock().await;
+    let chosen_players = std::env::var("OPENIVS_LATENCY_PLAYERS").unwrap_or_default();
+    let chosen_cases = std::env::var("OPENIVS_LATENCY_CASES").unwrap_or_default();
+    let chosen = |player: &str, case: &Case| {
+        (chosen_players.is_empty() || chosen_players.split(',').any(|p| p == player))
+            && case.label.contains(chosen_cases.as_str())
+    };
     let server = Server::start();
     let mut rows = Vec::new();
     for container in [ContainerFormat::Ts, ContainerFormat::FragmentedMp4] {
         let (publishers, cases) = live_channels(&server, &container).await;
         for player in PLAYERS {
-            for case in cases.iter().filter(|case| plays(player, case)) {
+            for case in cases.iter().filter(|case| plays(player, case) && chosen(player, case)) {
                 let result = play(player, 30, &[case.url.as_str()]).remove(0);
                 eprintln!("{}", summary(player, case, &result));
                 let (median, p95) = percentiles(&result, "picture_latencies_ms").unwrap_or((f64::NAN, f64::NAN));
