@@ -208,9 +208,10 @@ pub(crate) fn start_nginx(work: &Path) -> Result<(Peer, u16, u16), String> {
         std::fs::set_permissions(work.join(sub), std::fs::Permissions::from_mode(0o777)).map_err(|e| e.to_string())?;
     }
     let dir = work.display();
+    // Room for the fan-out benchmark's thousands of clients (nginx's default is 1024).
     let config = format!(
         "load_module {module};\nworker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log warn;\n\
-         events {{ worker_connections 1024; }}\n\
+         worker_rlimit_nofile 20000;\nevents {{ worker_connections 16384; }}\n\
          rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096; application app {{ live on; record off; }} \
          application hls {{ live on; record off; hls on; hls_path {dir}/hls; hls_fragment 1s; hls_playlist_length 6s; }} \
          application rec {{ live on; record all; record_path {dir}/rec; record_unique on; }} }} }}\n\
