@@ -75,6 +75,7 @@ struct Point {
 
 pub async fn run(args: SoakArgs) -> Result<(), String> {
     let input = input_file(&args.out_dir)?;
+    enough_disk_for_the_recordings(&input, &args)?;
     let receiver = Receiver::start().await?;
     let openivs =
         crate::start_openivs_with(&["--event-webhook", &receiver.url, "--event-webhook-secret", "bench-secret"])
@@ -409,6 +410,39 @@ impl ApiCalls {
             }
         }
     }
+}
+
+/// Seconds of media in the benchmark's input file (`ingest::input_file`).
+const INPUT_SECONDS: u64 = 10;
+
+/// Every publisher is recorded for the whole run, into the system's temporary folder: at the
+/// input's rate that is about 67 GB for 50 streams over an hour, more than many disks have
+/// free. A run that would fill the disk is refused before it starts (a full disk ended the
+/// first hour-long run after 41 minutes).
+fn enough_disk_for_the_recordings(input: &Path, args: &SoakArgs) -> Result<(), String> {
+    let bytes_per_second = std::fs::metadata(input).map_err(|e| e.to_string())?.len() / INPUT_SECONDS;
+    let needed = bytes_per_second * args.publishers as u64 * args.duration.as_secs();
+    let folder = std::env::temp_dir();
+    let output = std::process::Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(&folder)
+        .output()
+        .map_err(|e| format!("df: {e}"))?;
+    let free: u64 = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|line| line.trim().parse().ok())
+        .ok_or("df did not say how much space is free")?;
+    // A tenth spare for playlists, thumbnails and what else the machine writes meanwhile.
+    if needed + needed / 10 > free {
+        return Err(format!(
+            "the recordings need about {:.1} GB and {} has {:.1} GB free: run fewer streams or minutes",
+            needed as f64 / 1e9,
+            folder.display(),
+            free as f64 / 1e9
+        ));
+    }
+    Ok(())
 }
 
 /// `soak.csv` (every sample) and `soak.svg` (three panels over time: CPU, RSS, API latency).
