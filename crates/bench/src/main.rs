@@ -48,6 +48,8 @@ struct Args {
     minutes: f64,
     /// `--rate`: signed API calls per second (`soak`).
     rate: f64,
+    /// `--keep-recorded-minutes`: the soak deletes recorded segments older than this (`soak`).
+    keep_recorded_minutes: Option<f64>,
 }
 
 fn parse_args() -> Result<(String, Args), String> {
@@ -63,6 +65,7 @@ fn parse_args() -> Result<(String, Args), String> {
         database_url: None,
         minutes: 60.0,
         rate: 200.0,
+        keep_recorded_minutes: None,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -90,6 +93,10 @@ fn parse_args() -> Result<(String, Args), String> {
             "--database-url" => parsed.database_url = Some(value),
             "--minutes" => parsed.minutes = value.parse().map_err(|_| "--minutes takes a number")?,
             "--rate" => parsed.rate = value.parse().map_err(|_| "--rate takes a number")?,
+            "--keep-recorded-minutes" => {
+                parsed.keep_recorded_minutes =
+                    Some(value.parse().map_err(|_| "--keep-recorded-minutes takes a number")?)
+            }
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -175,6 +182,7 @@ fn main() {
             publishers: args.streams.as_ref().and_then(|s| s.first().copied()).unwrap_or(50),
             viewers: args.clients.as_ref().and_then(|c| c.first().copied()).unwrap_or(1000),
             api_rate: args.rate,
+            keep_recorded: args.keep_recorded_minutes.map(|minutes| Duration::from_secs_f64(minutes.max(1.0) * 60.0)),
             out_dir,
         })),
         _ => {
@@ -191,7 +199,9 @@ fn main() {
             eprintln!(
                 "       openivs-bench cluster --database-url postgres://USER@HOST:PORT [--clients 1000] [--warmup S] [--seconds S]"
             );
-            eprintln!("       openivs-bench soak [--minutes 60] [--streams 50] [--clients 1000] [--rate 200]");
+            eprintln!(
+                "       openivs-bench soak [--minutes 60] [--streams 50] [--clients 1000] [--rate 200] [--keep-recorded-minutes M]"
+            );
             std::process::exit(2);
         }
     };

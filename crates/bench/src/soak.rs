@@ -15,12 +15,21 @@
 //! would have played everything it fetched and then waited more than a segment's duration: the
 //! player's buffer is modelled as the media fetched less the time played since the first
 //! segment); a viewer request that failed; RSS in the last sample more than 5 % above RSS at half
-//! time; a recording without `recording-ended.json`; a channel missing one of its four events.
+//! time; a recording without `recording-ended.json`, or whose final playlists lack
+//! `#EXT-X-ENDLIST`, mark a gap (`#EXT-X-DISCONTINUITY`), name a segment that never reached the
+//! bucket, or hold less media than its publisher sent (less 15 s for ffmpeg's start and the
+//! last keyframe interval); a channel missing one of its four events.
+//!
+//! Fifty 3 Mbit/s recordings fill about 67 GB in an hour. With `--keep-recorded-minutes M` the
+//! soak deletes recorded segments once they are M minutes old, as a bucket's lifecycle rule
+//! would, and remembers each one it deleted, so the end's check still proves every segment was
+//! written; the server records as it always does.
 //!
 //! The run writes `soak.svg` (CPU, RSS and API latency over time) and `soak.csv` beside the
 //! benchmark's input file.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,7 +45,9 @@ pub struct SoakArgs {
     pub viewers: usize,
     /// Signed API calls per second.
     pub api_rate: f64,
-    pub out_dir: std::path::PathBuf,
+    /// Recorded segments older than this are deleted while the soak runs (None: all kept).
+    pub keep_recorded: Option<Duration>,
+    pub out_dir: PathBuf,
 }
 
 /// The events every channel's one stream raises, in the order they come.
@@ -85,6 +96,7 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
     let client = Arc::new(SignedClient::new());
     let channels = recorded_channels(&client, openivs.port, args.publishers).await?;
     let rtmp_port = openivs.rtmp_port.ok_or("openivs has no RTMP port")?;
+    let publishing_since = Instant::now();
     let mut publishers = channels
         .iter()
         .map(|(_, key)| publisher(&format!("rtmp://127.0.0.1:{rtmp_port}/app/{key}"), &input))
@@ -127,6 +139,17 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         let interval = Duration::from_secs_f64(API_WORKERS as f64 / args.api_rate.max(0.1));
         let (counters, running, port) = (counters.clone(), running.clone(), openivs.port);
         tasks.push(tokio::spawn(async move { calls.run(port, interval, running, counters).await }));
+    }
+    let pruned = Arc::new(Mutex::new(HashSet::new()));
+    if let Some(keep) = args.keep_recorded {
+        let (bucket, pruned, running) = (buckets.join(BUCKET), pruned.clone(), running.clone());
+        tasks.push(tokio::spawn(async move {
+            while running.load(Ordering::Relaxed) {
+                let (bucket, pruned) = (bucket.clone(), pruned.clone());
+                let _ = tokio::task::spawn_blocking(move || prune_segments(&bucket, keep, &pruned)).await;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+            }
+        }));
     }
 
     let period = Duration::from_secs_f64((args.duration.as_secs_f64() / 120.0).clamp(2.0, 30.0));
@@ -192,6 +215,7 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         let _ = publisher.kill();
         let _ = publisher.wait();
     }
+    let published_s = publishing_since.elapsed().as_secs_f64();
     // Every recording ends and every event arrives, within a minute of the streams ending.
     let deadline = Instant::now() + Duration::from_secs(60);
     let (mut ended, mut missing_events) = (0, usize::MAX);
@@ -205,6 +229,8 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
+    let pruned = std::mem::take(&mut *pruned.lock().expect("pruned lock"));
+    let recordings = check_recordings(&buckets.join(BUCKET), &pruned, published_s - 15.0);
     write_outputs(&args.out_dir, &points)?;
     let half = &points[points.len() / 2..];
     let rss_growth = match (half.first(), points.last()) {
@@ -242,6 +268,20 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         ),
         ("RSS growth over the second half ≤ 5 %", rss_growth <= 0.05, format!("{:+.1} %", rss_growth * 100.0)),
         ("recordings ended", ended >= arns.len(), format!("{ended}/{}", arns.len())),
+        (
+            "recordings complete (ENDLIST, no gap, every segment stored, all the media)",
+            recordings.incomplete.is_empty() && recordings.complete >= arns.len(),
+            format!(
+                "{}/{}; shortest {:.0} s of {:.0} s published; {} segments stored, {} of them deleted after {} min",
+                recordings.complete,
+                arns.len(),
+                recordings.shortest_s,
+                published_s,
+                recordings.segments,
+                pruned.len(),
+                args.keep_recorded.map_or("-".to_owned(), |keep| format!("{:.0}", keep.as_secs_f64() / 60.0)),
+            ),
+        ),
         ("events delivered (4 per channel)", missing_events == 0, format!("{missing_events} missing")),
     ];
     println!();
@@ -249,6 +289,9 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
     println!("|---|---|---|");
     for (check, ok, figure) in &checks {
         println!("| {check} | {} | {figure} |", if *ok { "pass" } else { "FAIL" });
+    }
+    for problem in recordings.incomplete.iter().take(10) {
+        println!("Incomplete recording: {problem}");
     }
     if let Some(error) = counters.first_api_error.lock().expect("error lock").as_ref() {
         println!();
@@ -418,10 +461,13 @@ const INPUT_SECONDS: u64 = 10;
 /// Every publisher is recorded for the whole run, into the system's temporary folder: at the
 /// input's rate that is about 67 GB for 50 streams over an hour, more than many disks have
 /// free. A run that would fill the disk is refused before it starts (a full disk ended the
-/// first hour-long run after 41 minutes).
+/// first hour-long run after 41 minutes); with `--keep-recorded-minutes` only the kept minutes
+/// count.
 fn enough_disk_for_the_recordings(input: &Path, args: &SoakArgs) -> Result<(), String> {
     let bytes_per_second = std::fs::metadata(input).map_err(|e| e.to_string())?.len() / INPUT_SECONDS;
-    let needed = bytes_per_second * args.publishers as u64 * args.duration.as_secs();
+    // Pruned, the bucket holds the kept minutes and what arrives before the next pass.
+    let held = args.keep_recorded.map_or(args.duration, |keep| args.duration.min(keep + Duration::from_secs(60)));
+    let needed = bytes_per_second * args.publishers as u64 * held.as_secs();
     let folder = std::env::temp_dir();
     let output = std::process::Command::new("df")
         .args(["--output=avail", "-B1"])
@@ -436,13 +482,113 @@ fn enough_disk_for_the_recordings(input: &Path, args: &SoakArgs) -> Result<(), S
     // A tenth spare for playlists, thumbnails and what else the machine writes meanwhile.
     if needed + needed / 10 > free {
         return Err(format!(
-            "the recordings need about {:.1} GB and {} has {:.1} GB free: run fewer streams or minutes",
+            "the recordings need about {:.1} GB and {} has {:.1} GB free: run fewer streams or minutes, or pass --keep-recorded-minutes",
             needed as f64 / 1e9,
             folder.display(),
             free as f64 / 1e9
         ));
     }
     Ok(())
+}
+
+/// Deletes the recorded media segments (`media/hls/{rendition}/{n}.ts`) last written more than
+/// `keep` ago, remembering each path.
+fn prune_segments(root: &Path, keep: Duration, pruned: &Mutex<HashSet<PathBuf>>) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(metadata) = entry.metadata() else { continue };
+        if metadata.is_dir() {
+            prune_segments(&path, keep, pruned);
+        } else if path.extension().is_some_and(|extension| extension == "ts")
+            && metadata.modified().ok().and_then(|at| at.elapsed().ok()).is_some_and(|age| age > keep)
+            && std::fs::remove_file(&path).is_ok()
+        {
+            pruned.lock().expect("pruned lock").insert(path);
+        }
+    }
+}
+
+/// What the recordings in a bucket hold, as their final playlists say.
+struct Recordings {
+    /// Recordings that ended with complete playlists and every segment stored.
+    complete: usize,
+    /// Recorded media segments named by the playlists (stored or pruned).
+    segments: usize,
+    /// The least media (seconds) in any rendition of an ended recording.
+    shortest_s: f64,
+    /// What is wrong with each recording that is not complete.
+    incomplete: Vec<String>,
+}
+
+/// Every ended recording (`events/recording-ended.json`) under `root`: each rendition's final
+/// `playlist.m3u8` ends with `#EXT-X-ENDLIST`, marks no gap, names only segments that were
+/// stored (present, or deleted by `prune_segments`) and holds at least `least_s` of media.
+fn check_recordings(root: &Path, pruned: &HashSet<PathBuf>, least_s: f64) -> Recordings {
+    let mut ended = Vec::new();
+    find_ended(root, &mut ended);
+    let mut recordings = Recordings { complete: 0, segments: 0, shortest_s: f64::MAX, incomplete: Vec::new() };
+    for prefix in ended {
+        let hls = prefix.join("media/hls");
+        let renditions: Vec<PathBuf> = std::fs::read_dir(&hls)
+            .map(|entries| entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect())
+            .unwrap_or_default();
+        let mut problems = Vec::new();
+        if renditions.is_empty() {
+            problems.push("no rendition".to_owned());
+        }
+        for rendition in &renditions {
+            let playlist = std::fs::read_to_string(rendition.join("playlist.m3u8")).unwrap_or_default();
+            let (mut seconds, mut missing) = (0.0, 0);
+            for line in playlist.lines() {
+                if let Some(duration) = line.strip_prefix("#EXTINF:") {
+                    seconds += duration.trim_end_matches(',').parse::<f64>().unwrap_or(0.0);
+                } else if !line.is_empty() && !line.starts_with('#') {
+                    recordings.segments += 1;
+                    let segment = rendition.join(line);
+                    if !segment.exists() && !pruned.contains(&segment) {
+                        missing += 1;
+                    }
+                }
+            }
+            recordings.shortest_s = recordings.shortest_s.min(seconds);
+            let name = rendition.strip_prefix(root).unwrap_or(rendition).display();
+            if !playlist.contains("#EXT-X-ENDLIST") {
+                problems.push(format!("{name}: no #EXT-X-ENDLIST"));
+            }
+            if playlist.contains("#EXT-X-DISCONTINUITY") {
+                problems.push(format!("{name}: a gap (#EXT-X-DISCONTINUITY)"));
+            }
+            if missing > 0 {
+                problems.push(format!("{name}: {missing} segments never stored"));
+            }
+            if seconds < least_s {
+                problems.push(format!("{name}: {seconds:.0} s of media, published {least_s:.0} s or more"));
+            }
+        }
+        if problems.is_empty() {
+            recordings.complete += 1;
+        } else {
+            recordings.incomplete.push(problems.join("; "));
+        }
+    }
+    if recordings.shortest_s == f64::MAX {
+        recordings.shortest_s = 0.0;
+    }
+    recordings
+}
+
+/// The prefixes of the recordings under `root` that wrote `events/recording-ended.json`.
+fn find_ended(root: &Path, prefixes: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.ends_with("events/recording-ended.json") {
+            prefixes.extend(path.parent().and_then(Path::parent).map(Path::to_path_buf));
+        } else if path.is_dir() && !path.ends_with("media") {
+            find_ended(&path, prefixes);
+        }
+    }
 }
 
 /// `soak.csv` (every sample) and `soak.svg` (three panels over time: CPU, RSS, API latency).
