@@ -172,7 +172,7 @@ impl Store<'_> {
     async fn segments(&self) -> Option<usize> {
         match self {
             Store::None => None,
-            Store::Folder(root) => Some(files_ending(root, &[".ts", ".flv"])),
+            Store::Folder(root) => Some(files_ending(root, &[".ts", ".flv"]).len()),
             Store::Moto(port) => {
                 // Up to 1,000 keys: more than a benchmark run makes.
                 let listing = request(&mut Connection::new(*port), "GET", &format!("/{BUCKET}?list-type=2")).await;
@@ -182,19 +182,23 @@ impl Store<'_> {
     }
 }
 
-pub(crate) fn files_ending(root: &Path, endings: &[&str]) -> usize {
-    let Ok(entries) = std::fs::read_dir(root) else { return 0 };
-    entries
-        .flatten()
-        .map(|entry| {
-            let path = entry.path();
-            if path.is_dir() {
-                files_ending(&path, endings)
-            } else {
-                usize::from(endings.iter().any(|ending| path.to_string_lossy().ends_with(ending)))
-            }
-        })
-        .sum()
+/// The files under `root` (at any depth) whose paths end with one of `endings`.
+pub(crate) fn files_ending(root: &Path, endings: &[&str]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    collect_files_ending(root, endings, &mut found);
+    found
+}
+
+fn collect_files_ending(root: &Path, endings: &[&str], found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files_ending(&path, endings, found);
+        } else if endings.iter().any(|ending| path.to_string_lossy().ends_with(ending)) {
+            found.push(path);
+        }
+    }
 }
 
 /// `count` channels on `port`, each recorded by one recording configuration (IVS's defaults).

@@ -218,19 +218,21 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
     let published_s = publishing_since.elapsed().as_secs_f64();
     // Every recording ends and every event arrives, within a minute of the streams ending.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let (mut ended, mut missing_events) = (0, usize::MAX);
+    let (mut ended, mut missing_events) = (Vec::new(), usize::MAX);
     while Instant::now() < deadline {
-        ended = files_ending(&buckets.join(BUCKET), &["recording-ended.json"]);
+        ended = files_ending(&buckets.join(BUCKET), &["events/recording-ended.json"]);
         missing_events =
             arns.iter().map(|arn| EVENTS.iter().filter(|name| receiver.count(arn, name) == 0).count()).sum::<usize>();
-        if ended >= arns.len() && missing_events == 0 {
+        if ended.len() >= arns.len() && missing_events == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
     let pruned = std::mem::take(&mut *pruned.lock().expect("pruned lock"));
-    let recordings = check_recordings(&buckets.join(BUCKET), &pruned, published_s - 15.0);
+    // (A recording's prefix holds `events/recording-ended.json`.)
+    let prefixes: Vec<&Path> = ended.iter().filter_map(|file| file.parent()?.parent()).collect();
+    let recordings = check_recordings(&buckets.join(BUCKET), &prefixes, &pruned, published_s - 15.0);
     write_outputs(&args.out_dir, &points)?;
     let half = &points[points.len() / 2..];
     let rss_growth = match (half.first(), points.last()) {
@@ -267,7 +269,7 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
             format!("{viewer_errors} failed of {}", counters.viewer_requests.load(Ordering::Relaxed)),
         ),
         ("RSS growth over the second half ≤ 5 %", rss_growth <= 0.05, format!("{:+.1} %", rss_growth * 100.0)),
-        ("recordings ended", ended >= arns.len(), format!("{ended}/{}", arns.len())),
+        ("recordings ended", ended.len() >= arns.len(), format!("{}/{}", ended.len(), arns.len())),
         (
             "recordings complete (ENDLIST, no gap, every segment stored, all the media)",
             recordings.incomplete.is_empty() && recordings.complete >= arns.len(),
@@ -521,12 +523,10 @@ struct Recordings {
     incomplete: Vec<String>,
 }
 
-/// Every ended recording (`events/recording-ended.json`) under `root`: each rendition's final
-/// `playlist.m3u8` ends with `#EXT-X-ENDLIST`, marks no gap, names only segments that were
-/// stored (present, or deleted by `prune_segments`) and holds at least `least_s` of media.
-fn check_recordings(root: &Path, pruned: &HashSet<PathBuf>, least_s: f64) -> Recordings {
-    let mut ended = Vec::new();
-    find_ended(root, &mut ended);
+/// Every ended recording (its prefix, under `root`): each rendition's final `playlist.m3u8`
+/// ends with `#EXT-X-ENDLIST`, marks no gap, names only segments that were stored (present, or
+/// deleted by `prune_segments`) and holds at least `least_s` of media.
+fn check_recordings(root: &Path, ended: &[&Path], pruned: &HashSet<PathBuf>, least_s: f64) -> Recordings {
     let mut recordings = Recordings { complete: 0, segments: 0, shortest_s: f64::MAX, incomplete: Vec::new() };
     for prefix in ended {
         let hls = prefix.join("media/hls");
@@ -576,19 +576,6 @@ fn check_recordings(root: &Path, pruned: &HashSet<PathBuf>, least_s: f64) -> Rec
         recordings.shortest_s = 0.0;
     }
     recordings
-}
-
-/// The prefixes of the recordings under `root` that wrote `events/recording-ended.json`.
-fn find_ended(root: &Path, prefixes: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.ends_with("events/recording-ended.json") {
-            prefixes.extend(path.parent().and_then(Path::parent).map(Path::to_path_buf));
-        } else if path.is_dir() && !path.ends_with("media") {
-            find_ended(&path, prefixes);
-        }
-    }
 }
 
 /// `soak.csv` (every sample) and `soak.svg` (three panels over time: CPU, RSS, API latency).
