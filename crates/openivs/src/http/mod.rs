@@ -109,32 +109,28 @@ impl AppState {
     /// The request's body, read within its limits: at most `http_max_request_body` bytes
     /// (checked against Content-Length before anything is read), arriving within
     /// `http_body_timeout`, and only while the memory of all bodies in flight allows. The
-    /// permit it returns holds that memory until the request is answered.
+    /// permit it returns holds that memory until the request is answered. The rest of a body
+    /// refused for its size is read and dropped after the answer ([`REFUSED_BODY_DRAIN`]).
     async fn read_body(
         &self,
         headers: &axum::http::HeaderMap,
         address: IpAddr,
-        body: Body,
+        mut body: Body,
     ) -> Result<(Bytes, BodyMemory<'_>), IvsError> {
         let max = self.limits.http_max_request_body;
         let too_large = || IvsError::validation(format!("Request body must be at most {max} bytes"));
-        let declared = match headers.get(header::CONTENT_LENGTH) {
-            Some(value) => {
-                let length: usize = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.trim().parse().ok())
-                    .ok_or_else(|| IvsError::validation("Content-Length is not a number"))?;
-                if length > max {
-                    return Err(too_large());
-                }
-                length
+        // One deadline for waiting on the shared memory and for the bytes to arrive.
+        let deadline = tokio::time::Instant::now() + crate::settings::Limits::seconds(self.limits.http_body_timeout);
+        let declared = match declared_length(headers) {
+            Some(Ok(length)) if length > max => {
+                self.discard_body(headers, body);
+                return Err(too_large());
             }
+            Some(Ok(length)) => length,
+            Some(Err(())) => return Err(IvsError::validation("Content-Length is not a number")),
             // Chunked: it may be as large as allowed.
             None => max,
         };
-        // One deadline for waiting on the shared memory and for the bytes to arrive.
-        let deadline = tokio::time::Instant::now() + crate::settings::Limits::seconds(self.limits.http_body_timeout);
         let share = declared.clamp(1, self.limits.http_request_body_memory.max(1));
         let throttled = || IvsError::throttling("The server is receiving too many request bodies; retry");
         let for_address = self.reserve_for_address(address, share).ok_or_else(throttled)?;
@@ -144,16 +140,84 @@ impl AppState {
                 .ok()
                 .and_then(Result::ok)
                 .ok_or_else(throttled)?;
-        let body = tokio::time::timeout_at(deadline, axum::body::to_bytes(body, declared))
-            .await
-            .map_err(|_| {
-                IvsError::validation(format!(
-                    "The request body did not arrive within {} s",
-                    self.limits.http_body_timeout
-                ))
-            })?
-            .map_err(|_| too_large())?;
+        let late = || {
+            IvsError::validation(format!("The request body did not arrive within {} s", self.limits.http_body_timeout))
+        };
+        let unreadable = || IvsError::validation("The request body could not be read");
+        let mut pieces: Vec<Bytes> = Vec::new();
+        let mut length = 0;
+        loop {
+            let piece = match tokio::time::timeout_at(deadline, next_data(&mut body)).await {
+                Err(_) => return Err(late()),
+                Ok(None) => break,
+                Ok(Some(piece)) => piece.map_err(|_| unreadable())?,
+            };
+            length += piece.len();
+            if length > declared {
+                self.discard_body(headers, body);
+                return Err(too_large());
+            }
+            pieces.push(piece);
+        }
+        // One piece (the usual case) is kept as it came; more are joined.
+        let body = match pieces.len() {
+            1 => pieces.pop().unwrap_or_default(),
+            _ => Bytes::from(pieces.concat()),
+        };
         Ok((body, BodyMemory { _total: total, _address: for_address }))
+    }
+
+    /// Reads what is left of a refused request's body and drops it, in the background so that
+    /// the answer goes out at once: within [`REFUSED_BODY_DRAIN`] bytes and `http_body_timeout`,
+    /// after which the body is dropped and the connection closed.
+    fn discard_body(&self, headers: &axum::http::HeaderMap, body: Body) {
+        use axum::body::HttpBody;
+        let declared_beyond_drain =
+            declared_length(headers).is_some_and(|length| !length.is_ok_and(|l| l <= REFUSED_BODY_DRAIN));
+        if body.is_end_stream() || declared_beyond_drain {
+            return;
+        }
+        let timeout = crate::settings::Limits::seconds(self.limits.http_body_timeout);
+        tokio::spawn(async move {
+            let mut body = body;
+            let drain = async {
+                let mut left = REFUSED_BODY_DRAIN;
+                while let Some(Ok(piece)) = next_data(&mut body).await {
+                    let Some(still_left) = left.checked_sub(piece.len()) else { return };
+                    left = still_left;
+                }
+            };
+            let _ = tokio::time::timeout(timeout, drain).await;
+        });
+    }
+}
+
+/// How much of a refused request's body is read and dropped after the answer (as nginx's
+/// lingering close does). Closing the connection with bytes still unread makes the kernel reset
+/// it, which can destroy the answer before the client has read it, and a client still sending
+/// (nginx in front of a cluster, passing a body on) fails on the reset: nginx then answers 502
+/// instead of the node's 400. nginx's own limit in the shipped load balancer configuration is
+/// 2 MiB, so any body it passes on is read to its end.
+const REFUSED_BODY_DRAIN: usize = 2 << 20;
+
+/// The Content-Length header: none, a number, or not a number.
+fn declared_length(headers: &axum::http::HeaderMap) -> Option<Result<usize, ()>> {
+    let value = headers.get(header::CONTENT_LENGTH)?;
+    Some(value.to_str().ok().and_then(|v| v.trim().parse().ok()).ok_or(()))
+}
+
+/// The body's next piece of data (trailers are skipped), or None at its end.
+async fn next_data(body: &mut Body) -> Option<Result<Bytes, axum::Error>> {
+    use axum::body::HttpBody;
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await?;
+        match frame {
+            Ok(frame) => match frame.into_data() {
+                Ok(data) => return Some(Ok(data)),
+                Err(_trailers) => continue,
+            },
+            Err(error) => return Some(Err(error)),
+        }
     }
 }
 
@@ -268,6 +332,7 @@ async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> 
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let Some((operation, label)) = route(&parts.method, &path) else {
+        state.discard_body(&parts.headers, body);
         let response = error_response(
             &request_id,
             "UnknownOperationException",
@@ -287,7 +352,10 @@ async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> 
             body: &[],
         };
         // Who is asking, as far as the headers tell, before any of the body is buffered.
-        state.auth.precheck(&signed, OffsetDateTime::now_utc())?;
+        if let Err(refused) = state.auth.precheck(&signed, OffsetDateTime::now_utc()) {
+            state.discard_body(&parts.headers, body);
+            return Err(refused);
+        }
         let address = parts.extensions.get::<ClientAddress>().map_or(IpAddr::from([0, 0, 0, 0]), |a| a.0);
         let (body, _body_memory) = state.read_body(&parts.headers, address, body).await?;
         signed.body = &body;
