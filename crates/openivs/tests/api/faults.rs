@@ -58,28 +58,34 @@ fn read_until_closed(stream: &mut TcpStream) -> (Vec<u8>, Duration) {
     }
 }
 
-/// Reads one HTTP/1.1 answer (its head and its Content-Length body) and leaves the connection
-/// open.
-fn read_answer(stream: &mut TcpStream) -> String {
-    let mut received = Vec::new();
-    let mut buffer = [0u8; 16 * 1024];
+/// The next HTTP/1.1 answer on a connection: its head and its Content-Length body, read past
+/// what `buffer` already holds (what is read beyond the answer stays there). None if the
+/// connection ends first.
+fn next_answer(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Option<(String, String)> {
+    let mut chunk = [0u8; 16 * 1024];
     loop {
-        let text = String::from_utf8_lossy(&received).into_owned();
-        if let Some(end_of_head) = text.find("\r\n\r\n") {
-            let length = text[..end_of_head]
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buffer[..end]).into_owned();
+            let length: usize = head
                 .lines()
-                .find_map(|line| line.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
-                .and_then(|value| value.parse::<usize>().ok())
-                .unwrap_or(0);
-            if received.len() >= end_of_head + 4 + length {
-                return text;
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .map_or(0, |v| v.parse().unwrap());
+            if buffer.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&buffer[end + 4..end + 4 + length]).into_owned();
+                buffer.drain(..end + 4 + length);
+                return Some((head, body));
             }
         }
-        match stream.read(&mut buffer) {
-            Ok(0) | Err(_) => return text,
-            Ok(n) => received.extend_from_slice(&buffer[..n]),
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffer.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// One answer on a connection left open, as text (head and body).
+fn read_answer(stream: &mut TcpStream) -> String {
+    next_answer(stream, &mut Vec::new()).map_or_else(String::new, |(head, body)| format!("{head}\r\n\r\n{body}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -542,25 +548,10 @@ impl KeepAlive {
     /// GETs a path; its status and body.
     fn get(&mut self, path: &str) -> (u16, String) {
         self.stream.write_all(format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n").as_bytes()).unwrap();
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            if let Some(end) = self.buffer.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buffer[..end]).into_owned();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
-                    .map_or(0, |v| v.parse().unwrap());
-                if self.buffer.len() >= end + 4 + length {
-                    let body = String::from_utf8_lossy(&self.buffer[end + 4..end + 4 + length]).into_owned();
-                    self.buffer.drain(..end + 4 + length);
-                    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-                    return (status, body);
-                }
-            }
-            let n = self.stream.read(&mut chunk).unwrap();
-            assert!(n > 0, "the server closed a keep-alive connection");
-            self.buffer.extend_from_slice(&chunk[..n]);
-        }
+        let (head, body) =
+            next_answer(&mut self.stream, &mut self.buffer).expect("the server closed a keep-alive connection");
+        let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+        (status, body)
     }
 }
 
