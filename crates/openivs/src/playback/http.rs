@@ -703,8 +703,12 @@ async fn media_file(
             if !hinted {
                 return not_found("No such segment");
             }
+            // (A part of a segment that was cut before it began never comes: answered at once.)
             let limit = Duration::from_secs(3);
-            wait_until(playback, limit, |s| s.ended || find(s, stream_id, sequence, part).is_some()).await;
+            let gone = |s: &PlaylistState| {
+                s.open.as_ref().is_none_or(|open| &*open.stream_id != stream_id || open.sequence > sequence)
+            };
+            wait_until(playback, limit, |s| s.ended || gone(s) || find(s, stream_id, sequence, part).is_some()).await;
             match find(&playback.state.read().expect("playlist lock"), stream_id, sequence, part) {
                 Some(data) => data,
                 None => return not_found("No such segment"),

@@ -6,6 +6,13 @@
 //! handlers answer. Every new part, segment or end bumps a watch
 //! value, which blocking playlist reloads wait on.
 //!
+//! A part closes with the picture that fills it (when the next, a frame interval later, would
+//! not fit), not when that next picture arrives, so it is in the playlist a frame interval
+//! sooner; except a segment's last part, since the next picture may be the keyframe that starts
+//! the next segment: the part closes with the segment then, as every part once did. So the next
+//! part the playlist hints at always comes (the audio that follows a closed part's last picture
+//! opens it, and a picture always joins it), and no segment ends in a sliver of audio.
+//!
 //! What a publisher sends cannot make the window grow without bound: a segment that reaches
 //! `playback_max_segment_duration` (of media time, or of arrival time when timestamps do not
 //! advance) or `playback_max_segment_bytes` without a keyframe is cut anyway, a part is cut at
@@ -558,6 +565,48 @@ pub(crate) fn write_ts_frame(
 }
 
 impl Packager {
+    fn new(
+        playback: Arc<ChannelPlayback>,
+        stream_id: Arc<str>,
+        ads: AdMarker,
+        limits: crate::settings::Limits,
+        follow: Option<Follow>,
+    ) -> Packager {
+        Packager {
+            writer: match playback.packaging.container {
+                // The timed-metadata stream is declared from the start, as IVS's streams do.
+                Container::Ts => {
+                    let video = !follow.as_ref().is_some_and(|f| f.audio_only);
+                    Writer::Ts(TsMuxer::new(Tracks { video, audio: true, metadata: true }))
+                }
+                Container::Fmp4 => {
+                    Writer::Fmp4 { frames: Vec::new(), fragment_sequence: 0, audio_time: None, emsgs: Vec::new() }
+                }
+            },
+            playback,
+            stream_id: stream_id.clone(),
+            base_stream_id: stream_id,
+            feeds: 0,
+            video: None,
+            audio: None,
+            audio_config: None,
+            waiting_for_keyframe: true,
+            bytes_in_window: VecDeque::new(),
+            completed: false,
+            last_video_dts: None,
+            video_frame_ms: 0,
+            clock_anchor: None,
+            last_frame: None,
+            early_metadata: Vec::new(),
+            emsg_id: 0,
+            ads,
+            limits,
+            follow,
+            next_cut: None,
+            discontinuities: 0,
+        }
+    }
+
     fn refresh_configs(&mut self, subscription: &Subscription) {
         if let Some(config) = subscription.video.borrow().clone()
             && self.video.as_ref().is_none_or(|(_, current)| !Arc::ptr_eq(current, &config))
@@ -599,6 +648,10 @@ impl Packager {
     /// Where the open segment ends if no frame follows: one frame after the last one.
     fn last_frame_end(&self, state: &PlaylistState) -> Option<i64> {
         let open = state.open.as_ref()?;
+        // (A part that closed with its last picture, nothing after it: the segment ends there.)
+        if open.part_bytes == 0 && !open.parts.is_empty() {
+            return Some(open.part_start_dts);
+        }
         let last = self.bytes_in_window.back()?.0;
         Some(last.max(open.part_start_dts) + self.video_frame_ms.clamp(1, PART_TARGET_MS))
     }
@@ -646,28 +699,33 @@ impl Packager {
             self.close_segment(&mut state, frame.dts_ms);
             self.open_segment(&mut state, frame);
         } else if let Some(mut open) = state.open.take() {
-            // A keyframe starts a part of its own, so every part that begins with one can be
-            // marked INDEPENDENT (and played from) as a whole.
+            // A keyframe is the first picture of its part, so every part that holds one can be
+            // marked INDEPENDENT (and played from) as a whole: it closes the part before it,
+            // unless that part holds no picture yet (only the audio that followed the last
+            // part's last picture), which the keyframe then joins.
             // (Every audio frame can start an audio-only part: parts there are all independent.)
-            if (keyframe && !audio_only)
+            if (keyframe && !audio_only && open.part_has_video)
                 || (is_video && frame.dts_ms + self.video_frame_ms - open.part_start_dts > PART_TARGET_MS)
                 || open.part_bytes >= self.limits.playback_max_part_bytes
             {
                 self.close_part(&mut open, frame.dts_ms, false);
             }
-            if keyframe && open.part_bytes == 0 {
+            if keyframe && (open.part_bytes == 0 || !(audio_only || open.part_has_video)) {
                 open.part_independent = true;
             }
             state.open = Some(open);
         }
         let Some(open) = state.open.as_mut() else { return };
-        if keyframe && open.part_bytes == 0 {
+        if keyframe && (open.part_bytes == 0 || !(audio_only || open.part_has_video)) {
             self.write_timestamp_tag(open, frame.pts_ms);
         }
         open.bytes += frame.data.len();
         open.part_bytes += frame.data.len();
         match &mut self.writer {
-            Writer::Fmp4 { frames, .. } => frames.push(frame.clone()),
+            Writer::Fmp4 { frames, .. } => {
+                frames.push(frame.clone());
+                open.part_has_video |= frame.kind == TrackKind::Video;
+            }
             Writer::Ts(muxer) => {
                 // Parameter sets lead every keyframe and every part's first picture: players
                 // such as Shaka transmux each part alone and need them in it.
@@ -695,6 +753,21 @@ impl Packager {
         {
             self.bytes_in_window.pop_front();
         }
+        if is_video && self.part_full_after(open, frame.dts_ms) {
+            self.close_part(open, frame.dts_ms + self.video_frame_ms, false);
+        }
+    }
+
+    /// Whether the open part is complete with the picture at `dts_ms`: the next one (a frame
+    /// interval later) would take it past the part target, and it cannot be a keyframe that
+    /// starts a new segment (a follower's cuts come within [`CUT_TOLERANCE_MS`] of the source's).
+    fn part_full_after(&self, open: &OpenSegment, dts_ms: i64) -> bool {
+        let frame_ms = self.video_frame_ms;
+        let next_picture_ends = dts_ms + 2 * frame_ms;
+        let segment_target = self.playback.packaging.segment_target.as_millis() as i64;
+        frame_ms > 0
+            && next_picture_ends - open.part_start_dts > PART_TARGET_MS
+            && next_picture_ends + CUT_TOLERANCE_MS - open.start_dts < segment_target
     }
 
     /// A follower's segment starts at `frame` (a keyframe, or an audio frame of an audio-only
@@ -1043,40 +1116,8 @@ pub async fn run(
     limits: crate::settings::Limits,
     follow: Option<Follow>,
 ) {
-    let stream_id: Arc<str> = stream_id.into();
-    let mut packager = Packager {
-        playback: playback.clone(),
-        stream_id: stream_id.clone(),
-        base_stream_id: stream_id,
-        feeds: 0,
-        writer: match playback.packaging.container {
-            // The timed-metadata stream is declared from the start, as IVS's streams do.
-            Container::Ts => {
-                let video = !follow.as_ref().is_some_and(|f| f.audio_only);
-                Writer::Ts(TsMuxer::new(Tracks { video, audio: true, metadata: true }))
-            }
-            Container::Fmp4 => {
-                Writer::Fmp4 { frames: Vec::new(), fragment_sequence: 0, audio_time: None, emsgs: Vec::new() }
-            }
-        },
-        video: None,
-        audio: None,
-        audio_config: None,
-        waiting_for_keyframe: true,
-        bytes_in_window: VecDeque::new(),
-        completed: false,
-        last_video_dts: None,
-        video_frame_ms: 0,
-        clock_anchor: None,
-        last_frame: None,
-        early_metadata: Vec::new(),
-        emsg_id: 0,
-        ads: AdMarker::new(subscription.ads.clone()),
-        limits,
-        follow,
-        next_cut: None,
-        discontinuities: 0,
-    };
+    let mut packager =
+        Packager::new(playback.clone(), stream_id.into(), AdMarker::new(subscription.ads.clone()), limits, follow);
     loop {
         tokio::select! {
             received = subscription.frames.recv() => match received {
@@ -1142,5 +1183,124 @@ mod tests {
         rendered.keep(5, 0, Bytes::from_static(b"v5"));
         assert_eq!(rendered.get(3, 1), None, "a new version drops the old bodies");
         assert_eq!(rendered.get(5, 0).as_deref(), Some(&b"v5"[..]));
+    }
+
+    // avcC written by libx264 for 1280x720 High@3.1 (as in openivs-media's h264 tests).
+    const AVCC_720P: [u8; 47] = [
+        0x01, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0x00, 0x1a, 0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb,
+        0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60, 0x01, 0x00,
+        0x06, 0x68, 0xeb, 0xe3, 0xcb, 0x22, 0xc0, 0xfd, 0xf8, 0xf8, 0x00,
+    ];
+
+    fn frame(kind: TrackKind, dts_ms: i64, keyframe: bool) -> Arc<MediaFrame> {
+        // (A length-prefixed NAL unit, or a raw AAC frame: the packager does not decode them.)
+        let data: &'static [u8] = match (kind, keyframe) {
+            (TrackKind::Video, true) => &[0, 0, 0, 4, 0x65, 0x88, 0x84, 0x00],
+            (TrackKind::Video, false) => &[0, 0, 0, 4, 0x41, 0x9a, 0x02, 0x04],
+            (TrackKind::Audio, _) => &[0x21, 0x10, 0x04, 0x60, 0x8c, 0x1c],
+        };
+        Arc::new(MediaFrame {
+            kind,
+            dts_ms,
+            pts_ms: dts_ms,
+            keyframe,
+            data: Bytes::from_static(data),
+            arrival: Instant::now(),
+            arrival_wall: time::OffsetDateTime::now_utc(),
+            discontinuity: false,
+        })
+    }
+
+    /// 30 fps video with a keyframe every second and 44.1 kHz AAC, interleaved by decode time
+    /// as an RTMP publisher sends them, for `seconds`.
+    fn stream(seconds: i64) -> Vec<Arc<MediaFrame>> {
+        let (mut frames, mut video, mut audio) = (Vec::new(), 0, 0);
+        loop {
+            let (video_dts, audio_dts) = (video * 1000 / 30, audio * 1024 * 1000 / 44100);
+            if video_dts.min(audio_dts) >= seconds * 1000 {
+                return frames;
+            }
+            if audio_dts < video_dts {
+                frames.push(frame(TrackKind::Audio, audio_dts, false));
+                audio += 1;
+            } else {
+                frames.push(frame(TrackKind::Video, video_dts, video % 30 == 0));
+                video += 1;
+            }
+        }
+    }
+
+    /// A packager of a LOW MPEG-TS channel that knows its tracks' configurations.
+    fn low_latency_ts_packager() -> Packager {
+        let playback = Arc::new(ChannelPlayback::new(Packaging::of_channel("TS", "LOW"), "channel".into()));
+        let ads = AdMarker::new(watch::channel(Default::default()).1);
+        let mut packager = Packager::new(playback, "stream".into(), ads, crate::settings::Limits::default(), None);
+        let record = VideoRecord::parse(openivs_media::video::VideoCoding::Avc, &AVCC_720P).unwrap();
+        let config = Arc::new(TrackConfig::video(&record, Bytes::from_static(&AVCC_720P)));
+        if let Writer::Ts(muxer) = &mut packager.writer {
+            muxer.set_video_coding(record.coding);
+        }
+        packager.video = Some((record, config));
+        packager.audio = Some(AudioSpecificConfig::parse(&[0x12, 0x10]).unwrap());
+        packager
+    }
+
+    /// PES packets that start in `data`, per PID (one per frame).
+    fn frames_in(data: &[u8], pid: u16) -> usize {
+        data.chunks(188)
+            .filter(|packet| packet[1] & 0x40 != 0 && (u16::from(packet[1] & 0x1f) << 8 | u16::from(packet[2])) == pid)
+            .count()
+    }
+
+    #[test]
+    fn a_part_closes_at_its_last_picture_and_every_hinted_part_comes() {
+        let mut packager = low_latency_ts_packager();
+        let frames = stream(4);
+        // The part each playlist would hint at (the open one) after each frame.
+        let mut hinted = Vec::new();
+        for (index, frame) in frames.iter().enumerate() {
+            packager.on_frame(frame);
+            let state = packager.playback.state.read().unwrap();
+            let open = state.open.as_ref().unwrap();
+            hinted.push((open.sequence, open.parts.len()));
+            // The sixth picture (at 166 ms) fills a part of 0.2 s: closed with it, not when the
+            // seventh comes.
+            if frame.kind == TrackKind::Video && frame.dts_ms == 166 {
+                assert_eq!(open.parts.len(), 1, "the part did not close at its last picture (frame {index})");
+                assert!((open.parts[0].duration - 0.2).abs() < 0.002, "{}", open.parts[0].duration);
+            }
+        }
+        let state = packager.playback.state.read().unwrap();
+        assert!(state.segments.len() >= 3, "{} segments", state.segments.len());
+        let open = state.open.as_ref().unwrap();
+        for (sequence, part) in hinted {
+            let came = state.segments.iter().any(|s| s.sequence == sequence && part < s.parts.len())
+                || (open.sequence == sequence && part <= open.parts.len());
+            assert!(came, "part {sequence}.{part} was hinted at but never came");
+        }
+        let (video_pid, audio_pid) = (openivs_media::ts::VIDEO_PID, openivs_media::ts::AUDIO_PID);
+        for segment in &state.segments {
+            let total: f64 = segment.parts.iter().map(|p| p.duration).sum();
+            assert!((total - segment.duration).abs() < 0.002, "parts {total} s, segment {} s", segment.duration);
+            assert_eq!(segment.parts.len(), 5, "segment {}: 1 s in parts of 0.2 s", segment.sequence);
+            assert!(segment.parts[0].independent, "segment {} does not start independent", segment.sequence);
+            for part in &segment.parts {
+                // No sliver of audio: every part holds pictures and about a part target.
+                assert!(
+                    (0.19..=PART_TARGET).contains(&part.duration),
+                    "segment {}: a part of {} s",
+                    segment.sequence,
+                    part.duration
+                );
+                assert!(frames_in(&part.data, video_pid) > 0, "segment {}: a part without pictures", segment.sequence);
+            }
+        }
+        // Every frame is in exactly one part.
+        let parts = state.segments.iter().flat_map(|s| s.parts.iter()).chain(open.parts.iter());
+        let mut data: Vec<u8> = parts.flat_map(|p| p.data.to_vec()).collect();
+        data.extend_from_slice(&open.part_data);
+        let fed = |kind| frames.iter().filter(|f| f.kind == kind).count();
+        assert_eq!(frames_in(&data, video_pid), fed(TrackKind::Video));
+        assert_eq!(frames_in(&data, audio_pid), fed(TrackKind::Audio));
     }
 }
