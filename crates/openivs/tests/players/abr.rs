@@ -25,10 +25,10 @@
 //! slows. hls.js watches a part's transfer (its abandon rule) only for the first part of such a
 //! chain: when that part is slow but the viewer's buffer (hls.js sits 0.6–1.4 s behind the
 //! edge) outlasts it, the parts after it, already listed by then, come as one unwatched chain at
-//! ~1 s each over the slow link, and the buffer runs dry. Measured (4 runs here, 1 in CI): a
+//! ~1 s each over the slow link, and the buffer runs dry. Measured (8 runs here, 1 in CI): a
 //! switch within 0.3 s and no stall when the link slows while hls.js waits at the edge for a
-//! part; otherwise the decision 4.4 s after the throttle, once the segment's last 720p part is
-//! in, and stalls of 2.7–4.2 s, partly after the switch (hls.js, its estimate still that of
+//! part (5 runs); otherwise the decision 4.4–4.5 s after the throttle, once the segment's last
+//! 720p part is in, and stalls of 2.3–4.2 s, partly after the switch (hls.js, its estimate still that of
 //! the fast link, picked 360p, which 600 kbit/s cannot carry either). None of that is the
 //! server's: on a LOW channel the stall may last as long as the 720p media hls.js received after
 //! the throttle takes over the slow link (the rest of one segment, as measured), plus one
