@@ -68,7 +68,8 @@ pub async fn keep_lease(store: Arc<dyn Store>, live: Arc<LiveRegistry>, stream: 
 }
 
 /// At start-up: ends the sessions this node left open (they are under its own name, or under
-/// no live lease) before it restarted. Sessions that another node holds are left to it.
+/// no live lease) before it restarted, and frees the leases still under its name (a node that
+/// starts streams nothing). Sessions that another node holds are left to it.
 pub async fn end_own_orphans(store: &Arc<dyn Store>, node: &Node, now: OffsetDateTime) -> Result<usize, IvsError> {
     let mut ended = 0;
     for record in store.open_stream_sessions().await? {
@@ -81,6 +82,12 @@ pub async fn end_own_orphans(store: &Arc<dyn Store>, node: &Node, now: OffsetDat
         };
         if end_orphan(store, &record, guard, RESTART, now).await? {
             ended += 1;
+        }
+    }
+    for holder in store.stream_holders().await? {
+        if holder.node_id == node.node_id {
+            let release = Change::release_stream_lease(&holder.channel_arn, &holder.node_id, holder.epoch);
+            store.apply(release).await?;
         }
     }
     Ok(ended)
@@ -126,5 +133,34 @@ pub async fn sweep(store: Arc<dyn Store>, live: Arc<LiveRegistry>, recovery: Arc
         if let Err(error) = end_lost_sessions(&store, &live, &recovery, None).await {
             tracing::warn!("cluster: cannot look for streams whose node is gone: {error}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+
+    #[tokio::test]
+    async fn a_node_that_starts_frees_the_leases_left_under_its_name() {
+        let dir = std::env::temp_dir().join(format!("openivs-registry-restart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.join("db.sqlite3")).await.unwrap());
+        let lease = |channel_arn: &str, node_id: &str| StreamLease {
+            channel_arn: channel_arn.into(),
+            node_id: node_id.into(),
+            origin_url: format!("http://{node_id}.internal"),
+            stream_id: format!("st-{node_id}"),
+            epoch: 0,
+        };
+        // A lease with no open session under node a (a renewal outlived its stream), and node b's.
+        store.apply(Change::take_stream_lease(lease("arn:mine", "a"), 60_000)).await.unwrap();
+        store.apply(Change::take_stream_lease(lease("arn:theirs", "b"), 60_000)).await.unwrap();
+        let node = Node { node_id: "a".into(), origin_url: "http://a.internal".into() };
+        assert_eq!(end_own_orphans(&store, &node, OffsetDateTime::now_utc()).await.unwrap(), 0);
+        assert_eq!(store.stream_holder("arn:mine").await.unwrap(), None);
+        assert_eq!(store.stream_holder("arn:theirs").await.unwrap().map(|h| h.node_id), Some("b".to_owned()));
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

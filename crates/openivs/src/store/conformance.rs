@@ -181,6 +181,9 @@ pub async fn the_stream_registry_leases_and_fences(store: Arc<dyn Store>) {
     assert_eq!(store.stream_holder("arn:live").await.unwrap().map(|h| h.epoch), Some(2));
     store.apply(Change::release_stream_lease("arn:live", "b", 2)).await.unwrap();
     assert_eq!(store.stream_holder("arn:live").await.unwrap(), None);
+    // A renewal that was under way as b's stream ended does not take the channel back.
+    store.apply(Change::renew_stream_lease("arn:live", "b", 2, 60_000)).await.unwrap();
+    assert_eq!(store.stream_holder("arn:live").await.unwrap(), None);
     // The node that held the ended stream is still known (it serves the stream's playlists to the end).
     let last = store.last_stream_holder("arn:live").await.unwrap();
     assert_eq!(last.map(|h| (h.node_id, h.stream_id)), Some(("b".into(), "st-b".into())));

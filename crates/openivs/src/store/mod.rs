@@ -182,7 +182,8 @@ pub enum Write {
         lease: StreamLease,
         lease_ms: i64,
     },
-    /// Extends a lease to `lease_ms` from now; condition it on [`Check::LeaseHeld`].
+    /// Extends a lease to `lease_ms` from now (not one released since); condition it on
+    /// [`Check::LeaseHeld`].
     RenewLease {
         channel_arn: String,
         node_id: String,

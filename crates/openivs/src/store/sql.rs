@@ -530,12 +530,14 @@ macro_rules! relational_store {
                     )?;
                 }
                 Write::RenewLease { channel_arn, node_id, epoch, lease_ms } => {
+                    // (Not a released lease: a renewal that was under way as the stream ended
+                    // must not hold the channel for another lease's time.)
                     execute!(
                         tx,
                         concat!(
                             "UPDATE live_streams SET lease_until = ",
                             $now_ms,
-                            " + $4 WHERE channel_arn = $1 AND node_id = $2 AND epoch = $3"
+                            " + $4 WHERE channel_arn = $1 AND node_id = $2 AND epoch = $3 AND lease_until > 0"
                         ),
                         channel_arn,
                         node_id,
