@@ -8,10 +8,10 @@
 //!
 //! A part closes with the picture that fills it (when the next, a frame interval later, would
 //! not fit), not when that next picture arrives, so it is in the playlist a frame interval
-//! sooner; except a segment's last part, since the next picture may be the keyframe that starts
-//! the next segment: the part closes with the segment then, as every part once did. So the next
-//! part the playlist hints at always comes (the audio that follows a closed part's last picture
-//! opens it, and a picture always joins it), and no segment ends in a sliver of audio.
+//! sooner. The audio that follows opens the next part, which a picture joins; but when that
+//! picture is the keyframe of a new segment, the audio moves on with it into the new segment
+//! (no segment ends in a sliver of audio), so while the next picture may start a segment the
+//! playlist names no preload hint: the part it would name might never come.
 //!
 //! What a publisher sends cannot make the window grow without bound: a segment that reaches
 //! `playback_max_segment_duration` (of media time, or of arrival time when timestamps do not
@@ -151,6 +151,22 @@ pub struct OpenSegment {
     part_has_video: bool,
     /// The open part holds timed metadata.
     part_has_metadata: bool,
+    /// The playlist names no preload hint: the last part closed with its last picture and the
+    /// next picture may be the keyframe of a new segment, so which part comes next is not known
+    /// (the open one, or the next segment's first).
+    pub hint_withheld: bool,
+}
+
+/// The open part's audio, taken out of a segment that a keyframe ends before any picture joined
+/// that part: it plays with the keyframe's segment.
+struct CarriedAudio {
+    /// MPEG-TS: the part's bytes so far (its tables, then the audio); empty for fMP4, whose
+    /// frames wait in the writer until the part closes.
+    ts_data: Vec<u8>,
+    fmp4_frames: Vec<Arc<MediaFrame>>,
+    fmp4_emsgs: Vec<u8>,
+    bytes: usize,
+    has_metadata: bool,
 }
 
 /// What the playback handlers read.
@@ -696,8 +712,9 @@ impl Packager {
         };
         self.next_cut = followed_cut;
         if cut_segment {
+            let carried = state.open.as_mut().and_then(|open| self.take_audio_only_part(open, audio_only));
             self.close_segment(&mut state, frame.dts_ms);
-            self.open_segment(&mut state, frame);
+            self.open_segment(&mut state, frame, carried);
         } else if let Some(mut open) = state.open.take() {
             // A keyframe is the first picture of its part, so every part that holds one can be
             // marked INDEPENDENT (and played from) as a whole: it closes the part before it,
@@ -753,21 +770,47 @@ impl Packager {
         {
             self.bytes_in_window.pop_front();
         }
-        if is_video && self.part_full_after(open, frame.dts_ms) {
-            self.close_part(open, frame.dts_ms + self.video_frame_ms, false);
+        if is_video {
+            open.hint_withheld = false;
+            if self.part_full_after(open, frame.dts_ms) {
+                self.close_part(open, frame.dts_ms + self.video_frame_ms, false);
+                open.hint_withheld = self.next_may_start_segment(open, frame.dts_ms);
+            }
         }
     }
 
     /// Whether the open part is complete with the picture at `dts_ms`: the next one (a frame
-    /// interval later) would take it past the part target, and it cannot be a keyframe that
-    /// starts a new segment (a follower's cuts come within [`CUT_TOLERANCE_MS`] of the source's).
+    /// interval later) would take it past the part target.
     fn part_full_after(&self, open: &OpenSegment, dts_ms: i64) -> bool {
         let frame_ms = self.video_frame_ms;
-        let next_picture_ends = dts_ms + 2 * frame_ms;
+        frame_ms > 0 && dts_ms + 2 * frame_ms - open.part_start_dts > PART_TARGET_MS
+    }
+
+    /// Whether the picture after the one at `dts_ms` may be a keyframe that starts a new segment
+    /// (a follower's cuts come within [`CUT_TOLERANCE_MS`] of the source's).
+    fn next_may_start_segment(&self, open: &OpenSegment, dts_ms: i64) -> bool {
         let segment_target = self.playback.packaging.segment_target.as_millis() as i64;
-        frame_ms > 0
-            && next_picture_ends - open.part_start_dts > PART_TARGET_MS
-            && next_picture_ends + CUT_TOLERANCE_MS - open.start_dts < segment_target
+        dts_ms + 2 * self.video_frame_ms + CUT_TOLERANCE_MS - open.start_dts >= segment_target
+    }
+
+    /// The open part, when it holds only the audio that followed the last part's last picture
+    /// (a stream with pictures), taken out of its segment.
+    fn take_audio_only_part(&mut self, open: &mut OpenSegment, audio_only: bool) -> Option<CarriedAudio> {
+        if audio_only || open.part_has_video || open.part_bytes == 0 || open.parts.is_empty() {
+            return None;
+        }
+        let (fmp4_frames, fmp4_emsgs) = match &mut self.writer {
+            Writer::Fmp4 { frames, emsgs, .. } => (std::mem::take(frames), std::mem::take(emsgs)),
+            Writer::Ts(_) => (Vec::new(), Vec::new()),
+        };
+        open.bytes -= open.part_bytes;
+        Some(CarriedAudio {
+            ts_data: std::mem::take(&mut open.part_data),
+            fmp4_frames,
+            fmp4_emsgs,
+            bytes: std::mem::take(&mut open.part_bytes),
+            has_metadata: std::mem::take(&mut open.part_has_metadata),
+        })
     }
 
     /// A follower's segment starts at `frame` (a keyframe, or an audio frame of an audio-only
@@ -900,7 +943,7 @@ impl Packager {
         self.completed = true;
     }
 
-    fn open_segment(&mut self, state: &mut PlaylistState, frame: &MediaFrame) {
+    fn open_segment(&mut self, state: &mut PlaylistState, frame: &MediaFrame, carried: Option<CarriedAudio>) {
         let followed = self.next_cut.take();
         let (sequence, discontinuity) = match &followed {
             Some(cut) => {
@@ -915,9 +958,17 @@ impl Packager {
         };
         state.next_sequence = sequence + 1;
         let mut part_data = Vec::with_capacity(64 * 1024);
-        if let Writer::Ts(muxer) = &mut self.writer {
-            muxer.write_tables(&mut part_data);
+        match (&mut self.writer, &carried) {
+            // (Carried TS bytes start with the tables already.)
+            (Writer::Ts(_), Some(carried)) => part_data.extend_from_slice(&carried.ts_data),
+            (Writer::Ts(muxer), None) => muxer.write_tables(&mut part_data),
+            (Writer::Fmp4 { frames, emsgs, .. }, Some(carried)) => {
+                frames.extend(carried.fmp4_frames.iter().cloned());
+                emsgs.extend_from_slice(&carried.fmp4_emsgs);
+            }
+            (Writer::Fmp4 { .. }, None) => {}
         }
+        let carried_bytes = carried.as_ref().map_or(0, |c| c.bytes);
         if matches!(self.writer, Writer::Fmp4 { .. }) && !state.inits.iter().any(|(id, _)| *id == self.stream_id) {
             let video = self.video.as_ref().map(|(record, config)| InitVideo {
                 coding: record.coding,
@@ -972,10 +1023,11 @@ impl Packager {
             part_data,
             part_independent: frame.kind == TrackKind::Video && frame.keyframe,
             opened_at: frame.arrival,
-            bytes: 0,
-            part_bytes: 0,
+            bytes: carried_bytes,
+            part_bytes: carried_bytes,
             part_has_video: false,
-            part_has_metadata: false,
+            part_has_metadata: carried.is_some_and(|c| c.has_metadata),
+            hint_withheld: false,
         });
         if let Some((_, config)) = &self.video {
             state.codecs = match &self.audio {
@@ -1262,7 +1314,15 @@ mod tests {
             packager.on_frame(frame);
             let state = packager.playback.state.read().unwrap();
             let open = state.open.as_ref().unwrap();
-            hinted.push((open.sequence, open.parts.len()));
+            if !open.hint_withheld {
+                hinted.push((open.sequence, open.parts.len()));
+            }
+            // A segment's last part too closes with its last picture (at 966 ms), the hint
+            // withheld until the next picture tells which part comes next.
+            if frame.kind == TrackKind::Video && frame.dts_ms == 966 {
+                assert_eq!(open.parts.len(), 5, "the last part did not close at its last picture");
+                assert!(open.hint_withheld);
+            }
             // The sixth picture (at 166 ms) fills a part of 0.2 s: closed with it, not when the
             // seventh comes.
             if frame.kind == TrackKind::Video && frame.dts_ms == 166 {
