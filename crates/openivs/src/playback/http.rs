@@ -623,7 +623,7 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
                         independent: p.independent,
                     })
                     .collect(),
-                (!open.hint_withheld).then(|| part_uri(&open.stream_id, open.sequence, open.parts.len(), container)),
+                (!open.part_may_move).then(|| part_uri(&open.stream_id, open.sequence, open.parts.len(), container)),
             ),
             _ => (Vec::new(), None),
         };

@@ -11,7 +11,9 @@
 //! sooner. The audio that follows opens the next part, which a picture joins; but when that
 //! picture is the keyframe of a new segment, the audio moves on with it into the new segment
 //! (no segment ends in a sliver of audio), so while the next picture may start a segment the
-//! playlist names no preload hint: the part it would name might never come.
+//! playlist names no preload hint (the part it would name might never come) and a reader of the
+//! segment as it is cut (a prefetch segment) is not given that audio yet: the bytes it reads are
+//! the segment's own.
 //!
 //! What a publisher sends cannot make the window grow without bound: a segment that reaches
 //! `playback_max_segment_duration` (of media time, or of arrival time when timestamps do not
@@ -151,10 +153,12 @@ pub struct OpenSegment {
     part_has_video: bool,
     /// The open part holds timed metadata.
     part_has_metadata: bool,
-    /// The playlist names no preload hint: the last part closed with its last picture and the
-    /// next picture may be the keyframe of a new segment, so which part comes next is not known
-    /// (the open one, or the next segment's first).
-    pub hint_withheld: bool,
+    /// The last part closed with its last picture and the next picture may be the keyframe of
+    /// a new segment, which would take the open part (audio so far) with it. Until a picture
+    /// settles it, the playlist names no preload hint (which part comes next is not known) and
+    /// a prefetch reader is not given the open part's bytes (they may end up in the next
+    /// segment instead).
+    pub part_may_move: bool,
 }
 
 /// The open part's audio, taken out of a segment that a keyframe ends before any picture joined
@@ -289,7 +293,8 @@ impl PlaylistState {
         match &self.open {
             Some(open) if &*open.stream_id == stream_id && !self.ended => {
                 if open.sequence == sequence {
-                    SegmentProgress::Bytes { pieces: take(&open.parts, Some(&open.part_data)), complete: false }
+                    let open_part = (!open.part_may_move).then_some(open.part_data.as_slice());
+                    SegmentProgress::Bytes { pieces: take(&open.parts, open_part), complete: false }
                 } else if open.sequence + 1 == sequence {
                     SegmentProgress::NotBegun
                 } else {
@@ -771,10 +776,10 @@ impl Packager {
             self.bytes_in_window.pop_front();
         }
         if is_video {
-            open.hint_withheld = false;
+            open.part_may_move = false;
             if self.part_full_after(open, frame.dts_ms) {
                 self.close_part(open, frame.dts_ms + self.video_frame_ms, false);
-                open.hint_withheld = self.next_may_start_segment(open, frame.dts_ms);
+                open.part_may_move = self.next_may_start_segment(open, frame.dts_ms);
             }
         }
     }
@@ -1027,7 +1032,7 @@ impl Packager {
             part_bytes: carried_bytes,
             part_has_video: false,
             part_has_metadata: carried.is_some_and(|c| c.has_metadata),
-            hint_withheld: false,
+            part_may_move: false,
         });
         if let Some((_, config)) = &self.video {
             state.codecs = match &self.audio {
@@ -1310,18 +1315,27 @@ mod tests {
         let frames = stream(4);
         // The part each playlist would hint at (the open one) after each frame.
         let mut hinted = Vec::new();
+        // What a prefetch reader of each segment (from the moment it is listed) has read.
+        let mut prefetched: std::collections::BTreeMap<u64, (SegmentCursor, Vec<u8>)> = Default::default();
         for (index, frame) in frames.iter().enumerate() {
             packager.on_frame(frame);
             let state = packager.playback.state.read().unwrap();
             let open = state.open.as_ref().unwrap();
-            if !open.hint_withheld {
+            if !open.part_may_move {
                 hinted.push((open.sequence, open.parts.len()));
+            }
+            prefetched.entry(open.sequence).or_default();
+            prefetched.entry(open.sequence + 1).or_default();
+            for (sequence, (cursor, bytes)) in prefetched.iter_mut() {
+                if let SegmentProgress::Bytes { pieces, .. } = state.read_segment(&open.stream_id, *sequence, cursor) {
+                    pieces.iter().for_each(|piece| bytes.extend_from_slice(piece));
+                }
             }
             // A segment's last part too closes with its last picture (at 966 ms), the hint
             // withheld until the next picture tells which part comes next.
             if frame.kind == TrackKind::Video && frame.dts_ms == 966 {
                 assert_eq!(open.parts.len(), 5, "the last part did not close at its last picture");
-                assert!(open.hint_withheld);
+                assert!(open.part_may_move);
             }
             // The sixth picture (at 166 ms) fills a part of 0.2 s: closed with it, not when the
             // seventh comes.
@@ -1340,6 +1354,17 @@ mod tests {
         }
         let (video_pid, audio_pid) = (openivs_media::ts::VIDEO_PID, openivs_media::ts::AUDIO_PID);
         for segment in &state.segments {
+            // A segment read while it was cut has the same bytes as the segment (the audio
+            // carried into the next segment was never handed out with this one).
+            let whole: Vec<u8> = segment.parts.iter().flat_map(|p| p.data.to_vec()).collect();
+            let read = &prefetched[&segment.sequence].1;
+            assert!(
+                *read == whole,
+                "segment {}: prefetched {} bytes, is {}",
+                segment.sequence,
+                read.len(),
+                whole.len()
+            );
             let total: f64 = segment.parts.iter().map(|p| p.duration).sum();
             assert!((total - segment.duration).abs() < 0.002, "parts {total} s, segment {} s", segment.duration);
             assert_eq!(segment.parts.len(), 5, "segment {}: 1 s in parts of 0.2 s", segment.sequence);
