@@ -963,17 +963,17 @@ impl Packager {
         };
         state.next_sequence = sequence + 1;
         let mut part_data = Vec::with_capacity(64 * 1024);
-        match (&mut self.writer, &carried) {
+        let (carried_bytes, carried_metadata) = carried.as_ref().map_or((0, false), |c| (c.bytes, c.has_metadata));
+        match (&mut self.writer, carried) {
             // (Carried TS bytes start with the tables already.)
-            (Writer::Ts(_), Some(carried)) => part_data.extend_from_slice(&carried.ts_data),
+            (Writer::Ts(_), Some(carried)) => part_data = carried.ts_data,
             (Writer::Ts(muxer), None) => muxer.write_tables(&mut part_data),
             (Writer::Fmp4 { frames, emsgs, .. }, Some(carried)) => {
-                frames.extend(carried.fmp4_frames.iter().cloned());
+                frames.extend(carried.fmp4_frames);
                 emsgs.extend_from_slice(&carried.fmp4_emsgs);
             }
             (Writer::Fmp4 { .. }, None) => {}
         }
-        let carried_bytes = carried.as_ref().map_or(0, |c| c.bytes);
         if matches!(self.writer, Writer::Fmp4 { .. }) && !state.inits.iter().any(|(id, _)| *id == self.stream_id) {
             let video = self.video.as_ref().map(|(record, config)| InitVideo {
                 coding: record.coding,
@@ -1031,7 +1031,7 @@ impl Packager {
             bytes: carried_bytes,
             part_bytes: carried_bytes,
             part_has_video: false,
-            part_has_metadata: carried.is_some_and(|c| c.has_metadata),
+            part_has_metadata: carried_metadata,
             part_may_move: false,
         });
         if let Some((_, config)) = &self.video {
