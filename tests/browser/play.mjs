@@ -196,13 +196,33 @@ async function play(target) {
     let playerLatency = () => null;
     let watchCues = () => {};
     let destroy = () => {};
+    let debugTrace = () => {};
     if (player === 'hls.js') {
       result.supported = window.Hls.isSupported();
       if (!result.supported) return result;
       const hls = new window.Hls({ lowLatencyMode: true, ...configs.hls });
       hls.on(window.Hls.Events.ERROR, (_event, data) => {
         if (data.fatal) result.fatal.push(`${data.type}: ${data.details}`);
+        else if (debug) (result.errors = result.errors || []).push([Date.now(), data.details, video.currentTime]);
       });
+      if (debug) {
+        // Where hls.js thinks it is: [epoch ms, currentTime, latency, target latency, live sync
+        // position, buffered end, playing date (epoch ms)].
+        result.hls_trace = [];
+        result.hls_events = [];
+        const note = (name, detail) => result.hls_events.push([Date.now(), name, detail, video.currentTime]);
+        for (const name of ['LEVEL_LOADED', 'FRAG_LOADED', 'FRAG_PARSED', 'FRAG_BUFFERED', 'BUFFER_APPENDED']) {
+          hls.on(window.Hls.Events[name], (_event, data) => note(name, data.frag ? `${data.frag.sn}.${data.part ? data.part.index : '-'} ${data.frag.start.toFixed(3)}` : (data.details ? `${data.details.edge.toFixed(3)} live sync ${hls.liveSyncPosition}` : '')));
+        }
+        for (const name of ['loadedmetadata', 'seeking', 'seeked', 'canplay', 'playing']) {
+          video.addEventListener(name, () => note(name, ''));
+        }
+        debugTrace = () => result.hls_trace.push([
+          Date.now(), video.currentTime, hls.latency, hls.targetLatency, hls.liveSyncPosition,
+          video.buffered.length ? video.buffered.end(video.buffered.length - 1) : null,
+          hls.playingDate ? hls.playingDate.getTime() : null,
+        ]);
+      }
       // (The decision to switch, before the new rendition's first fragment is buffered.)
       hls.on(window.Hls.Events.LEVEL_SWITCHING, (_event, data) => {
         result.level_decisions.push([Date.now(), data.height, Math.round(hls.bandwidthEstimate)]);
@@ -383,13 +403,16 @@ async function play(target) {
     let firstClock = readClock();
     while (Date.now() - started < 20000 && result.fatal.length === 0) {
       await new Promise((r) => setTimeout(r, SAMPLE_MS));
+      debugTrace();
       const clock = readClock();
       if (clock !== null && firstClock !== null && clock !== firstClock && video.currentTime > 0) break;
       if (firstClock === null) firstClock = clock;
     }
     result.startup_ms = Date.now() - started;
     await window.pictureStarted();
-    await new Promise((r) => setTimeout(r, SETTLE_MS));
+    for (const settleUntil = Date.now() + SETTLE_MS; Date.now() < settleUntil; debugTrace()) {
+      await new Promise((r) => setTimeout(r, SAMPLE_MS));
+    }
     result.start_time = video.currentTime;
     const decodedFrames = () => (video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality().totalVideoFrames : null);
     const framesAtStart = decodedFrames();
@@ -426,6 +449,7 @@ async function play(target) {
         result.longest_stall_ms = Math.max(result.longest_stall_ms, now - lastChange);
       }
       if (samples % 4 === 0) {
+        debugTrace();
         const latency = latencyOf(clock, now);
         if (latency < 60000) result.picture_latencies_ms.push(latency);
         const estimate = playerLatency();

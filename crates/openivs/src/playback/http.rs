@@ -33,7 +33,7 @@ use openivs_model::resources::Channel;
 use serde::Deserialize;
 
 use super::access::{Denial, Visitor};
-use super::packager::{ChannelPlayback, Container, PART_TARGET, PlaylistState, SegmentCursor, SegmentProgress};
+use super::packager::{ChannelPlayback, Container, PlaylistState, SegmentCursor, SegmentProgress};
 use super::viewers::Refused;
 use crate::cluster::pull::{Growing, MEDIA_PATH, MULTIVARIANT_PATH, Pull, Pulled, VIEWER_ADDRESS_HEADER};
 use crate::http::AppState;
@@ -638,11 +638,11 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
                 .collect(),
             _ => Vec::new(),
         };
-        // PART-HOLD-BACK must be at least three part targets: rounded up, not to nearest.
-        let part_hold_back = (3.0 * PART_TARGET * 1000.0).ceil() / 1000.0;
+        // PART-HOLD-BACK: three part targets (whole milliseconds, so exact).
+        let part_target_ms = state.part_target_ms();
         LowLatency {
-            part_target: PART_TARGET,
-            part_hold_back,
+            part_target: part_target_ms as f64 / 1000.0,
+            part_hold_back: (3 * part_target_ms) as f64 / 1000.0,
             can_skip_until,
             pending_parts,
             pending_map_uri,

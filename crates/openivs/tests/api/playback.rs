@@ -87,6 +87,19 @@ fn parse(playlist: &str) -> Parsed {
     parsed
 }
 
+/// The media playlist once it hints at the next part: the hint is withheld for about a frame
+/// interval before each keyframe, while the open part may still move into the next segment.
+async fn playlist_with_hint(server: &Server, media: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let playlist = get(server, media).body;
+        if playlist.contains("#EXT-X-PRELOAD-HINT:") || Instant::now() > deadline {
+            return playlist;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn ffprobe_streams(url: &str) -> String {
     let output = Command::new("ffprobe")
         .args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "compact", url])
@@ -177,7 +190,7 @@ async fn low_latency_hls_in_mpeg_ts() {
     let playlist = get(&server, &media);
     assert_eq!(playlist.status, 200);
     assert_eq!(playlist.header("cache-control"), Some("no-cache"));
-    let text = &playlist.body;
+    let text = &playlist_with_hint(&server, &media).await;
     assert!(text.contains("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK="), "{text}");
     assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:"));
     let parsed = parse(text);
@@ -283,7 +296,7 @@ async fn low_latency_hls_in_fragmented_mp4() {
     let media = open_session(&server, &playback_url);
     let base = base_of(&media).to_owned();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let playlist = get(&server, &media).body;
+    let playlist = playlist_with_hint(&server, &media).await;
     let map = playlist.split("#EXT-X-MAP:URI=\"").nth(1).expect("EXT-X-MAP").split('"').next().unwrap().to_owned();
     let init = raw_request(&server, "GET", &format!("{base}/{map}"), &[], "");
     assert_eq!(init.status, 200);

@@ -266,6 +266,12 @@ async fn latency_table() {
             for case in cases.iter().filter(|case| plays(player, case) && chosen(player, case)) {
                 let result = play(player, 30, &[case.url.as_str()]).remove(0);
                 eprintln!("{}", summary(player, case, &result));
+                if std::env::var_os("PLAY_DEBUG").is_some() {
+                    eprintln!(
+                        "debug: {}",
+                        serde_json::json!({"trace": result["hls_trace"], "errors": result["errors"], "events": result["hls_events"], "responses": result["responses"]})
+                    );
+                }
                 let (median, p95) = percentiles(&result, "picture_latencies_ms").unwrap_or((f64::NAN, f64::NAN));
                 let estimate = percentiles(&result, "player_latencies_ms")
                     .map_or("-".to_owned(), |(m, _)| format!("{:.2} s", m / 1000.0));
