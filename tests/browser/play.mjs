@@ -101,7 +101,8 @@ async function play(target) {
   page.on('response', (response) => {
     if (!response.url().startsWith(origin)) {
       const allowOrigin = response.headers()['access-control-allow-origin'] || null;
-      responses.push([Date.now(), response.status(), new URL(response.url()).pathname.split('/').pop(), allowOrigin]);
+      const length = Number(response.headers()['content-length'] || 0);
+      responses.push([Date.now(), response.status(), new URL(response.url()).pathname.split('/').pop(), allowOrigin, length]);
     }
   });
   // PLAY_DEBUG=1 prints the page's console and its failed requests (on stderr).

@@ -40,8 +40,6 @@ use crate::http::AppState;
 use crate::http::listener::ClientAddress;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
-/// Parts beyond the last one a blocking request may ask for (RFC 8216bis's advance limit).
-const ADVANCE_PART_LIMIT: usize = 3;
 /// Segments of hold-back a delta update keeps (CAN-SKIP-UNTIL = 6 target durations).
 const SKIP_TARGET_DURATIONS: f64 = 6.0;
 /// Prefetch segments listed: the one being cut and the next (as IVS and Twitch list them).
@@ -515,13 +513,15 @@ async fn media_playlist(playback: &ChannelPlayback, low_latency: bool, query: &P
         return bad_request("_HLS_part needs _HLS_msn");
     }
     if let (Some(msn), true) = (msn, low_latency) {
-        let (next, open_parts, target) = {
+        let (next, open_parts, target, part_target_ms) = {
             let s = playback.state.read().expect("playlist lock");
             let next = s.open.as_ref().map_or(s.next_sequence, |o| o.sequence);
-            (next, s.open.as_ref().map_or(0, |o| o.parts.len()), s.target_duration())
+            (next, s.open.as_ref().map_or(0, |o| o.parts.len()), s.target_duration(), s.part_target_ms())
         };
-        // Far in the future: refused at once rather than held (RFC 8216bis 6.2.5.2).
-        let too_far = msn > next + 1 || (msn == next && part.unwrap_or(0) > open_parts + ADVANCE_PART_LIMIT);
+        // Far in the future: refused at once rather than held (RFC 8216bis 6.2.5.2; its Advance
+        // Part Limit is three seconds of parts when parts are shorter than a second).
+        let advance_part_limit = (3000 / part_target_ms.max(1)) as usize;
+        let too_far = msn > next + 1 || (msn == next && part.unwrap_or(0) > open_parts + advance_part_limit);
         if too_far {
             return bad_request("The requested segment or part is too far in the future");
         }

@@ -219,6 +219,17 @@ async fn low_latency_hls_in_mpeg_ts() {
     assert_eq!(get(&server, &format!("{media}?_HLS_msn={}", next + 50)).status, 400);
     assert!(started.elapsed() < Duration::from_secs(1));
     assert_eq!(get(&server, &format!("{media}?_HLS_part=1")).status, 400);
+    // RFC 8216bis 6.2.5.2: a part is too far ahead past the Advance Part Limit, three seconds
+    // of parts (29 of 0.103 s), not before: four parts ahead is held, then answered.
+    let ahead = |parts: usize| {
+        let now = parse(&get(&server, &media).body);
+        let open = now.media_sequence + now.segments.len() as u64;
+        let open_parts = now.parts.iter().filter(|(_, uri)| uri.contains(&format!("-{open}."))).count();
+        get(&server, &format!("{media}?_HLS_msn={open}&_HLS_part={}", open_parts + parts)).status
+    };
+    assert_eq!(ahead(4), 200);
+    // (Unless the segment closed between the two requests: a closed segment answers any part.)
+    assert!((0..5).any(|_| ahead(30) == 400), "30 parts ahead was held");
 
     // Segments: immutable, with byte ranges.
     let segment_uri = parse(&get(&server, &media).body).segments[0].clone();

@@ -150,10 +150,10 @@ async fn hls_js_switches_down_when_the_network_slows() {
         assert!(lower_arrived.0 - decided.0 <= 3_000, "the lower rendition came slowly: {report}");
         let segment_ms = u64::from(keyframe_seconds) * 1000;
         if latency == ChannelLatencyMode::LowLatency {
-            // Each stall may last as long as the slow link took to carry the parts hls.js
-            // received from the throttle to the stall's end (the top rendition's, and those of
+            // Each stall may last as long as the slow link took to carry what hls.js received
+            // from the throttle to the stall's end: the parts (the top rendition's, and those of
             // any rendition it tried on the way down that the link cannot carry either: it may
-            // step to 360p before 160p), and a segment more.
+            // step to 360p before 160p) and the playlists (one per part), and a segment more.
             let stalls = result["time_stalls"]
                 .as_array()
                 .unwrap()
@@ -167,7 +167,15 @@ async fn hls_js_switches_down_when_the_network_slows() {
                     .filter(|f| (throttled_at..=started + stood_ms).contains(&f[0].as_u64().unwrap()))
                     .map(|f| f[4].as_u64().unwrap())
                     .sum();
-                let allowed = bytes_before_its_end * 8 / slow_kbps() + segment_ms;
+                let playlist_bytes: u64 = result["responses"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r[2].as_str().is_some_and(|name| name.ends_with(".m3u8")))
+                    .filter(|r| (throttled_at..=started + stood_ms).contains(&r[0].as_u64().unwrap_or(0)))
+                    .filter_map(|r| r[4].as_u64())
+                    .sum();
+                let allowed = (bytes_before_its_end + playlist_bytes) * 8 / slow_kbps() + segment_ms;
                 assert!(stood_ms <= allowed, "playback stood still {stood_ms} ms (allowed {allowed}): {report}");
             }
         } else {
