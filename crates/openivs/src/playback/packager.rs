@@ -1,10 +1,10 @@
 //! The HLS packager of one channel: subscribed to the channel's hub, it cuts the stream into
 //! segments at keyframes (at the first keyframe after [`Packaging::segment_target`]: 0.9 s on
-//! LOW latency channels, 1.9 s on NORMAL ones) and each segment into parts of at most a part
-//! target (for low-latency HLS: about 0.1 s, see [`PART_MIN_MS`]), muxes them into MPEG-TS or
-//! fragmented MP4 (the channel's `containerFormat`), and keeps a window of them in memory, from
-//! which the playback handlers answer. Every new part, segment or end bumps a watch value,
-//! which blocking playlist reloads wait on.
+//! LOW latency channels, 1.9 s on NORMAL ones) and each segment into parts of at most
+//! [`PART_TARGET`] (for low-latency HLS), muxes them into MPEG-TS or fragmented MP4 (the
+//! channel's `containerFormat`), and keeps a window of them in memory, from which the playback
+//! handlers answer. Every new part, segment or end bumps a watch
+//! value, which blocking playlist reloads wait on.
 //!
 //! A part closes with the picture that fills it (when the next, a frame interval later, would
 //! not fit), not when that next picture arrives, so it is in the playlist a frame interval
@@ -45,28 +45,17 @@ use crate::live::hub::{MediaFrame, MetadataSource, Subscription, TimedMetadata, 
 pub const SEGMENT_TARGET_LOW: Duration = Duration::from_millis(900);
 /// Segments of NORMAL latency channels: about 2 s with IVS's recommended 2 s keyframe interval.
 pub const SEGMENT_TARGET_NORMAL: Duration = Duration::from_millis(1900);
-/// The longest `PART-TARGET`, in ms: a stream's part target before its frame rate is known,
-/// and the most any stream gets.
-const PART_TARGET_MAX_MS: i64 = 201;
-/// A part holds the fewest whole frames that last at least this long (ms). Short parts are what
-/// keeps low-latency players close to live: hls.js holds back PART-HOLD-BACK (three part
-/// targets) behind the playlist's edge and does not catch up for time lost while it starts, and
-/// a frame waits for its part to close before any player can fetch it. Parts of about 0.1 s
-/// (three frames at 30 fps, six at 60, five at 50) put hls.js about 0.6 s behind the picture
-/// on loopback, against 1.05-1.2 s with parts of 0.2 s (BENCHMARKS.md).
-const PART_MIN_MS: i64 = 95;
-
-/// The `PART-TARGET` (ms) of a stream whose frames (the pacing track's: video, or audio in an
-/// audio-only rendition) follow each other by `frame_ms`: its parts' whole frames plus 1 ms
-/// for each (millisecond timestamps at 30 fps step 33 and 34 ms) and 1 ms to spare. Every
-/// part but a segment's last holds the same number of frames, so a hinted part lasts about the
-/// target, as players that assume so (Shaka) need; a segment's short last part is never hinted
-/// (it closes with the picture before the keyframe, see `OpenSegment::part_may_move`).
-fn part_target_for(frame_ms: i64) -> i64 {
-    let frame_ms = frame_ms.clamp(1, PART_TARGET_MAX_MS);
-    let frames = (PART_MIN_MS + frame_ms - 1) / frame_ms;
-    (frames * (frame_ms + 1) + 1).min(PART_TARGET_MAX_MS)
-}
+/// Declared `PART-TARGET`, in seconds: the longest a part gets. A part is cut before the video
+/// frame that would take it past this. Parts of 0.2 s hold a whole number of frames at 25, 30,
+/// 50 and 60 fps, so segments of whole seconds split into equal parts (no short last part,
+/// which players that assume hinted parts last PART-TARGET, as Shaka does, stumble over); the
+/// extra millisecond is for millisecond timestamps, where the sixth frame at 30 fps may follow
+/// its predecessor by 34 ms and so seem to end the part at 201 ms. Short parts are what keeps
+/// low-latency players close to live: hls.js holds back PART-HOLD-BACK (three part targets,
+/// 0.603 s) behind the playlist's edge, and a frame waits for its part to close before any
+/// player can fetch it.
+pub const PART_TARGET: f64 = 0.201;
+const PART_TARGET_MS: i64 = 201;
 /// Media the playlist lists: enough for players' hold-back and for delta updates (CAN-SKIP-UNTIL
 /// is 6 target durations).
 pub const WINDOW: Duration = Duration::from_secs(16);
@@ -212,9 +201,6 @@ pub struct PlaylistState {
     pub inits: Vec<(Arc<str>, Bytes)>,
     /// The post-roll ad break marked after the last segment when the stream ended.
     pub post_roll: AdSignals,
-    /// `PART-TARGET` in ms, fixed by the first frame interval packaged (a playlist's part
-    /// target never changes, whatever later streams do).
-    part_target_ms: Option<i64>,
 }
 
 impl StoredSegment {
@@ -229,11 +215,6 @@ impl StoredSegment {
 }
 
 impl PlaylistState {
-    /// `PART-TARGET` in ms: no part lasts longer.
-    pub fn part_target_ms(&self) -> i64 {
-        self.part_target_ms.unwrap_or(PART_TARGET_MAX_MS)
-    }
-
     /// The newest complete segment's sequence number, if any.
     pub fn last_complete(&self) -> Option<u64> {
         self.segments.back().map(|s| s.sequence)
@@ -693,7 +674,7 @@ impl Packager {
             return Some(open.part_start_dts);
         }
         let last = self.bytes_in_window.back()?.0;
-        Some(last.max(open.part_start_dts) + self.video_frame_ms.clamp(1, state.part_target_ms()))
+        Some(last.max(open.part_start_dts) + self.video_frame_ms.clamp(1, PART_TARGET_MS))
     }
 
     fn on_frame(&mut self, frame: &Arc<MediaFrame>) {
@@ -721,14 +702,10 @@ impl Packager {
             if let Some(last) = self.last_video_dts
                 && frame.dts_ms > last
             {
-                self.video_frame_ms = (frame.dts_ms - last).min(PART_TARGET_MAX_MS);
-                if state.part_target_ms.is_none() {
-                    state.part_target_ms = Some(part_target_for(self.video_frame_ms));
-                }
+                self.video_frame_ms = (frame.dts_ms - last).min(PART_TARGET_MS);
             }
             self.last_video_dts = Some(frame.dts_ms);
         }
-        let part_target_ms = state.part_target_ms();
         let cut_segment = match (state.open.as_ref(), &self.follow) {
             (None, None) => keyframe,
             (Some(open), None) => {
@@ -750,7 +727,7 @@ impl Packager {
             // part's last picture), which the keyframe then joins.
             // (Every audio frame can start an audio-only part: parts there are all independent.)
             if (keyframe && !audio_only && open.part_has_video)
-                || (is_video && frame.dts_ms + self.video_frame_ms - open.part_start_dts > part_target_ms)
+                || (is_video && frame.dts_ms + self.video_frame_ms - open.part_start_dts > PART_TARGET_MS)
                 || open.part_bytes >= self.limits.playback_max_part_bytes
             {
                 self.close_part(&mut open, frame.dts_ms, false);
@@ -800,7 +777,7 @@ impl Packager {
         }
         if is_video {
             open.part_may_move = false;
-            if self.part_full_after(open, frame.dts_ms, part_target_ms) {
+            if self.part_full_after(open, frame.dts_ms) {
                 self.close_part(open, frame.dts_ms + self.video_frame_ms, false);
                 open.part_may_move = self.next_may_start_segment(open, frame.dts_ms);
             }
@@ -809,9 +786,9 @@ impl Packager {
 
     /// Whether the open part is complete with the picture at `dts_ms`: the next one (a frame
     /// interval later) would take it past the part target.
-    fn part_full_after(&self, open: &OpenSegment, dts_ms: i64, part_target_ms: i64) -> bool {
+    fn part_full_after(&self, open: &OpenSegment, dts_ms: i64) -> bool {
         let frame_ms = self.video_frame_ms;
-        frame_ms > 0 && dts_ms + 2 * frame_ms - open.part_start_dts > part_target_ms
+        frame_ms > 0 && dts_ms + 2 * frame_ms - open.part_start_dts > PART_TARGET_MS
     }
 
     /// Whether the picture after the one at `dts_ms` may be a keyframe that starts a new segment
@@ -1336,27 +1313,6 @@ mod tests {
     }
 
     #[test]
-    fn parts_hold_whole_frames_of_about_a_tenth_of_a_second() {
-        // (frame interval in ms as millisecond timestamps show it, part target in ms)
-        let cases = [
-            (33, 103), // 30 fps: three frames
-            (34, 106),
-            (40, 124), // 25 fps: three frames (a 1 s segment: eight parts and one frame)
-            (16, 103), // 60 fps: six frames
-            (17, 109),
-            (20, 106),  // 50 fps: five frames
-            (41, 127),  // 24 fps: three frames
-            (21, 111),  // AAC at 48 kHz (audio-only renditions): five frames
-            (100, 102), // 10 fps: one frame
-            (500, PART_TARGET_MAX_MS),
-            (1, 191), // (odd timestamps: still at most the longest target)
-        ];
-        for (frame_ms, target) in cases {
-            assert_eq!(part_target_for(frame_ms), target, "frames of {frame_ms} ms");
-        }
-    }
-
-    #[test]
     fn a_part_closes_at_its_last_picture_and_every_hinted_part_comes() {
         let mut packager = low_latency_ts_packager();
         let frames = stream(4);
@@ -1381,14 +1337,14 @@ mod tests {
             // A segment's last part too closes with its last picture (at 966 ms), the hint
             // withheld until the next picture tells which part comes next.
             if frame.kind == TrackKind::Video && frame.dts_ms == 966 {
-                assert_eq!(open.parts.len(), 10, "the last part did not close at its last picture");
+                assert_eq!(open.parts.len(), 5, "the last part did not close at its last picture");
                 assert!(open.part_may_move);
             }
-            // The third picture (at 66 ms) fills a part of 0.1 s: closed with it, not when the
-            // fourth comes.
-            if frame.kind == TrackKind::Video && frame.dts_ms == 66 {
+            // The sixth picture (at 166 ms) fills a part of 0.2 s: closed with it, not when the
+            // seventh comes.
+            if frame.kind == TrackKind::Video && frame.dts_ms == 166 {
                 assert_eq!(open.parts.len(), 1, "the part did not close at its last picture (frame {index})");
-                assert!((open.parts[0].duration - 0.1).abs() < 0.002, "{}", open.parts[0].duration);
+                assert!((open.parts[0].duration - 0.2).abs() < 0.002, "{}", open.parts[0].duration);
             }
         }
         let state = packager.playback.state.read().unwrap();
@@ -1400,9 +1356,6 @@ mod tests {
             assert!(came, "part {sequence}.{part} was hinted at but never came");
         }
         let (video_pid, audio_pid) = (openivs_media::ts::VIDEO_PID, openivs_media::ts::AUDIO_PID);
-        // Three frames of 33-34 ms, 1 ms spare per frame and 1 more.
-        assert_eq!(state.part_target_ms(), 103);
-        let part_target = state.part_target_ms() as f64 / 1000.0;
         for segment in &state.segments {
             // A segment read while it was cut has the same bytes as the segment (the audio
             // carried into the next segment was never handed out with this one).
@@ -1417,12 +1370,12 @@ mod tests {
             );
             let total: f64 = segment.parts.iter().map(|p| p.duration).sum();
             assert!((total - segment.duration).abs() < 0.002, "parts {total} s, segment {} s", segment.duration);
-            assert_eq!(segment.parts.len(), 10, "segment {}: 1 s in parts of 0.1 s", segment.sequence);
+            assert_eq!(segment.parts.len(), 5, "segment {}: 1 s in parts of 0.2 s", segment.sequence);
             assert!(segment.parts[0].independent, "segment {} does not start independent", segment.sequence);
             for part in &segment.parts {
                 // No sliver of audio: every part holds pictures and about a part target.
                 assert!(
-                    (0.095..=part_target).contains(&part.duration),
+                    (0.19..=PART_TARGET).contains(&part.duration),
                     "segment {}: a part of {} s",
                     segment.sequence,
                     part.duration
