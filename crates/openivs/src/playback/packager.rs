@@ -965,18 +965,22 @@ impl Packager {
             None => (state.next_sequence, std::mem::take(&mut state.pending_discontinuity)),
         };
         state.next_sequence = sequence + 1;
-        let mut part_data = Vec::with_capacity(64 * 1024);
         let (carried_bytes, carried_metadata) = carried.as_ref().map_or((0, false), |c| (c.bytes, c.has_metadata));
-        match (&mut self.writer, carried) {
+        let part_data = match (&mut self.writer, carried) {
             // (Carried TS bytes start with the tables already.)
-            (Writer::Ts(_), Some(carried)) => part_data = carried.ts_data,
-            (Writer::Ts(muxer), None) => muxer.write_tables(&mut part_data),
+            (Writer::Ts(_), Some(carried)) => carried.ts_data,
+            (Writer::Ts(muxer), None) => {
+                let mut tables = Vec::with_capacity(64 * 1024);
+                muxer.write_tables(&mut tables);
+                tables
+            }
             (Writer::Fmp4 { frames, emsgs, .. }, Some(carried)) => {
                 frames.extend(carried.fmp4_frames);
                 emsgs.extend_from_slice(&carried.fmp4_emsgs);
+                Vec::with_capacity(64 * 1024)
             }
-            (Writer::Fmp4 { .. }, None) => {}
-        }
+            (Writer::Fmp4 { .. }, None) => Vec::with_capacity(64 * 1024),
+        };
         if matches!(self.writer, Writer::Fmp4 { .. }) && !state.inits.iter().any(|(id, _)| *id == self.stream_id) {
             let video = self.video.as_ref().map(|(record, config)| InitVideo {
                 coding: record.coding,

@@ -160,11 +160,12 @@ async fn hls_js_switches_down_when_the_network_slows() {
                 .iter()
                 .map(|s| (s[0].as_u64().unwrap(), s[1].as_u64().unwrap()));
             for (started, stood_ms) in stalls {
-                let bytes_before_its_end: u64 = result["fragments"]
+                let carried = |at: u64| (throttled_at..=started + stood_ms).contains(&at);
+                let part_bytes: u64 = result["fragments"]
                     .as_array()
                     .unwrap()
                     .iter()
-                    .filter(|f| (throttled_at..=started + stood_ms).contains(&f[0].as_u64().unwrap()))
+                    .filter(|f| carried(f[0].as_u64().unwrap()))
                     .map(|f| f[4].as_u64().unwrap())
                     .sum();
                 let playlist_bytes: u64 = result["responses"]
@@ -172,10 +173,10 @@ async fn hls_js_switches_down_when_the_network_slows() {
                     .unwrap()
                     .iter()
                     .filter(|r| r[2].as_str().is_some_and(|name| name.ends_with(".m3u8")))
-                    .filter(|r| (throttled_at..=started + stood_ms).contains(&r[0].as_u64().unwrap_or(0)))
+                    .filter(|r| carried(r[0].as_u64().unwrap_or(0)))
                     .filter_map(|r| r[4].as_u64())
                     .sum();
-                let allowed = (bytes_before_its_end + playlist_bytes) * 8 / slow_kbps() + segment_ms;
+                let allowed = (part_bytes + playlist_bytes) * 8 / slow_kbps() + segment_ms;
                 assert!(stood_ms <= allowed, "playback stood still {stood_ms} ms (allowed {allowed}): {report}");
             }
         } else {
