@@ -33,16 +33,13 @@ use openivs_model::resources::Channel;
 use serde::Deserialize;
 
 use super::access::{Denial, Visitor};
-use super::packager::{ChannelPlayback, Container, PART_TARGET, PlaylistState, SegmentCursor, SegmentProgress};
+use super::packager::{ChannelPlayback, Container, PlaylistState, SegmentCursor, SegmentProgress};
 use super::viewers::Refused;
 use crate::cluster::pull::{Growing, MEDIA_PATH, MULTIVARIANT_PATH, Pull, Pulled, VIEWER_ADDRESS_HEADER};
 use crate::http::AppState;
 use crate::http::listener::ClientAddress;
 
 const PLAYLIST_TYPE: &str = "application/vnd.apple.mpegurl";
-/// Parts beyond the last one a blocking request may ask for: RFC 8216bis 6.2.5.2's Advance
-/// Part Limit, three seconds of parts when parts are shorter than a second (14 of 0.201 s).
-const ADVANCE_PART_LIMIT: usize = (3.0 / PART_TARGET) as usize;
 /// Segments of hold-back a delta update keeps (CAN-SKIP-UNTIL = 6 target durations).
 const SKIP_TARGET_DURATIONS: f64 = 6.0;
 /// Prefetch segments listed: the one being cut and the next (as IVS and Twitch list them).
@@ -516,13 +513,15 @@ async fn media_playlist(playback: &ChannelPlayback, low_latency: bool, query: &P
         return bad_request("_HLS_part needs _HLS_msn");
     }
     if let (Some(msn), true) = (msn, low_latency) {
-        let (next, open_parts, target) = {
+        let (next, open_parts, target, part_target_ms) = {
             let s = playback.state.read().expect("playlist lock");
             let next = s.open.as_ref().map_or(s.next_sequence, |o| o.sequence);
-            (next, s.open.as_ref().map_or(0, |o| o.parts.len()), s.target_duration())
+            (next, s.open.as_ref().map_or(0, |o| o.parts.len()), s.target_duration(), s.part_target_ms())
         };
-        // Far in the future: refused at once rather than held (RFC 8216bis 6.2.5.2).
-        let too_far = msn > next + 1 || (msn == next && part.unwrap_or(0) > open_parts + ADVANCE_PART_LIMIT);
+        // Far in the future: refused at once rather than held (RFC 8216bis 6.2.5.2; its Advance
+        // Part Limit is three seconds of parts when parts are shorter than a second).
+        let advance_part_limit = (3000 / part_target_ms.max(1)) as usize;
+        let too_far = msn > next + 1 || (msn == next && part.unwrap_or(0) > open_parts + advance_part_limit);
         if too_far {
             return bad_request("The requested segment or part is too far in the future");
         }
@@ -639,11 +638,11 @@ fn render(state: &PlaylistState, container: Container, low_latency: bool, skip_r
                 .collect(),
             _ => Vec::new(),
         };
-        // PART-HOLD-BACK must be at least three part targets: rounded up, not to nearest.
-        let part_hold_back = (3.0 * PART_TARGET * 1000.0).ceil() / 1000.0;
+        // PART-HOLD-BACK: three part targets (whole milliseconds, so exact).
+        let part_target_ms = state.part_target_ms();
         LowLatency {
-            part_target: PART_TARGET,
-            part_hold_back,
+            part_target: part_target_ms as f64 / 1000.0,
+            part_hold_back: (3 * part_target_ms) as f64 / 1000.0,
             can_skip_until,
             pending_parts,
             pending_map_uri,

@@ -1,10 +1,10 @@
 //! The HLS packager of one channel: subscribed to the channel's hub, it cuts the stream into
 //! segments at keyframes (at the first keyframe after [`Packaging::segment_target`]: 0.9 s on
-//! LOW latency channels, 1.9 s on NORMAL ones) and each segment into parts of at most
-//! [`PART_TARGET`] (for low-latency HLS), muxes them into MPEG-TS or fragmented MP4 (the
-//! channel's `containerFormat`), and keeps a window of them in memory, from which the playback
-//! handlers answer. Every new part, segment or end bumps a watch
-//! value, which blocking playlist reloads wait on.
+//! LOW latency channels, 1.9 s on NORMAL ones) and each segment into parts of at most a part
+//! target (for low-latency HLS: 0.2 s unless configured, see [`part_target_for`]), muxes them
+//! into MPEG-TS or fragmented MP4 (the channel's `containerFormat`), and keeps a window of them
+//! in memory, from which the playback handlers answer. Every new part, segment or end bumps a
+//! watch value, which blocking playlist reloads wait on.
 //!
 //! A part closes with the picture that fills it (when the next, a frame interval later, would
 //! not fit), not when that next picture arrives, so it is in the playlist a frame interval
@@ -45,17 +45,34 @@ use crate::live::hub::{MediaFrame, MetadataSource, Subscription, TimedMetadata, 
 pub const SEGMENT_TARGET_LOW: Duration = Duration::from_millis(900);
 /// Segments of NORMAL latency channels: about 2 s with IVS's recommended 2 s keyframe interval.
 pub const SEGMENT_TARGET_NORMAL: Duration = Duration::from_millis(1900);
-/// Declared `PART-TARGET`, in seconds: the longest a part gets. A part is cut before the video
-/// frame that would take it past this. Parts of 0.2 s hold a whole number of frames at 25, 30,
-/// 50 and 60 fps, so segments of whole seconds split into equal parts (no short last part,
-/// which players that assume hinted parts last PART-TARGET, as Shaka does, stumble over); the
-/// extra millisecond is for millisecond timestamps, where the sixth frame at 30 fps may follow
-/// its predecessor by 34 ms and so seem to end the part at 201 ms. Short parts are what keeps
-/// low-latency players close to live: hls.js holds back PART-HOLD-BACK (three part targets,
-/// 0.603 s) behind the playlist's edge, and a frame waits for its part to close before any
-/// player can fetch it.
-pub const PART_TARGET: f64 = 0.201;
-const PART_TARGET_MS: i64 = 201;
+/// The longest `PART-TARGET`, in ms: a stream's part target before its frame rate is known,
+/// and the most any stream gets.
+const PART_TARGET_MAX_MS: i64 = 201;
+/// Parts are cut this much short of the part duration configured
+/// (`--playback-part-duration-ms`), so that a part of whole frames whose millisecond timestamps
+/// step unevenly (33 and 34 ms at 30 fps) still counts as full.
+const PART_SLACK_MS: i64 = 5;
+
+/// The `PART-TARGET` (ms) of a stream whose frames (the pacing track's: video, or audio in an
+/// audio-only rendition) follow each other by `frame_ms`, when parts are to last
+/// `part_duration_ms` (100 to 200, the operator's choice): a part holds the fewest whole
+/// frames lasting at least that (less [`PART_SLACK_MS`]), and its target is those frames plus
+/// 1 ms for each and 1 ms to spare, never past [`PART_TARGET_MAX_MS`]. With 200 ms (the
+/// default) parts hold 0.2 s at 25, 30, 50 and 60 fps, so segments of whole seconds split into
+/// equal parts; with 100 ms they hold three frames at 30 fps (PART-TARGET 0.103 s). Every part
+/// but a segment's last holds the same number of frames, so a hinted part lasts about the
+/// target, as players that assume so (Shaka) need; a segment's short last part is never hinted
+/// (it closes with the picture before the keyframe, see `OpenSegment::part_may_move`). Shorter
+/// parts keep low-latency players closer to live (hls.js holds back PART-HOLD-BACK, three part
+/// targets, behind the playlist's edge and does not catch up for time lost while it starts, and
+/// a frame waits for its part to close before any player can fetch it) and leave them less
+/// buffer against a stall (BENCHMARKS.md).
+fn part_target_for(frame_ms: i64, part_duration_ms: u64) -> i64 {
+    let frame_ms = frame_ms.clamp(1, PART_TARGET_MAX_MS);
+    let fill_ms = (part_duration_ms as i64).clamp(1, PART_TARGET_MAX_MS) - PART_SLACK_MS;
+    let frames = (fill_ms + frame_ms - 1) / frame_ms;
+    (frames * (frame_ms + 1) + 1).min(PART_TARGET_MAX_MS)
+}
 /// Media the playlist lists: enough for players' hold-back and for delta updates (CAN-SKIP-UNTIL
 /// is 6 target durations).
 pub const WINDOW: Duration = Duration::from_secs(16);
@@ -201,6 +218,9 @@ pub struct PlaylistState {
     pub inits: Vec<(Arc<str>, Bytes)>,
     /// The post-roll ad break marked after the last segment when the stream ended.
     pub post_roll: AdSignals,
+    /// `PART-TARGET` in ms, fixed by the first frame interval packaged (a playlist's part
+    /// target never changes, whatever later streams do).
+    part_target_ms: Option<i64>,
 }
 
 impl StoredSegment {
@@ -215,6 +235,11 @@ impl StoredSegment {
 }
 
 impl PlaylistState {
+    /// `PART-TARGET` in ms: no part lasts longer.
+    pub fn part_target_ms(&self) -> i64 {
+        self.part_target_ms.unwrap_or(PART_TARGET_MAX_MS)
+    }
+
     /// The newest complete segment's sequence number, if any.
     pub fn last_complete(&self) -> Option<u64> {
         self.segments.back().map(|s| s.sequence)
@@ -674,7 +699,7 @@ impl Packager {
             return Some(open.part_start_dts);
         }
         let last = self.bytes_in_window.back()?.0;
-        Some(last.max(open.part_start_dts) + self.video_frame_ms.clamp(1, PART_TARGET_MS))
+        Some(last.max(open.part_start_dts) + self.video_frame_ms.clamp(1, state.part_target_ms()))
     }
 
     fn on_frame(&mut self, frame: &Arc<MediaFrame>) {
@@ -702,10 +727,15 @@ impl Packager {
             if let Some(last) = self.last_video_dts
                 && frame.dts_ms > last
             {
-                self.video_frame_ms = (frame.dts_ms - last).min(PART_TARGET_MS);
+                self.video_frame_ms = (frame.dts_ms - last).min(PART_TARGET_MAX_MS);
+                if state.part_target_ms.is_none() {
+                    state.part_target_ms =
+                        Some(part_target_for(self.video_frame_ms, self.limits.playback_part_duration_ms));
+                }
             }
             self.last_video_dts = Some(frame.dts_ms);
         }
+        let part_target_ms = state.part_target_ms();
         let cut_segment = match (state.open.as_ref(), &self.follow) {
             (None, None) => keyframe,
             (Some(open), None) => {
@@ -727,7 +757,7 @@ impl Packager {
             // part's last picture), which the keyframe then joins.
             // (Every audio frame can start an audio-only part: parts there are all independent.)
             if (keyframe && !audio_only && open.part_has_video)
-                || (is_video && frame.dts_ms + self.video_frame_ms - open.part_start_dts > PART_TARGET_MS)
+                || (is_video && frame.dts_ms + self.video_frame_ms - open.part_start_dts > part_target_ms)
                 || open.part_bytes >= self.limits.playback_max_part_bytes
             {
                 self.close_part(&mut open, frame.dts_ms, false);
@@ -777,7 +807,7 @@ impl Packager {
         }
         if is_video {
             open.part_may_move = false;
-            if self.part_full_after(open, frame.dts_ms) {
+            if self.part_full_after(open, frame.dts_ms, part_target_ms) {
                 self.close_part(open, frame.dts_ms + self.video_frame_ms, false);
                 open.part_may_move = self.next_may_start_segment(open, frame.dts_ms);
             }
@@ -786,9 +816,9 @@ impl Packager {
 
     /// Whether the open part is complete with the picture at `dts_ms`: the next one (a frame
     /// interval later) would take it past the part target.
-    fn part_full_after(&self, open: &OpenSegment, dts_ms: i64) -> bool {
+    fn part_full_after(&self, open: &OpenSegment, dts_ms: i64, part_target_ms: i64) -> bool {
         let frame_ms = self.video_frame_ms;
-        frame_ms > 0 && dts_ms + 2 * frame_ms - open.part_start_dts > PART_TARGET_MS
+        frame_ms > 0 && dts_ms + 2 * frame_ms - open.part_start_dts > part_target_ms
     }
 
     /// Whether the picture after the one at `dts_ms` may be a keyframe that starts a new segment
@@ -1295,10 +1325,11 @@ mod tests {
     }
 
     /// A packager of a LOW MPEG-TS channel that knows its tracks' configurations.
-    fn low_latency_ts_packager() -> Packager {
+    fn low_latency_ts_packager(part_duration_ms: u64) -> Packager {
         let playback = Arc::new(ChannelPlayback::new(Packaging::of_channel("TS", "LOW"), "channel".into()));
         let ads = AdMarker::new(watch::channel(Default::default()).1);
-        let mut packager = Packager::new(playback, "stream".into(), ads, crate::settings::Limits::default(), None);
+        let limits = crate::settings::Limits { playback_part_duration_ms: part_duration_ms, ..Default::default() };
+        let mut packager = Packager::new(playback, "stream".into(), ads, limits, None);
         let record = VideoRecord::parse(openivs_media::video::VideoCoding::Avc, &AVCC_720P).unwrap();
         let config = Arc::new(TrackConfig::video(&record, Bytes::from_static(&AVCC_720P)));
         if let Writer::Ts(muxer) = &mut packager.writer {
@@ -1317,8 +1348,51 @@ mod tests {
     }
 
     #[test]
+    fn parts_hold_whole_frames_of_about_the_configured_duration() {
+        // (frame interval in ms as millisecond timestamps show it, part target in ms)
+        let tenths = [
+            (33, 103), // 30 fps: three frames
+            (34, 106),
+            (40, 124), // 25 fps: three frames (a 1 s segment: eight parts and one frame)
+            (16, 103), // 60 fps: six frames
+            (17, 109),
+            (20, 106),  // 50 fps: five frames
+            (41, 127),  // 24 fps: three frames
+            (21, 111),  // AAC at 48 kHz (audio-only renditions): five frames
+            (100, 102), // 10 fps: one frame
+            (500, PART_TARGET_MAX_MS),
+            (1, 191), // (odd timestamps: still at most the longest target)
+        ];
+        for (frame_ms, target) in tenths {
+            assert_eq!(part_target_for(frame_ms, 100), target, "frames of {frame_ms} ms, parts of 100 ms");
+        }
+        // The default: the target capped at 201 ms, so parts of 0.2 s at 30, 25, 50 and 60 fps
+        // (six, five, ten and twelve frames) and of four frames (0.167 s) at 24; frames that
+        // fill less than 201 ms with the fewest whole frames past 195 ms get just that.
+        let fifths =
+            [(33, 201), (34, 201), (40, 201), (41, 201), (16, 201), (17, 201), (20, 201), (65, 199), (500, 201)];
+        for (frame_ms, target) in fifths {
+            assert_eq!(part_target_for(frame_ms, 200), target, "frames of {frame_ms} ms, parts of 200 ms");
+        }
+    }
+
+    #[test]
     fn a_part_closes_at_its_last_picture_and_every_hinted_part_comes() {
-        let mut packager = low_latency_ts_packager();
+        // (part duration configured, parts of a 1 s segment at 30 fps, the picture that fills
+        // the first part, the part target in ms: whole frames of 33-34 ms, 1 ms spare per frame
+        // and 1 more, at most 201)
+        parts_close_at_their_last_picture(200, 5, 166, 201);
+        parts_close_at_their_last_picture(100, 10, 66, 103);
+    }
+
+    fn parts_close_at_their_last_picture(
+        part_duration_ms: u64,
+        parts_per_second: usize,
+        fills_first: i64,
+        target: i64,
+    ) {
+        let part_seconds = part_duration_ms as f64 / 1000.0;
+        let mut packager = low_latency_ts_packager(part_duration_ms);
         let frames = stream(4);
         // The part each playlist would hint at (the open one) after each frame.
         let mut hinted = Vec::new();
@@ -1341,14 +1415,13 @@ mod tests {
             // A segment's last part too closes with its last picture (at 966 ms), the hint
             // withheld until the next picture tells which part comes next.
             if frame.kind == TrackKind::Video && frame.dts_ms == 966 {
-                assert_eq!(open.parts.len(), 5, "the last part did not close at its last picture");
+                assert_eq!(open.parts.len(), parts_per_second, "the last part did not close at its last picture");
                 assert!(open.part_may_move);
             }
-            // The sixth picture (at 166 ms) fills a part of 0.2 s: closed with it, not when the
-            // seventh comes.
-            if frame.kind == TrackKind::Video && frame.dts_ms == 166 {
+            // The picture that fills the first part closes it, not the one after it.
+            if frame.kind == TrackKind::Video && frame.dts_ms == fills_first {
                 assert_eq!(open.parts.len(), 1, "the part did not close at its last picture (frame {index})");
-                assert!((open.parts[0].duration - 0.2).abs() < 0.002, "{}", open.parts[0].duration);
+                assert!((open.parts[0].duration - part_seconds).abs() < 0.002, "{}", open.parts[0].duration);
             }
         }
         let state = packager.playback.state.read().unwrap();
@@ -1360,6 +1433,8 @@ mod tests {
             assert!(came, "part {sequence}.{part} was hinted at but never came");
         }
         let (video_pid, audio_pid) = (openivs_media::ts::VIDEO_PID, openivs_media::ts::AUDIO_PID);
+        assert_eq!(state.part_target_ms(), target);
+        let part_target = state.part_target_ms() as f64 / 1000.0;
         for segment in &state.segments {
             // A segment read while it was cut has the same bytes as the segment (the audio
             // carried into the next segment was never handed out with this one).
@@ -1374,12 +1449,17 @@ mod tests {
             );
             let total: f64 = segment.parts.iter().map(|p| p.duration).sum();
             assert!((total - segment.duration).abs() < 0.002, "parts {total} s, segment {} s", segment.duration);
-            assert_eq!(segment.parts.len(), 5, "segment {}: 1 s in parts of 0.2 s", segment.sequence);
+            assert_eq!(
+                segment.parts.len(),
+                parts_per_second,
+                "segment {}: 1 s in parts of {part_seconds} s",
+                segment.sequence
+            );
             assert!(segment.parts[0].independent, "segment {} does not start independent", segment.sequence);
             for part in &segment.parts {
                 // No sliver of audio: every part holds pictures and about a part target.
                 assert!(
-                    (0.19..=PART_TARGET).contains(&part.duration),
+                    (part_seconds - 0.005..=part_target).contains(&part.duration),
                     "segment {}: a part of {} s",
                     segment.sequence,
                     part.duration

@@ -100,6 +100,14 @@ async fn playlist_with_hint(server: &Server, media: &str) -> String {
     }
 }
 
+/// The status of a blocking reload asking for the part `parts` past the open segment's last.
+fn part_ahead_status(server: &Server, media: &str, parts: usize) -> u16 {
+    let now = parse(&get(server, media).body);
+    let open = now.media_sequence + now.segments.len() as u64;
+    let open_parts = now.parts.iter().filter(|(_, uri)| uri.contains(&format!("-{open}."))).count();
+    get(server, &format!("{media}?_HLS_msn={open}&_HLS_part={}", open_parts + parts)).status
+}
+
 fn ffprobe_streams(url: &str) -> String {
     let output = Command::new("ffprobe")
         .args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "compact", url])
@@ -195,6 +203,9 @@ async fn low_latency_hls_in_mpeg_ts() {
     assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:"));
     let parsed = parse(text);
     let part_target = parsed.part_target.expect("EXT-X-PART-INF");
+    // Parts of 0.2 s unless configured: three part targets of hold-back.
+    assert_eq!(part_target, 0.201, "{text}");
+    assert!(text.contains("PART-HOLD-BACK=0.603"), "{text}");
     assert!(parsed.parts.iter().all(|(d, _)| *d <= part_target), "{text}");
     assert!(parsed.parts.iter().any(|(_, uri)| uri.ends_with(".0.ts")));
     assert!(!parsed.segments.is_empty());
@@ -221,16 +232,10 @@ async fn low_latency_hls_in_mpeg_ts() {
     assert_eq!(get(&server, &format!("{media}?_HLS_part=1")).status, 400);
     // RFC 8216bis 6.2.5.2: a part is too far ahead past the Advance Part Limit, three seconds
     // of parts (14 of 0.201 s), not before: four parts ahead is held, then answered.
-    let ahead = |parts: usize| {
-        let now = parse(&get(&server, &media).body);
-        let open = now.media_sequence + now.segments.len() as u64;
-        let open_parts = now.parts.iter().filter(|(_, uri)| uri.contains(&format!("-{open}."))).count();
-        get(&server, &format!("{media}?_HLS_msn={open}&_HLS_part={}", open_parts + parts)).status
-    };
-    assert_eq!(ahead(4), 200);
-    assert_eq!(ahead(14), 200);
+    assert_eq!(part_ahead_status(&server, &media, 4), 200);
+    assert_eq!(part_ahead_status(&server, &media, 14), 200);
     // (Unless the segment closed between the two requests: a closed segment answers any part.)
-    assert!((0..5).any(|_| ahead(15) == 400), "15 parts ahead was held");
+    assert!((0..5).any(|_| part_ahead_status(&server, &media, 15) == 400), "15 parts ahead was held");
 
     // Segments: immutable, with byte ranges.
     let segment_uri = parse(&get(&server, &media).body).segments[0].clone();
@@ -298,6 +303,53 @@ async fn normal_latency_hls_in_mpeg_ts() {
 async fn normal_latency_hls_in_fragmented_mp4() {
     let playlist = check_normal_latency(ContainerFormat::FragmentedMp4).await;
     assert!(playlist.contains(".m4s\n") && playlist.contains("#EXT-X-MAP:URI="), "{playlist}");
+}
+
+/// `--playback-part-duration-ms 100`: parts of three frames at 30 fps (PART-TARGET about 0.1 s),
+/// three targets of hold-back, and an Advance Part Limit of three seconds of those parts.
+#[tokio::test]
+async fn low_latency_parts_of_a_configured_duration() {
+    let server = Server::with_args(&["--playback-part-duration-ms", "100"]);
+    let (_arn, playback_url, _publisher) =
+        live_channel(&server, ChannelLatencyMode::LowLatency, ContainerFormat::Ts).await;
+    let media = open_session(&server, &playback_url);
+    let base = base_of(&media).to_owned();
+    // Until a segment that started after the first frame interval was known is complete.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (text, parsed) = loop {
+        let text = playlist_with_hint(&server, &media).await;
+        let parsed = parse(&text);
+        if parsed.segments.len() >= 3 || Instant::now() > deadline {
+            break (text, parsed);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // (Three frames and 1 ms each and to spare: the first frame interval, which fixes the
+    // target, is 33 or 34 ms as millisecond timestamps show it.)
+    let part_target_ms = (parsed.part_target.expect("EXT-X-PART-INF") * 1000.0).round() as usize;
+    assert!([103, 106].contains(&part_target_ms), "{text}");
+    assert!(text.contains(&format!("PART-HOLD-BACK={:.3}", (3 * part_target_ms) as f64 / 1000.0)), "{text}");
+    // A complete segment's parts: each three frames (0.1 s), but its last, which closes with
+    // the picture before the next keyframe.
+    let complete = parsed.media_sequence + parsed.segments.len() as u64 - 1;
+    let durations: Vec<f64> = parsed
+        .parts
+        .iter()
+        .filter(|(_, uri)| uri.contains(&format!("-{complete}.")))
+        .map(|(duration, _)| *duration)
+        .collect();
+    assert!(durations.len() >= 8, "segment {complete} in {} parts: {text}", durations.len());
+    let (last, whole) = durations.split_last().unwrap();
+    let part_target = part_target_ms as f64 / 1000.0;
+    assert!(whole.iter().all(|d| (0.099..=part_target).contains(d)), "{durations:?}");
+    assert!(*last > 0.0 && *last <= part_target, "{durations:?}");
+    // A hinted part is served when it exists.
+    let hint = parsed.preload_hint.clone().expect("EXT-X-PRELOAD-HINT");
+    assert_eq!(get(&server, &format!("{base}/{hint}")).status, 200);
+    // The Advance Part Limit follows the part target: three seconds of parts (29 or 28).
+    let limit = 3000 / part_target_ms;
+    assert_eq!(part_ahead_status(&server, &media, limit), 200);
+    assert!((0..5).any(|_| part_ahead_status(&server, &media, limit + 1) == 400), "{} parts ahead was held", limit + 1);
 }
 
 #[tokio::test]
