@@ -103,10 +103,18 @@ pub async fn run(args: SoakArgs) -> Result<(), String> {
         .collect::<Result<Vec<_>, _>>()?;
     let arns: Arc<Vec<String>> = Arc::new(channels.iter().map(|(arn, _)| arn.clone()).collect());
     let mut media_paths = Vec::new();
+    let mut recording_configuration = None;
     for arn in arns.iter() {
-        media_paths.push(media_path(&client, openivs.port, arn).await?);
+        let channel = channel_of(&client, openivs.port, arn).await?;
+        let playback_url = channel["playbackUrl"].as_str().ok_or("no playbackUrl")?;
+        media_paths.push(crate::cluster::media_path(openivs.port, &crate::playback_path(playback_url)).await?);
+        // (Every channel records with the same configuration.)
+        if recording_configuration.is_none() {
+            let arn = channel["recordingConfigurationArn"].as_str().ok_or("no recording configuration")?;
+            recording_configuration = Some(arn.to_owned());
+        }
     }
-    let recording_configuration = recording_configuration_of(&client, openivs.port, &arns[0]).await?;
+    let recording_configuration = recording_configuration.ok_or("no channels")?;
 
     println!(
         "# Soak: {} publishers (720p30 ~3 Mbit/s, recorded to a folder, events to a webhook), {} HLS viewers, {} signed API calls/s, for {} s, 127.0.0.1, {} CPUs",
@@ -321,20 +329,12 @@ fn alive(publishers: &mut [std::process::Child]) -> usize {
     publishers.iter_mut().map(|p| p.try_wait()).filter(|status| matches!(status, Ok(None))).count()
 }
 
-/// The media playlist of the channel's best rendition, once it plays.
-async fn media_path(client: &SignedClient, port: u16, arn: &str) -> Result<String, String> {
+/// The channel, as GetChannel answers it.
+async fn channel_of(client: &SignedClient, port: u16, arn: &str) -> Result<serde_json::Value, String> {
     let mut api = Connection::new(port);
     let (_, body) = client.call(&mut api, "GetChannel", &format!(r#"{{"arn":"{arn}"}}"#)).await?;
-    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    let playback_url = json["channel"]["playbackUrl"].as_str().ok_or("no playbackUrl")?;
-    crate::cluster::media_path(port, &crate::playback_path(playback_url)).await
-}
-
-async fn recording_configuration_of(client: &SignedClient, port: u16, arn: &str) -> Result<String, String> {
-    let mut api = Connection::new(port);
-    let (_, body) = client.call(&mut api, "GetChannel", &format!(r#"{{"arn":"{arn}"}}"#)).await?;
-    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-    json["channel"]["recordingConfigurationArn"].as_str().map(str::to_owned).ok_or("no recording configuration".into())
+    let mut json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    Ok(json["channel"].take())
 }
 
 /// One viewer: reload every 0.5 s, fetch each new segment, and model the player's buffer.

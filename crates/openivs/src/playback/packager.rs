@@ -178,6 +178,15 @@ pub struct OpenSegment {
     pub part_may_move: bool,
 }
 
+impl OpenSegment {
+    /// Whether a keyframe arriving now is the first picture of its part: the part is empty, or
+    /// holds only the audio that followed the last part's last picture (which the keyframe
+    /// joins). In an audio-only rendition such audio is a part of its own.
+    fn keyframe_leads_part(&self, audio_only: bool) -> bool {
+        self.part_bytes == 0 || !(audio_only || self.part_has_video)
+    }
+}
+
 /// The open part's audio, taken out of a segment that a keyframe ends before any picture joined
 /// that part: it plays with the keyframe's segment.
 struct CarriedAudio {
@@ -762,13 +771,13 @@ impl Packager {
             {
                 self.close_part(&mut open, frame.dts_ms, false);
             }
-            if keyframe && (open.part_bytes == 0 || !(audio_only || open.part_has_video)) {
+            if keyframe && open.keyframe_leads_part(audio_only) {
                 open.part_independent = true;
             }
             state.open = Some(open);
         }
         let Some(open) = state.open.as_mut() else { return };
-        if keyframe && (open.part_bytes == 0 || !(audio_only || open.part_has_video)) {
+        if keyframe && open.keyframe_leads_part(audio_only) {
             self.write_timestamp_tag(open, frame.pts_ms);
         }
         open.bytes += frame.data.len();
@@ -971,12 +980,11 @@ impl Packager {
         open.part_bytes = 0;
         open.part_has_video = false;
         open.part_has_metadata = false;
-        if !segment_end {
+        // Every TS part starts with the tables, so a player can demux it on its own. (An fMP4
+        // part's bytes are made whole when it closes, above: it needs no buffer before.)
+        if !segment_end && let Writer::Ts(muxer) = &mut self.writer {
             open.part_data = Vec::with_capacity(32 * 1024);
-            // Every TS part starts with the tables, so a player can demux it on its own.
-            if let Writer::Ts(muxer) = &mut self.writer {
-                muxer.write_tables(&mut open.part_data);
-            }
+            muxer.write_tables(&mut open.part_data);
         }
         self.completed = true;
     }
@@ -1004,12 +1012,13 @@ impl Packager {
                 muxer.write_tables(&mut tables);
                 tables
             }
+            // (fMP4 frames wait in the writer; the part's bytes are made when it closes.)
             (Writer::Fmp4 { frames, emsgs, .. }, Some(carried)) => {
                 frames.extend(carried.fmp4_frames);
                 emsgs.extend_from_slice(&carried.fmp4_emsgs);
-                Vec::with_capacity(64 * 1024)
+                Vec::new()
             }
-            (Writer::Fmp4 { .. }, None) => Vec::with_capacity(64 * 1024),
+            (Writer::Fmp4 { .. }, None) => Vec::new(),
         };
         if matches!(self.writer, Writer::Fmp4 { .. }) && !state.inits.iter().any(|(id, _)| *id == self.stream_id) {
             let video = self.video.as_ref().map(|(record, config)| InitVideo {

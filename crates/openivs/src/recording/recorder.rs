@@ -69,10 +69,18 @@ pub struct Parking {
     outbox: Option<Outbox>,
 }
 
-/// Counts a running recording for as long as it lives.
-struct Running<'a>(&'a Parking);
+/// Counts a running recording for as long as it lives: made when the recording is decided,
+/// so a recording whose task is dropped before it first runs is uncounted all the same.
+struct Running(Arc<Parking>);
 
-impl Drop for Running<'_> {
+impl Running {
+    fn start(parking: Arc<Parking>) -> Self {
+        parking.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running(parking)
+    }
+}
+
+impl Drop for Running {
     fn drop(&mut self) {
         self.0.running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
@@ -989,7 +997,7 @@ pub fn run(
     subscription: Subscription,
     ended: tokio::sync::watch::Receiver<bool>,
 ) -> impl std::future::Future<Output = ()> + Send {
-    parking.running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let running = Running::start(parking.clone());
     let started_at = OffsetDateTime::now_utc();
     let recording_id = crate::api::random_alphanumeric(12);
     let prefix = key_prefix(&recording.account, &recording.channel_id, started_at, &recording_id);
@@ -999,7 +1007,7 @@ pub fn run(
         recording: recording.clone(),
         prefix: prefix.clone(),
     });
-    record(buckets, parking, recording, renditions, subscription, ended, (started_at, recording_id, prefix))
+    record(buckets, parking, recording, renditions, subscription, ended, (running, started_at, recording_id, prefix))
 }
 
 async fn record(
@@ -1009,9 +1017,8 @@ async fn record(
     renditions: Arc<RecordingRenditions>,
     mut subscription: Subscription,
     mut ended: tokio::sync::watch::Receiver<bool>,
-    (started_at, recording_id, prefix): (OffsetDateTime, String, String),
+    (_running, started_at, recording_id, prefix): (Running, OffsetDateTime, String, String),
 ) {
-    let _running = Running(&parking);
     let journal = parking.journals.clone().map(|journals| (journals, recording_id.clone()));
     let writer = Writer::new(buckets, recording, prefix, started_at, journal, parking.outbox.clone(), renditions);
     let mut writer = Box::new(writer);
@@ -1115,13 +1122,20 @@ mod tests {
         };
         let renditions = RecordingRenditions::new(Default::default(), true);
         let parking = Arc::new(Parking::default());
-        let recording_task = run(buckets, parking.clone(), recording, renditions.clone(), hub.subscribe(), hub.ended());
+        let recording_task =
+            run(buckets.clone(), parking.clone(), recording.clone(), renditions.clone(), hub.subscribe(), hub.ended());
         // Not yet polled: a rendition writer starting now must still find where to write.
         let destination = renditions.destination().expect("set before the task runs");
         assert!(destination.prefix.starts_with("ivs/v1/123456789012/abcdABCDefgh/"), "{}", destination.prefix);
         assert_eq!(parking.running.load(std::sync::atomic::Ordering::SeqCst), 1);
         hub.end();
         recording_task.await;
+        assert_eq!(parking.running.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // A recording whose task is dropped before it ever runs is not left counted (a clean
+        // shutdown would wait for it in vain).
+        let recording_task = run(buckets, parking.clone(), recording, renditions, hub.subscribe(), hub.ended());
+        assert_eq!(parking.running.load(std::sync::atomic::Ordering::SeqCst), 1);
+        drop(recording_task);
         assert_eq!(parking.running.load(std::sync::atomic::Ordering::SeqCst), 0);
         let _ = std::fs::remove_dir_all(root);
     }

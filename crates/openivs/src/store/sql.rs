@@ -368,11 +368,12 @@ macro_rules! relational_store {
         }
 
         async fn put_record(tx: &mut $Connection, record: &Record) -> Result<(), sqlx::Error> {
-            sqlx::query(
+            let version: i64 = sqlx::query_scalar(
                 "INSERT INTO resources (arn, resource_type, account, region, version, parent_arn, name, unique_key, body) \
                  VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8) \
                  ON CONFLICT (arn) DO UPDATE SET version = resources.version + 1, parent_arn = excluded.parent_arn, \
-                 name = excluded.name, unique_key = excluded.unique_key, body = excluded.body",
+                 name = excluded.name, unique_key = excluded.unique_key, body = excluded.body \
+                 RETURNING version",
             )
             .bind(&record.arn)
             .bind(resource_type_name(record.resource_type))
@@ -382,9 +383,16 @@ macro_rules! relational_store {
             .bind(&record.name)
             .bind(&record.unique_key)
             .bind(&record.body)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM resource_references WHERE from_arn = $1").bind(&record.arn).execute(&mut *tx).await?;
+            // (A new record, version 1, has no references to replace: one statement fewer on
+            // every create, each a round trip to the database.)
+            if version > 1 {
+                sqlx::query("DELETE FROM resource_references WHERE from_arn = $1")
+                    .bind(&record.arn)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             for target in &record.references {
                 sqlx::query("INSERT INTO resource_references (from_arn, to_arn) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(&record.arn)
