@@ -54,7 +54,7 @@ impl Authenticator {
             method: head.method.as_str(),
             raw_path: head.uri.path(),
             raw_query: head.uri.query(),
-            headers: head.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())).collect(),
+            headers: signed_headers(head),
             body: &[],
         };
         self.authenticate(&signed, time::OffsetDateTime::now_utc())
@@ -67,4 +67,17 @@ impl Authenticator {
             .get(crate::settings::DEV_ACCESS_KEY_ID)
             .is_some_and(|credential| credential.secret_access_key == crate::settings::DEV_SECRET_ACCESS_KEY)
     }
+}
+
+/// The headers a signature may cover, as the request carries them. Over HTTP/2 the host is the
+/// `:authority` pseudo-header and there is no `host` header (curl, and browsers running the AWS
+/// SDK for JavaScript, send none), yet signers sign it as `host`: the authority stands in.
+pub fn signed_headers(head: &axum::http::request::Parts) -> Vec<(&str, &[u8])> {
+    let mut headers: Vec<_> = head.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())).collect();
+    if !head.headers.contains_key(axum::http::header::HOST)
+        && let Some(authority) = head.uri.authority()
+    {
+        headers.push(("host", authority.as_str().as_bytes()));
+    }
+    headers
 }

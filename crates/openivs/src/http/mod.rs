@@ -348,7 +348,7 @@ async fn control_plane(State(state): State<Arc<AppState>>, request: Request) -> 
             method: parts.method.as_str(),
             raw_path: &path,
             raw_query: parts.uri.query(),
-            headers: parts.headers.iter().map(|(name, value)| (name.as_str(), value.as_bytes())).collect(),
+            headers: crate::auth::signed_headers(&parts),
             body: &[],
         };
         // Who is asking, as far as the headers tell, before any of the body is buffered.

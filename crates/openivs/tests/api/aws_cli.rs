@@ -310,6 +310,20 @@ fn cli_over_https_and_http2_by_alpn() {
     assert_eq!(curl_http_version(&healthz, &ca, "--http1.1"), "1.1 200");
     // (Not live: the playback URL answers 404 over HTTP/2 as over HTTP/1.1.)
     assert_eq!(curl_http_version(&playback_url, &ca, "--http2"), "2 404");
+    // A signed API call over HTTP/2: the signer signs `host`, and HTTP/2 carries it as the
+    // `:authority` pseudo-header (curl, and browsers running the AWS SDK for JavaScript, send
+    // no `host` header), so the server verifies against the authority.
+    let output = Command::new("curl")
+        .args(["-sS", "--http2", "-w", "\n%{http_version} %{http_code}", "--cacert"])
+        .arg(&ca)
+        .args(["--aws-sigv4", &format!("aws:amz:{REGION}:ivs"), "--user", "test:test"])
+        .args(["-H", "content-type: application/json", "--data", &format!(r#"{{"arn":"{arn}"}}"#)])
+        .arg(format!("{}/GetChannel", server.endpoint))
+        .output()
+        .expect("curl must be installed");
+    let answer = String::from_utf8_lossy(&output.stdout);
+    assert!(answer.ends_with("\n2 200"), "{answer} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(answer.contains(r#""name":"over-tls""#), "{answer}");
     // Plain HTTP on the TLS listener is refused (no answer a client could mistake).
     let plain = server.endpoint.replacen("https://", "http://", 1);
     let output = Command::new("curl")
