@@ -2,12 +2,15 @@
 //! reloads its media playlist every half target duration and fetches every new segment, as
 //! players do), openivs against nginx serving nginx-rtmp's HLS output of the same stream.
 //! Reported over the measuring window: requests per second, Mbit/s delivered, server CPU (% of
-//! one core) and RSS.
+//! one core) and RSS. With `--http 2` the clients speak HTTP/2 over TLS (one connection each,
+//! as a browser keeps one per origin) to openivs's HTTPS listener and to nginx with `ssl http2`,
+//! both on openivs's self-signed certificate.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::h2_client::{H2Client, H2Connection};
 use crate::http_client::{Connection, SignedClient, get};
 use crate::ingest::{input_file, process_tree, publisher, sample_cpu_ticks, sample_rss_kib, start_nginx};
 use crate::{TempDir, wait_for_port};
@@ -17,6 +20,30 @@ pub struct FanoutArgs {
     pub warmup: Duration,
     pub measure: Duration,
     pub out_dir: std::path::PathBuf,
+    /// The clients speak HTTP/2 over TLS instead of HTTP/1.1 in the clear.
+    pub http2: bool,
+}
+
+/// One viewer's connection, in the version the run measures.
+enum ViewerConnection {
+    Http1(Connection),
+    Http2(H2Connection),
+}
+
+impl ViewerConnection {
+    fn new(port: u16, tls: Option<&H2Client>) -> ViewerConnection {
+        match tls {
+            None => ViewerConnection::Http1(Connection::new(port)),
+            Some(client) => ViewerConnection::Http2(H2Connection::new(client, port)),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Result<(u16, Vec<u8>), String> {
+        match self {
+            ViewerConnection::Http1(connection) => get(connection, path).await,
+            ViewerConnection::Http2(connection) => connection.get(path).await,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -42,12 +69,11 @@ pub(crate) fn segments_of(playlist: &str) -> Vec<(String, f64)> {
 }
 
 /// One client: reload, fetch what is new, until `until`.
-async fn client(port: u16, media: String, until: Instant, counters: Arc<Counters>) {
-    let mut connection = Connection::new(port);
+async fn client(mut connection: ViewerConnection, media: String, until: Instant, counters: Arc<Counters>) {
     let base = media.rsplit_once('/').map_or(String::new(), |(dir, _)| dir.to_owned());
     let mut last: Option<String> = None;
     while Instant::now() < until {
-        match get(&mut connection, &media).await {
+        match connection.get(&media).await {
             Ok((200, body)) => {
                 counters.requests.fetch_add(1, Ordering::Relaxed);
                 counters.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
@@ -58,7 +84,7 @@ async fn client(port: u16, media: String, until: Instant, counters: Arc<Counters
                     None => segments.len().saturating_sub(1),
                 };
                 for (uri, _) in &segments[start.min(segments.len())..] {
-                    match get(&mut connection, &format!("{base}/{uri}")).await {
+                    match connection.get(&format!("{base}/{uri}")).await {
                         Ok((200, segment)) => {
                             counters.requests.fetch_add(1, Ordering::Relaxed);
                             counters.bytes.fetch_add(segment.len() as u64, Ordering::Relaxed);
@@ -86,18 +112,25 @@ struct Figures {
     errors: u64,
 }
 
-async fn measure(port: u16, media: &str, root: u32, clients: usize, args: &FanoutArgs) -> Figures {
+async fn measure(
+    (port, tls): (u16, Option<&H2Client>),
+    media: &str,
+    root: u32,
+    clients: usize,
+    args: &FanoutArgs,
+) -> Figures {
     let counters = Arc::new(Counters::default());
     let until = Instant::now() + args.warmup + args.measure;
     let mut tasks = Vec::new();
     for i in 0..clients {
         let counters = counters.clone();
         let media = media.to_owned();
+        let connection = ViewerConnection::new(port, tls);
         // Stagger the clients over the first second, as viewers arrive.
         let delay = Duration::from_millis((i as u64 * 1000) / clients.max(1) as u64);
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            client(port, media, until, counters).await;
+            client(connection, media, until, counters).await;
         }));
     }
     tokio::time::sleep(args.warmup).await;
@@ -129,20 +162,44 @@ async fn measure(port: u16, media: &str, root: u32, clients: usize, args: &Fanou
 
 pub async fn run(args: FanoutArgs) -> Result<(), String> {
     let input = input_file(&args.out_dir)?;
-    let openivs = crate::start_openivs().await?;
+    let openivs = if args.http2 {
+        crate::start_openivs_with(&["--http-tls", "true"]).await?
+    } else {
+        crate::start_openivs().await?
+    };
     let rtmp_port = openivs.rtmp_port.ok_or("no RTMP port")?;
-    let mut api = Connection::new(openivs.port);
-    let (status, out) = SignedClient::new()
-        .call(&mut api, "CreateChannel", r#"{"insecureIngest":true,"latencyMode":"NORMAL"}"#)
-        .await?;
+    // Over HTTP/2 both servers present the certificate openivs generated for itself.
+    let certificate = openivs.data_dir.as_ref().map(|dir| openivs::ingest::tls::generated_paths(&dir.0));
+    let tls = match (&certificate, args.http2) {
+        (Some((certificate, _)), true) => {
+            // (Written while the server starts, which may be after its port opens.)
+            let written_by = Instant::now() + Duration::from_secs(10);
+            while !certificate.exists() && Instant::now() < written_by {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Some(H2Client::trusting(certificate)?)
+        }
+        _ => None,
+    };
+    let channel = r#"{"insecureIngest":true,"latencyMode":"NORMAL"}"#;
+    let (status, out) = match &tls {
+        None => SignedClient::new().call(&mut Connection::new(openivs.port), "CreateChannel", channel).await?,
+        Some(client) => {
+            let mut api = H2Connection::new(client, openivs.port);
+            let mut headers = SignedClient::new().signature(&api.authority(), "/CreateChannel", channel);
+            headers.push(("content-type".into(), "application/json".into()));
+            api.post("/CreateChannel", &headers, channel).await?
+        }
+    };
     if status != 200 {
-        return Err(format!("CreateChannel answered {status}"));
+        return Err(format!("CreateChannel answered {status}: {}", String::from_utf8_lossy(&out)));
     }
     let json: serde_json::Value = serde_json::from_slice(&out).map_err(|e| e.to_string())?;
     let key = json["streamKey"]["value"].as_str().unwrap_or("").to_owned();
     let playback_url = json["channel"]["playbackUrl"].as_str().unwrap_or("").to_owned();
     let nginx_dir = TempDir(std::env::temp_dir().join(format!("openivs-bench-nginx-fanout-{}", std::process::id())));
-    let (nginx, nginx_rtmp, nginx_http) = start_nginx(&nginx_dir.0)?;
+    let nginx_https = certificate.as_ref().filter(|_| args.http2).map(|(cert, key)| (cert.as_path(), key.as_path()));
+    let (nginx, nginx_rtmp, nginx_http) = start_nginx(&nginx_dir.0, nginx_https)?;
     wait_for_port(nginx_rtmp).await?;
     let mut publishers = vec![
         publisher(&format!("rtmp://127.0.0.1:{rtmp_port}/app/{key}"), &input)?,
@@ -152,12 +209,13 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
     // One viewer session for openivs's clients (sessions are per viewer in real life; opening a
     // thousand adds nothing to what is measured here).
     let playback_path = crate::playback_path(&playback_url);
-    let (_, body) = get(&mut Connection::new(openivs.port), &playback_path).await?;
+    let (_, body) = ViewerConnection::new(openivs.port, tls.as_ref()).get(&playback_path).await?;
     let media =
         String::from_utf8_lossy(&body).lines().find(|l| l.starts_with('/')).map(str::to_owned).ok_or("no variant")?;
 
     println!(
-        "# Fan-out: one 720p30 ~3 Mbit/s stream to N HLS clients (reload every 0.5 s, fetch each new segment), {} s measured, 127.0.0.1, {} CPUs",
+        "# Fan-out: one 720p30 ~3 Mbit/s stream to N HLS clients over {} (reload every 0.5 s, fetch each new segment), {} s measured, 127.0.0.1, {} CPUs",
+        if args.http2 { "HTTP/2 and TLS" } else { "HTTP/1.1" },
         args.measure.as_secs(),
         crate::num_cpus()
     );
@@ -167,8 +225,9 @@ pub async fn run(args: FanoutArgs) -> Result<(), String> {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for &clients in &args.clients {
-        let nginx_figures = measure(nginx_http, "/hls/fanout.m3u8", nginx.child.id(), clients, &args).await;
-        let openivs_figures = measure(openivs.port, &media, openivs.child.id(), clients, &args).await;
+        let nginx_figures =
+            measure((nginx_http, tls.as_ref()), "/hls/fanout.m3u8", nginx.child.id(), clients, &args).await;
+        let openivs_figures = measure((openivs.port, tls.as_ref()), &media, openivs.child.id(), clients, &args).await;
         for (name, f, ratio) in [
             ("nginx (nginx-rtmp HLS files)", &nginx_figures, None),
             ("openivs", &openivs_figures, Some(&nginx_figures)),

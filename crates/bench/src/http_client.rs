@@ -53,6 +53,25 @@ impl SignedClient {
         SignedClient { access_key_id: "test".into(), secret: "test".into(), region: "us-west-2".into() }
     }
 
+    /// The signature headers of a POST of `body` (JSON) to `path` on `host`.
+    pub fn signature(&self, host: &str, path: &str, body: &str) -> Vec<(String, String)> {
+        let unsigned = RequestParts {
+            method: "POST",
+            raw_path: path,
+            raw_query: None,
+            headers: vec![("host", host.as_bytes()), ("content-type", b"application/json")],
+            body: body.as_bytes(),
+        };
+        sign(
+            &unsigned,
+            &self.access_key_id,
+            &self.secret,
+            &self.region,
+            openivs::auth::sigv4::SERVICE,
+            time::OffsetDateTime::from(SystemTime::now()),
+        )
+    }
+
     /// POSTs one signed IVS operation; returns the status and body.
     pub async fn call(
         &self,
@@ -62,21 +81,7 @@ impl SignedClient {
     ) -> Result<(u16, Vec<u8>), String> {
         let host = format!("127.0.0.1:{}", connection.port);
         let path = format!("/{operation}");
-        let unsigned = RequestParts {
-            method: "POST",
-            raw_path: &path,
-            raw_query: None,
-            headers: vec![("host", host.as_bytes()), ("content-type", b"application/json")],
-            body: body.as_bytes(),
-        };
-        let signature = sign(
-            &unsigned,
-            &self.access_key_id,
-            &self.secret,
-            &self.region,
-            openivs::auth::sigv4::SERVICE,
-            time::OffsetDateTime::from(SystemTime::now()),
-        );
+        let signature = self.signature(&host, &path, body);
         let mut request = format!(
             "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
             body.len()

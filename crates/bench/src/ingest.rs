@@ -193,7 +193,9 @@ pub(crate) async fn measure(
 /// 1 s fragments and a 6 s playlist, as in the research peer setup) and `rec` (live, recording
 /// every stream to an FLV file), and an HTTP server for the HLS files. Returns the process, the
 /// RTMP port and the HTTP port.
-pub(crate) fn start_nginx(work: &Path) -> Result<(Peer, u16, u16), String> {
+/// nginx with nginx-rtmp, and an HTTP server for its HLS files: in the clear, or with `https`
+/// (certificate and key, PEM) over TLS with HTTP/2 and HTTP/1.1 by ALPN.
+pub(crate) fn start_nginx(work: &Path, https: Option<(&Path, &Path)>) -> Result<(Peer, u16, u16), String> {
     let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
     if !module.exists() {
         return Err("nginx-rtmp is needed: apt-get install nginx-light libnginx-mod-rtmp".into());
@@ -208,6 +210,14 @@ pub(crate) fn start_nginx(work: &Path) -> Result<(Peer, u16, u16), String> {
         std::fs::set_permissions(work.join(sub), std::fs::Permissions::from_mode(0o777)).map_err(|e| e.to_string())?;
     }
     let dir = work.display();
+    let listen = match https {
+        None => format!("listen 127.0.0.1:{http_port};"),
+        Some((certificate, key)) => format!(
+            "listen 127.0.0.1:{http_port} ssl http2; ssl_certificate {}; ssl_certificate_key {};",
+            certificate.display(),
+            key.display()
+        ),
+    };
     // Room for the fan-out benchmark's thousands of clients (nginx's default is 1024).
     let config = format!(
         "load_module {module};\nworker_processes 1;\ndaemon off;\npid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log warn;\n\
@@ -217,7 +227,7 @@ pub(crate) fn start_nginx(work: &Path) -> Result<(Peer, u16, u16), String> {
          application rec {{ live on; record all; record_path {dir}/rec; record_unique on; }} }} }}\n\
          http {{ access_log off; client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy; fastcgi_temp_path {dir}/fcgi; \
          uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi; \
-         server {{ listen 127.0.0.1:{http_port}; location /hls/ {{ types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }} \
+         server {{ {listen} location /hls/ {{ types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }} \
          root {dir}; add_header Cache-Control no-cache; }} }} }}\n",
         module = module.display(),
     );
@@ -272,7 +282,7 @@ pub async fn run(args: IngestArgs) -> Result<(), String> {
     let input = input_file(&args.out_dir)?;
     let floor_mib = window_floor_bytes(&input)? / 1024.0 / 1024.0;
     let nginx_dir = TempDir(std::env::temp_dir().join(format!("openivs-bench-nginx-{}", std::process::id())));
-    let (nginx, nginx_port, _) = start_nginx(&nginx_dir.0)?;
+    let (nginx, nginx_port, _) = start_nginx(&nginx_dir.0, None)?;
     wait_for_port(nginx_port).await?;
     let nginx_root = nginx.child.id();
 

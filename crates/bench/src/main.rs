@@ -15,6 +15,7 @@ mod access;
 mod cluster;
 mod fanout;
 mod floor;
+mod h2_client;
 mod http_client;
 mod ingest;
 mod playback;
@@ -50,6 +51,8 @@ struct Args {
     rate: f64,
     /// `--keep-recorded-minutes`: the soak deletes recorded segments older than this (`soak`).
     keep_recorded_minutes: Option<f64>,
+    /// `--http 2`: the fan-out's clients speak HTTP/2 over TLS (`fanout`; default 1.1).
+    http2: bool,
 }
 
 fn parse_args() -> Result<(String, Args), String> {
@@ -66,6 +69,7 @@ fn parse_args() -> Result<(String, Args), String> {
         minutes: 60.0,
         rate: 200.0,
         keep_recorded_minutes: None,
+        http2: false,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
@@ -96,6 +100,13 @@ fn parse_args() -> Result<(String, Args), String> {
             "--keep-recorded-minutes" => {
                 parsed.keep_recorded_minutes =
                     Some(value.parse().map_err(|_| "--keep-recorded-minutes takes a number")?)
+            }
+            "--http" => {
+                parsed.http2 = match value.as_str() {
+                    "2" => true,
+                    "1.1" => false,
+                    _ => return Err("--http takes 1.1 or 2".into()),
+                }
             }
             other => return Err(format!("unknown flag {other}")),
         }
@@ -165,6 +176,7 @@ fn main() {
             warmup: Duration::from_secs_f64(args.warmup),
             measure: Duration::from_secs_f64(args.seconds.max(5.0)),
             out_dir,
+            http2: args.http2,
         })),
         "cluster" => match args.database_url.clone() {
             None => Err("cluster needs --database-url postgres://user@host:port (a PostgreSQL server)".into()),
@@ -190,7 +202,7 @@ fn main() {
             eprintln!("       openivs-bench ingest [--streams 1,10,50] [--warmup S] [--seconds S]");
             eprintln!("       openivs-bench srt [--streams 1,10] [--warmup S] [--seconds S]");
             eprintln!("       openivs-bench playback [--seconds S]");
-            eprintln!("       openivs-bench fanout [--clients 100,1000] [--warmup S] [--seconds S]");
+            eprintln!("       openivs-bench fanout [--clients 100,1000] [--warmup S] [--seconds S] [--http 1.1|2]");
             eprintln!("       openivs-bench access [--clients 16] [--seconds S]");
             eprintln!(
                 "       openivs-bench recording [--streams 10] [--warmup S] [--seconds S] [--samples 50] [--moto PATH]"

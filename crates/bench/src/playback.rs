@@ -192,7 +192,7 @@ pub async fn run(args: PlaybackArgs) -> Result<(), String> {
         ));
     }
     let nginx_dir = TempDir(std::env::temp_dir().join(format!("openivs-bench-nginx-hls-{}", std::process::id())));
-    let (nginx, nginx_rtmp, nginx_http) = start_nginx(&nginx_dir.0)?;
+    let (nginx, nginx_rtmp, nginx_http) = start_nginx(&nginx_dir.0, None)?;
     wait_for_port(nginx_rtmp).await?;
     wait_for_port(nginx_http).await?;
 

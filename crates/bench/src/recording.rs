@@ -66,7 +66,7 @@ pub async fn run(args: RecordingArgs) -> Result<(), String> {
     let recorded_local = recorded_channels(&client, local.port, args.streams).await?;
     let recorded_s3 = recorded_channels(&client, s3.port, args.streams).await?;
     let nginx_dir = TempDir(std::env::temp_dir().join(format!("openivs-bench-nginx-{}", std::process::id())));
-    let (nginx, nginx_port, _) = start_nginx(&nginx_dir.0)?;
+    let (nginx, nginx_port, _) = start_nginx(&nginx_dir.0, None)?;
     wait_for_port(nginx_port).await?;
     let nginx_root = nginx.child.id();
 
