@@ -17,7 +17,8 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const [mode, base, screenshots, demoLink] = process.argv.slice(2);
+// (`demo` mode: the link to a channel's page, and that channel's name: `demo` unless given.)
+const [mode, base, screenshots, demoLink, channelName = 'demo'] = process.argv.slice(2);
 const here = dirname(fileURLToPath(import.meta.url));
 const axeSource = readFileSync(join(here, 'node_modules/axe-core/axe.min.js'), 'utf8');
 mkdirSync(screenshots, { recursive: true });
@@ -245,9 +246,9 @@ async function demo() {
   await page.getByLabel('Access key ID').waitFor();
   // The form offers the local-development pair: signing in is one press.
   await page.getByRole('button', { name: 'Sign in' }).click();
-  await until('the demo channel\'s page', 15, () => document.querySelector('h1')?.textContent === 'demo');
+  await until(`the ${channelName} channel's page`, 15, (name) => document.querySelector('h1')?.textContent === name, channelName);
   seen.preview = await watchPreview(5);
-  await capture('demo');
+  await capture(channelName);
 }
 
 let exitCode = 0;

@@ -15,7 +15,7 @@ fn screenshots() -> PathBuf {
 }
 
 /// Runs console.mjs; its JSON report, or a panic with the report and the server's log.
-fn drive(server: &Server, args: &[&str]) -> serde_json::Value {
+pub fn drive(server: &Server, args: &[&str]) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/console.mjs");
     // (A failure's screenshot of an earlier run would mislead.)
     let _ = std::fs::remove_file(screenshots().join(format!("failure-{}.png", args[0])));

@@ -1,7 +1,8 @@
 //! hls.js in Chromium plays a LOW channel over HTTPS with HTTP/2 (`--http-tls`, the server's own
 //! certificate, which the page trusts), as Apple's low-latency HLS guidance expects: every
 //! request to the server went over `h2`. The channel is made with the AWS CLI trusting the same
-//! certificate (`--ca-bundle`).
+//! certificate (`--ca-bundle`). Then the web console, over the same listener, opens and plays
+//! that channel: its signed API calls go over HTTP/2 too.
 
 use std::path::Path;
 use std::process::Command;
@@ -34,7 +35,7 @@ async fn hls_js_plays_over_https_and_http2() {
     let _alone = crate::ONE_AT_A_TIME.lock().await;
     let server = Server::with_args(&["--http-tls", "true"]);
     let ca = server.data_dir.join("rtmps-certificate.pem");
-    let created = aws(&server, &ca, &["create-channel", "--latency-mode", "LOW"]);
+    let created = aws(&server, &ca, &["create-channel", "--latency-mode", "LOW", "--name", "over-https"]);
     let channel = &created["channel"];
     let arn = channel["arn"].as_str().unwrap().to_owned();
     let playback_url = channel["playbackUrl"].as_str().unwrap().to_owned();
@@ -52,4 +53,12 @@ async fn hls_js_plays_over_https_and_http2() {
     let advanced = result["picture_seconds"].as_f64().unwrap_or(0.0);
     assert!(advanced >= 9.0, "the picture did not keep moving: {result}");
     assert_eq!(result["protocols"], serde_json::json!(["h2"]), "every request over HTTP/2");
+
+    // The console over the same HTTPS listener: Chromium speaks HTTP/2 to it, so every API call
+    // the page signs (with `host`) reaches the server with `:authority` and no `host` header
+    // (refused as unsigned before the server read the authority).
+    let link = format!("{}/console/#/channel/{}", server.endpoint, arn.replace(':', "%3A").replace('/', "%2F"));
+    let report = crate::console::drive(&server, &["demo", &link, "over-https"]);
+    assert!(report["preview"]["played"].as_f64().unwrap() > 3.5, "{report}");
+    assert_eq!(report["accessibility"]["over-https"], serde_json::json!([]), "{report}");
 }
