@@ -191,10 +191,9 @@ pub(crate) async fn measure(
 
 /// nginx with the RTMP module: application `app` (live only), `hls` (live, writing HLS with
 /// 1 s fragments and a 6 s playlist, as in the research peer setup) and `rec` (live, recording
-/// every stream to an FLV file), and an HTTP server for the HLS files. Returns the process, the
-/// RTMP port and the HTTP port.
-/// nginx with nginx-rtmp, and an HTTP server for its HLS files: in the clear, or with `https`
-/// (certificate and key, PEM) over TLS with HTTP/2 and HTTP/1.1 by ALPN.
+/// every stream to an FLV file), and an HTTP server for the HLS files: in the clear, or with
+/// `https` (certificate and key, PEM) over TLS with HTTP/2 and HTTP/1.1 by ALPN. Returns the
+/// process, the RTMP port and the HTTP port.
 pub(crate) fn start_nginx(work: &Path, https: Option<(&Path, &Path)>) -> Result<(Peer, u16, u16), String> {
     let module = Path::new("/usr/lib/nginx/modules/ngx_rtmp_module.so");
     if !module.exists() {

@@ -14,6 +14,11 @@ fn screenshots() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
 }
 
+/// The console's page of the channel `arn` (the link the server's banner prints for the demo).
+pub fn channel_page(server: &Server, arn: &str) -> String {
+    format!("{}/console/#/channel/{}", server.endpoint, arn.replace(':', "%3A").replace('/', "%2F"))
+}
+
 /// Runs console.mjs; its JSON report, or a panic with the report and the server's log.
 pub fn drive(server: &Server, args: &[&str]) -> serde_json::Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser/console.mjs");
@@ -109,7 +114,7 @@ async fn the_demo_plays_in_the_console_from_the_banner_link() {
     // The banner names the console, and the demo channel's page in it.
     let log = server.banner_text();
     assert!(log.contains(&format!("Console:      {}/console/", server.endpoint)), "{log}");
-    let link = format!("{}/console/#/channel/{}", server.endpoint, arn.replace(':', "%3A").replace('/', "%2F"));
+    let link = channel_page(&server, &arn);
     assert!(log.contains(&link), "{link} in {log}");
     let report = drive(&server, &["demo", &link]);
     println!("{report:#}");

@@ -57,7 +57,7 @@ async fn hls_js_plays_over_https_and_http2() {
     // The console over the same HTTPS listener: Chromium speaks HTTP/2 to it, so every API call
     // the page signs (with `host`) reaches the server with `:authority` and no `host` header
     // (refused as unsigned before the server read the authority).
-    let link = format!("{}/console/#/channel/{}", server.endpoint, arn.replace(':', "%3A").replace('/', "%2F"));
+    let link = crate::console::channel_page(&server, &arn);
     let report = crate::console::drive(&server, &["demo", &link, "over-https"]);
     assert!(report["preview"]["played"].as_f64().unwrap() > 3.5, "{report}");
     assert_eq!(report["accessibility"]["over-https"], serde_json::json!([]), "{report}");
